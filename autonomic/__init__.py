@@ -1,0 +1,1 @@
+"""autonomic: PSI rebalancer for KubeVirt and GIE endpoint picker for vLLM fleets."""

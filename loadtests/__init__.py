@@ -1,0 +1,1 @@
+"""Load tests (locust), trace replay and benchmark runners."""

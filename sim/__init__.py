@@ -1,0 +1,1 @@
+"""Digital twins (a vLLM fleet, a Kubernetes+KubeVirt cluster) so everything runs on one machine."""
