@@ -96,6 +96,7 @@ class Engine:
         self.running: list[EngineRequest] = []
         self.requests: dict[str, EngineRequest] = {}
         self._pending_events: list[KVEvent] = []
+        self.slowdown = 1.0  # fault injection: every step takes this many times longer
 
     # ---- admission -----------------------------------------------------------------------------------
     def max_prompt_tokens(self) -> int:
@@ -221,7 +222,7 @@ class Engine:
             else:
                 attn_pairs += n * (req.num_computed + n / 2)
                 res.num_prefill_tokens += n
-        res.duration = self.profile.step_time(int(new_tokens), attn_pairs, int(kv_read))
+        res.duration = self.profile.step_time(int(new_tokens), attn_pairs, int(kv_read)) * self.slowdown
         res.num_scheduled_tokens = int(new_tokens)
         end = now + res.duration
 

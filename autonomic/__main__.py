@@ -1,0 +1,7 @@
+"""`python -m autonomic` is the same as the `autonomic` command."""
+
+import sys
+
+from autonomic.cli import main
+
+sys.exit(main())

@@ -1,0 +1,319 @@
+"""One vLLM-compatible server of the fleet twin: the aiohttp shell around the pure engine.
+
+Why it exists: routers talk HTTP to model servers, scrape `/metrics` and subscribe to KV events. This shell
+serves vLLM's OpenAI API over the engine, runs the engine loop in model time (`time_scale` model seconds per
+real second, so traces replay faster than real time), publishes the engine's KV events over ZMQ and keeps
+vLLM's metrics. Handlers never block the loop; every bad request gets vLLM's error object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+
+from aiohttp import web
+
+from sim.fleet import openai_api as oa
+from sim.fleet.engine import Engine, EngineRequest, StepResult
+from sim.fleet.events import EventBatch
+from sim.fleet.faults import Fault
+from sim.fleet.kv_publisher import KVEventPublisher
+from sim.fleet.metrics import CONTENT_TYPE, ServerMetrics
+from sim.fleet.profile import EngineProfile
+from sim.fleet.tokenizer import generate_token_ids, get_tokenizer
+
+log = logging.getLogger("autonomic.fleet")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class _Stream:
+    """Tokens of one engine request on their way to the HTTP handler."""
+
+    req: EngineRequest
+    queue: asyncio.Queue[list[int] | None] = field(default_factory=asyncio.Queue)
+
+
+class ModelServer:
+    def __init__(
+        self,
+        *,
+        index: int,
+        profile: EngineProfile,
+        port: int,
+        host: str = "127.0.0.1",
+        kv_port: int | None = None,
+        replay_port: int | None = None,
+        time_scale: float = 1.0,
+        lora_names: tuple[str, ...] = (),
+        served_model_name: str | None = None,
+    ) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.index = index
+        self.profile = profile
+        self.host, self.http_port = host, port
+        self.kv_port, self.replay_port = kv_port, replay_port
+        self.time_scale = time_scale
+        self.model_name = served_model_name or profile.model
+        self.lora_names = list(lora_names)
+        self.engine = Engine(profile)
+        self.tokenizer = get_tokenizer()
+        self.metrics = ServerMetrics(
+            model_name=self.model_name,
+            cache_config={
+                "block_size": str(profile.block_size),
+                "num_gpu_blocks": str(profile.num_gpu_blocks),
+                "enable_prefix_caching": "True",
+                "cache_dtype": "auto",
+                "gpu_memory_utilization": "0.9",
+            },
+            max_lora=profile.max_loras,
+        )
+        self.fault = Fault()
+        self.publisher: KVEventPublisher | None = None
+        self._streams: dict[str, _Stream] = {}
+        self._wake = asyncio.Event()
+        self._t0 = time.monotonic()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._engine_task: asyncio.Task[None] | None = None
+        self._unhang = asyncio.Event()
+        self._seq = 0
+        # model-time record of finished requests, read by benchmarks through the fleet control API
+        self.finished_log: deque[dict[str, Any]] = deque(maxlen=200_000)
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def kv_endpoint(self) -> str | None:
+        return f"tcp://{self.host}:{self.kv_port}" if self.kv_port else None
+
+    def model_now(self) -> float:
+        return (time.monotonic() - self._t0) * self.time_scale
+
+    async def start(self) -> None:
+        if self.kv_port:
+            replay = f"tcp://{self.host}:{self.replay_port}" if self.replay_port else None
+            self.publisher = KVEventPublisher(self.kv_endpoint or "", replay_endpoint=replay)
+        app = web.Application(middlewares=[self._fault_middleware], client_max_size=64 * 1024 * 1024)
+        self._add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await self._listen()
+        self._engine_task = asyncio.create_task(self._engine_loop(), name=f"engine-{self.index}")
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self.http_port, reuse_address=True)
+        await self._site.start()
+
+    async def stop(self) -> None:
+        if self._engine_task:
+            self._engine_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._engine_task
+        self._unhang.set()
+        for rid in list(self._streams):
+            self._abort(rid)
+        if self._runner:
+            await self._runner.cleanup()
+        if self.publisher:
+            self.publisher.close()
+
+    async def set_fault(self, fault: Fault) -> None:
+        """Apply a fault mode (see faults.py); `stop` closes the listener, anything else reopens it."""
+        previous, self.fault = self.fault, fault
+        self.engine.slowdown = fault.factor if fault.mode == "slow" else 1.0
+        if fault.mode != "hang":
+            self._unhang.set()
+        else:
+            self._unhang.clear()
+        if fault.mode == "stop" and previous.mode != "stop" and self._site is not None:
+            await self._site.stop()
+            self._site = None
+            for rid in list(self._streams):
+                self._abort(rid)
+        elif fault.mode != "stop" and self._site is None:
+            await self._listen()
+        log.info("fault set", extra={"server": self.index, "fault": fault.to_dict()})
+
+    # ---- engine loop -----------------------------------------------------------------------------------
+    async def _engine_loop(self) -> None:
+        model_t = 0.0
+        while True:
+            if not self.engine.has_work():
+                self._wake.clear()
+                await self._wake.wait()
+            start = max(model_t, self.model_now())
+            res = self.engine.step(start)
+            if res.duration <= 0:
+                await asyncio.sleep(0.001)
+                continue
+            model_t = start + res.duration
+            delay = model_t / self.time_scale - (time.monotonic() - self._t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)  # let handlers run even when the engine lags
+            self._deliver(res)
+
+    def _deliver(self, res: StepResult) -> None:
+        for rid, toks in res.new_tokens.items():
+            stream = self._streams.get(rid)
+            if stream is not None:
+                stream.queue.put_nowait(toks)
+        for req in res.finished:
+            stream = self._streams.pop(req.request_id, None)
+            if stream is not None:
+                stream.queue.put_nowait(None)
+            self._observe_finished(req)
+        m = self.metrics
+        m.set_queue(len(self.engine.running), len(self.engine.waiting))
+        m.set_kv_usage(self.engine.kv_usage())
+        if res.prefix_queries:
+            m.add_prefix_cache(res.prefix_queries, res.prefix_hits)
+        if res.preempted:
+            m.add_preemptions(res.preempted)
+        m.add_iteration_tokens(res.num_scheduled_tokens)
+        running, waiting = self.engine.lora_sets()
+        if self.profile.max_loras:
+            m.set_lora(running, waiting, time.time())
+        if res.events and self.publisher is not None:
+            self.publisher.publish(EventBatch(ts=time.time(), events=res.events))
+
+    def _observe_finished(self, req: EngineRequest) -> None:
+        assert req.finished is not None and req.first_token is not None and req.first_scheduled is not None
+        times = req.token_times
+        self.finished_log.append(
+            {
+                "request_id": req.request_id,
+                "arrival": req.arrival,
+                "ttft": req.first_token - req.arrival,
+                "e2e": req.finished - req.arrival,
+                "queue": req.first_scheduled - req.arrival,
+                "prompt_tokens": req.num_prompt_tokens,
+                "cached_tokens": req.cached_prompt_tokens,
+                "output_tokens": req.num_output_tokens,
+                "preemptions": req.preemptions,
+                "finish_reason": req.finish_reason,
+            }
+        )
+        self.metrics.observe_finished(
+            ttft_s=req.first_token - req.arrival,
+            e2e_s=req.finished - req.arrival,
+            queue_s=req.first_scheduled - req.arrival,
+            prefill_s=req.first_token - req.first_scheduled,
+            decode_s=req.finished - req.first_token,
+            itl_s=[b - a for a, b in zip(times, times[1:], strict=False)],
+            prompt_tokens=req.num_prompt_tokens,
+            generation_tokens=req.num_output_tokens,
+            finish_reason=req.finish_reason or "length",
+        )
+
+    def _abort(self, rid: str) -> None:
+        req = self.engine.abort(rid, self.model_now())
+        stream = self._streams.pop(rid, None)
+        if stream is not None:
+            stream.queue.put_nowait(None)
+        if req is not None:
+            self.metrics.observe_aborted()
+
+    # ---- request intake --------------------------------------------------------------------------------
+    def check_model(self, model: str | None) -> str | None:
+        """Returns the LoRA adapter a request targets (None for the base model); 404 for unknown models."""
+        if model is None or model == self.model_name:
+            return None
+        if model in self.lora_names:
+            return model
+        raise oa.ApiError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+
+    def submit(self, prompt_ids: list[int], params: oa.GenerationParams, lora: str | None, n: int) -> _Stream:
+        """Validate lengths and enqueue one engine request; returns the stream its tokens arrive on."""
+        err = oa.context_error(self.profile.max_model_len, len(prompt_ids), params.max_tokens)
+        if err is not None:
+            raise err
+        if len(prompt_ids) > self.engine.max_prompt_tokens():
+            raise oa.bad_request(
+                f"prompt of {len(prompt_ids)} tokens does not fit in the KV cache "
+                f"({self.engine.max_prompt_tokens()} tokens)",
+                "prompt",
+            )
+        limit = self.profile.max_model_len - len(prompt_ids)
+        max_tokens = limit if params.max_tokens is None else min(params.max_tokens, limit)
+        seed = _seed(prompt_ids, n)
+        natural = 32 + seed % 481  # where the "model" would emit EOS: 32..512 tokens
+        if params.ignore_eos or natural >= max_tokens:
+            length, stop = max_tokens, False
+        else:
+            length, stop = max(natural, params.min_tokens), True
+        length = max(1, min(length, max_tokens) if max_tokens else 1)
+        self._seq += 1
+        rid = f"{params.request_id or 'req'}-{self.index}-{self._seq}"
+        req = EngineRequest(
+            rid,
+            prompt_ids,
+            generate_token_ids(seed, length),
+            self.model_now(),
+            lora_name=lora,
+            stop_on_plan_end=stop,
+        )
+        try:
+            self.engine.add_request(req)
+        except ValueError as exc:
+            raise oa.bad_request(str(exc), "prompt") from exc
+        stream = _Stream(req)
+        self._streams[rid] = stream
+        self._wake.set()
+        return stream
+
+    # ---- HTTP --------------------------------------------------------------------------------------------
+    def _add_routes(self, app: web.Application) -> None:
+        from sim.fleet import compat, http_api  # late import: they use this class
+
+        http_api.add_routes(app, self)
+        compat.add_compat_routes(app, self)
+
+    @web.middleware
+    async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        mode = self.fault.mode
+        if mode == "hang":
+            await self._unhang.wait()
+        elif mode == "error" and request.path != "/metrics":
+            err = oa.ApiError(self.fault.status, "injected fault: server error", "InternalServerError")
+            return web.json_response(err.body(), status=err.status)
+        try:
+            return await handler(request)
+        except oa.ApiError as err:
+            return web.json_response(err.body(), status=err.status)
+
+    def metrics_response(self) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _seed(prompt_ids: list[int], n: int) -> int:
+    h = blake2b(json.dumps([len(prompt_ids), prompt_ids[-64:], n]).encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "big")
+
+
+def json_body_error(exc: Exception) -> oa.ApiError:
+    return oa.bad_request(f"Invalid JSON body: {exc}")
+
+
+def loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise json_body_error(exc) from exc
