@@ -18,17 +18,17 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from sim.fleet.trace import load_trace, oracle_hit_ratio
 
 from loadtests.replay import ReplayRecord, replay
 from sim.fleet.fleet import Fleet
 from sim.fleet.profile import ProfileError, load_profile
-from sim.fleet.trace import load_trace, oracle_hit_ratio
 from sim.netutil import find_base_port
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the demo on the embedded twins and print a summary")
     p.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake-format JSONL trace")
     p.add_argument("--minutes", type=float, default=4.0, help="replay the first N minutes of the trace")
@@ -59,19 +59,27 @@ async def _demo(args: argparse.Namespace, profile: Any) -> int:
     base = find_base_port(args.servers)
     fleet = Fleet(servers=args.servers, base_port=base, profile=profile, time_scale=args.time_scale)
     await fleet.start()
-    print(f"[demo] fleet: {args.servers} vLLM twins ({profile.name}, {profile.num_gpu_blocks} blocks of "
-          f"{profile.block_size} tokens each) on {fleet.urls[0]}..{fleet.urls[-1]}, time scale {args.time_scale:g}x")
+    print(
+        f"[demo] fleet: {args.servers} vLLM twins ({profile.name}, {profile.num_gpu_blocks} blocks of "
+        f"{profile.block_size} tokens each) on {fleet.urls[0]}..{fleet.urls[-1]}, time scale {args.time_scale:g}x"
+    )
     urls = fleet.urls
     t_start = time.monotonic()
 
     def progress(sent: int, done: int, failed: int) -> None:
-        print(f"[demo] {time.monotonic() - t_start:6.1f}s  sent {sent:5d}/{len(trace)}  done {done:5d}  "
-              f"failed {failed}", flush=True)
+        print(
+            f"[demo] {time.monotonic() - t_start:6.1f}s  sent {sent:5d}/{len(trace)}  done {done:5d}  failed {failed}",
+            flush=True,
+        )
 
     try:
         records = await replay(
-            trace, lambda i: urls[i % len(urls)], model=profile.model, time_scale=args.time_scale,
-            id_prefix="demo", progress=progress,
+            trace,
+            lambda i: urls[i % len(urls)],
+            model=profile.model,
+            time_scale=args.time_scale,
+            id_prefix="demo",
+            progress=progress,
         )
         wall = time.monotonic() - t_start
         logs = await _server_logs(fleet)
@@ -96,8 +104,11 @@ async def _server_logs(fleet: Fleet) -> dict[int, list[dict[str, Any]]]:
 
 
 def _summarize(
-    trace: list[Any], records: list[ReplayRecord], logs: dict[int, list[dict[str, Any]]],
-    args: argparse.Namespace, wall: float,
+    trace: list[Any],
+    records: list[ReplayRecord],
+    logs: dict[int, list[dict[str, Any]]],
+    args: argparse.Namespace,
+    wall: float,
 ) -> dict[str, Any]:
     ok = [r for r in records if r.ok]
     entries = [e for es in logs.values() for e in es]
@@ -132,11 +143,15 @@ def _summarize(
 def _print_summary(s: dict[str, Any]) -> None:
     rows = [
         ("requests (ok / failed)", f"{s['ok']} / {s['failed']}"),
-        ("prefix-cache hit ratio", f"{s['hit_ratio']:.1%}  (oracle bound, infinite shared cache: "
-                                   f"{s['oracle_hit_ratio']:.1%})"),
+        (
+            "prefix-cache hit ratio",
+            f"{s['hit_ratio']:.1%}  (oracle bound, infinite shared cache: {s['oracle_hit_ratio']:.1%})",
+        ),
         ("TTFT p50 / p90, model time", f"{s['ttft_model_p50_s']:.3f} s / {s['ttft_model_p90_s']:.3f} s"),
-        ("TTFT p50 / p90, client (real)", f"{s['ttft_client_p50_s']:.3f} s / {s['ttft_client_p90_s']:.3f} s "
-                                          f"(x{s['time_scale']:g} compressed)"),
+        (
+            "TTFT p50 / p90, client (real)",
+            f"{s['ttft_client_p50_s']:.3f} s / {s['ttft_client_p90_s']:.3f} s (x{s['time_scale']:g} compressed)",
+        ),
         ("e2e latency p50, model time", f"{s['e2e_model_p50_s']:.2f} s"),
         ("throughput, model time", f"{s['output_tokens_per_s_model']:.0f} output tokens/s"),
         ("preemptions", str(s["preemptions"])),

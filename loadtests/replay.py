@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
-
 from sim.fleet.synth import prompt_text
 from sim.fleet.trace import TraceRequest
 
@@ -58,9 +57,7 @@ async def replay(
     if not trace:
         return []
     t0 = trace[0].timestamp_s
-    records = [
-        ReplayRecord(index=i, request_id=f"{id_prefix}-{i}", target=choose_target(i)) for i in range(len(trace))
-    ]
+    records = [ReplayRecord(index=i, request_id=f"{id_prefix}-{i}", target=choose_target(i)) for i in range(len(trace))]
     done = failed = sent = 0
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -99,9 +96,7 @@ async def replay(
     return records
 
 
-async def _send(
-    session: aiohttp.ClientSession, rec: ReplayRecord, req: TraceRequest, model: str, start: float
-) -> None:
+async def _send(session: aiohttp.ClientSession, rec: ReplayRecord, req: TraceRequest, model: str, start: float) -> None:
     body = {
         "model": model,
         "prompt": prompt_text(req.hash_ids, req.input_length),
@@ -136,5 +131,5 @@ async def _send(
                     details = usage.get("prompt_tokens_details") or {}
                     rec.cached_tokens = details.get("cached_tokens") or 0
             rec.e2e_s = time.monotonic() - sent
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
         rec.error = f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ from sim.fleet.fleet import CONTROL_OFFSET, KV_OFFSET, REPLAY_OFFSET, Fleet
 from sim.fleet.profile import ProfileError, load_profile
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fleet",
         help="run a fleet of vLLM-compatible twin servers",

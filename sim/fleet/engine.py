@@ -18,6 +18,7 @@ Pure and synchronous: `step(now)` returns what the step did and how long it took
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -124,10 +125,8 @@ class Engine:
         if req in self.running:
             self.running.remove(req)
         else:
-            try:
+            with contextlib.suppress(ValueError):
                 self.waiting.remove(req)
-            except ValueError:
-                pass
         self.cache.free(req.blocks)
         req.blocks = []
         req.finished, req.finish_reason = now, "abort"

@@ -34,7 +34,7 @@ class Fault:
 
 def parse_fault(body: Any) -> Fault:
     if not isinstance(body, dict):
-        raise FaultError("fault must be a JSON object like {\"mode\": \"error\", \"status\": 503}")
+        raise FaultError('fault must be a JSON object like {"mode": "error", "status": 503}')
     unknown = set(body) - {"mode", "status", "factor"}
     if unknown:
         raise FaultError(f"unknown fault fields: {sorted(unknown)}")

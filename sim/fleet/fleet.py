@@ -118,7 +118,8 @@ class Fleet:
             return self.servers[int(request.match_info["i"])]
         except (ValueError, IndexError):
             raise web.HTTPNotFound(
-                text=json.dumps({"error": f"no server {request.match_info['i']}"}), content_type="application/json"
+                text=json.dumps({"error": f"no server {request.match_info['i']}"}),
+                content_type="application/json",
             ) from None
 
     async def _requests(self, request: web.Request) -> web.Response:

@@ -219,7 +219,12 @@ class _Api:
         ids = tok.encode(text)
         strs = [tok.id_to_piece(i) for i in ids] if body.get("return_token_strs") else None
         return web.json_response(
-            {"count": len(ids), "max_model_len": self.srv.profile.max_model_len, "tokens": ids, "token_strs": strs}
+            {
+                "count": len(ids),
+                "max_model_len": self.srv.profile.max_model_len,
+                "tokens": ids,
+                "token_strs": strs,
+            }
         )
 
     async def detokenize(self, request: web.Request) -> web.Response:

@@ -21,7 +21,14 @@ class ApiError(Exception):
         self.status, self.message, self.err_type, self.param = status, message, err_type, param
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.err_type, "param": self.param, "code": self.status}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.err_type,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:
@@ -158,7 +165,12 @@ def chat_choice(index: int, text: str, finish_reason: str | None) -> dict[str, A
 
 
 def chat_delta(index: int, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    choice: dict[str, Any] = {
+        "index": index,
+        "delta": delta,
+        "logprobs": None,
+        "finish_reason": finish_reason,
+    }
     if finish_reason is not None:
         choice["stop_reason"] = None
     return choice

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -217,7 +218,7 @@ class ModelServer:
             queue_s=req.first_scheduled - req.arrival,
             prefill_s=req.first_token - req.first_scheduled,
             decode_s=req.finished - req.first_token,
-            itl_s=[b - a for a, b in zip(times, times[1:], strict=False)],
+            itl_s=[b - a for a, b in itertools.pairwise(times)],
             prompt_tokens=req.num_prompt_tokens,
             generation_tokens=req.num_output_tokens,
             finish_reason=req.finish_reason or "length",

@@ -1,0 +1,238 @@
+"""The twin through real clients: the openai package, raw aiohttp SSE, Prometheus's text parser, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sim.fleet.synth import prompt_text
+
+from sim.fleet.fleet import Fleet
+
+SHARED = prompt_text([11, 12, 13], 3 * 512)  # 1,536 tokens shared by the requests below
+
+
+def client(fleet: Fleet, i: int = 0) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=fleet.urls[i] + "/v1", api_key="none", max_retries=0)
+
+
+async def metrics(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    out: dict[str, Any] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def value(m: dict[str, Any], name: str) -> float:
+    return sum(v for _, v in m[name])
+
+
+async def test_openai_client_streams_and_reads_usage_with_cached_tokens(fleet2: Fleet) -> None:
+    c = client(fleet2)
+    model = fleet2.servers[0].model_name
+    first = await c.completions.create(model=model, prompt=SHARED + " first question", max_tokens=5)
+    assert first.usage is not None and first.usage.completion_tokens == 5
+    assert first.usage.prompt_tokens_details is not None
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    stream = await c.completions.create(
+        model=model,
+        prompt=SHARED + " second question",
+        max_tokens=7,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts, usage = [], None
+    async for chunk in stream:
+        texts += [ch.text for ch in chunk.choices]
+        usage = chunk.usage or usage
+    assert usage is not None and usage.completion_tokens == 7
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 3 * 512  # the shared blocks were served from cache
+    assert "".join(texts).strip()
+
+
+async def test_chat_completion_stream_shape_and_done_marker(fleet2: Fleet) -> None:
+    body = {
+        "model": fleet2.servers[0].model_name,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with aiohttp.ClientSession() as s, s.post(fleet2.urls[0] + "/v1/chat/completions", json=body) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        raw = (await r.read()).decode()
+    events = [e[len("data: ") :] for e in raw.split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+
+
+async def test_non_streaming_chat_with_openai_client(fleet2: Fleet) -> None:
+    c = client(fleet2, 1)
+    resp = await c.chat.completions.create(
+        model=fleet2.servers[1].model_name, messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    assert resp.choices[0].message.role == "assistant"
+    assert resp.choices[0].finish_reason == "length"
+    assert resp.usage is not None and resp.usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "err_type"),
+    [
+        ("/v1/completions", b"{not json", 400, "BadRequestError"),
+        ("/v1/completions", {"model": "no-such-model", "prompt": "x"}, 404, "NotFoundError"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": -1}, 400, "BadRequestError"),
+        ("/v1/completions", {"max_tokens": 3}, 400, "BadRequestError"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 200_000}, 400, "BadRequestError"),
+        ("/v1/chat/completions", {"messages": []}, 400, "BadRequestError"),
+        ("/v1/chat/completions", {"messages": [{"content": "no role"}]}, 400, "BadRequestError"),
+        ("/detokenize", {"tokens": ["a"]}, 400, "BadRequestError"),
+    ],
+)
+async def test_errors_are_vllm_error_objects(
+    fleet2: Fleet, path: str, payload: Any, status: int, err_type: str
+) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(fleet2.urls[0] + path, data=data, headers={"Content-Type": "application/json"}) as r,
+    ):
+        assert r.status == status
+        body = await r.json()
+    assert body["error"]["type"] == err_type
+    assert body["error"]["code"] == status
+    assert body["error"]["message"]
+
+
+async def test_prompt_over_max_model_len_is_refused(fleet2: Fleet) -> None:
+    srv = fleet2.servers[0]
+    too_long = list(range(300, 300 + srv.engine.max_prompt_tokens() + 1))
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(srv.url + "/v1/completions", json={"prompt": too_long, "max_tokens": 1}) as r,
+    ):
+        assert r.status == 400
+        assert "prompt" in (await r.json())["error"]["message"]
+
+
+async def test_tokenize_detokenize_models_health(fleet2: Fleet) -> None:
+    url = fleet2.urls[0]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + "/tokenize", json={"prompt": SHARED}) as r:
+            tok = await r.json()
+        assert tok["count"] == 3 * 512 == len(tok["tokens"])
+        async with s.post(url + "/detokenize", json={"tokens": tok["tokens"]}) as r:
+            assert (await r.json())["prompt"] == SHARED
+        async with s.get(url + "/v1/models") as r:
+            ids = [m["id"] for m in (await r.json())["data"]]
+        assert ids == [fleet2.servers[0].model_name, "sql-adapter"]
+        async with s.get(url + "/health") as r:
+            assert r.status == 200
+
+
+async def test_metrics_parse_and_count(fleet2: Fleet) -> None:
+    c = client(fleet2)
+    model = fleet2.servers[0].model_name
+    await asyncio.gather(*(c.completions.create(model=model, prompt=SHARED + f" q{i}", max_tokens=4) for i in range(3)))
+    m = await metrics(fleet2.urls[0])
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:gpu_cache_usage_perc",
+        "vllm:cache_config_info",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:e2e_request_latency_seconds_bucket",
+    ):
+        assert name in m, name
+    assert value(m, "vllm:generation_tokens_total") == 12
+    assert value(m, "vllm:prompt_tokens_total") > 3 * 1536
+    assert value(m, "vllm:prefix_cache_hits_total") >= 2 * 1536  # the 2nd and 3rd hit the shared prefix
+    assert value(m, "vllm:time_to_first_token_seconds_count") == 3
+    labels = m["vllm:cache_config_info"][0][0]
+    assert labels["block_size"] == "16" and labels["num_gpu_blocks"] == "512"
+
+
+async def test_lora_adapter_served_and_reported(fleet2: Fleet) -> None:
+    c = client(fleet2)
+    resp = await c.completions.create(model="sql-adapter", prompt="select", max_tokens=2)
+    assert resp.model == "sql-adapter"
+    m = await metrics(fleet2.urls[0])
+    assert "vllm:lora_requests_info" in m
+
+
+async def _fault(fleet: Fleet, i: int, body: dict[str, Any]) -> int:
+    async with aiohttp.ClientSession() as s, s.post(f"{fleet.control_url}/servers/{i}/fault", json=body) as r:
+        return r.status
+
+
+async def test_fault_error_then_recover(fleet2: Fleet) -> None:
+    assert await _fault(fleet2, 0, {"mode": "error", "status": 503}) == 200
+    async with aiohttp.ClientSession() as s:
+        async with s.get(fleet2.urls[0] + "/health") as r:
+            assert r.status == 503
+        async with s.get(fleet2.urls[1] + "/health") as r:
+            assert r.status == 200  # the other server is unaffected
+        assert await _fault(fleet2, 0, {"mode": "ok"}) == 200
+        async with s.get(fleet2.urls[0] + "/health") as r:
+            assert r.status == 200
+
+
+async def test_fault_stop_refuses_connections_then_restarts(fleet2: Fleet) -> None:
+    assert await _fault(fleet2, 1, {"mode": "stop"}) == 200
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with s.get(fleet2.urls[1] + "/health"):
+                pass
+        assert await _fault(fleet2, 1, {"mode": "ok"}) == 200
+        async with s.get(fleet2.urls[1] + "/health") as r:
+            assert r.status == 200
+
+
+async def test_fault_hang_times_out_then_releases(fleet2: Fleet) -> None:
+    assert await _fault(fleet2, 0, {"mode": "hang"}) == 200
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.get(fleet2.urls[0] + "/health"):
+                pass
+    assert await _fault(fleet2, 0, {"mode": "ok"}) == 200
+
+
+@pytest.mark.parametrize(
+    "body", [{"mode": "explode"}, {"mode": "slow"}, {"mode": "error", "status": 200}, {"mode": "ok", "x": 1}]
+)
+async def test_bad_fault_requests_are_refused(fleet2: Fleet, body: dict[str, Any]) -> None:
+    assert await _fault(fleet2, 0, body) == 400
+
+
+async def test_slow_fault_raises_model_time_latency(fleet2: Fleet) -> None:
+    c = client(fleet2)
+    model = fleet2.servers[0].model_name
+
+    async def ttft_of(prompt: str) -> float:
+        await c.completions.create(model=model, prompt=prompt, max_tokens=2)
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"{fleet2.control_url}/servers/0/requests?clear=1") as r,
+        ):
+            return float((await r.json())[-1]["ttft"])
+
+    normal = await ttft_of(prompt_text([901], 512))
+    assert await _fault(fleet2, 0, {"mode": "slow", "factor": 4}) == 200
+    slow = await ttft_of(prompt_text([902], 512))
+    assert slow == pytest.approx(normal * 4, rel=0.05)
