@@ -8,6 +8,7 @@ plain data here; `kv_wire.py` turns a batch of them into the exact msgpack bytes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,12 +20,20 @@ class BlockStored:
     lora_id: int | None = None
     medium: str | None = "GPU"
     lora_name: str | None = None
+    # Newer vLLM fields (all optional on the wire; omitted when None). extra_keys: one entry per block, the
+    # extra keys that went into its hash (LoRA name, cache_salt, multimodal ids). group_idx and the spec
+    # fields: which KV-cache group (hybrid attention) the blocks belong to.
+    extra_keys: list[tuple[Any, ...] | None] | None = None
+    group_idx: int | None = None
+    kv_cache_spec_kind: str | None = None
+    kv_cache_spec_sliding_window: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BlockRemoved:
     block_hashes: list[int]
     medium: str | None = "GPU"
+    group_idx: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

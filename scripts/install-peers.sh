@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the peer routers the routing benchmark compares against, each in its own virtual environment,
+# so their dependencies never meet ours: .venv-peers/sglang (sglang-router, CLI `smg`) and
+# .venv-peers/vllm (vllm-router). Idempotent: a venv that already holds the pinned version is left alone.
+# Used by `make peers`; PY picks the interpreter (default python3), PEERS_DIR the root (default .venv-peers).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PY="${PY:-python3}"
+ROOT="${PEERS_DIR:-.venv-peers}"
+
+install_peer() {  # name package version binary
+    local dir="$ROOT/$1" pkg="$2" version="$3" bin="$4"
+    if [ -x "$dir/bin/$bin" ] && [ "$("$dir/bin/python" -m pip show "$pkg" 2>/dev/null | sed -n 's/^Version: //p')" = "$version" ]; then
+        echo "$pkg $version already in $dir"
+        return
+    fi
+    test -x "$dir/bin/python" || "$PY" -m venv "$dir"
+    "$dir/bin/python" -m pip install -q --upgrade pip
+    "$dir/bin/python" -m pip install -q "$pkg==$version"
+    test -x "$dir/bin/$bin" || { echo "error: $pkg installed but $dir/bin/$bin is missing" >&2; exit 1; }
+    echo "installed $pkg $version into $dir"
+}
+
+install_peer sglang sglang-router 0.3.2 smg
+install_peer vllm vllm-router 0.1.17 vllm-router
