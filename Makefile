@@ -25,6 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy autonomic controller scorer sim loadtests
 
+# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/
+peers:
+	bash scripts/install-peers.sh
+
+test-peers: $(STAMP) peers
+	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py
+
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

@@ -18,11 +18,11 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from sim.fleet.trace import load_trace, oracle_hit_ratio
 
 from loadtests.replay import ReplayRecord, replay
 from sim.fleet.fleet import Fleet
 from sim.fleet.profile import ProfileError, load_profile
+from sim.fleet.trace import load_trace, oracle_hit_ratio
 from sim.netutil import find_base_port
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"

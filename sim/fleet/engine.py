@@ -175,6 +175,7 @@ class Engine:
                     break
             else:
                 scheduled.append((req, n))
+                self._commit(req, n)
                 budget -= n
                 i += 1
                 continue
@@ -203,6 +204,7 @@ class Engine:
                 if req.first_scheduled is None:
                     req.first_scheduled = now
                 scheduled.append((req, n))
+                self._commit(req, n)
                 budget -= n
         for req in reversed(skipped):
             self.waiting.appendleft(req)
@@ -225,17 +227,11 @@ class Engine:
         res.num_scheduled_tokens = int(new_tokens)
         end = now + res.duration
 
-        # 4. effects: computed tokens, cached blocks, sampled tokens, finished requests
+        # 4. effects: computed tokens, sampled tokens, finished requests
         bs = self.profile.block_size
         for req, n in scheduled:
             req.num_computed += n
             assert req.hashes is not None
-            full = min(req.num_computed // bs, len(req.hashes.hashes))
-            if full > req.num_cached_blocks:
-                self.cache.cache_full_blocks(
-                    req.blocks, req.hashes.hashes, req.token_ids, req.num_cached_blocks, full, req.lora_name
-                )
-                req.num_cached_blocks = full
             if req.num_computed < req.num_tokens:
                 continue  # still prefilling
             tok = req.output_plan[req.num_output_tokens]
@@ -259,6 +255,17 @@ class Engine:
         return res
 
     # ---- helpers -------------------------------------------------------------------------------------
+    def _commit(self, req: EngineRequest, n: int) -> None:
+        """Cache the full blocks this step will compute, at scheduling time as vLLM V1's allocate_slots does,
+        so a request admitted later in the same step already hits them."""
+        assert req.hashes is not None
+        full = min((req.num_computed + n) // self.profile.block_size, len(req.hashes.hashes))
+        if full > req.num_cached_blocks:
+            self.cache.cache_full_blocks(
+                req.blocks, req.hashes.hashes, req.token_ids, req.num_cached_blocks, full, req.lora_name
+            )
+            req.num_cached_blocks = full
+
     def _blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.profile.block_size)
 

@@ -260,9 +260,9 @@ class ServerMetrics:
 
         # --- cache config: an info metric emulated with a gauge set to 1 (no model_name label) ----------
         info["engine"] = self.engine
-        Gauge(
-            "vllm:cache_config_info", "Information of the LLMEngine CacheConfig", list(info), registry=reg
-        ).labels(**info).set(1)
+        Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", list(info), registry=reg).labels(
+            **info
+        ).set(1)
 
     # ---- per-step state -----------------------------------------------------------------------------------
     def set_queue(self, running: int, waiting: int) -> None:

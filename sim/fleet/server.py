@@ -79,6 +79,7 @@ class ModelServer:
                 "gpu_memory_utilization": "0.9",
             },
             max_lora=profile.max_loras,
+            max_model_len=profile.max_model_len,
         )
         self.fault = Fault()
         self.publisher: KVEventPublisher | None = None
@@ -205,6 +206,7 @@ class ModelServer:
                 "ttft": req.first_token - req.arrival,
                 "e2e": req.finished - req.arrival,
                 "queue": req.first_scheduled - req.arrival,
+                "prefill": req.first_token - req.first_scheduled,
                 "prompt_tokens": req.num_prompt_tokens,
                 "cached_tokens": req.cached_prompt_tokens,
                 "output_tokens": req.num_output_tokens,
@@ -221,6 +223,7 @@ class ModelServer:
             itl_s=[b - a for a, b in itertools.pairwise(times)],
             prompt_tokens=req.num_prompt_tokens,
             generation_tokens=req.num_output_tokens,
+            cached_tokens=req.cached_prompt_tokens,
             finish_reason=req.finish_reason or "length",
         )
 

@@ -10,9 +10,9 @@ import aiohttp
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sim.fleet.synth import prompt_text
 
 from sim.fleet.fleet import Fleet
+from sim.fleet.synth import prompt_text
 
 SHARED = prompt_text([11, 12, 13], 3 * 512)  # 1,536 tokens shared by the requests below
 
@@ -224,15 +224,15 @@ async def test_slow_fault_raises_model_time_latency(fleet2: Fleet) -> None:
     c = client(fleet2)
     model = fleet2.servers[0].model_name
 
-    async def ttft_of(prompt: str) -> float:
+    async def prefill_of(prompt: str) -> float:
         await c.completions.create(model=model, prompt=prompt, max_tokens=2)
         async with (
             aiohttp.ClientSession() as s,
             s.get(f"{fleet2.control_url}/servers/0/requests?clear=1") as r,
         ):
-            return float((await r.json())[-1]["ttft"])
+            return float((await r.json())[-1]["prefill"])  # model time, free of event-loop jitter
 
-    normal = await ttft_of(prompt_text([901], 512))
+    normal = await prefill_of(prompt_text([901], 512))
     assert await _fault(fleet2, 0, {"mode": "slow", "factor": 4}) == 200
-    slow = await ttft_of(prompt_text([902], 512))
+    slow = await prefill_of(prompt_text([902], 512))
     assert slow == pytest.approx(normal * 4, rel=0.05)

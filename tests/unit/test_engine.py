@@ -60,6 +60,28 @@ def test_prefix_cache_hits(first: list[int], second: list[int], expected_hit: in
     assert res.num_prefill_tokens == len(second) - expected_hit
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "expected_hit"),
+    [
+        # blocks are cached when scheduled (vLLM V1 allocate_slots), so b hits a's 4 blocks within the same step
+        (toks(1, 64) + toks(2, 20), toks(1, 64) + toks(3, 20), 64),
+        # identical 4-block prompts: b recomputes its last token, so 3 blocks hit
+        (toks(1, 64), toks(1, 64), 48),
+        # a diverges from b inside block 1: one block
+        (toks(1, 20) + toks(2, 64), toks(1, 20) + toks(3, 64), 16),
+    ],
+)
+def test_requests_admitted_in_the_same_step_share_prefix(
+    first: list[int], second: list[int], expected_hit: int
+) -> None:
+    eng = make_engine(max_num_batched_tokens=256)
+    eng.add_request(req("a", first))
+    eng.add_request(req("b", second))
+    res = eng.step(0.0)
+    assert len(eng.running) == 2
+    assert res.prefix_hits == expected_hit
+
+
 def test_lora_adapters_do_not_share_prefixes() -> None:
     eng = make_engine(max_loras=2)
     eng.add_request(req("a", toks(1, 80), lora_name="sql"))

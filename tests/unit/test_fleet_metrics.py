@@ -64,7 +64,6 @@ EXPECTED: dict[str, tuple[str, frozenset[str], list[float] | None]] = {
 }
 
 
-
 def make(max_lora: int = 2, **kw: object) -> ServerMetrics:
     cache = {"block_size": "16", "num_gpu_blocks": "2048", "enable_prefix_caching": "True"}
     return ServerMetrics(MODEL, cache_config=cache, max_lora=max_lora, max_model_len=MAX_MODEL_LEN, **kw)  # type: ignore[arg-type]
