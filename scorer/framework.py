@@ -1,0 +1,113 @@
+"""Extension points of the scheduling framework, one method each, and the registry that builds plugins by type.
+
+A plugin class declares `type_name` (the `type:` in the config), a pydantic `Params` model (its parameters, with
+defaults; unknown keys are errors) and a constructor `(name, params)`. It implements one of the protocols below and
+may also implement the optional hooks:
+
+- `Filter.filter` keeps the candidates that may serve the request;
+- `Scorer.score` returns a score in [0, 1] for every candidate (the framework clamps, weights and sums);
+- `Picker.pick` chooses the targets from the scored candidates, first the primary, then fallbacks;
+- `ProfileHandler.select` chooses which scheduling profile runs for a request;
+- `PreRequestHook.pre_request` learns from a decision (e.g. the prefix index records what was sent where);
+- `ResponseHook.response_complete` learns from the answer (served endpoint, usage, cached tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult, ScoredEndpoint
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    type_name: ClassVar[str]
+    name: str
+
+
+@runtime_checkable
+class Filter(Plugin, Protocol):
+    def filter(self, cycle: CycleState, request: LLMRequest, candidates: list[EndpointState]) -> list[EndpointState]:
+        """The candidates that may serve the request (a subset of `candidates`, order kept)."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Plugin, Protocol):
+    def score(self, cycle: CycleState, request: LLMRequest, candidates: list[EndpointState]) -> dict[str, float]:
+        """A score in [0, 1] for every candidate, keyed by address (missing means 0)."""
+        ...
+
+
+@runtime_checkable
+class Picker(Plugin, Protocol):
+    def pick(
+        self, cycle: CycleState, request: LLMRequest, scored: list[ScoredEndpoint]
+    ) -> tuple[list[ScoredEndpoint], str]:
+        """The chosen endpoints (primary first, then fallbacks) and a short reason."""
+        ...
+
+
+@runtime_checkable
+class ProfileHandler(Plugin, Protocol):
+    def select(self, cycle: CycleState, request: LLMRequest, profiles: Sequence[str]) -> str:
+        """The name of the profile to run for this request."""
+        ...
+
+
+@runtime_checkable
+class PreRequestHook(Protocol):
+    def pre_request(self, cycle: CycleState, request: LLMRequest, result: SchedulingResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class Usage:
+    """OpenAI `usage` as read from the response (None fields were absent)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+@runtime_checkable
+class ResponseHook(Protocol):
+    def response_complete(
+        self, request: LLMRequest, address: str, status: int, usage: Usage | None, now: float
+    ) -> None: ...
+
+
+# ---- registry ----------------------------------------------------------------------------------------------
+PluginFactory = Callable[[str, Any], Plugin]
+_REGISTRY: dict[str, type] = {}
+T = TypeVar("T", bound=type)
+
+
+def register(cls: T) -> T:
+    """Class decorator: make a plugin available under its `type_name`."""
+    type_name = getattr(cls, "type_name", None)
+    if not isinstance(type_name, str) or not type_name:
+        raise TypeError(f"{cls.__name__} must declare a non-empty type_name")
+    if type_name in _REGISTRY and _REGISTRY[type_name] is not cls:
+        raise ValueError(f"plugin type {type_name!r} registered twice")
+    _REGISTRY[type_name] = cls
+    return cls
+
+
+def registered() -> Mapping[str, type]:
+    """All plugin types known so far (importing `scorer.plugins` registers the built-ins)."""
+    return dict(_REGISTRY)
+
+
+def params_model(cls: type) -> type[BaseModel]:
+    model = getattr(cls, "Params", NoParams)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"{cls.__name__}.Params must be a pydantic model")
+    return model
