@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Autonomic rebalancing (PSI -> KubeVirt live migration) and inference routing "
         "(GIE ext_proc endpoint picker), with digital twins to run everything on one machine.",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("AUTONOMIC_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="default: $AUTONOMIC_LOG_LEVEL or info",
+    )
     parser.add_argument("--log-format", default="json", choices=["json", "text"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS.values():

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 
 from loadtests.replay import ReplayRecord, replay
-from sim.fleet.fleet import Fleet
+from sim.fleet.process import FleetProcess
 from sim.fleet.profile import ProfileError, load_profile
 from sim.fleet.trace import load_trace, oracle_hit_ratio
 from sim.netutil import find_base_port
@@ -57,7 +56,7 @@ async def _demo(args: argparse.Namespace, profile: Any) -> int:
     trace = load_trace(args.trace, max_seconds=args.minutes * 60)
     print(f"[demo] trace: {len(trace)} requests in the first {args.minutes:g} min of {args.trace.name}")
     base = find_base_port(args.servers)
-    fleet = Fleet(servers=args.servers, base_port=base, profile=profile, time_scale=args.time_scale)
+    fleet = FleetProcess(servers=args.servers, base_port=base, time_scale=args.time_scale)
     await fleet.start()
     print(
         f"[demo] fleet: {args.servers} vLLM twins ({profile.name}, {profile.num_gpu_blocks} blocks of "
@@ -82,25 +81,18 @@ async def _demo(args: argparse.Namespace, profile: Any) -> int:
             progress=progress,
         )
         wall = time.monotonic() - t_start
-        logs = await _server_logs(fleet)
+        logs = await fleet.request_logs()
+        max_lag = max(d["max_lag_model_s"] for d in await fleet.describe())
     finally:
         await fleet.stop()
     summary = _summarize(trace, records, logs, args, wall)
+    summary["max_engine_lag_model_s"] = max_lag
     _print_summary(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot = _plot(logs, args.out / "ttft_cdf.png")
     print(f"[demo] wrote {args.out / 'summary.json'}" + (f" and {plot}" if plot else ""))
     return 0 if summary["failed"] == 0 else 1
-
-
-async def _server_logs(fleet: Fleet) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = {}
-    async with aiohttp.ClientSession() as s:
-        for srv in fleet.servers:
-            async with s.get(f"{fleet.control_url}/servers/{srv.index}/requests") as r:
-                out[srv.index] = await r.json()
-    return out
 
 
 def _summarize(
@@ -157,6 +149,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("preemptions", str(s["preemptions"])),
         ("requests per server", ", ".join(f"{k}: {v}" for k, v in sorted(s["per_server_requests"].items()))),
         ("wall time", f"{s['wall_s']:.1f} s"),
+        ("engine lag behind wall, max", f"{s.get('max_engine_lag_model_s', 0.0):.2f} model s (CPU shortfall)"),
     ]
     width = max(len(r[0]) for r in rows)
     print("\n=== demo summary: round-robin over the vLLM fleet twin ===")

@@ -70,7 +70,7 @@ BURST_10_INPUT_LENS = SHAREGPT_320_INPUT_LENS[:10]
 # ---- what the model predicts ---------------------------------------------------------------------------------------
 def decode_step_s(profile: EngineProfile, batch: int, context: float) -> float:
     """One engine step in which `batch` sequences each decode one token over `context` tokens of KV cache."""
-    return profile.step_time(batch, 0.0, round(batch * context))
+    return profile.step_time(batch, 0.0, round(batch * context), batch)
 
 
 def ttft_s(profile: EngineProfile, prompt_lens: Sequence[int]) -> float:
@@ -112,7 +112,7 @@ def decode_window_s(
     times = []
     for k in range(first, last + 1):
         contexts = [i + k for i, o in zip(inputs, outputs, strict=True) if o > k]
-        times.append(profile.step_time(len(contexts), 0.0, sum(contexts)))
+        times.append(profile.step_time(len(contexts), 0.0, sum(contexts), len(contexts)))
     return sum(times) / len(times)
 
 
@@ -136,6 +136,7 @@ def burst_run_s(profile: EngineProfile, inputs: Sequence[int], outputs: Sequence
         new = 0
         pairs = 0.0
         kv = 0
+        decodes = 0
         scheduled: list[tuple[int, int]] = []
         for r in running:
             if budget <= 0:
@@ -143,6 +144,7 @@ def burst_run_s(profile: EngineProfile, inputs: Sequence[int], outputs: Sequence
             if computed[r] >= prompt[r]:
                 n = 1
                 kv += computed[r]
+                decodes += 1
             else:
                 n = min(prompt[r] - computed[r], budget)
                 pairs += n * (computed[r] + n / 2)
@@ -157,7 +159,7 @@ def burst_run_s(profile: EngineProfile, inputs: Sequence[int], outputs: Sequence
             budget -= n
             running.append(r)
             scheduled.append((r, n))
-        clock += profile.step_time(new, pairs, kv)
+        clock += profile.step_time(new, pairs, kv, decodes)
         for r, n in scheduled:
             computed[r] += n
             if computed[r] >= prompt[r] + generated[r]:
@@ -266,7 +268,7 @@ def table(profile: EngineProfile) -> list[str]:
     lines = [
         f"profile: {profile.name} (step_overhead_s={profile.step_overhead_s}, weights_read_s={profile.weights_read_s},"
         f" linear_s_per_token={profile.linear_s_per_token}, attn_s_per_token_pair={profile.attn_s_per_token_pair},"
-        f" kv_read_s_per_token={profile.kv_read_s_per_token})",
+        f" kv_read_s_per_token={profile.kv_read_s_per_token}, decode_s_per_seq={profile.decode_s_per_seq})",
         "",
         f"{'reference':<20} {'measured':>10} {'model':>10} {'error':>8} {'tol':>5}  {'fit':<4} what",
     ]

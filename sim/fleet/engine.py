@@ -138,6 +138,12 @@ class Engine:
         return ok
 
     # ---- observation ---------------------------------------------------------------------------------
+    def next_start(self, gpu_free_at: float) -> float:
+        """When the next step can start: at once if anything runs, else when the oldest waiting request arrived."""
+        if self.running or not self.waiting:
+            return gpu_free_at
+        return max(gpu_free_at, min(r.arrival for r in self.waiting))
+
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
@@ -187,6 +193,8 @@ class Engine:
             running_loras = {r.lora_name for r in self.running if r.lora_name}
             while self.waiting and budget > 0 and len(self.running) < self.profile.max_num_seqs:
                 req = self.waiting[0]
+                if req.arrival > now:  # arrived after this step's start on the GPU timeline (see ModelServer)
+                    break
                 if (
                     req.lora_name
                     and req.lora_name not in running_loras
@@ -223,7 +231,9 @@ class Engine:
             else:
                 attn_pairs += n * (req.num_computed + n / 2)
                 res.num_prefill_tokens += n
-        res.duration = self.profile.step_time(int(new_tokens), attn_pairs, int(kv_read)) * self.slowdown
+        res.duration = (
+            self.profile.step_time(int(new_tokens), attn_pairs, int(kv_read), res.num_decode_seqs) * self.slowdown
+        )
         res.num_scheduled_tokens = int(new_tokens)
         end = now + res.duration
 

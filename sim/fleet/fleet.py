@@ -106,6 +106,7 @@ class Fleet:
                 "kv_replay": f"tcp://{s.host}:{s.replay_port}" if s.replay_port else None,
                 "model": s.model_name,
                 "fault": s.fault.to_dict(),
+                "max_lag_model_s": round(s.max_lag, 4),
             }
             for s in self.servers
         ]

@@ -47,6 +47,7 @@ class EngineProfile(BaseModel):
     linear_s_per_token: float = Field(ge=0)
     attn_s_per_token_pair: float = Field(ge=0)
     kv_read_s_per_token: float = Field(ge=0)
+    decode_s_per_seq: float = Field(0.0, ge=0, description="per decoding sequence: sampling, paged-attention launch")
 
     @model_validator(mode="after")
     def _consistent(self) -> EngineProfile:
@@ -56,7 +57,7 @@ class EngineProfile(BaseModel):
             raise ValueError("num_gpu_blocks too small to hold any request")
         return self
 
-    def step_time(self, new_tokens: int, attn_pairs: float, kv_read_tokens: int) -> float:
+    def step_time(self, new_tokens: int, attn_pairs: float, kv_read_tokens: int, decode_seqs: int = 0) -> float:
         if new_tokens <= 0:
             return 0.0
         return (
@@ -64,6 +65,7 @@ class EngineProfile(BaseModel):
             + max(self.weights_read_s, new_tokens * self.linear_s_per_token)
             + attn_pairs * self.attn_s_per_token_pair
             + kv_read_tokens * self.kv_read_s_per_token
+            + decode_seqs * self.decode_s_per_seq
         )
 
 

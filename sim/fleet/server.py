@@ -32,6 +32,7 @@ from sim.fleet.profile import EngineProfile
 from sim.fleet.tokenizer import generate_token_ids, get_tokenizer
 
 log = logging.getLogger("autonomic.fleet")
+_MAX_BUSY_S = 0.01  # longest the engine loop runs without yielding to the HTTP handlers when it lags
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,6 +87,7 @@ class ModelServer:
         self._streams: dict[str, _Stream] = {}
         self._wake = asyncio.Event()
         self._t0 = time.monotonic()
+        self.max_lag = 0.0  # model seconds the GPU timeline has trailed the wall clock at most
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._engine_task: asyncio.Task[None] | None = None
@@ -154,23 +156,40 @@ class ModelServer:
 
     # ---- engine loop -----------------------------------------------------------------------------------
     async def _engine_loop(self) -> None:
-        model_t = 0.0
+        """Steps the engine on its own GPU timeline, paced to the wall clock.
+
+        A step starts when the previous one ended (or when the oldest waiting request arrived, if the engine was
+        idle), never "now": when this process is short of CPU the timeline falls behind the wall clock and catches
+        up later, so model-time latencies stay those of the modelled GPU rather than of this machine's load.
+        The lag (wall minus GPU timeline) is tracked in `max_lag` and the fleet's `/servers`.
+        """
+        gpu_free_at = 0.0
+        last_yield = time.monotonic()
         while True:
             if not self.engine.has_work():
                 self._wake.clear()
                 await self._wake.wait()
-            start = max(model_t, self.model_now())
+                last_yield = time.monotonic()
+            start = self.engine.next_start(gpu_free_at)
             res = self.engine.step(start)
             if res.duration <= 0:
+                gpu_free_at = max(start, self.model_now())  # nothing could run: the GPU idled until now
                 await asyncio.sleep(0.001)
                 continue
-            model_t = start + res.duration
-            delay = model_t / self.time_scale - (time.monotonic() - self._t0)
+            gpu_free_at = start + res.duration
+            delay = gpu_free_at / self.time_scale - (time.monotonic() - self._t0)
             if delay > 0:
                 await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(0)  # let handlers run even when the engine lags
+                last_yield = time.monotonic()
+                self._deliver(res)
+                continue
+            # behind the wall clock: deliver at once and yield only every few ms, so that the tokens of several
+            # steps pile up and go out merged in one SSE chunk, as vLLM's output collector does under load
+            self.max_lag = max(self.max_lag, -delay * self.time_scale)
             self._deliver(res)
+            if time.monotonic() - last_yield > _MAX_BUSY_S:
+                await asyncio.sleep(0)
+                last_yield = time.monotonic()
 
     def _deliver(self, res: StepResult) -> None:
         for rid, toks in res.new_tokens.items():

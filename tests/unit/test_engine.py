@@ -242,3 +242,21 @@ def test_step_time_grows_with_prefill_and_batch() -> None:
     assert p.step_time(0, 0, 0) == 0.0
     assert p.step_time(8192, 8192 * 4096, 0) > p.step_time(1024, 1024 * 512, 0)
     assert p.step_time(64, 0, 64 * 2000) > p.step_time(8, 0, 8 * 2000)
+
+
+def test_requests_are_not_admitted_before_they_arrive_on_the_gpu_timeline() -> None:
+    eng = make_engine()
+    eng.add_request(EngineRequest("early", toks(1, 40), [500, 501], 0.0))
+    eng.add_request(EngineRequest("late", toks(2, 40), [500, 501], 5.0))
+    assert eng.next_start(0.0) == 0.0
+    res = eng.step(0.0)
+    assert [r.request_id for r in eng.running] == ["early"]
+    assert res.prefix_queries == 40
+    run_to_end_of = eng.step(res.duration)  # "early" decodes; "late" still in the future
+    assert [r.request_id for r in eng.running] == ["early"] or not eng.running
+    assert run_to_end_of.prefix_queries == 0
+    # idle engine: the next step starts when the waiting request arrived, not earlier
+    while eng.running:
+        eng.step(1.0)
+    assert eng.next_start(1.0) == 5.0
+    assert eng.step(5.0).prefix_queries == 40

@@ -1,0 +1,119 @@
+"""Run the fleet twin as a child process (`autonomic fleet`), for demos and benchmarks.
+
+The twin is CPU-bound Python; in the same event loop as a load generator (or a picker) it would compete for one core
+and fall behind the wall clock. In its own process it gets a core of its own, and what the client measures is what
+crosses a real socket. Tests that need to reach into servers keep using the in-process `Fleet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+_SERVER = re.compile(r"^server (\d+): (\S+)\s+kv-events: (\S+)")
+_CONTROL = re.compile(r"^control: (\S+)")
+
+
+class FleetStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class FleetProcess:
+    servers: int
+    base_port: int
+    time_scale: float = 1.0
+    profile: str | None = None
+    num_gpu_blocks: int | None = None
+    extra_args: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    kv_endpoints: list[str] = field(default_factory=list)
+    control_url: str = ""
+    _proc: asyncio.subprocess.Process | None = None
+    _drain: asyncio.Task[None] | None = None
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        cmd = [sys.executable, "-m", "autonomic", "fleet", "--servers", str(self.servers)]
+        cmd += ["--base-port", str(self.base_port), "--time-scale", str(self.time_scale)]
+        if self.profile:
+            cmd += ["--profile", self.profile]
+        if self.num_gpu_blocks:
+            cmd += ["--num-gpu-blocks", str(self.num_gpu_blocks)]
+        cmd += self.extra_args
+        env = dict(os.environ, AUTONOMIC_LOG_LEVEL=os.environ.get("AUTONOMIC_LOG_LEVEL", "warning"))
+        self._proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+        )
+        try:
+            await asyncio.wait_for(self._read_banner(), timeout_s)
+        except (TimeoutError, FleetStartError):
+            await self.stop()
+            raise
+        self._drain = asyncio.create_task(self._drain_output())
+
+    async def _read_banner(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        lines: list[str] = []
+        while True:
+            raw = await self._proc.stdout.readline()
+            if not raw:
+                raise FleetStartError("fleet exited before it was ready:\n" + "\n".join(lines[-20:]))
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if m := _SERVER.match(line):
+                self.urls.append(m.group(2))
+                self.kv_endpoints.append(m.group(3))
+            elif m := _CONTROL.match(line):
+                self.control_url = m.group(1)
+            elif line.startswith("ready:"):
+                return
+
+    async def _drain_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while await self._proc.stdout.readline():
+            pass
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+
+    async def describe(self) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.control_url}/servers") as r:
+            result: list[dict[str, Any]] = await r.json()
+            return result
+
+    async def request_logs(self) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {}
+        async with aiohttp.ClientSession() as s:
+            for i in range(self.servers):
+                async with s.get(f"{self.control_url}/servers/{i}/requests") as r:
+                    out[i] = await r.json()
+        return out
+
+    async def __aenter__(self) -> FleetProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
