@@ -1,9 +1,10 @@
 """`autonomic demo`: the main job on the embedded twins, printing what it did.
 
-Today it starts a fleet of vLLM twins, replays the first minutes of the Mooncake conversation trace round
-robin at a time scale, and reports prefix-cache hit ratio (with the trace's oracle bound), TTFT in model time
-and client time, throughput and the spread over servers, plus a TTFT CDF plot. Later issues add the picker
-and the rebalancer to this same command.
+Routing part: replays the first minutes of the Mooncake conversation trace through a real Envoy twice, each time
+in front of a fresh fleet of vLLM twins: once with Envoy's own round robin, once with our endpoint picker over
+ext_proc. Prints the two side by side (prefix-cache hit ratio against the trace's oracle bound, TTFT p50/p90 in
+model time, e2e, throughput, spread), writes `summary.json` and a TTFT CDF plot. The rebalancer joins this command
+with its issue.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.replay import ReplayRecord, replay
-from sim.fleet.process import FleetProcess
+from loadtests.routing_run import run_routing
 from sim.fleet.profile import ProfileError, load_profile
 from sim.fleet.trace import load_trace, oracle_hit_ratio
-from sim.netutil import find_base_port
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"
+ARMS = ("envoy-round-robin", "picker")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=4.0, help="replay the first N minutes of the trace")
     p.add_argument("--servers", type=int, default=4)
     p.add_argument("--time-scale", type=float, default=10.0, help="model seconds per real second")
+    p.add_argument("--routers", default=",".join(ARMS), help=f"comma-separated, from {ARMS}")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="where the report and plot go")
 
 
@@ -40,126 +41,80 @@ def run(args: argparse.Namespace) -> int:
     if not args.trace.exists():
         print(f"error: trace not found: {args.trace} (expected ../shared beside the checkout)", file=sys.stderr)
         return 2
+    routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    bad = [r for r in routers if r not in ARMS]
+    if bad or not routers:
+        print(f"error: --routers: unknown {bad}; choose from {ARMS}", file=sys.stderr)
+        return 2
     try:
         profile = load_profile()
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_demo(args, profile))
+    return asyncio.run(_demo(args, routers, profile.model))
 
 
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-async def _demo(args: argparse.Namespace, profile: Any) -> int:
+async def _demo(args: argparse.Namespace, routers: list[str], model: str) -> int:
+    started = time.monotonic()
     trace = load_trace(args.trace, max_seconds=args.minutes * 60)
-    print(f"[demo] trace: {len(trace)} requests in the first {args.minutes:g} min of {args.trace.name}")
-    base = find_base_port(args.servers)
-    fleet = FleetProcess(servers=args.servers, base_port=base, time_scale=args.time_scale)
-    await fleet.start()
+    oracle = oracle_hit_ratio(trace)
     print(
-        f"[demo] fleet: {args.servers} vLLM twins ({profile.name}, {profile.num_gpu_blocks} blocks of "
-        f"{profile.block_size} tokens each) on {fleet.urls[0]}..{fleet.urls[-1]}, time scale {args.time_scale:g}x"
+        f"[demo] trace: {len(trace)} requests in the first {args.minutes:g} min of {args.trace.name}; "
+        f"{args.servers} vLLM twins per run, time scale {args.time_scale:g}x",
+        flush=True,
     )
-    urls = fleet.urls
-    t_start = time.monotonic()
-
-    def progress(sent: int, done: int, failed: int) -> None:
-        print(
-            f"[demo] {time.monotonic() - t_start:6.1f}s  sent {sent:5d}/{len(trace)}  done {done:5d}  failed {failed}",
-            flush=True,
-        )
-
-    try:
-        records = await replay(
+    results: dict[str, dict[str, Any]] = {}
+    for router in routers:
+        print(f"[demo] routing run: {router} (fresh fleet, real Envoy)", flush=True)
+        results[router] = await run_routing(
+            router,
             trace,
-            lambda i: urls[i % len(urls)],
-            model=profile.model,
+            model=model,
+            servers=args.servers,
             time_scale=args.time_scale,
-            id_prefix="demo",
-            progress=progress,
+            progress=lambda msg: print(f"[demo]   {msg}", flush=True),
         )
-        wall = time.monotonic() - t_start
-        logs = await fleet.request_logs()
-        max_lag = max(d["max_lag_model_s"] for d in await fleet.describe())
-    finally:
-        await fleet.stop()
-    summary = _summarize(trace, records, logs, args, wall)
-    summary["max_engine_lag_model_s"] = max_lag
-    _print_summary(summary)
+    _print_table(results, oracle)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot = _plot(logs, args.out / "ttft_cdf.png")
+    out = {"oracle_hit_ratio": oracle, "trace": str(args.trace), "minutes": args.minutes, "routers": results}
+    (args.out / "summary.json").write_text(json.dumps(out, indent=2, default=float))
+    plot = _plot(results, args.out / "ttft_cdf.png")
     print(f"[demo] wrote {args.out / 'summary.json'}" + (f" and {plot}" if plot else ""))
-    return 0 if summary["failed"] == 0 else 1
+    print(f"[demo] done in {time.monotonic() - started:.0f} s")
+    return 0 if all(r["failed"] == 0 for r in results.values()) else 1
 
 
-def _summarize(
-    trace: list[Any],
-    records: list[ReplayRecord],
-    logs: dict[int, list[dict[str, Any]]],
-    args: argparse.Namespace,
-    wall: float,
-) -> dict[str, Any]:
-    ok = [r for r in records if r.ok]
-    entries = [e for es in logs.values() for e in es]
-    prompt = sum(r.prompt_tokens for r in ok)
-    cached = sum(r.cached_tokens for r in ok)
-    ttft_model = [e["ttft"] for e in entries]
-    span_model = (max(e["arrival"] + e["e2e"] for e in entries) - min(e["arrival"] for e in entries)) if entries else 0
-    out_tokens = sum(e["output_tokens"] for e in entries)
-    per_server = {i: len(es) for i, es in logs.items()}
-    return {
-        "requests": len(records),
-        "ok": len(ok),
-        "failed": len(records) - len(ok),
-        "errors": sorted({(r.error or "")[:120] for r in records if not r.ok})[:5],
-        "prompt_tokens": prompt,
-        "cached_tokens": cached,
-        "hit_ratio": cached / prompt if prompt else 0.0,
-        "oracle_hit_ratio": oracle_hit_ratio(trace),
-        "ttft_model_p50_s": _pct(ttft_model, 50),
-        "ttft_model_p90_s": _pct(ttft_model, 90),
-        "ttft_client_p50_s": _pct([r.ttft_s for r in ok if r.ttft_s is not None], 50),
-        "ttft_client_p90_s": _pct([r.ttft_s for r in ok if r.ttft_s is not None], 90),
-        "e2e_model_p50_s": _pct([e["e2e"] for e in entries], 50),
-        "output_tokens_per_s_model": out_tokens / span_model if span_model else 0.0,
-        "preemptions": sum(e["preemptions"] for e in entries),
-        "per_server_requests": per_server,
-        "time_scale": args.time_scale,
-        "wall_s": wall,
-    }
-
-
-def _print_summary(s: dict[str, Any]) -> None:
-    rows = [
-        ("requests (ok / failed)", f"{s['ok']} / {s['failed']}"),
+def _print_table(results: dict[str, dict[str, Any]], oracle: float) -> None:
+    names = list(results)
+    rows: list[tuple[str, list[str]]] = [
+        ("requests ok / failed", [f"{r['ok']} / {r['failed']}" for r in results.values()]),
+        ("prefix-cache hit ratio", [f"{r['hit_ratio']:.1%}" for r in results.values()]),
+        ("  of the oracle bound", [f"{r['hit_ratio'] / oracle:.2f}" if oracle else "-" for r in results.values()]),
+        ("TTFT p50, model time", [f"{r['ttft_model_p50_s']:.3f} s" for r in results.values()]),
+        ("TTFT p90, model time", [f"{r['ttft_model_p90_s']:.3f} s" for r in results.values()]),
+        ("e2e p50, model time", [f"{r['e2e_model_p50_s']:.2f} s" for r in results.values()]),
+        ("output tokens/s, model time", [f"{r['output_tokens_per_s_model']:.0f}" for r in results.values()]),
+        ("TTFT p90, client (compressed)", [f"{r['ttft_client_p90_s']:.3f} s" for r in results.values()]),
+        ("preemptions", [str(r["preemptions"]) for r in results.values()]),
         (
-            "prefix-cache hit ratio",
-            f"{s['hit_ratio']:.1%}  (oracle bound, infinite shared cache: {s['oracle_hit_ratio']:.1%})",
+            "requests per server",
+            ["/".join(str(v) for v in r["per_server_requests"].values()) for r in results.values()],
         ),
-        ("TTFT p50 / p90, model time", f"{s['ttft_model_p50_s']:.3f} s / {s['ttft_model_p90_s']:.3f} s"),
-        (
-            "TTFT p50 / p90, client (real)",
-            f"{s['ttft_client_p50_s']:.3f} s / {s['ttft_client_p90_s']:.3f} s (x{s['time_scale']:g} compressed)",
-        ),
-        ("e2e latency p50, model time", f"{s['e2e_model_p50_s']:.2f} s"),
-        ("throughput, model time", f"{s['output_tokens_per_s_model']:.0f} output tokens/s"),
-        ("preemptions", str(s["preemptions"])),
-        ("requests per server", ", ".join(f"{k}: {v}" for k, v in sorted(s["per_server_requests"].items()))),
-        ("wall time", f"{s['wall_s']:.1f} s"),
-        ("engine lag behind wall, max", f"{s.get('max_engine_lag_model_s', 0.0):.2f} model s (CPU shortfall)"),
+        ("max twin lag (model s)", [f"{r['max_engine_lag_model_s']:.1f}" for r in results.values()]),
     ]
-    width = max(len(r[0]) for r in rows)
-    print("\n=== demo summary: round-robin over the vLLM fleet twin ===")
-    for k, v in rows:
-        print(f"  {k.ljust(width)}  {v}")
-    for e in s["errors"]:
-        print(f"  error: {e}")
+    w0 = max(len(k) for k, _ in rows)
+    widths = [max(len(n), *(len(v[i]) for _, v in rows)) for i, n in enumerate(names)]
+    print(f"\n=== routing through Envoy: same trace, fresh fleets (oracle hit-ratio bound {oracle:.1%}) ===")
+    print("  " + " " * w0 + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True)))
+    for k, vals in rows:
+        print("  " + k.ljust(w0) + "  " + "  ".join(v.rjust(w) for v, w in zip(vals, widths, strict=True)))
+    for name, r in results.items():
+        for e in r["errors"]:
+            print(f"  {name} error: {e}")
+    print()
 
 
-def _plot(logs: dict[int, list[dict[str, Any]]], path: Path) -> Path | None:
+def _plot(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
     try:
         import matplotlib
 
@@ -167,15 +122,15 @@ def _plot(logs: dict[int, list[dict[str, Any]]], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, es in sorted(logs.items()):
-        v = np.sort([e["ttft"] for e in es])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, r in results.items():
+        v = np.asarray(r["ttft_model_s"])
         if len(v):
-            ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=f"server {i}")
+            ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=name)
     ax.set_xscale("log")
     ax.set_xlabel("TTFT, model time (s)")
     ax.set_ylabel("fraction of requests")
-    ax.set_title("TTFT CDF per server (round robin)")
+    ax.set_title("TTFT CDF: Mooncake conversation trace, 4 vLLM twins")
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

