@@ -9,7 +9,12 @@ may also implement the optional hooks:
 - `Picker.pick` chooses the targets from the scored candidates, first the primary, then fallbacks;
 - `ProfileHandler.select` chooses which scheduling profile runs for a request;
 - `PreRequestHook.pre_request` learns from a decision (e.g. the prefix index records what was sent where);
-- `ResponseHook.response_complete` learns from the answer (served endpoint, usage, cached tokens).
+- `ResponseHook.response_complete` learns from the answer (served endpoint, usage, cached tokens);
+- `MembershipHook.endpoints_changed` drops the state of endpoints that left the pool;
+- `PluginBinder.bind` receives every plugin by name once (a scorer that reads another plugin's per-cycle data).
+
+A filter may declare `soft = True` (skipped when it would remove every candidate); a plugin class may define a
+classmethod `check_references(params, plugin_types_by_name, profile_names)` that the config loader calls.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult, ScoredEndpoint
 
@@ -111,3 +117,46 @@ def params_model(cls: type) -> type[BaseModel]:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise TypeError(f"{cls.__name__}.Params must be a pydantic model")
     return model
+
+
+# ---- compatible extensions used by the scheduler and the config loader ------------------------------------
+class PluginParams(BaseModel):
+    """Base for plugin parameters: snake_case in Python, camelCase in YAML (`blockSize`), unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+@runtime_checkable
+class MembershipHook(Protocol):
+    """Told the full set of endpoint addresses whenever membership changes (drop state of departed endpoints)."""
+
+    def endpoints_changed(self, present: frozenset[str]) -> None: ...
+
+
+@runtime_checkable
+class PluginBinder(Protocol):
+    """Given every instantiated plugin by name once, before the first cycle (to reach a plugin it reads from)."""
+
+    def bind(self, plugins: Mapping[str, Plugin]) -> None: ...
+
+
+ReferenceCheck = Callable[[Any, Mapping[str, str], Sequence[str]], list[tuple[str, str]]]
+"""Optional classmethod `check_references(params, plugin_types_by_name, profile_names)` on a plugin class: returns
+`(parameter path, message)` for every reference to another plugin or profile that cannot be resolved."""
+
+ROLE_METHODS: Mapping[str, str] = {
+    "filter": "filter",
+    "scorer": "score",
+    "picker": "pick",
+    "profile-handler": "select",
+}
+
+
+def plugin_roles(cls: type) -> frozenset[str]:
+    """The extension points a plugin class fills, by the methods it defines (a class may fill several)."""
+    return frozenset(role for role, method in ROLE_METHODS.items() if callable(getattr(cls, method, None)))
+
+
+def is_soft_filter(plugin: object) -> bool:
+    """A soft filter is skipped (with a note) when it would remove every candidate, instead of failing the cycle."""
+    return bool(getattr(plugin, "soft", False))

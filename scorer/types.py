@@ -56,6 +56,8 @@ class EndpointState:
     stale: bool = False  # the last good scrape is older than the staleness limit
     in_flight: int = 0
     in_flight_tokens: int = 0  # prompt tokens (estimated) of in-flight requests not yet answered
+    dispatched_since_scrape: int = 0  # requests sent here after the last successful scrape (not yet in `waiting`)
+    error: str | None = None  # why the last scrape failed (None when it succeeded)
 
     @property
     def address(self) -> str:

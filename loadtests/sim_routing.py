@@ -1,0 +1,178 @@
+"""In-process routing simulation: the picker's Director in front of N engine twins, all in model time.
+
+Why it exists: choosing the default scoring profile needs many runs of the same trace through different profiles,
+and the full demo (fleet processes, Envoy, ext_proc) takes the trace's real duration per run. Here the engines
+(`sim.fleet.engine.Engine`, the calibrated vLLM model) are stepped by a discrete-event loop, the Director is driven
+with the simulated clock, metrics are "scraped" every `scrape_interval_s`, and a run of ten trace minutes takes
+about a minute of CPU. Same engine model as the demo, no network: a fast way to rank profiles, not a benchmark of
+the picker's overhead (see loadtests/bench_schedule.py for that).
+
+    python -m loadtests.sim_routing --minutes 10 --compress 4 --servers 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scorer.config import PickerConfig, default_config, load_config
+from scorer.director import Director
+from scorer.scheduler import Scheduler
+from scorer.types import Endpoint, EndpointMetrics, LLMRequest, NoEndpointError
+from sim.fleet.engine import Engine, EngineRequest
+from sim.fleet.profile import load_profile
+from sim.fleet.synth import prompt_text_and_ids
+from sim.fleet.trace import TraceRequest, load_trace
+
+TRACE = Path("/work/shared/data/traces/mooncake_conversation_first30min.jsonl")
+_HEAD = "apiVersion: autonomic.dev/v1alpha1\nkind: EndpointPickerConfig\n"
+PROFILES: dict[str, str] = {
+    "random": _HEAD + "plugins: [{type: random-picker}]\n"
+    "schedulingProfiles: [{name: default, plugins: [{pluginRef: random-picker}]}]\n",
+    "gie-default (prefix 3, queue 2, kv 2)": _HEAD
+    + "plugins: [{type: prefix-cache-scorer}, {type: queue-scorer, parameters: {countUnscraped: false}},"
+    " {type: kv-cache-utilization-scorer}]\n"
+    "schedulingProfiles: [{name: default, plugins: [{pluginRef: prefix-cache-scorer, weight: 3},"
+    " {pluginRef: queue-scorer, weight: 2}, {pluginRef: kv-cache-utilization-scorer, weight: 2}]}]\n",
+    "gie-default + countUnscraped": _HEAD
+    + "plugins: [{type: prefix-cache-scorer}, {type: queue-scorer}, {type: kv-cache-utilization-scorer}]\n"
+    "schedulingProfiles: [{name: default, plugins: [{pluginRef: prefix-cache-scorer, weight: 3},"
+    " {pluginRef: queue-scorer, weight: 2}, {pluginRef: kv-cache-utilization-scorer, weight: 2}]}]\n",
+}
+
+
+@dataclass
+class RunStats:
+    name: str
+    ttft: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    per_server: list[int] = field(default_factory=list)
+    rejected: int = 0
+
+    def row(self) -> str:
+        q = statistics.quantiles(self.ttft, n=100) if len(self.ttft) > 1 else [0.0] * 99
+        hit = self.cached_tokens / max(1, self.prompt_tokens)
+        spread = max(self.per_server) / max(1, min(self.per_server)) if self.per_server else 0.0
+        return (
+            f"| {self.name} | {len(self.ttft)} | {hit:.3f} | {q[49]:.3f} | {q[89]:.3f} | {q[98]:.3f} | "
+            f"{statistics.mean(self.e2e):.2f} | {spread:.2f} | {self.rejected} |"
+        )
+
+
+def simulate(
+    name: str,
+    config: PickerConfig,
+    trace: list[TraceRequest],
+    servers: int,
+    compress: float,
+    scrape_interval_s: float = 0.05,
+    seed: int = 1,
+) -> RunStats:
+    profile = load_profile()
+    engines = [Engine(profile) for _ in range(servers)]
+    addresses = [f"10.0.0.{i + 1}:8000" for i in range(servers)]
+    clock = [0.0]
+    director = Director(Scheduler(config), clock=lambda: clock[0], rng=random.Random(seed))
+    director.set_endpoints([Endpoint(a) for a in addresses])
+    stats = RunStats(name, per_server=[0] * servers)
+    events: list[tuple[float, int, str, object]] = []
+    seq = itertools.count()
+    stepping = [False] * servers
+    gpu_free = [0.0] * servers
+    heapq.heappush(events, (0.0, next(seq), "scrape", None))  # first, so the pool is ready for the first arrival
+    for i, req in enumerate(trace):
+        heapq.heappush(events, (req.timestamp_s / compress, next(seq), "arrive", (i, req)))
+    in_flight = 0
+    arrivals_left = len(trace)
+
+    def schedule_step(k: int, at: float) -> None:
+        if not stepping[k]:
+            stepping[k] = True
+            heapq.heappush(events, (max(at, gpu_free[k]), next(seq), "step", k))
+
+    while events:
+        now, _, kind, payload = heapq.heappop(events)
+        clock[0] = now
+        if kind == "scrape":
+            for k, engine in enumerate(engines):
+                metrics = EndpointMetrics(len(engine.waiting), len(engine.running), engine.kv_usage(), scraped_at=now)
+                director.update_metrics(addresses[k], metrics)
+            if arrivals_left or in_flight:
+                heapq.heappush(events, (now + scrape_interval_s, next(seq), "scrape", None))
+        elif kind == "arrive":
+            i, req = payload  # type: ignore[misc]
+            arrivals_left -= 1
+            text, ids = prompt_text_and_ids(req.hash_ids, req.input_length)
+            request = LLMRequest(f"r{i}", profile.model, prompt=text, max_tokens=req.output_length)
+            try:
+                k = addresses.index(director.pick(request).addresses[0])
+            except NoEndpointError:
+                stats.rejected += 1
+                continue
+            plan = [1000 + (j % 7) for j in range(max(1, req.output_length))]
+            engines[k].add_request(EngineRequest(f"r{i}", ids, plan, arrival=now))
+            stats.per_server[k] += 1
+            in_flight += 1
+            schedule_step(k, now)
+        elif kind == "step":
+            k = payload  # type: ignore[assignment]
+            assert isinstance(k, int)
+            stepping[k] = False
+            res = engines[k].step(now)
+            if res.duration <= 0:
+                if engines[k].has_work():
+                    gpu_free[k] = now + 0.001
+                    schedule_step(k, now + 0.001)
+                continue
+            end = now + res.duration
+            gpu_free[k] = end
+            for done in res.finished:
+                heapq.heappush(events, (end, next(seq), "finish", (k, done)))
+            if engines[k].has_work():
+                schedule_step(k, end)
+        elif kind == "finish":
+            k, done = payload  # type: ignore[misc]
+            assert isinstance(done, EngineRequest) and done.first_token is not None and done.finished is not None
+            in_flight -= 1
+            stats.ttft.append(done.first_token - done.arrival)
+            stats.e2e.append(done.finished - done.arrival)
+            stats.prompt_tokens += done.num_prompt_tokens
+            stats.cached_tokens += done.cached_prompt_tokens
+            director.response_complete(done.request_id, addresses[k], 200, None)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="trace minutes to replay")
+    parser.add_argument("--compress", type=float, default=4.0, help="time compression of the trace")
+    parser.add_argument("--servers", type=int, default=8)
+    parser.add_argument("--config", action="append", default=[], help="extra NAME=PATH configs to compare")
+    parser.add_argument("--default", action="store_true", help="include scorer/default-config.yaml")
+    parser.add_argument("--only", action="append", default=[], help="run only the named built-in profiles")
+    args = parser.parse_args(argv)
+    trace = load_trace(TRACE, max_seconds=args.minutes * 60)
+    runs: list[tuple[str, PickerConfig]] = [
+        (n, load_config(text)) for n, text in PROFILES.items() if not args.only or n in args.only
+    ]
+    if args.default:
+        runs.append(("default-config.yaml", default_config()))
+    for spec in args.config:
+        label, _, path = spec.partition("=")
+        runs.append((label, load_config(Path(path))))
+    print(f"trace: {len(trace)} requests, {args.minutes} min compressed {args.compress}x; {args.servers} servers")
+    print("| profile | done | hit ratio | TTFT p50 s | p90 s | p99 s | mean e2e s | max/min load | rejected |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, config in runs:
+        print(simulate(label, config, trace, args.servers, args.compress).row(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

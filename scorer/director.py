@@ -1,0 +1,185 @@
+"""The scheduling core's facade for the shells: endpoint membership, metrics freshness, in-flight load, picks.
+
+Why it exists: the scheduler is a pure function of (request, candidates, cycle); something has to own the state
+around it and decide who is a candidate. The Director does, without any I/O: time comes from an injected `clock`
+and randomness from an injected `rng`, so tests drive it step by step and the twins can run faster than real time.
+The ext_proc shell calls `pick`/`response_complete`, the scrapers call `update_metrics`, discovery calls
+`set_endpoints`, the Explain API calls `explain` (the same decision, with no side effect at all).
+
+Who is a candidate: an endpoint whose last scrape succeeded and is at most `staleness_s` old. A failed scrape takes
+the endpoint out at once (it is probably down; Envoy would otherwise have to retry), and it comes back with the next
+good scrape. A subset hint (`envoy.lb.subset_hint`, ip:port or bare IP entries) restricts the candidates further;
+an empty hint, or one that matches no candidate, is `NoEndpointError` (the shell answers 503), as GIE's protocol says.
+
+In-flight accounting: `pick` charges the primary target (in_flight + 1, in_flight_tokens + prompt tokens,
+dispatched_since_scrape + 1); `response_complete` releases that same charge exactly once. When Envoy retried down
+the fallback list, the served endpoint differs from the primary: the charge is still released where it was made
+(releasing it on the served endpoint would leave the primary charged forever and undercount the served one), and
+the response hooks are told the *served* endpoint, which is where the prompt's prefix is now cached. Entries older
+than `inflight_ttl_s` are expired (charge released, hooks told status 504), so a lost response never leaks load.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from scorer.framework import Usage
+from scorer.inflight import InFlight, InFlightTable
+from scorer.scheduler import Scheduler
+from scorer.types import (
+    CycleState,
+    Endpoint,
+    EndpointMetrics,
+    EndpointState,
+    LLMRequest,
+    NoEndpointError,
+    SchedulingResult,
+)
+
+LOST_RESPONSE_STATUS = 504  # what response hooks are told about a request whose end never arrived
+
+
+@dataclass
+class _Tracked:
+    state: EndpointState
+    received_at: float = float("-inf")  # clock time of the last successful scrape
+
+
+class Director:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        staleness_s: float = 5.0,
+        inflight_ttl_s: float = 600.0,
+    ):
+        self.scheduler = scheduler
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random()
+        self._explain_rng = random.Random(self.rng.getrandbits(64))  # Explain never advances the picks' rng
+        self.staleness_s = staleness_s
+        self.inflight = InFlightTable(inflight_ttl_s)
+        self._tracked: dict[str, _Tracked] = {}
+        self._lock = threading.Lock()
+
+    # ---- membership and metrics --------------------------------------------------------------------------
+    def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """The pool's members now; survivors keep their metrics and counters, newcomers wait for a first scrape."""
+        with self._lock:
+            tracked: dict[str, _Tracked] = {}
+            for endpoint in endpoints:
+                known = self._tracked.get(endpoint.address)
+                if known is None:
+                    known = _Tracked(EndpointState(endpoint))
+                else:
+                    known.state.endpoint = endpoint  # labels may have changed
+                tracked[endpoint.address] = known
+            self._tracked = tracked
+            self.scheduler.endpoints_changed(frozenset(tracked))
+
+    def update_metrics(self, address: str, metrics: EndpointMetrics | None, error: str | None = None) -> None:
+        """One scrape result; `metrics=None` is a failed scrape (`error` says why). Unknown addresses are ignored."""
+        with self._lock:
+            tracked = self._tracked.get(address)
+            if tracked is None:
+                return
+            state = tracked.state
+            if metrics is None:
+                state.error = error or "scrape failed"
+                return
+            state.metrics, state.error, state.stale = metrics, None, False
+            state.dispatched_since_scrape = 0
+            tracked.received_at = self.clock()
+
+    def endpoints(self) -> list[EndpointState]:
+        """Every member with its freshness refreshed (for status pages and tests)."""
+        with self._lock:
+            now = self.clock()
+            for tracked in self._tracked.values():
+                self._refresh(tracked, now)
+            return [t.state for t in self._tracked.values()]
+
+    def ready(self) -> bool:
+        """At least one endpoint can take traffic (fresh metrics from a successful scrape)."""
+        with self._lock:
+            now = self.clock()
+            return any(self._refresh(t, now) for t in self._tracked.values())
+
+    # ---- decisions ---------------------------------------------------------------------------------------
+    def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
+        """Choose targets, charge the primary, let the plugins learn. Raises `NoEndpointError`."""
+        with self._lock:
+            now = self.clock()
+            self._expire(now)
+            cycle = CycleState(now=now, rng=self.rng)
+            result = self.scheduler.schedule(request, self._candidates(subset, now), cycle)
+            self._charge(request, result.targets[0], now)
+            self.scheduler.commit(request, result, cycle)
+            return result
+
+    def explain(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
+        """The decision `pick` would make now, with no side effect (no charge, no learning, no rng advance)."""
+        with self._lock:
+            now = self.clock()
+            cycle = CycleState(now=now, rng=random.Random(self._explain_rng.getrandbits(64)))
+            return self.scheduler.schedule(request, self._candidates(subset, now), cycle)
+
+    def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:
+        """A response ended: release its charge, tell the response hooks. Unknown or repeated ids are ignored."""
+        with self._lock:
+            entry = self.inflight.pop(request_id)
+            if entry is None:
+                return
+            self._release(entry)
+            self.scheduler.response_complete(entry.request, served or entry.address, status, usage, self.clock())
+
+    def in_flight_requests(self) -> int:
+        return len(self.inflight)
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+    def _refresh(self, tracked: _Tracked, now: float) -> bool:
+        """Update the stale flag; True when the endpoint is a candidate."""
+        state = tracked.state
+        state.stale = state.metrics is not None and now - tracked.received_at > self.staleness_s
+        return state.metrics is not None and state.error is None and not state.stale
+
+    def _candidates(self, subset: Sequence[str] | None, now: float) -> list[EndpointState]:
+        eligible = [t.state for t in self._tracked.values() if self._refresh(t, now)]
+        if not eligible:
+            raise NoEndpointError("no ready endpoints")
+        if subset is None:
+            return eligible
+        if not subset:
+            raise NoEndpointError("the subset hint is empty")
+        wanted = set(subset)
+        chosen = [s for s in eligible if s.address in wanted or s.address.rpartition(":")[0] in wanted]
+        if not chosen:
+            raise NoEndpointError(f"no ready endpoint in the subset hint ({len(wanted)} given)")
+        return chosen
+
+    def _charge(self, request: LLMRequest, primary: EndpointState, now: float) -> None:
+        tokens = request.estimated_prompt_tokens()
+        primary.in_flight += 1
+        primary.in_flight_tokens += tokens
+        primary.dispatched_since_scrape += 1
+        replaced = self.inflight.add(InFlight(request, primary, tokens, now))
+        if replaced is not None:  # the same request id picked twice: the first charge is void
+            self._release(replaced)
+
+    def _release(self, entry: InFlight) -> None:
+        tracked = self._tracked.get(entry.address)
+        if tracked is None or tracked.state is not entry.target:  # it left the pool (and maybe came back afresh)
+            return
+        state = entry.target
+        state.in_flight = max(0, state.in_flight - 1)
+        state.in_flight_tokens = max(0, state.in_flight_tokens - entry.tokens)
+
+    def _expire(self, now: float) -> None:
+        for entry in self.inflight.expire(now):
+            self._release(entry)
+            self.scheduler.response_complete(entry.request, entry.address, LOST_RESPONSE_STATUS, None, now)

@@ -1,0 +1,114 @@
+"""prefix-cache-scorer: prefer the endpoints that probably hold this prompt's prefix in their KV cache.
+
+Formula: `score(e) = matched_blocks(e) / total_blocks`, where the prompt is cut into `blockSize`-byte blocks with
+chained xxh64 hashes (`scorer.hashing`) and `matched_blocks(e)` is the longest run of them, from block 0, that the
+index believes `e` holds (`scorer.prefix_index`). A prompt shorter than one block scores 0 everywhere (neutral).
+
+Learning: `pre_request` records the request's block hashes against the primary target (what the picker sent where).
+When the response says a different endpoint served it (Envoy retried down the fallback list), the response hook
+records them against the served endpoint too. An endpoint that leaves the pool is forgotten.
+
+Sharing: `match(cycle, request)` hashes the prompt and matches it once per cycle and keeps the result in the cycle
+state, so the ttft-estimate-scorer reads the same numbers without hashing again.
+
+Parameters: `blockSize` (64 bytes ~ 16 tokens, vLLM's block), `maxPrefixBlocks` (8192 = 512 KiB ~ 128k tokens,
+Llama-3.1's context, so no legal prompt is cut), `lruCapacityPerServer` (31250 blocks ~ 2 M characters ~ 500k tokens,
+the KV capacity of one 8B replica on an H100; size it as `kv_tokens * 4 / blockSize`), `learnFromResponses` (true).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+
+from scorer.framework import PluginParams, Usage, register
+from scorer.hashing import prompt_block_hashes
+from scorer.prefix_index import PrefixIndex
+from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
+
+_PENDING_LIMIT = 65_536  # requests remembered between pick and response (oldest forgotten first)
+
+
+class PrefixCacheParams(PluginParams):
+    block_size: int = Field(64, ge=1)
+    max_prefix_blocks: int = Field(8192, ge=1)
+    lru_capacity_per_server: int = Field(31_250, ge=1)
+    learn_from_responses: bool = True
+
+
+@dataclass(frozen=True)
+class PrefixMatch:
+    """One prompt against the index: its block hashes and, per endpoint, how many leading blocks it holds."""
+
+    hashes: list[int]
+    matched: dict[str, int]
+    prompt_bytes: int
+    block_size: int
+
+    def block_fraction(self, address: str) -> float:
+        """Matched blocks over hashed blocks: the prefix-cache score."""
+        return self.matched.get(address, 0) / len(self.hashes) if self.hashes else 0.0
+
+    def cached_fraction(self, address: str) -> float:
+        """The share of the whole prompt (partial tail and unhashed bytes included) predicted to be cached."""
+        if not self.prompt_bytes:
+            return 0.0
+        return min(1.0, self.matched.get(address, 0) * self.block_size / self.prompt_bytes)
+
+
+@register
+class PrefixCacheScorer:
+    type_name: ClassVar[str] = "prefix-cache-scorer"
+    Params = PrefixCacheParams
+
+    def __init__(self, name: str, params: PrefixCacheParams):
+        self.name = name
+        self.params = params
+        self.index = PrefixIndex(params.lru_capacity_per_server)
+        self._sent: OrderedDict[str, str] = OrderedDict()  # request id -> address its hashes were recorded for
+        self._key = f"{name}/match"
+
+    def match(self, cycle: CycleState, request: LLMRequest) -> PrefixMatch:
+        """This request's match, computed once per cycle (before any learning from this cycle's decision)."""
+        found = cycle.data.get(self._key)
+        if isinstance(found, PrefixMatch):
+            return found
+        data = request.prompt.encode()
+        hashes = prompt_block_hashes(request.model, data, self.params.block_size, self.params.max_prefix_blocks)
+        result = PrefixMatch(hashes, self.index.match(hashes), len(data), self.params.block_size)
+        cycle.data[self._key] = result
+        return result
+
+    def score(self, cycle: CycleState, request: LLMRequest, candidates: list[EndpointState]) -> dict[str, float]:
+        match = self.match(cycle, request)
+        if not match.hashes:
+            return {c.address: 0.0 for c in candidates}
+        matched, total = match.matched, len(match.hashes)
+        return {c.address: matched.get(c.address, 0) / total for c in candidates}
+
+    def pre_request(self, cycle: CycleState, request: LLMRequest, result: SchedulingResult) -> None:
+        if not result.targets:
+            return
+        match = self.match(cycle, request)
+        primary = result.targets[0].address
+        self.index.record(primary, match.hashes)
+        if self.params.learn_from_responses and match.hashes:
+            self._sent[request.request_id] = primary
+            if len(self._sent) > _PENDING_LIMIT:
+                self._sent.popitem(last=False)
+
+    def response_complete(
+        self, request: LLMRequest, address: str, status: int, usage: Usage | None, now: float
+    ) -> None:
+        recorded = self._sent.pop(request.request_id, None)
+        if recorded is None or recorded == address or status >= 400:
+            return
+        p = self.params
+        hashes = prompt_block_hashes(request.model, request.prompt, p.block_size, p.max_prefix_blocks)
+        self.index.record(address, hashes)
+
+    def endpoints_changed(self, present: frozenset[str]) -> None:
+        self.index.retain(present)

@@ -1,0 +1,155 @@
+"""Chained block hashes and the approximate prefix index: longest prefix match, LRU bounds, membership."""
+
+from __future__ import annotations
+
+import pytest
+import xxhash
+
+from scorer.hashing import model_seed, prompt_block_hashes
+from scorer.prefix_index import PrefixIndex
+
+A, B, C = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
+
+
+# ---- hashing ----------------------------------------------------------------------------------------------
+def test_hash_chain_is_xxh64_seeded_with_the_model_then_the_previous_block():
+    hashes = prompt_block_hashes("m", "aaaabbbbcc", block_size=4, max_blocks=10)
+    first = xxhash.xxh64_intdigest(b"aaaa", model_seed("m"))
+    assert model_seed("m") == xxhash.xxh64_intdigest(b"m")
+    assert hashes == [first, xxhash.xxh64_intdigest(b"bbbb", first)]  # the partial block "cc" is ignored
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "shared"),
+    [
+        ("abcdefgh", "abcdefgh", 2),
+        ("abcdefgh", "abcdXfgh", 1),  # the second block differs, and so does everything chained after it
+        ("abcdefghijkl", "abcdefgXijkl", 1),
+        ("Xbcdefgh", "abcdefgh", 0),
+        ("abcdefgh" + "ijkl", "abcdefgh" + "ijkX", 2),
+    ],
+)
+def test_blocks_share_hashes_exactly_as_long_as_prefixes_agree(left: str, right: str, shared: int):
+    lh, rh = prompt_block_hashes("m", left, 4, 100), prompt_block_hashes("m", right, 4, 100)
+    common = next((i for i, (x, y) in enumerate(zip(lh, rh, strict=False)) if x != y), min(len(lh), len(rh)))
+    assert common == shared
+    assert len(set(lh[shared:]) & set(rh[shared:])) == 0  # a block after a difference never matches again
+
+
+def test_same_text_under_another_model_shares_nothing():
+    assert not set(prompt_block_hashes("a", "x" * 64, 8, 10)) & set(prompt_block_hashes("b", "x" * 64, 8, 10))
+
+
+@pytest.mark.parametrize(
+    ("text", "block_size", "max_blocks", "count"),
+    [
+        ("", 4, 10, 0),
+        ("abc", 4, 10, 0),
+        ("abcd", 4, 10, 1),
+        ("a" * 40, 4, 3, 3),
+        ("a" * 40, 4, 0, 0),
+        ("é" * 4, 4, 9, 2),
+    ],
+)
+def test_block_count(text: str, block_size: int, max_blocks: int, count: int):
+    assert len(prompt_block_hashes("m", text, block_size, max_blocks)) == count  # "é" is 2 UTF-8 bytes
+
+
+def test_str_and_bytes_hash_alike_and_bad_sizes_are_refused():
+    assert prompt_block_hashes("m", "héllo wörld!", 3, 9) == prompt_block_hashes("m", "héllo wörld!".encode(), 3, 9)
+    with pytest.raises(ValueError):
+        prompt_block_hashes("m", "abc", 0, 1)
+
+
+# ---- index ------------------------------------------------------------------------------------------------
+def test_match_is_the_longest_consecutive_run_from_block_zero_per_endpoint():
+    index = PrefixIndex(100)
+    index.record(A, [1, 2, 3, 4])
+    index.record(B, [1, 2])
+    index.record(C, [9, 2, 3])  # holds blocks 2 and 3 under another head: no match from block 0
+    assert index.match([1, 2, 3, 4, 5]) == {A: 4, B: 2}
+    assert index.match([1, 2, 7]) == {A: 2, B: 2}
+    assert index.match([7, 2, 3]) == {}
+    assert index.match([]) == {}
+    assert index.match([1]) == {A: 1, B: 1}
+
+
+def test_a_gap_ends_the_match():
+    index = PrefixIndex(100)
+    index.record(A, [1, 2, 4])  # as if block 3 was evicted
+    assert index.match([1, 2, 3, 4]) == {A: 2}
+
+
+def test_lru_is_bounded_per_endpoint_and_keeps_the_head_of_the_last_prompt():
+    index = PrefixIndex(4)
+    index.record(A, [1, 2, 3])
+    index.record(A, [10, 11, 12])  # 6 blocks for 4 slots: the oldest prompt's tail goes first
+    assert index.blocks(A) == 4
+    assert index.match([10, 11, 12]) == {A: 3}
+    assert index.match([1, 2, 3]) == {A: 1}  # its head block 1 outlived its tail (3 evicted, then 2)
+    assert len(index) == 4
+
+
+def test_a_prompt_longer_than_the_capacity_keeps_its_head():
+    index = PrefixIndex(3)
+    index.record(A, list(range(100, 110)))
+    assert index.blocks(A) == 3 and index.match(list(range(100, 110))) == {A: 3}
+
+
+def test_recording_again_refreshes_recency():
+    index = PrefixIndex(4)
+    index.record(A, [1, 2])
+    index.record(A, [3, 4])
+    index.record(A, [1, 2])  # [1, 2] is the most recent again
+    index.record(A, [5, 6])  # evicts [3, 4], not [1, 2]
+    assert index.match([1, 2]) == {A: 2}
+    assert index.match([3, 4]) == {}
+
+
+def test_eviction_on_one_endpoint_keeps_the_hash_for_the_others():
+    index = PrefixIndex(2)
+    index.record(A, [1, 2])
+    index.record(B, [1, 2])
+    index.record(A, [7, 8])  # A forgets 1, 2
+    assert index.match([1, 2]) == {B: 2}
+    assert index.match([7, 8]) == {A: 2}
+    assert len(index) == 4
+
+
+def test_matching_does_not_change_recency():
+    index = PrefixIndex(2)
+    index.record(A, [1])
+    index.record(A, [2])
+    for _ in range(3):
+        index.match([1])
+    index.record(A, [3])  # still evicts 1, the least recently *recorded*
+    assert index.match([1]) == {} and index.match([2]) == {A: 1}
+
+
+def test_removing_an_endpoint_forgets_it_and_frees_its_slot():
+    index = PrefixIndex(10)
+    index.record(A, [1, 2])
+    index.record(B, [1, 2, 3])
+    index.remove_endpoint(A)
+    index.remove_endpoint("unknown:1")  # no error
+    assert index.match([1, 2, 3]) == {B: 3}
+    assert index.blocks(A) == 0 and index.addresses() == [B]
+    index.record(C, [5])  # reuses A's slot
+    assert index.match([1, 2, 3]) == {B: 3} and index.match([5]) == {C: 1}
+    index.retain([C])
+    assert index.addresses() == [C] and len(index) == 1
+
+
+def test_many_endpoints_match_independently():
+    index = PrefixIndex(1000)
+    prompt = list(range(1, 301))
+    for i in range(200):  # more endpoints than a machine word has bits
+        index.record(f"10.1.{i // 256}.{i % 256}:80", prompt[: i + 1])
+    matched = index.match(prompt)
+    assert len(matched) == 200
+    assert all(matched[f"10.1.{i // 256}.{i % 256}:80"] == i + 1 for i in range(200))
+
+
+def test_capacity_must_be_positive():
+    with pytest.raises(ValueError):
+        PrefixIndex(0)
