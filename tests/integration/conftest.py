@@ -27,3 +27,28 @@ async def fleet2() -> AsyncIterator[Fleet]:
         yield fleet
     finally:
         await fleet.stop()
+
+
+# ---- ext_proc picker + real Envoy (helpers in envoy_fixture.py) ---------------------------------------------
+from envoy_fixture import EchoUpstream, Stack, fleet_addresses, picker_and_envoy  # noqa: E402
+
+from scorer.extproc.roundrobin import RoundRobinBackend  # noqa: E402
+
+
+@pytest.fixture
+async def echo_upstream() -> AsyncIterator[EchoUpstream]:
+    """A loopback HTTP server that streams every request body back unchanged (byte-exactness checks)."""
+    server = EchoUpstream()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def rr_envoy(fleet2: Fleet) -> AsyncIterator[Stack]:
+    """fleet2 behind Envoy (FULL_DUPLEX_STREAMED, override_host routing) and the picker with a round-robin backend."""
+    backend = RoundRobinBackend(fleet_addresses(fleet2))
+    async with picker_and_envoy(backend, fleet_addresses(fleet2)) as stack:
+        yield stack

@@ -1,0 +1,238 @@
+"""What the ext_proc hop costs: the same small completions through Envoy with and without the picker.
+
+Why it exists: a Python picker sits on every request. This measures, in one run on one machine, req/s and latency
+(p50/p99) of N small completions at a fixed concurrency through Envoy (a) with a plain round-robin cluster,
+(b) with the ext_proc picker running the minimal round-robin backend (the protocol's own cost), and (c) with the
+real scheduling Director from the default config, fed by a bare /metrics scrape every 0.1 s (the core's cost on
+top), each against the same fleet twin at a high time scale so the model servers are not the limit. Ratios are to
+(a). No thresholds: it reports. Each picker runs in its own process, as deployed.
+
+    python -m loadtests.bench_extproc --requests 2000 --concurrency 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from scorer.extproc.envoy_config import EnvoyOptions
+from scorer.extproc.local_envoy import LocalEnvoy
+from sim.fleet.process import FleetProcess
+from sim.netutil import find_base_port, free_port
+
+ARMS = ("envoy-round-robin", "picker-round-robin", "picker-director")
+
+
+class PickerChild:
+    """A picker in its own process: `python -m <command> --endpoints ... --port P`, ready at its `ready:` line."""
+
+    def __init__(self, command: Sequence[str], endpoints: Sequence[str]):
+        self.port = free_port()
+        self.cmd = [sys.executable, "-m", *command, "--endpoints", ",".join(endpoints), "--port", str(self.port)]
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        assert self.proc.stdout is not None
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("ready:"):
+            raw = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+            if not raw:
+                raise RuntimeError("picker exited:\n" + "\n".join(lines[-20:]))
+            lines.append(raw.decode(errors="replace").strip())
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def serve_director(endpoints: Sequence[str], port: int, scrape_s: float = 0.1) -> None:
+    """The Director from the default config behind the shell, fed by a bare /metrics scrape loop (bench only)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scorer.config import default_config
+    from scorer.director import Director
+    from scorer.extproc.server import serve_extproc
+    from scorer.scheduler import Scheduler
+    from scorer.types import Endpoint, EndpointMetrics
+
+    director = Director(Scheduler(default_config()))
+    director.set_endpoints([Endpoint(e) for e in endpoints])
+
+    async def scrape(http: aiohttp.ClientSession, address: str) -> None:
+        try:
+            async with http.get(f"http://{address}/metrics") as r:
+                text = await r.text()
+        except aiohttp.ClientError as exc:
+            director.update_metrics(address, None, str(exc))
+            return
+        v = {x.name: x.value for f in text_string_to_metric_families(text) for x in f.samples}
+        waiting, running = int(v.get("vllm:num_requests_waiting", 0)), int(v.get("vllm:num_requests_running", 0))
+        kv = float(v.get("vllm:kv_cache_usage_perc", 0.0))
+        director.update_metrics(address, EndpointMetrics(waiting, running, kv, scraped_at=time.monotonic()))
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(scrape(http, e) for e in endpoints))
+        handle = await serve_extproc(director, "127.0.0.1", port)
+        print(f"ready: 127.0.0.1:{handle.port}", flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), scrape_s)
+            await asyncio.gather(*(scrape(http, e) for e in endpoints))
+        await handle.stop(1.0)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def drive(url: str, model: str, requests: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    """Send `requests` completions with `concurrency` in flight; latencies in ms."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(requests))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:
+                body = {"model": model, "prompt": f"bench {i % 97} hello world", "max_tokens": max_tokens}
+                started = time.perf_counter()
+                try:
+                    async with http.post(f"{url}/v1/completions", json=body) as r:
+                        await r.read()
+                        ok = r.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                latencies.append((time.perf_counter() - started) * 1e3)
+                errors += not ok
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {
+        "requests": requests,
+        "errors": errors,
+        "req_per_s": requests / wall,
+        "p50_ms": _percentile(latencies, 0.50),
+        "p99_ms": _percentile(latencies, 0.99),
+    }
+
+
+async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    pool = [u.removeprefix("http://") for u in fleet.urls]
+    picker: PickerChild | None = None
+    if arm == "picker-round-robin":
+        picker = PickerChild(["scorer.extproc.roundrobin"], pool)
+    elif arm == "picker-director":  # the Director from the default config, in its own process
+        picker = PickerChild(["loadtests.bench_extproc", "--serve-director"], pool)
+    opts = EnvoyOptions(
+        listen_port=free_port(),
+        admin_port=free_port(),
+        picker_port=picker.port if picker else None,
+        pool=pool,
+    )
+    envoy = LocalEnvoy(opts, concurrency=args.envoy_concurrency)
+    try:
+        if picker is not None:
+            await picker.start()
+        async with envoy:
+            await drive(envoy.url, model, args.warmup, args.concurrency, args.max_tokens)
+            return await drive(envoy.url, model, args.requests, args.concurrency, args.max_tokens)
+    finally:
+        if picker is not None:
+            await picker.stop()
+
+
+def _table(results: dict[str, dict[str, Any]]) -> str:
+    base = results.get("envoy-round-robin")
+    lines = [f"{'arm':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  vs envoy-round-robin"]
+    for arm, r in results.items():
+        if "skipped" in r:
+            lines.append(f"{arm:<20} skipped: {r['skipped']}")
+            continue
+        ratio = ""
+        if base and "req_per_s" in base:
+            ratio = (
+                f"x{r['req_per_s'] / base['req_per_s']:.2f} req/s, x{r['p50_ms'] / base['p50_ms']:.2f} p50,"
+                f" x{r['p99_ms'] / base['p99_ms']:.2f} p99"
+            )
+        lines.append(f"{arm:<20} {r['req_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:6d}  {ratio}")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    fleet = FleetProcess(servers=args.servers, base_port=find_base_port(args.servers), time_scale=args.time_scale)
+    results: dict[str, dict[str, Any]] = {}
+    async with fleet:
+        model = (await fleet.describe())[0]["model"]
+        for arm in args.arms:
+            try:
+                results[arm] = await run_arm(arm, fleet, model, args)
+            except (RuntimeError, TimeoutError) as exc:  # e.g. `autonomic picker` not available yet
+                results[arm] = {"skipped": str(exc).splitlines()[-1][:160] if str(exc) else type(exc).__name__}
+                print(f"{arm}: skipped ({results[arm]['skipped']})", flush=True)
+                continue
+            print(f"{arm}: {json.dumps({k: round(v, 2) for k, v in results[arm].items()})}", flush=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    if argv is None and "--serve-director" in sys.argv:  # child mode of the picker-director arm
+        child = argparse.ArgumentParser()
+        child.add_argument("--serve-director", action="store_true")
+        child.add_argument("--endpoints", required=True)
+        child.add_argument("--port", type=int, required=True)
+        a = child.parse_args()
+        asyncio.run(serve_director(a.endpoints.split(","), a.port))
+        return
+    ap = argparse.ArgumentParser(description="Cost of the ext_proc picker hop through a real Envoy.")
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--servers", type=int, default=2)
+    ap.add_argument("--time-scale", type=float, default=1000.0)
+    ap.add_argument("--max-tokens", type=int, default=2)
+    ap.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    args = ap.parse_args(argv)
+    args.arms = [a for a in args.arms.split(",") if a]
+    unknown = set(args.arms) - set(ARMS)
+    if unknown:
+        ap.error(f"unknown arms: {sorted(unknown)}")
+    results = asyncio.run(main_async(args))
+    header = f"{args.requests} completions (max_tokens {args.max_tokens}), concurrency {args.concurrency}, "
+    print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
+    print(_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Renders the Envoy bootstrap that puts the picker in front of the model servers (local runs, tests, demo, bench).
+
+Why it exists: tests and benchmarks start the same routing chain with different ports and failure modes, and
+`deploy/local/*.yaml` keeps reviewed renders of it. HTTP filters, in order:
+
+1. `header_to_metadata` (request): strips a client-supplied `x-gateway-destination-endpoint`; with
+   `subset_from_header` it copies a client header into `envoy.lb.subset_hint` (a gateway would set that itself);
+2. `ext_proc` -> the picker (headers SEND, bodies FULL_DUPLEX_STREAMED or BUFFERED, trailers SEND as Envoy 1.40
+   requires with full duplex), forwarding `envoy.lb*` metadata and accepting `envoy.lb` back;
+3. `header_to_metadata` (response, `original_dst` only): the served endpoint, set by the route from
+   `%UPSTREAM_REMOTE_ADDRESS%`, moved into `envoy.lb` metadata where the picker reads it;
+4. the router.
+
+`routing` chooses how the decision is honoured (both measured in docs/picker-envoy.md):
+`override_host` (default) — the pool cluster uses Envoy's OverrideHost policy, which takes `ip:port[,ip:port...]`
+from the metadata or header, retries down the list, reports the host used and falls back to round robin without
+a decision (fail-open); `original_dst` — GIE's test setup, an ORIGINAL_DST cluster dialling the header, which
+takes ONE address only, plus a route without the header to the pool. `picker_port=None`: plain round robin.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from scorer.extproc.protocol import DESTINATION_KEY, LB_NAMESPACE, SERVED_KEY, SUBSET_KEY, SUBSET_NAMESPACE
+
+_TYPE = "@type"
+_T = "type.googleapis.com/envoy.extensions."
+
+
+@dataclass(frozen=True)
+class EnvoyOptions:
+    listen_port: int = 8081
+    admin_port: int = 19000
+    picker_port: int | None = 9002  # None: plain round-robin baseline without ext_proc
+    picker_host: str = "127.0.0.1"
+    listen_host: str = "127.0.0.1"
+    pool: Sequence[str] = ()  # ip:port of every model server
+    routing: Literal["override_host", "original_dst"] = "override_host"
+    failure_mode_allow: bool = False
+    message_timeout_s: float = 30.0
+    body_mode: Literal["FULL_DUPLEX_STREAMED", "BUFFERED"] = "FULL_DUPLEX_STREAMED"
+    retries: int = 2  # override_host: further attempts go down the picker's list (connect failures, resets)
+    subset_from_header: bool = False
+    route_timeout_s: int = 86400
+    stream_idle_timeout_s: float | None = None  # Envoy's default is 300 s; it is what ends a hung picker's requests
+    access_log: bool = False
+
+
+def _address(hostport: str) -> dict[str, Any]:
+    host, _, port = hostport.rpartition(":")
+    return {"address": {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}}
+
+
+def _typed(name: str, type_url: str, **config: Any) -> dict[str, Any]:
+    return {"name": name, "typed_config": {_TYPE: _T + type_url, **config}}
+
+
+def _lb_policy(name: str, type_url: str, **config: Any) -> dict[str, Any]:
+    return {"policies": [{"typed_extension_config": _typed(name, type_url, **config)}]}
+
+
+def _metadata_key(key: str) -> dict[str, Any]:
+    return {"key": LB_NAMESPACE, "path": [{"key": key}]}
+
+
+def _cluster(name: str, endpoints: Sequence[str], **extra: Any) -> dict[str, Any]:
+    lb_endpoints = [{"endpoint": _address(e)} for e in endpoints]
+    assignment = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": assignment, **extra}
+
+
+def _pool_cluster(opts: EnvoyOptions) -> dict[str, Any]:
+    if opts.picker_port is None or opts.routing == "original_dst":
+        return _cluster("pool", opts.pool, lb_policy="ROUND_ROBIN")
+    round_robin = _lb_policy(
+        "envoy.load_balancing_policies.round_robin", "load_balancing_policies.round_robin.v3.RoundRobin"
+    )
+    override = _lb_policy(
+        "envoy.load_balancing_policies.override_host",
+        "load_balancing_policies.override_host.v3.OverrideHost",
+        override_host_sources=[{"metadata": _metadata_key(DESTINATION_KEY)}, {"header": DESTINATION_KEY}],
+        selected_host_key=_metadata_key(SERVED_KEY),
+        fallback_policy=round_robin,
+    )
+    return _cluster("pool", opts.pool, load_balancing_policy=override)
+
+
+def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
+    h2 = {_TYPE: _T + "upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}}
+    # every second, also without traffic: this interval is the window of 500s after a picker crash (see docs)
+    every_second = {"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s"}
+    health = {**every_second, "unhealthy_threshold": 1, "healthy_threshold": 1}
+    health["grpc_health_check"] = {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"}
+    return _cluster(
+        "picker",
+        [f"{opts.picker_host}:{opts.picker_port}"],
+        typed_extension_protocol_options={"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
+        health_checks=[health],
+        common_lb_config={"healthy_panic_threshold": {"value": 0}},
+    )
+
+
+def _request_rules(opts: EnvoyOptions) -> list[dict[str, Any]]:
+    drop = {"metadata_namespace": "autonomic.client", "key": DESTINATION_KEY, "type": "STRING"}
+    rules: list[dict[str, Any]] = [{"header": DESTINATION_KEY, "remove": True, "on_header_present": drop}]
+    if opts.subset_from_header:
+        subset = {"metadata_namespace": SUBSET_NAMESPACE, "key": SUBSET_KEY}
+        # base64 of a serialized google.protobuf.Value (a list, as GIE reads it), or a comma-separated string
+        as_list = {**subset, "type": "PROTOBUF_VALUE", "encode": "BASE64"}
+        rules.append({"header": SUBSET_KEY + "-pb", "remove": True, "on_header_present": as_list})
+        rules.append({"header": SUBSET_KEY, "remove": True, "on_header_present": {**subset, "type": "STRING"}})
+    return rules
+
+
+def _ext_proc(opts: EnvoyOptions) -> dict[str, Any]:
+    full_duplex = opts.body_mode == "FULL_DUPLEX_STREAMED"
+    mode = {
+        "request_header_mode": "SEND",
+        "response_header_mode": "SEND",
+        "request_body_mode": opts.body_mode,
+        "response_body_mode": "FULL_DUPLEX_STREAMED" if full_duplex else "STREAMED",
+        "request_trailer_mode": "SEND" if full_duplex else "SKIP",
+        "response_trailer_mode": "SEND" if full_duplex else "SKIP",
+    }
+    return _typed(
+        "envoy.filters.http.ext_proc",
+        "filters.http.ext_proc.v3.ExternalProcessor",
+        grpc_service={"envoy_grpc": {"cluster_name": "picker"}, "timeout": "10s"},
+        failure_mode_allow=opts.failure_mode_allow,
+        message_timeout=f"{opts.message_timeout_s}s",
+        processing_mode=mode,
+        metadata_options={
+            "forwarding_namespaces": {"untyped": [LB_NAMESPACE, SUBSET_NAMESPACE]},
+            "receiving_namespaces": {"untyped": [LB_NAMESPACE]},
+        },
+    )
+
+
+def _filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
+    h2m = "filters.http.header_to_metadata.v3.Config"
+    router = _typed("envoy.filters.http.router", "filters.http.router.v3.Router")
+    if opts.picker_port is None:
+        return [router]
+    filters = [_typed("autonomic.request_to_metadata", h2m, request_rules=_request_rules(opts)), _ext_proc(opts)]
+    if opts.routing == "original_dst":
+        to_md = {"metadata_namespace": LB_NAMESPACE, "key": SERVED_KEY, "type": "STRING"}
+        rules = [{"header": SERVED_KEY, "remove": True, "on_header_present": to_md}]
+        filters.append(_typed("autonomic.served_to_metadata", h2m, response_rules=rules))
+    return [*filters, router]
+
+
+def _routes(opts: EnvoyOptions) -> list[dict[str, Any]]:
+    timeout = f"{opts.route_timeout_s}s"
+    to_pool: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "pool", "timeout": timeout}}
+    if opts.picker_port is None:
+        return [to_pool]
+    if opts.routing == "override_host":
+        policy = {"retry_on": "connect-failure,refused-stream,reset", "num_retries": opts.retries}
+        return [{**to_pool, "route": {**to_pool["route"], "retry_policy": policy}}]
+    served: dict[str, Any] = {"header": {"key": SERVED_KEY, "value": "%UPSTREAM_REMOTE_ADDRESS%"}}
+    served["append_action"] = "OVERWRITE_IF_EXISTS_OR_ADD"
+    picked = {
+        "match": {"prefix": "/", "headers": [{"name": DESTINATION_KEY, "present_match": True}]},
+        "route": {"cluster": "original_destination_cluster", "timeout": timeout},
+        "response_headers_to_add": [served],
+    }
+    return [picked, {**to_pool, "response_headers_to_add": [served]}] if opts.pool else [picked]
+
+
+def render(opts: EnvoyOptions) -> dict[str, Any]:
+    """The bootstrap as a dict (yaml.safe_dump of it is what Envoy reads)."""
+    if not opts.pool and (opts.picker_port is None or opts.routing == "override_host"):
+        raise ValueError("this routing needs the pool of model-server addresses")
+    clusters = [_pool_cluster(opts)] if opts.pool else []
+    if opts.picker_port is not None:
+        clusters.append(_picker_cluster(opts))
+    if opts.picker_port is not None and opts.routing == "original_dst":
+        by_header = {"use_http_header": True, "http_header_name": DESTINATION_KEY}
+        odst = {"name": "original_destination_cluster", "type": "ORIGINAL_DST", "connect_timeout": "1s"}
+        clusters.append({**odst, "lb_policy": "CLUSTER_PROVIDED", "original_dst_lb_config": by_header})
+    vhost = {"name": "pool", "domains": ["*"], "routes": _routes(opts)}
+    hcm: dict[str, Any] = {
+        _TYPE: _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "inference",
+        "codec_type": "AUTO",
+        "route_config": {"name": "inference", "virtual_hosts": [vhost]},
+        "http_filters": _filters(opts),
+    }
+    if opts.stream_idle_timeout_s is not None:
+        hcm["stream_idle_timeout"] = f"{opts.stream_idle_timeout_s}s"
+    if opts.access_log:
+        line = "[access] %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_HOST% "
+        fmt = {"text_format_source": {"inline_string": line + "%DYNAMIC_METADATA(envoy.lb)%\n"}}
+        stderr = _typed("envoy.access_loggers.stderr", "access_loggers.stream.v3.StderrAccessLog", log_format=fmt)
+        hcm["access_log"] = [stderr]
+    hcm_filter = {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+    listener = {"name": "inference", **_address(f"{opts.listen_host}:{opts.listen_port}")}
+    listener["filter_chains"] = [{"filters": [hcm_filter]}]
+    return {
+        "admin": _address(f"127.0.0.1:{opts.admin_port}"),
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }
+
+
+def render_yaml(opts: EnvoyOptions) -> str:
+    head = "# Rendered by `python -m scorer.extproc.envoy_config`; see docs/picker-envoy.md.\n"
+    return head + yaml.safe_dump(render(opts), sort_keys=False, width=120)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Render the local Envoy config for the endpoint picker.")
+    ap.add_argument("--listen-port", type=int, default=8081)
+    ap.add_argument("--admin-port", type=int, default=19000)
+    ap.add_argument("--picker-port", type=int, default=9002)
+    ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated")
+    ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
+    ap.add_argument("--no-picker", action="store_true", help="plain round-robin baseline over --pool")
+    ap.add_argument("--fail-open", action="store_true", help="failure_mode_allow: true")
+    ap.add_argument("--buffered", action="store_true", help="request body mode BUFFERED (older gateways)")
+    ap.add_argument("--subset-from-header", action="store_true")
+    ap.add_argument("-o", "--output", default="-")
+    a = ap.parse_args(argv)
+    opts = EnvoyOptions(
+        listen_port=a.listen_port,
+        admin_port=a.admin_port,
+        picker_port=None if a.no_picker else a.picker_port,
+        pool=tuple(p for p in a.pool.split(",") if p),
+        routing=a.routing,
+        failure_mode_allow=a.fail_open,
+        body_mode="BUFFERED" if a.buffered else "FULL_DUPLEX_STREAMED",
+        subset_from_header=a.subset_from_header,
+    )
+    text = render_yaml(opts)
+    if a.output == "-":
+        print(text, end="")
+    else:
+        Path(a.output).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The state machine of one ext_proc stream (one HTTP request): messages in, answers out, no I/O.
+
+Why it exists: Envoy's ext_proc stream has a strict order that depends on the body mode. In FULL_DUPLEX_STREAMED
+the picker holds its headers answer until the whole request body has arrived (the decision needs the prompt),
+then sends Headers -> Body chunks; in BUFFERED it answers the headers with CONTINUE and puts the decision on the
+body answer. The response is passed through as it comes. The machine tolerates odd input (body before headers,
+duplicate end_of_stream — GIE #2988 / envoy #46237, a request that ends at its headers) and guarantees that a
+request the backend picked for is reported back to `response_complete` exactly once, whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from scorer.extproc import protocol as p
+from scorer.extproc.usage import UsageReader
+from scorer.framework import Usage
+from scorer.request_parser import BadRequestError, parse_request, request_kind
+from scorer.types import LLMRequest, NoEndpointError, SchedulingResult
+
+log = logging.getLogger("autonomic.extproc")
+
+
+class PickBackend(Protocol):
+    """What the shell needs from the scheduling core (`scorer.director.Director` satisfies it)."""
+
+    def ready(self) -> bool: ...
+
+    def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult: ...
+
+    def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None: ...
+
+
+Out = list[pb.ProcessingResponse]
+
+
+class Exchange:
+    def __init__(
+        self,
+        backend: PickBackend,
+        *,
+        request_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
+        response_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
+    ):
+        self.backend = backend
+        self.request_mode: p.BodyMode = request_mode
+        self.response_mode: p.BodyMode = response_mode
+        self.head: p.RequestHead | None = None
+        self.request_id = ""
+        self.subset: list[str] | None = None
+        self.body = bytearray()
+        self.body_done = False
+        self.targets: list[str] = []
+        self.status = 0
+        self.served: str | None = None
+        self.usage: UsageReader | None = None
+        self.closed = False  # an immediate response ended the exchange
+        self.reported = False
+        self._first = True
+
+    def handle(self, req: pb.ProcessingRequest) -> Out:
+        """The answers to one message, in the order they must be sent."""
+        if self._first:
+            self._first = False
+            request_mode, response_mode = p.body_modes(req)
+            self.request_mode = request_mode or self.request_mode
+            self.response_mode = response_mode or self.response_mode
+        if req.HasField("metadata_context"):
+            self.subset = p.subset_hint(req) if self.subset is None else self.subset
+            self.served = p.served_endpoint(req) or self.served
+        kind = req.WhichOneof("request")
+        if kind == "request_headers":
+            return self._request_headers(req.request_headers)
+        if kind == "request_body":
+            return self._request_body(req.request_body)
+        if kind == "request_trailers":
+            return self._request_trailers()
+        if kind == "response_headers":
+            return self._response_headers(req.response_headers)
+        if kind == "response_body":
+            return self._response_body(req.response_body)
+        if kind == "response_trailers":
+            self.finish()
+            return [p.trailers_response(request=False)]
+        log.warning("ext_proc message without a request part", extra={"request_id": self.request_id})
+        return []
+
+    # ---- request path -------------------------------------------------------------------------------------
+    def _request_headers(self, msg: pb.HttpHeaders) -> Out:
+        if self.head is not None:
+            log.warning("duplicate request headers ignored", extra={"request_id": self.request_id})
+            return [p.continue_response("request_headers")]
+        self.head = p.read_request_head(msg)
+        self.request_id = self.head.request_id or uuid.uuid4().hex
+        if self.head.end_of_stream or self.request_mode in ("NONE", "STREAMED"):
+            # no body to read before routing (a GET, or a mode that forwards headers before the body)
+            self.body_done = self.head.end_of_stream
+            return self._decide(body_follows=False)
+        if self.request_mode == "FULL_DUPLEX_STREAMED":
+            return []  # the headers answer waits for the body
+        return [p.continue_response("request_headers")]  # BUFFERED: headers stay held until the body answer
+
+    def _request_body(self, msg: pb.HttpBody) -> Out:
+        if self.head is None:
+            log.warning("request body before headers", extra={"request_id": self.request_id})
+            self.head = p.RequestHead({}, "/", "POST", None, None, False)
+            self.request_id = uuid.uuid4().hex
+        if self.body_done:
+            log.warning(
+                "request body after end of stream ignored",
+                extra={"request_id": self.request_id, "bytes": len(msg.body), "end_of_stream": msg.end_of_stream},
+            )
+            return []
+        if self.targets:  # routed before the body (STREAMED / NONE): let it through
+            self.body_done = msg.end_of_stream
+            if self.request_mode == "FULL_DUPLEX_STREAMED":
+                return p.streamed_body_responses(msg.body, end_of_stream=msg.end_of_stream)
+            return [p.continue_response("request_body")]
+        self.body += msg.body
+        if self.request_mode == "FULL_DUPLEX_STREAMED" and not msg.end_of_stream:
+            return []
+        self.body_done = True
+        return self._decide(body_follows=True)
+
+    def _request_trailers(self) -> Out:
+        out: Out = []
+        if not self.body_done and not self.targets and self.head is not None:
+            self.body_done = True  # the body ended at the trailers
+            out = self._decide(body_follows=True, trailers_follow=True)
+            if self.closed:
+                return out
+        return [*out, p.trailers_response(request=True)]
+
+    def _decide(self, *, body_follows: bool, trailers_follow: bool = False) -> Out:
+        assert self.head is not None
+        head, body = self.head, bytes(self.body)
+        try:
+            if body_follows:
+                request = parse_request(head.path, head.headers, body, self.request_id)
+            else:
+                request = LLMRequest(request_id=self.request_id, model="", kind="other", headers=head.headers)
+            started = time.perf_counter()
+            result = self.backend.pick(request, self.subset)
+        except BadRequestError as exc:
+            return self._reject(400, exc.message, "bad_request", param=exc.param)
+        except NoEndpointError as exc:
+            return self._reject(429 if exc.shed else 503, str(exc), "shed" if exc.shed else "no_endpoint")
+        except Exception:
+            log.exception("pick failed", extra={"request_id": self.request_id})
+            return self._reject(500, "the endpoint picker failed", "picker_error")
+        self.targets = result.addresses
+        if log.isEnabledFor(logging.DEBUG):  # the reason of every decision, without its cost when not wanted
+            pick_ms = round((time.perf_counter() - started) * 1e3, 3)
+            why = {"targets": self.targets, "reason": result.reason, "profile": result.profile, "pick_ms": pick_ms}
+            what = {"kind": request.kind, "model": request.model, "subset": self.subset, "body_bytes": len(body)}
+            log.debug("picked", extra={"request_id": self.request_id, **why, **what})
+        if not body_follows:
+            return [p.route_headers_response(self.targets)]
+        if self.request_mode != "FULL_DUPLEX_STREAMED":
+            return [p.route_body_response(self.targets)]
+        return [
+            p.route_headers_response(self.targets, len(body)),
+            *p.streamed_body_responses(body, end_of_stream=not trailers_follow),
+        ]
+
+    def _reject(self, status: int, message: str, reason: str, param: str | None = None) -> Out:
+        self.closed = True
+        path = self.head.path if self.head else ""
+        log.info(
+            "request rejected",
+            extra={
+                "request_id": self.request_id,
+                "status": status,
+                "reason": reason,
+                "detail": message,
+                "kind": request_kind(path),
+            },
+        )
+        return [p.immediate_response(status, message, param=param, reason=reason)]
+
+    # ---- response path ------------------------------------------------------------------------------------
+    def _response_headers(self, msg: pb.HttpHeaders) -> Out:
+        head = p.read_response_head(msg)
+        self.status = head.status
+        self.usage = UsageReader(streaming=head.streaming)
+        if head.end_of_stream:
+            self.finish()
+        return [p.continue_response("response_headers")]
+
+    def _response_body(self, msg: pb.HttpBody) -> Out:
+        if self.usage is None:
+            self.usage = UsageReader(streaming=msg.body.startswith(b"data:"))
+        self.usage.feed(msg.body)
+        if msg.end_of_stream:
+            self.finish()
+        if self.response_mode == "FULL_DUPLEX_STREAMED":
+            return p.streamed_body_responses(msg.body, response=True, end_of_stream=msg.end_of_stream)
+        return [p.continue_response("response_body")]
+
+    def finish(self) -> None:
+        """Report the outcome once, if the backend picked for this request (also on cancel or error)."""
+        if self.reported or not self.targets:
+            return
+        self.reported = True
+        usage = self.usage.usage() if self.usage is not None else None
+        try:
+            self.backend.response_complete(self.request_id, self.served, self.status, usage)
+        except Exception:
+            log.exception("response_complete failed", extra={"request_id": self.request_id})

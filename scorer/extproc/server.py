@@ -1,0 +1,149 @@
+"""The gRPC shell of the endpoint picker: Envoy's ExternalProcessor service and the gRPC health service.
+
+Why it exists: Envoy opens one `Process` stream per HTTP request; this module reads that stream, lets an
+`Exchange` (pure state machine) decide the answers and writes them back in order. It also serves
+`grpc.health.v1.Health` as GIE's EPP does — `liveness` (SERVING while the process runs), `readiness` and
+`envoy.service.ext_proc.v3.ExternalProcessor` (SERVING iff the backend is ready) — on the main port (so Envoy's
+gRPC health check can use it) and optionally on a separate port (GIE serves health on 9003). A small task keeps
+the readiness statuses current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from scorer.extproc.exchange import Exchange, PickBackend
+from scorer.extproc.protocol import BodyMode, immediate_response
+
+log = logging.getLogger("autonomic.extproc")
+
+EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+LIVENESS, READINESS = "liveness", "readiness"
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
+    """One `Exchange` per stream. `request_mode`/`response_mode` apply when Envoy does not announce its modes."""
+
+    def __init__(
+        self,
+        backend: PickBackend,
+        *,
+        request_mode: BodyMode = "FULL_DUPLEX_STREAMED",
+        response_mode: BodyMode = "FULL_DUPLEX_STREAMED",
+    ):
+        self.backend = backend
+        self.request_mode: BodyMode = request_mode
+        self.response_mode: BodyMode = response_mode
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        exchange = Exchange(self.backend, request_mode=self.request_mode, response_mode=self.response_mode)
+        try:
+            async for req in request_iterator:
+                for answer in exchange.handle(req):
+                    yield answer
+                if exchange.closed:
+                    return
+        except Exception:  # one odd stream must not take anything else down
+            log.exception("ext_proc stream failed", extra={"request_id": exchange.request_id})
+            if not exchange.targets and not exchange.closed:  # still unanswered: do not leave the client hanging
+                yield immediate_response(500, "the endpoint picker failed", reason="picker_error")
+        finally:
+            exchange.finish()  # stream end, client cancel or error: the backend hears about the request once
+
+
+@dataclass
+class HealthState:
+    """The health servicer and the loop that mirrors `backend.ready()` into it."""
+
+    backend: PickBackend
+    interval: float = 0.5
+    servicer: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+
+    async def update(self) -> None:
+        try:
+            ready = bool(self.backend.ready())
+        except Exception:
+            log.exception("backend.ready() failed")
+            ready = False
+        status = _SERVING if ready else _NOT_SERVING
+        await self.servicer.set(LIVENESS, _SERVING)
+        await self.servicer.set(READINESS, status)
+        await self.servicer.set(EXTPROC_SERVICE, status)
+
+    async def run(self) -> None:
+        while True:
+            await self.update()
+            await asyncio.sleep(self.interval)
+
+
+@dataclass
+class ExtProcHandle:
+    """A running picker: its bound ports and how to stop it."""
+
+    server: grpc.aio.Server
+    port: int
+    health_server: grpc.aio.Server | None
+    health_port: int | None
+    health: HealthState
+    task: asyncio.Task[None]
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.health.servicer.enter_graceful_shutdown()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        servers = [self.server] + ([self.health_server] if self.health_server else [])
+        await asyncio.gather(*(s.stop(grace) for s in servers))
+
+
+async def serve_extproc(
+    backend: PickBackend,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    health_port: int | None = None,
+    *,
+    request_mode: BodyMode = "FULL_DUPLEX_STREAMED",
+    response_mode: BodyMode = "FULL_DUPLEX_STREAMED",
+    health_interval: float = 0.5,
+) -> ExtProcHandle:
+    """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`."""
+    state = HealthState(backend, interval=health_interval)
+    await state.update()
+    server = grpc.aio.server()
+    pb_grpc.add_ExternalProcessorServicer_to_server(
+        ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    health_server, health_bound = None, None
+    if health_port is not None:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(state.servicer, health_server)
+        health_bound = health_server.add_insecure_port(f"{host}:{health_port}")
+    await server.start()
+    if health_server is not None:
+        await health_server.start()
+    task = asyncio.create_task(state.run(), name="extproc-health")
+    log.info(
+        "ext_proc picker serving",
+        extra={
+            "address": f"{host}:{bound}",
+            "health_port": health_bound,
+            "request_mode": request_mode,
+            "response_mode": response_mode,
+        },
+    )
+    return ExtProcHandle(server, bound, health_server, health_bound, state, task)

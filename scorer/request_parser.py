@@ -1,0 +1,166 @@
+"""OpenAI request bodies -> `LLMRequest`, checked where they enter the picker.
+
+Why it exists: the ext_proc shell receives raw bytes; scheduling needs the model, the prompt text whose prefix
+decides cache affinity, and a few knobs (stream, max tokens, priority). This module turns `/v1/completions` and
+`/v1/chat/completions` bodies into that, and rejects malformed ones with `BadRequestError` so the shell can answer
+400 with an OpenAI-style error before any endpoint sees the request. Every other path (`/v1/models`, `/health`,
+...) becomes kind "other" with an empty prompt: the picker may route it to any ready endpoint.
+
+Prompt flattening is prefix-stable: a chat is rendered message by message as ``<role>\\n<content>\\n`` so that the
+next turn of a conversation extends the text of the previous one; token-id prompts become ``"<id> <id> ... "``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from scorer.types import LLMRequest, RequestKind
+
+PRIORITY_HEADER = "x-autonomic-priority"
+_PATH_KINDS: dict[str, RequestKind] = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
+
+
+class BadRequestError(ValueError):
+    """The body cannot be scheduled; `message` is safe to show to the client (it names the offending field)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+def request_kind(path: str) -> RequestKind:
+    """The kind of request a path carries; the query string and a trailing slash are ignored."""
+    bare = path.split("?", 1)[0].rstrip("/") or "/"
+    return _PATH_KINDS.get(bare, "other")
+
+
+def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id: str) -> LLMRequest:
+    """Parse one HTTP request into what scheduling needs; raises `BadRequestError` on a malformed inference body."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    kind = request_kind(path)
+    priority = _priority(lower)
+    if kind == "other":
+        return LLMRequest(
+            request_id=request_id, model="", kind="other", headers=lower, priority=priority, body_size=len(body)
+        )
+    doc = _json_object(body)
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequestError("'model' is required and must be a non-empty string", "model")
+    prompt = _completion_prompt(doc) if kind == "completions" else _chat_prompt(doc)
+    stream = doc.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequestError("'stream' must be a boolean", "stream")
+    max_tokens = _optional_count(doc, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _optional_count(doc, "max_tokens")
+    return LLMRequest(
+        request_id=request_id,
+        model=model,
+        kind=kind,
+        prompt=prompt,
+        headers=lower,
+        max_tokens=max_tokens,
+        stream=stream,
+        priority=priority,
+        body_size=len(body),
+    )
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise BadRequestError("request body is empty; expected a JSON object")
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequestError(f"request body must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _priority(headers: Mapping[str, str]) -> int:
+    raw = headers.get(PRIORITY_HEADER, "").strip()
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        return 0  # a bad hint is ignored rather than failing the request
+
+
+def _optional_count(doc: Mapping[str, Any], key: str) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequestError(f"'{key}' must be a non-negative integer", key)
+    return value
+
+
+def _is_token_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _tokens_text(ids: list[int]) -> str:
+    return "".join(f"{t} " for t in ids)
+
+
+def _completion_prompt(doc: Mapping[str, Any]) -> str:
+    if "prompt" not in doc:
+        raise BadRequestError("'prompt' is required for /v1/completions", "prompt")
+    prompt = doc["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    if _is_token_list(prompt) and prompt:
+        return _tokens_text(prompt)
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            return "\n".join(prompt)
+        if all(_is_token_list(p) for p in prompt):
+            return "\n".join(_tokens_text(p) for p in prompt)
+    raise BadRequestError(
+        "'prompt' must be a string, a non-empty list of strings, a list of token ids or a list of token-id lists",
+        "prompt",
+    )
+
+
+def _chat_prompt(doc: Mapping[str, Any]) -> str:
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequestError(
+            "'messages' is required for /v1/chat/completions and must be a non-empty list", "messages"
+        )
+    parts: list[str] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequestError(f"'messages[{i}]' must be an object", "messages")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise BadRequestError(f"'messages[{i}].role' must be a non-empty string", "messages")
+        parts.append(f"{role}\n{_content_text(message.get('content'), i)}\n")
+    return "".join(parts)
+
+
+def _content_text(content: Any, i: int) -> str:
+    if content is None:  # e.g. an assistant turn that only carries tool calls
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise BadRequestError(f"'messages[{i}].content' must be a string, a list of parts or null", "messages")
+    out: list[str] = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise BadRequestError(f"'messages[{i}].content[{j}]' must be an object with a 'type'", "messages")
+        if part["type"] == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise BadRequestError(f"'messages[{i}].content[{j}].text' must be a string", "messages")
+            out.append(text)
+        else:  # images, audio...: a short digest keeps different media apart without copying megabytes of base64
+            canon = json.dumps(part, sort_keys=True, separators=(",", ":")).encode()
+            out.append(f"<{part['type']}:{hashlib.sha256(canon).hexdigest()[:16]}>")
+    return "".join(out)

@@ -1,0 +1,55 @@
+"""The rendered Envoy configs: the checked-in files are current, and the real binary accepts every variant."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scorer.extproc.envoy_config import EnvoyOptions, main, render, render_yaml
+from scorer.extproc.local_envoy import envoy_binary
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "local"
+CHECKED_IN = {
+    "envoy.yaml": [],
+    "envoy-buffered.yaml": ["--buffered", "--fail-open"],
+    "envoy-original-dst.yaml": ["--routing", "original_dst"],
+}
+POOL = ("127.0.0.1:8100", "127.0.0.1:8101")
+
+
+@pytest.mark.parametrize(("name", "args"), CHECKED_IN.items())
+def test_checked_in_renders_are_current(tmp_path: Path, name: str, args: list[str]):
+    out = tmp_path / name
+    main([*args, "-o", str(out)])
+    assert out.read_text() == (DEPLOY / name).read_text(), (
+        f"re-render with: python -m scorer.extproc.envoy_config {args}"
+    )
+
+
+VARIANTS = [
+    EnvoyOptions(pool=POOL),
+    EnvoyOptions(pool=POOL, body_mode="BUFFERED", failure_mode_allow=True, subset_from_header=True),
+    EnvoyOptions(pool=POOL, routing="original_dst", access_log=True),
+    EnvoyOptions(pool=(), routing="original_dst"),
+    EnvoyOptions(pool=POOL, picker_port=None),
+]
+
+
+@pytest.mark.parametrize("opts", VARIANTS)
+def test_envoy_accepts_every_variant(tmp_path: Path, opts: EnvoyOptions):
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_yaml(opts))
+    done = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_shape_of_the_chain():
+    chain = render(EnvoyOptions(pool=POOL))["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    names = [f["name"] for f in chain["typed_config"]["http_filters"]]
+    assert names == ["autonomic.request_to_metadata", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    plain = render(EnvoyOptions(pool=POOL, picker_port=None))["static_resources"]
+    assert [c["name"] for c in plain["clusters"]] == ["pool"]
+    with pytest.raises(ValueError):
+        render(EnvoyOptions(pool=()))

@@ -1,0 +1,231 @@
+"""The per-stream state machine: message order per body mode, odd input, and exactly-once completion."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf import struct_pb2
+
+from scorer.extproc import protocol as p
+from scorer.extproc.exchange import Exchange
+from scorer.extproc.roundrobin import RoundRobinBackend
+from scorer.framework import Usage
+from scorer.types import LLMRequest, SchedulingResult
+
+A, B = "10.0.0.1:8000", "10.0.0.2:8000"
+BODY = json.dumps({"model": "m", "prompt": "hello", "max_tokens": 3}).encode()
+
+
+def req_headers(path="/v1/completions", eos=False, rid="r1", method="POST", **extra: str) -> pb.ProcessingRequest:
+    hs = {":path": path, ":method": method, **({"x-request-id": rid} if rid else {}), **extra}
+    values = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in hs.items()]
+    return pb.ProcessingRequest(
+        request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=values), end_of_stream=eos)
+    )
+
+
+def req_body(data: bytes, eos: bool) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(request_body=pb.HttpBody(body=data, end_of_stream=eos))
+
+
+def resp_headers(status="200", ctype="application/json", eos=False) -> pb.ProcessingRequest:
+    values = [
+        base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in {":status": status, "content-type": ctype}.items()
+    ]
+    return pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=values), end_of_stream=eos)
+    )
+
+
+def resp_body(data: bytes, eos: bool) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(response_body=pb.HttpBody(body=data, end_of_stream=eos))
+
+
+def kinds(out: list[pb.ProcessingResponse]) -> list[str]:
+    return [str(o.WhichOneof("response")) for o in out]
+
+
+def test_full_duplex_holds_headers_until_body_then_header_then_body():
+    rr = RoundRobinBackend([A, B])
+    ex = Exchange(rr)
+    assert ex.handle(req_headers()) == []
+    assert ex.handle(req_body(BODY[:10], False)) == []
+    out = ex.handle(req_body(BODY[10:], True))
+    assert kinds(out) == ["request_headers", "request_body"]
+    set_headers = {
+        h.header.key: h.header.raw_value for h in out[0].request_headers.response.header_mutation.set_headers
+    }
+    assert set_headers == {p.DESTINATION_KEY: A.encode(), "content-length": str(len(BODY)).encode()}
+    assert out[1].request_body.response.body_mutation.streamed_response.body == BODY
+    assert rr.picks[-1] == ("r1", (A,))
+    # the response passes through chunk by chunk, and the usage reaches response_complete once
+    assert kinds(ex.handle(resp_headers(ctype="text/event-stream"))) == ["response_headers"]
+    raw_usage = {"prompt_tokens": 4, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 2}}
+    usage = b"data: " + json.dumps({"usage": raw_usage}).encode() + b"\n\n"
+    echoed = ex.handle(resp_body(usage, False))
+    assert echoed[0].response_body.response.body_mutation.streamed_response.body == usage
+    last = ex.handle(resp_body(b"data: [DONE]\n\n", True))
+    assert last[0].response_body.response.body_mutation.streamed_response.end_of_stream
+    ex.finish()
+    assert list(rr.completions) == [rr.completion("r1")]
+    done = rr.completion("r1")
+    assert done is not None and (done.status, done.usage) == (200, Usage(4, 3, 2))
+
+
+def test_fallbacks_are_joined_in_header_and_metadata():
+    ex = Exchange(RoundRobinBackend([A, B], fallbacks=1))
+    ex.handle(req_headers())
+    out = ex.handle(req_body(BODY, True))
+    lb = out[0].dynamic_metadata.fields[p.LB_NAMESPACE].struct_value.fields
+    assert lb[p.DESTINATION_KEY].string_value == f"{A},{B}"
+
+
+def test_buffered_mode_answers_headers_then_routes_on_body():
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr, request_mode="BUFFERED", response_mode="STREAMED")
+    assert kinds(ex.handle(req_headers())) == ["request_headers"]
+    out = ex.handle(req_body(BODY, True))
+    assert kinds(out) == ["request_body"]
+    assert out[0].request_body.response.clear_route_cache
+    assert kinds(ex.handle(resp_body(b"{}", True))) == ["response_body"]
+    assert rr.completion("r1") is not None
+
+
+def test_modes_announced_by_envoy_win():
+    ex = Exchange(RoundRobinBackend([A]))
+    first = req_headers()
+    first.protocol_config.request_body_mode = 2  # BUFFERED
+    assert kinds(ex.handle(first)) == ["request_headers"]
+    assert ex.request_mode == "BUFFERED"
+
+
+def test_request_without_body_is_routed_at_headers():
+    rr = RoundRobinBackend([A, B])
+    ex = Exchange(rr)
+    out = ex.handle(req_headers("/v1/models", eos=True, method="GET", rid=""))
+    assert kinds(out) == ["request_headers"]
+    assert len(ex.request_id) == 32  # generated
+    ex.handle(resp_headers(eos=True))
+    assert rr.completion(ex.request_id) is not None
+
+
+def test_duplicate_end_of_stream_is_ignored():
+    ex = Exchange(RoundRobinBackend([A]))
+    ex.handle(req_headers())
+    assert len(ex.handle(req_body(BODY, True))) == 2
+    assert ex.handle(req_body(b"duplicate", True)) == []  # GIE #2988: not appended, not re-parsed
+    assert bytes(ex.body) == BODY
+
+
+def test_body_before_headers_does_not_crash():
+    ex = Exchange(RoundRobinBackend([A]))
+    out = ex.handle(req_body(b"", True))
+    assert kinds(out) == ["request_headers", "request_body"]  # routed as "other" to any endpoint
+
+
+def test_trailers_end_the_body():
+    ex = Exchange(RoundRobinBackend([A]))
+    ex.handle(req_headers())
+    ex.handle(req_body(BODY, False))
+    out = ex.handle(pb.ProcessingRequest(request_trailers=pb.HttpTrailers()))
+    assert kinds(out) == ["request_headers", "request_body", "request_trailers"]
+    assert not out[1].request_body.response.body_mutation.streamed_response.end_of_stream
+
+
+def test_bad_body_is_400_and_nothing_is_picked():
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr)
+    ex.handle(req_headers())
+    out = ex.handle(req_body(b"{nope", True))
+    assert out[0].immediate_response.status.code == 400
+    assert ex.closed and not rr.picks
+    ex.finish()
+    assert not rr.completions
+
+
+def test_subset_is_honoured_and_empty_subset_is_503():
+    rr = RoundRobinBackend([A, B])
+    ex = Exchange(rr)
+    first = req_headers()
+    s = struct_pb2.Struct()
+    s.update({p.SUBSET_KEY: [B]})
+    first.metadata_context.filter_metadata[p.SUBSET_NAMESPACE].CopyFrom(s)
+    ex.handle(first)
+    ex.handle(req_body(BODY, True))
+    assert ex.targets == [B]
+    ex2 = Exchange(rr)
+    first2 = req_headers()
+    s2 = struct_pb2.Struct()
+    s2.update({p.SUBSET_KEY: []})
+    first2.metadata_context.filter_metadata[p.SUBSET_NAMESPACE].CopyFrom(s2)
+    ex2.handle(first2)
+    assert ex2.handle(req_body(BODY, True))[0].immediate_response.status.code == 503
+
+
+def test_shed_is_429_and_not_ready_is_503():
+    rr = RoundRobinBackend([A], shed_sheddable=True)
+    ex = Exchange(rr)
+    ex.handle(req_headers(**{"x-autonomic-priority": "-1"}))
+    assert ex.handle(req_body(BODY, True))[0].immediate_response.status.code == 429
+    rr.set_addresses([])
+    ex2 = Exchange(rr)
+    ex2.handle(req_headers())
+    assert ex2.handle(req_body(BODY, True))[0].immediate_response.status.code == 503
+
+
+class _Broken:
+    def ready(self) -> bool:
+        return True
+
+    def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
+        raise RuntimeError("boom")
+
+    def response_complete(self, request_id, served, status, usage) -> None:
+        raise RuntimeError("boom")
+
+
+def test_backend_failure_is_500():
+    ex = Exchange(_Broken())
+    ex.handle(req_headers())
+    assert ex.handle(req_body(BODY, True))[0].immediate_response.status.code == 500
+
+
+def test_completion_once_on_cancel_with_served_metadata():
+    rr = RoundRobinBackend([A, B], fallbacks=1)
+    ex = Exchange(rr)
+    ex.handle(req_headers())
+    ex.handle(req_body(BODY, True))
+    served = pb.ProcessingRequest()
+    s = struct_pb2.Struct()
+    s.update({p.SERVED_KEY: B})
+    served.metadata_context.filter_metadata[p.LB_NAMESPACE].CopyFrom(s)
+    served.response_headers.CopyFrom(resp_headers(status="503").response_headers)
+    ex.handle(served)
+    ex.finish()
+    ex.finish()
+    assert len(rr.completions) == 1
+    done = rr.completion("r1")
+    assert done is not None and (done.served, done.status, done.usage) == (B, 503, None)
+
+
+def test_response_complete_failure_is_contained():
+    ex = Exchange(_Broken())
+    ex.targets = [A]
+    ex.finish()  # logs, does not raise
+    assert ex.reported
+
+
+def test_each_pick_is_logged_with_its_reason(caplog):
+    caplog.set_level(logging.DEBUG, logger="autonomic.extproc")
+    ex = Exchange(RoundRobinBackend([A, B], fallbacks=1))
+    ex.handle(req_headers(rid="logged"))
+    ex.handle(req_body(BODY, True))
+    (record,) = [r for r in caplog.records if r.getMessage() == "picked"]
+    assert record.request_id == "logged"
+    assert record.targets == [A, B]
+    assert record.reason.startswith("round robin")
+    assert (record.kind, record.model, record.body_bytes) == ("completions", "m", len(BODY))

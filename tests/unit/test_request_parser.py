@@ -1,0 +1,132 @@
+"""OpenAI bodies -> LLMRequest, and the 400s for malformed ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scorer.request_parser import BadRequestError, parse_request, request_kind
+
+
+def _parse(path: str, body: object, headers: dict[str, str] | None = None):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_request(path, headers or {}, raw, "rid-1")
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/v1/completions", "completions"),
+        ("/v1/completions?x=1", "completions"),
+        ("/v1/chat/completions/", "chat"),
+        ("/v1/models", "other"),
+        ("/health", "other"),
+        ("/", "other"),
+    ],
+)
+def test_request_kind(path, kind):
+    assert request_kind(path) == kind
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text"),
+    [
+        ("hello world", "hello world"),
+        ("", ""),
+        (["a", "b"], "a\nb"),
+        ([1, 2, 3], "1 2 3 "),
+        ([[1, 2], [3]], "1 2 \n3 "),
+    ],
+)
+def test_completion_prompts(prompt, text):
+    req = _parse("/v1/completions", {"model": "m", "prompt": prompt, "max_tokens": 7, "stream": True})
+    assert (req.kind, req.model, req.prompt, req.max_tokens, req.stream) == ("completions", "m", text, 7, True)
+    assert req.request_id == "rid-1"
+    assert req.body_size > 0
+
+
+def test_token_prompt_prefix_stays_a_prefix():
+    short = _parse("/v1/completions", {"model": "m", "prompt": [12, 34]}).prompt
+    longer = _parse("/v1/completions", {"model": "m", "prompt": [12, 345]}).prompt
+    assert not longer.startswith(short)
+
+
+def test_chat_flattening_is_prefix_stable():
+    turn1 = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    turn2 = [*turn1, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]
+    a = _parse("/v1/chat/completions", {"model": "m", "messages": turn1})
+    b = _parse("/v1/chat/completions", {"model": "m", "messages": turn2})
+    assert a.kind == "chat"
+    assert a.prompt == "system\nbe brief\nuser\nhi\n"
+    assert b.prompt.startswith(a.prompt)
+
+
+def test_chat_content_parts_and_null_content():
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "look "}, image, {"type": "text", "text": "here"}]},
+        {"role": "assistant", "content": None, "tool_calls": []},
+    ]
+    req = _parse("/v1/chat/completions", {"model": "m", "messages": messages})
+    assert req.prompt.startswith("user\nlook <image_url:")
+    assert req.prompt.endswith(">here\nassistant\n\n")
+    other = dict(image, image_url={"url": "data:image/png;base64,BBBB"})
+    messages2 = [{"role": "user", "content": [{"type": "text", "text": "look "}, other]}]
+    assert _parse("/v1/chat/completions", {"model": "m", "messages": messages2}).prompt != req.prompt
+
+
+def test_max_completion_tokens_wins_and_headers_lowercased():
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5, "max_completion_tokens": 9}
+    req = _parse("/v1/chat/completions", body, {"X-Session-ID": "s1", "X-Autonomic-Priority": "-2"})
+    assert req.max_tokens == 9
+    assert req.headers["x-session-id"] == "s1"
+    assert req.session_id == "s1"
+    assert req.priority == -2
+
+
+@pytest.mark.parametrize("value", ["high", "", "1.5"])
+def test_bad_priority_header_is_ignored(value):
+    assert _parse("/v1/completions", {"model": "m", "prompt": "x"}, {"x-autonomic-priority": value}).priority == 0
+
+
+def test_other_paths_need_no_body():
+    req = parse_request("/v1/models", {"Accept": "*/*"}, b"", "r")
+    assert (req.kind, req.prompt, req.model, req.headers) == ("other", "", "", {"accept": "*/*"})
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "needle"),
+    [
+        ("/v1/completions", b"", "empty"),
+        ("/v1/completions", b"{not json", "not valid JSON"),
+        ("/v1/completions", b"\xff\xfe", "not valid JSON"),
+        ("/v1/completions", b"[1, 2]", "must be a JSON object, got list"),
+        ("/v1/completions", {"prompt": "x"}, "'model'"),
+        ("/v1/completions", {"model": "", "prompt": "x"}, "'model'"),
+        ("/v1/completions", {"model": 3, "prompt": "x"}, "'model'"),
+        ("/v1/completions", {"model": "m"}, "'prompt' is required"),
+        ("/v1/completions", {"model": "m", "prompt": 5}, "'prompt' must be"),
+        ("/v1/completions", {"model": "m", "prompt": []}, "'prompt' must be"),
+        ("/v1/completions", {"model": "m", "prompt": ["a", 1]}, "'prompt' must be"),
+        ("/v1/completions", {"model": "m", "prompt": [True]}, "'prompt' must be"),
+        ("/v1/completions", {"model": "m", "prompt": "x", "stream": "yes"}, "'stream'"),
+        ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": -1}, "'max_tokens'"),
+        ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 2.5}, "'max_tokens'"),
+        ("/v1/chat/completions", {"model": "m"}, "'messages' is required"),
+        ("/v1/chat/completions", {"model": "m", "messages": []}, "'messages' is required"),
+        ("/v1/chat/completions", {"model": "m", "messages": ["hi"]}, "'messages[0]' must be an object"),
+        ("/v1/chat/completions", {"model": "m", "messages": [{"content": "x"}]}, "'messages[0].role'"),
+        ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": 3}]}, "content"),
+        ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": [{"text": "x"}]}]}, "type"),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
+            ".text",
+        ),
+    ],
+)
+def test_bad_requests(path, body, needle):
+    with pytest.raises(BadRequestError) as err:
+        _parse(path, body)
+    assert needle in err.value.message
