@@ -1,0 +1,80 @@
+"""Fault knobs of the cluster twin, set through the admin API (`/_twin/...`, see admin.py).
+
+Why it exists: a controller must survive a flaky apiserver (errors, latency, dropped watches), nodes going
+NotReady and migrations that fail; tests turn these on deliberately instead of hoping for them.
+
+- `error_rate` / `error_status`: that fraction of resource requests (not discovery, not `/_twin`) is answered
+  with a 500 InternalError or 503 ServiceUnavailable Status before reaching the store;
+- `latency_s`: real seconds added before every resource request is handled (latency is a property of the
+  network, so it is not scaled by --time-scale);
+- `fail_next_migrations`: the next N migrations that reach Running fail (`failureReason` says so); the source
+  keeps the VMI, as after a real failed migration.
+Node NotReady and dropped watches are actions, not state; the admin API performs them directly.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class FaultError(ValueError):
+    pass
+
+
+@dataclass
+class FaultState:
+    error_rate: float = 0.0
+    error_status: int = 500
+    latency_s: float = 0.0
+    fail_next_migrations: int = 0
+    fail_reason: str = "injected failure: migration aborted by the twin's fault knob"
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def api_error_now(self) -> bool:
+        return self.error_rate > 0 and self.rng.random() < self.error_rate
+
+    def take_migration_failure(self) -> str | None:
+        if self.fail_next_migrations <= 0:
+            return None
+        self.fail_next_migrations -= 1
+        return self.fail_reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "errorRate": self.error_rate,
+            "errorStatus": self.error_status,
+            "latencyMs": round(self.latency_s * 1000, 3),
+            "failNextMigrations": self.fail_next_migrations,
+        }
+
+    def apply_api(self, body: Any) -> None:
+        """Set API faults from `{"errorRate": 0..1, "errorStatus": 500|503, "latencyMs": >=0}` (all optional)."""
+        if not isinstance(body, dict):
+            raise FaultError("body must be a JSON object")
+        unknown = set(body) - {"errorRate", "errorStatus", "latencyMs"}
+        if unknown:
+            raise FaultError(f"unknown fields: {sorted(unknown)}")
+        rate = body.get("errorRate", self.error_rate)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise FaultError(f"errorRate: must be a number in [0, 1], got {rate!r}")
+        status = body.get("errorStatus", self.error_status)
+        if status not in (500, 503):
+            raise FaultError(f"errorStatus: must be 500 or 503, got {status!r}")
+        latency = body.get("latencyMs", self.latency_s * 1000)
+        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+            raise FaultError(f"latencyMs: must be a number >= 0, got {latency!r}")
+        self.error_rate, self.error_status, self.latency_s = float(rate), int(status), float(latency) / 1000
+
+    def apply_migrations(self, body: Any) -> None:
+        """`{"count": N, "reason": "..."}`: the next N migrations fail."""
+        if not isinstance(body, dict):
+            raise FaultError("body must be a JSON object")
+        count = body.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise FaultError(f"count: must be an integer >= 0, got {count!r}")
+        reason = body.get("reason", self.fail_reason)
+        if not isinstance(reason, str) or not reason:
+            raise FaultError("reason: must be a non-empty string")
+        self.fail_next_migrations, self.fail_reason = count, reason

@@ -1,0 +1,79 @@
+"""`autonomic cluster-sim` as a long-running process: the API twin plus, when part 2 provides it, the load
+model, the node exporter and a real Prometheus; prints `kubeconfig: PATH` and `prometheus: URL` once ready and
+runs until SIGINT/SIGTERM.
+
+Why it exists: the CLI's argument parsing stays in cli.py; this module owns start-up order and clean shutdown.
+
+TELEMETRY HOOK (issue 4, part 2): if `sim.cluster.prometheus` defines
+`async def start_telemetry(view: ClusterView, options: TelemetryOptions) -> Telemetry` (see state_view.py),
+it is awaited after the API serves and its `stop()` before the API stops. Until it exists, `prometheus:`
+prints `disabled (telemetry not available)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from sim.cluster.scenario import Scenario
+from sim.cluster.state_view import Telemetry, TelemetryHook, TelemetryOptions
+from sim.cluster.twin import ClusterApp
+
+log = logging.getLogger("autonomic.cluster")
+
+
+def telemetry_hook() -> TelemetryHook | None:
+    try:
+        module = importlib.import_module("sim.cluster.prometheus")
+    except ModuleNotFoundError as exc:
+        if exc.name != "sim.cluster.prometheus":
+            raise
+        return None
+    hook: Any = getattr(module, "start_telemetry", None)
+    return hook if callable(hook) else None
+
+
+async def serve(
+    scenario: Scenario,
+    *,
+    port: int,
+    time_scale: float,
+    options: TelemetryOptions,
+    kubeconfig_path: Path | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    app = ClusterApp(scenario, port=port, time_scale=time_scale, kubeconfig_path=kubeconfig_path)
+    await app.start()
+    telemetry: Telemetry | None = None
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        hook = telemetry_hook() if options.prometheus else None
+        if hook is not None:
+            telemetry = await hook(app.view, options)
+        print(f"api: {app.api_url}", flush=True)
+        print(f"kubeconfig: {app.kubeconfig_path}", flush=True)
+        if telemetry is not None and telemetry.prometheus_url:
+            print(f"prometheus: {telemetry.prometheus_url}", flush=True)
+        elif not options.prometheus:
+            print("prometheus: disabled (--no-prometheus)", flush=True)
+        else:
+            print("prometheus: disabled (telemetry not available)", flush=True)
+        nodes, vmis = len(app.view.nodes()), len(app.view.vmis())
+        print(
+            f"ready: {nodes} nodes, {vmis} VMIs, time scale {time_scale}, admin {app.api_url}/_twin/state", flush=True
+        )
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if telemetry is not None:
+            await telemetry.stop()
+        await app.stop()
+    return 0

@@ -1,0 +1,241 @@
+"""virt-controller's VM, VMI and evacuation loops, reduced to what a rebalancer can observe.
+
+Why it exists: VMIs must start on a node with a virt-launcher pod, fail when that pod disappears (and be
+restarted by their VM), carry `descheduler.alpha.kubernetes.io/eviction-in-progress` on their pod while
+marked for evacuation, and — the part the descheduler relies on — a VMI marked by the eviction webhook
+(`status.evacuationNodeName`) gets a VirtualMachineInstanceMigration named `kubevirt-evacuation-<random>`
+(pkg/virt-controller/watch/drain/evacuation/evacuation.go) unless one is already in flight. PDB status is kept
+current here too (the disruption controller's job).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from sim.cluster.clock import rfc3339
+from sim.cluster.eviction import pdb_status
+from sim.cluster.kubevirt_admission import KubeVirtAdmission
+from sim.cluster.kubevirt_config import KubeVirtConfig
+from sim.cluster.kv_objects import (
+    CREATED_BY_LABEL,
+    EVACUATION_ANNOTATION,
+    EVICTION_IN_PROGRESS,
+    EVICTION_SOURCE_ANNOTATION,
+    NODE_NAME_LABEL,
+    eviction_strategy,
+    is_migratable,
+    launcher_pod,
+    set_condition,
+)
+from sim.cluster.placement import IpAllocator, candidates, place_vmi
+from sim.cluster.resources import PDBS, PODS, VMIMS, VMIS, VMS
+from sim.cluster.scheduler import NodeCandidate
+from sim.cluster.store import Store
+
+log = logging.getLogger("autonomic.cluster.kubevirt")
+FINAL = ("Succeeded", "Failed")
+
+
+class VmiController:
+    def __init__(self, store: Store, config: KubeVirtConfig, admission: KubeVirtAdmission, ips: IpAllocator) -> None:
+        self.store, self.config, self.admission, self.ips = store, config, admission, ips
+        self._nodes: list[NodeCandidate] | None = None  # node candidates, computed once per pass
+        self._failed_at: dict[str, float] = {}  # VMI uid -> model time it failed (VM restart delay)
+
+    @property
+    def pending_restart(self) -> bool:
+        return bool(self._failed_at)
+
+    def reconcile(self, now: float) -> None:
+        self._nodes = None
+        pods_by_vmi: dict[str, list[dict[str, Any]]] = {}
+        for pod in self.store.peek(PODS):
+            uid = (pod["metadata"].get("labels") or {}).get(CREATED_BY_LABEL)
+            if uid:
+                pods_by_vmi.setdefault(uid, []).append(pod)
+        active = {
+            ((m.get("metadata") or {}).get("namespace"), (m.get("spec") or {}).get("vmiName"))
+            for m in self.store.peek(VMIMS)
+            if (m.get("status") or {}).get("phase") not in FINAL
+        }
+        for vmi in self.store.peek(VMIS):
+            self._vmi(vmi, pods_by_vmi.get(vmi["metadata"]["uid"], []), active, now)
+        self._vms(now)
+        self._pdbs()
+
+    # ---- VMIs ----------------------------------------------------------------------------------------------
+    def _vmi(self, vmi: dict[str, Any], pods: list[dict[str, Any]], active: set[Any], now: float) -> None:
+        meta, status = vmi["metadata"], vmi.get("status") or {}
+        ns, name, phase = meta["namespace"], meta["name"], status.get("phase", "Pending")
+        if phase in ("", "Pending"):
+            self._start(vmi)
+            return
+        if phase != "Running":
+            return
+        node = status.get("nodeName")
+        running_pods = [p for p in pods if p["spec"].get("nodeName") == node and p["status"].get("phase") == "Running"]
+        if not running_pods and (ns, name) not in active:
+            self._fail(vmi, "launcher pod disappeared", now)
+            return
+        marked = bool(status.get("evacuationNodeName"))
+        for pod in running_pods:
+            has = EVICTION_IN_PROGRESS in (pod["metadata"].get("annotations") or {})
+            if has != marked:
+                self.store.mutate(PODS, ns, pod["metadata"]["name"], functools.partial(_flag, marked=marked))
+        if marked and status.get("evacuationNodeName") == node and (ns, name) not in active:
+            self._evacuate(vmi)
+
+    def _start(self, vmi: dict[str, Any]) -> None:
+        meta = vmi["metadata"]
+        if self._nodes is None:
+            self._nodes = candidates(self.store)
+        decision = place_vmi(self.store, vmi, ratio=self.config.cpu_allocation_ratio, nodes=self._nodes)
+        now_s = rfc3339(self.store.clock.wall())
+        if decision.node is None:
+
+            def unschedulable(o: dict[str, Any]) -> None:
+                o.setdefault("status", {})["phase"] = "Pending"
+                set_condition(o, "PodScheduled", "False", "Unschedulable", decision.message(), now_s)
+
+            self.store.mutate(VMIS, meta["namespace"], meta["name"], unschedulable)
+            return
+        self.bind(vmi, decision.node)
+
+    def bind(self, vmi: dict[str, Any], node: str) -> None:
+        """Create the launcher pod on `node` and mark the VMI Running there."""
+        self._nodes = None  # node usage changed
+        meta = vmi["metadata"]
+        now_s = rfc3339(self.store.clock.wall())
+        pod = launcher_pod(vmi, node, self.ips.next(), now_s, cpu_allocation_ratio=self.config.cpu_allocation_ratio)
+        pod = self.store.create(PODS, pod, meta["namespace"])
+
+        def running(o: dict[str, Any]) -> None:
+            st = o.setdefault("status", {})
+            st.update(phase="Running", nodeName=node, migrationMethod="LiveMigration", migrationTransport="Unix")
+            st["activePods"] = {pod["metadata"]["uid"]: node}
+            st["interfaces"] = [
+                {"name": "default", "ipAddress": pod["status"]["podIP"], "ipAddresses": [pod["status"]["podIP"]]}
+            ]
+            st["conditions"] = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            set_condition(o, "Ready", "True", now=now_s)
+            o["metadata"].setdefault("labels", {})[NODE_NAME_LABEL] = node
+
+        self.store.mutate(VMIS, meta["namespace"], meta["name"], running)
+
+    def _fail(self, vmi: dict[str, Any], reason: str, now: float) -> None:
+        log.info("vmi %s/%s failed: %s", vmi["metadata"]["namespace"], vmi["metadata"]["name"], reason)
+        if any(o.get("kind") == "VirtualMachine" for o in vmi["metadata"].get("ownerReferences") or []):
+            self._failed_at[vmi["metadata"]["uid"]] = now
+        now_s = rfc3339(self.store.clock.wall())
+
+        def failed(o: dict[str, Any]) -> None:
+            o.setdefault("status", {})["phase"] = "Failed"
+            set_condition(o, "Ready", "False", "PodTerminating", reason, now_s)
+
+        self.store.mutate(VMIS, vmi["metadata"]["namespace"], vmi["metadata"]["name"], failed)
+
+    def _evacuate(self, vmi: dict[str, Any]) -> None:
+        strategy = eviction_strategy(vmi, self.config.default_eviction_strategy)
+        wants = strategy == "LiveMigrate" or (strategy == "LiveMigrateIfPossible" and is_migratable(vmi))
+        if not wants or not is_migratable(vmi):
+            return
+        meta = vmi["metadata"]
+        from_descheduler = (meta.get("annotations") or {}).get(EVICTION_SOURCE_ANNOTATION) == "descheduler"
+        migration = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstanceMigration",
+            "metadata": {
+                "generateName": "kubevirt-evacuation-",
+                "annotations": {EVACUATION_ANNOTATION: vmi["status"]["nodeName"]},
+            },
+            "spec": {
+                "vmiName": meta["name"],
+                "priority": "system-maintenance" if from_descheduler else "system-critical",
+            },
+        }
+        self.admission.controller_request = True
+        try:
+            created = self.store.create(VMIMS, migration, meta["namespace"])
+        finally:
+            self.admission.controller_request = False
+        log.info(
+            "evacuation: created migration %s for vmi %s/%s",
+            created["metadata"]["name"],
+            meta["namespace"],
+            meta["name"],
+        )
+
+    # ---- VMs -----------------------------------------------------------------------------------------------
+    def _vms(self, now: float) -> None:
+        for vm in self.store.peek(VMS):
+            meta, spec = vm["metadata"], vm.get("spec") or {}
+            run = spec.get("runStrategy") or ("Always" if spec.get("running") else "Halted")
+            vmi = self.store.peek_one(VMIS, meta["namespace"], meta["name"])
+            if (
+                vmi is not None
+                and (vmi.get("status") or {}).get("phase") == "Failed"
+                and run in ("Always", "RerunOnFailure")
+            ):
+                if now - self._failed_at.get(vmi["metadata"]["uid"], now) >= self.config.vm_restart_s:
+                    self._failed_at.pop(vmi["metadata"]["uid"], None)
+                    self.store.delete(VMIS, meta["namespace"], meta["name"])
+                    vmi = None
+                else:
+                    continue
+            if vmi is None and run in ("Always", "RerunOnFailure"):
+                template = spec.get("template") or {}
+                new = {
+                    "apiVersion": "kubevirt.io/v1",
+                    "kind": "VirtualMachineInstance",
+                    "metadata": {
+                        "name": meta["name"],
+                        "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                        "annotations": dict((template.get("metadata") or {}).get("annotations") or {}),
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "kubevirt.io/v1",
+                                "kind": "VirtualMachine",
+                                "name": meta["name"],
+                                "uid": meta["uid"],
+                                "controller": True,
+                                "blockOwnerDeletion": True,
+                            }
+                        ],
+                    },
+                    "spec": template.get("spec") or {},
+                }
+                self.store.create(VMIS, new, meta["namespace"])
+            phase = ((vmi or {}).get("status") or {}).get("phase", "Pending")
+            printable = "Running" if phase == "Running" else ("Stopped" if run == "Halted" else "Starting")
+            ready = phase == "Running"
+            if (vm.get("status") or {}).get("printableStatus") != printable or (vm.get("status") or {}).get(
+                "ready"
+            ) != ready:
+                status = {**(vm.get("status") or {}), "printableStatus": printable, "ready": ready, "created": True}
+                self.store.mutate(VMS, meta["namespace"], meta["name"], functools.partial(_set_status, status=status))
+
+    # ---- PDBs ----------------------------------------------------------------------------------------------
+    def _pdbs(self) -> None:
+        pdbs = self.store.peek(PDBS)
+        if not pdbs:
+            return
+        pods = self.store.peek(PODS)
+        for pdb in pdbs:
+            ns = pdb["metadata"]["namespace"]
+            st = pdb_status(pdb, [p for p in pods if p["metadata"].get("namespace") == ns])
+            if {k: (pdb.get("status") or {}).get(k) for k in st} != st:
+                self.store.mutate(PDBS, ns, pdb["metadata"]["name"], functools.partial(_set_status, status=st))
+
+
+def _set_status(obj: dict[str, Any], status: dict[str, Any]) -> None:
+    obj["status"] = status
+
+
+def _flag(pod: dict[str, Any], marked: bool) -> None:
+    annotations = pod["metadata"].setdefault("annotations", {})
+    if marked:
+        annotations[EVICTION_IN_PROGRESS] = "true"
+    else:
+        annotations.pop(EVICTION_IN_PROGRESS, None)

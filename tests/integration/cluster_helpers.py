@@ -1,0 +1,49 @@
+"""Helpers for tests against the cluster twin: a client bound to its kubeconfig, polling, the admin API."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+
+from sim.cluster.twin import ClusterTwin
+
+T = TypeVar("T")
+
+
+def api_client(twin: ClusterTwin) -> client.ApiClient:
+    """An ApiClient configured only from the twin's kubeconfig (no global default touched)."""
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(twin.kubeconfig_path), client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll until `probe` returns something truthy (a generous bound, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def admin(twin: ClusterTwin, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{twin.api_url}/_twin/{path}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def launcher_pod(core: client.CoreV1Api, namespace: str, vm: str) -> client.V1Pod:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"kubevirt.io=virt-launcher,vm.kubevirt.io/name={vm}")
+    running = [p for p in pods.items if p.status.phase == "Running"]
+    assert len(running) == 1, [p.metadata.name for p in pods.items]
+    return running[0]
