@@ -1,0 +1,253 @@
+"""The controller's typed configuration (YAML), with every mistake reported at start with its path.
+
+Why it exists: the policy, its thresholds, the limits and the cooldowns are data an operator tunes, and a typo must
+stop the controller with `psiRelief.low: must be <= psiRelief.high (0.3)` rather than run with a default. Keys
+are camelCase like the descheduler's policy; unknown keys are errors. Defaults reproduce the OpenShift
+KubeVirtRelieveAndMigrate profile as release-4.21 generates it (docs/reference/descheduler.md §1.2-1.5) so the
+`descheduler-compatible` policy is a drop-in with no configuration at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+DEFAULT_SCORE_QUERY = "descheduler:node:linear_amplified_ideal_point_positive_distance:k3:avg1m"  # ref §1.4
+# ref §1.3 `devDeviationThresholds` and `devLowNodeUtilizationThresholds`: name -> (low, high) in percent
+DEVIATION_THRESHOLDS = {
+    "Low": (10.0, 10.0),
+    "Medium": (20.0, 20.0),
+    "High": (30.0, 30.0),
+    "AsymmetricLow": (0.0, 10.0),
+    "AsymmetricMedium": (0.0, 20.0),
+    "AsymmetricHigh": (0.0, 30.0),
+}
+STATIC_THRESHOLDS = {"Low": (10.0, 30.0), "Medium": (20.0, 50.0), "High": (40.0, 70.0)}
+DEFAULT_EXCLUDED_NAMESPACES = (
+    "kube-system",
+    "hypershift",
+    "openshift",
+    "openshift-kube-descheduler-operator",
+    "openshift-kube-scheduler",
+)
+
+
+PsiDimension = Literal["cpu", "memory", "io"]
+DEFAULT_PSI_QUERIES: dict[PsiDimension, str] = {
+    "cpu": "avg by (instance) (rate(node_pressure_cpu_waiting_seconds_total[1m]))",
+    "memory": "avg by (instance) (rate(node_pressure_memory_waiting_seconds_total[1m]))",
+    "io": "avg by (instance) (rate(node_pressure_io_waiting_seconds_total[1m]))",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; `errors` lists every problem as `path: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid controller configuration:\n  " + "\n  ".join(errors))
+        self.errors = errors
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class MetricsConfig(_Section):
+    """Where node pressure comes from (the shell runs the queries; the planner only checks their results)."""
+
+    source: Literal["recording-rule", "promql", "raw-psi"] = "recording-rule"
+    query: str = DEFAULT_SCORE_QUERY  # the score query for recording-rule / promql
+    psi_queries: dict[PsiDimension, str] = Field(default_factory=lambda: dict(DEFAULT_PSI_QUERIES))
+    max_age_seconds: Annotated[float, Field(gt=0, description="older samples make the cycle skip")] = 60.0
+
+
+class LimitsConfig(_Section):
+    """Concurrency limits; in-flight migrations count against them (ref §2.5, KubeVirt defaults §3)."""
+
+    max_in_flight_total: Annotated[
+        int, Field(ge=0, description="maxNoOfPodsToEvictTotal / parallelMigrationsPerCluster")
+    ] = 5
+    max_in_flight_per_node: Annotated[
+        int, Field(ge=0, description="maxNoOfPodsToEvictPerNode, outbound per source")
+    ] = 2
+    max_moves_per_cycle: Annotated[int, Field(ge=0)] = 5
+    protected_priority: Annotated[int, Field(description="VMs at or above this priority never move")] = 2_000_000_000
+
+
+class SoftTaintsConfig(_Section):
+    """PreferNoSchedule taints with the soft-tainter's keys (ref §1.5)."""
+
+    enabled: bool = True
+    overutilized_key: str = "nodeutilization.descheduler.openshift.io/overutilized"
+    appropriate_key: str = "nodeutilization.descheduler.openshift.io/appropriate"
+
+
+class CooldownConfig(_Section):
+    """Per-VM cooldown: min(max(base, last duration) * growth^(moves in window - 1), max) (ref §4)."""
+
+    base_seconds: Annotated[float, Field(ge=0)] = 900.0
+    growth_factor: Annotated[float, Field(ge=1.0)] = 2.0
+    max_seconds: Annotated[float, Field(ge=0)] = 21_600.0
+    history_window_seconds: Annotated[float, Field(gt=0)] = 172_800.0
+
+
+class MigrationAwareConfig(CooldownConfig):
+    """The KubevirtMigrationAware plugin of the operator's main branch (ref §1.2, §4); off in 4.21 GA."""
+
+    enabled: bool = False
+
+
+DeviationPreset = Literal["Low", "Medium", "High", "AsymmetricLow", "AsymmetricMedium", "AsymmetricHigh"]
+StaticPreset = Literal["Low", "Medium", "High"]
+
+
+class DeschedulerCompatibleConfig(_Section):
+    dev_deviation_thresholds: DeviationPreset | None = None
+    dev_low_node_utilization_thresholds: StaticPreset | None = None
+    number_of_nodes: Annotated[int, Field(ge=0)] = 0
+    eviction_limits_node: Annotated[
+        int | None, Field(ge=1, description="main sets 2; unset = one per node per cycle")
+    ] = None
+    evictor_no_eviction_policy: Literal["Mandatory", "Preferred"] = "Mandatory"
+    migration_aware: MigrationAwareConfig = MigrationAwareConfig()
+
+    def thresholds(self) -> tuple[float, float, bool]:
+        """(low, high, use_deviation) exactly as getKubeVirtRelieveAndMigrateThresholds resolves them."""
+        if self.dev_low_node_utilization_thresholds is not None:
+            return (*STATIC_THRESHOLDS[self.dev_low_node_utilization_thresholds], False)
+        return (*DEVIATION_THRESHOLDS[self.dev_deviation_thresholds or "AsymmetricLow"], True)
+
+
+class MigrationCostConfig(_Section):
+    bandwidth_bytes_per_second: Annotated[float, Field(gt=0, description="assumed per-migration copy rate")] = 1.0e9
+    max_dirty_rate_ratio: Annotated[
+        float, Field(gt=0, le=1, description="dirty/bandwidth above this may not converge")
+    ] = 0.8
+    completion_timeout_per_gib: Annotated[float, Field(gt=0, description="KubeVirt completionTimeoutPerGiB")] = 150.0
+
+
+class PressureModelConfig(_Section):
+    default_exponent: Annotated[float, Field(gt=0)] = 8.0
+    min_exponent: Annotated[float, Field(gt=0)] = 1.0
+    max_exponent: Annotated[float, Field(gt=0)] = 40.0
+
+
+class SearchConfig(_Section):
+    candidates_per_source: Annotated[int, Field(ge=1)] = 12
+    targets_considered: Annotated[int, Field(ge=1)] = 24
+    exact_max_variables: Annotated[int, Field(ge=0, description="0 disables the exact (MILP) search")] = 1500
+    exact_node_limit: Annotated[int, Field(ge=1)] = 2000
+
+
+class PsiReliefConfig(_Section):
+    signal: Literal["psi", "score"] = "psi"
+    dimensions: tuple[Literal["cpu", "memory"], ...] = ("cpu", "memory")
+    high: Annotated[float, Field(ge=0, le=1, description="act on a node above this")] = 0.30
+    low: Annotated[float, Field(ge=0, le=1, description="relieve sources down to this")] = 0.15
+    target_threshold: Annotated[float, Field(ge=0, le=1, description="targets must stay at or under this")] = 0.20
+    node_cooldown_seconds: Annotated[float, Field(ge=0)] = 300.0
+    hysteresis_memory_seconds: Annotated[float, Field(ge=0)] = 900.0
+    metric_lag_seconds: Annotated[
+        float, Field(ge=0, description="how long a finished move is invisible in metrics")
+    ] = 90.0
+    vm_cooldown: CooldownConfig = CooldownConfig()
+    vm_return_block_seconds: Annotated[
+        float, Field(ge=0, description="a VM never returns to a node it left sooner")
+    ] = 21_600.0
+    migration: MigrationCostConfig = MigrationCostConfig()
+    model: PressureModelConfig = PressureModelConfig()
+    search: SearchConfig = SearchConfig()
+
+
+class ControllerConfig(_Section):
+    api_version: Literal["autonomic.dev/v1alpha1"] = "autonomic.dev/v1alpha1"
+    kind: Literal["ControllerConfig"] = "ControllerConfig"
+    policy: Literal["descheduler-compatible", "psi-relief"] = "descheduler-compatible"
+    dry_run: bool = False
+    actuator: Literal["eviction", "migration"] = "eviction"
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"kubevirt.io/schedulable": "true"})
+    excluded_namespaces: tuple[str, ...] = DEFAULT_EXCLUDED_NAMESPACES
+    metrics: MetricsConfig = MetricsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    soft_taints: SoftTaintsConfig = SoftTaintsConfig()
+    descheduler_compatible: DeschedulerCompatibleConfig = DeschedulerCompatibleConfig()
+    psi_relief: PsiReliefConfig = PsiReliefConfig()
+
+    def required_signals(self) -> tuple[str, ...]:
+        """The NodePressure fields the active policy cannot do without (validate.py checks them)."""
+        if self.policy == "descheduler-compatible" or self.psi_relief.signal == "score":
+            return ("score",)
+        return tuple(f"psi_{d}" for d in self.psi_relief.dimensions)
+
+
+def parse_config(data: Any) -> ControllerConfig:
+    """Validate an already-parsed document; raises `ConfigError` listing every problem with its path.
+
+    Field types and ranges are checked first (pydantic); the cross-field rules run once every field is valid.
+    """
+    try:
+        config = ControllerConfig.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc)) from None
+    errors = cross_field_errors(config)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def cross_field_errors(config: ControllerConfig) -> list[str]:
+    """Rules that relate two fields, as the descheduler's ValidateLowNodeUtilizationArgs does for its thresholds."""
+    errors = []
+    compat, relief = config.descheduler_compatible, config.psi_relief
+    if compat.dev_deviation_thresholds is not None and compat.dev_low_node_utilization_thresholds is not None:
+        errors.append(
+            "deschedulerCompatible.devLowNodeUtilizationThresholds: only one of devDeviationThresholds and "
+            "devLowNodeUtilizationThresholds may be set (as the operator refuses)"
+        )
+    if relief.low > relief.high:
+        errors.append(f"psiRelief.low: must be <= psiRelief.high ({relief.high}), got {relief.low}")
+    elif not relief.low <= relief.target_threshold < relief.high:
+        errors.append(
+            f"psiRelief.targetThreshold: must be >= psiRelief.low ({relief.low}) and < psiRelief.high "
+            f"({relief.high}), got {relief.target_threshold}"
+        )
+    if not relief.dimensions:
+        errors.append("psiRelief.dimensions: must name at least one of cpu, memory")
+    if relief.model.min_exponent > relief.model.max_exponent:
+        errors.append("psiRelief.model.minExponent: must be <= psiRelief.model.maxExponent")
+    needs_score = config.policy == "descheduler-compatible" or relief.signal == "score"
+    if needs_score and config.metrics.source == "raw-psi":
+        errors.append(
+            f"metrics.source: raw-psi provides no score but policy {config.policy} needs one; use source promql "
+            "with e.g. rate(node_pressure_cpu_waiting_seconds_total[1m]) (the operator's PrometheusCPUPSIPressure)"
+        )
+    if config.limits.max_in_flight_per_node > config.limits.max_in_flight_total:
+        errors.append("limits.maxInFlightPerNode: must be <= limits.maxInFlightTotal")
+    return errors
+
+
+def load_config(source: str | Path) -> ControllerConfig:
+    """Read YAML from a file (a `Path`, or a one-line string ending in .yaml/.yml) or from YAML text."""
+    is_path = isinstance(source, Path) or ("\n" not in source and source.strip().endswith((".yaml", ".yml")))
+    try:
+        text = Path(source).read_text(encoding="utf-8") if is_path else str(source)
+    except OSError as exc:
+        raise ConfigError([f"{source}: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"yaml: {exc}".replace("\n", " ")]) from None
+    return parse_config(data)
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "document"
+        message = err["msg"].removeprefix("Value error, ")
+        out.append(f"{path}: {message}")
+    return out

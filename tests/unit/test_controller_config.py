@@ -1,0 +1,103 @@
+"""Controller configuration: the profile's defaults, the operator's threshold presets, and errors with paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.config import DEFAULT_SCORE_QUERY, ConfigError, load_config, parse_config
+
+
+def test_defaults_reproduce_the_kubevirt_relieve_and_migrate_profile():
+    c = parse_config({})
+    assert c.policy == "descheduler-compatible"
+    assert c.metrics.source == "recording-rule" and c.metrics.query == DEFAULT_SCORE_QUERY
+    assert (c.limits.max_in_flight_total, c.limits.max_in_flight_per_node) == (5, 2)
+    assert c.descheduler_compatible.thresholds() == (0.0, 10.0, True)  # AsymmetricLow, deviation mode
+    assert c.descheduler_compatible.eviction_limits_node is None  # 4.21 GA: one per node per cycle
+    assert c.node_selector == {"kubevirt.io/schedulable": "true"}
+    assert c.soft_taints.overutilized_key == "nodeutilization.descheduler.openshift.io/overutilized"
+    assert c.soft_taints.appropriate_key == "nodeutilization.descheduler.openshift.io/appropriate"
+    assert "openshift-kube-descheduler-operator" in c.excluded_namespaces
+
+
+@pytest.mark.parametrize(
+    ("customization", "expected"),
+    [
+        ({"devDeviationThresholds": "Low"}, (10.0, 10.0, True)),
+        ({"devDeviationThresholds": "Medium"}, (20.0, 20.0, True)),
+        ({"devDeviationThresholds": "High"}, (30.0, 30.0, True)),
+        ({"devDeviationThresholds": "AsymmetricLow"}, (0.0, 10.0, True)),
+        ({"devDeviationThresholds": "AsymmetricMedium"}, (0.0, 20.0, True)),
+        ({"devDeviationThresholds": "AsymmetricHigh"}, (0.0, 30.0, True)),
+        ({"devLowNodeUtilizationThresholds": "Low"}, (10.0, 30.0, False)),
+        ({"devLowNodeUtilizationThresholds": "Medium"}, (20.0, 50.0, False)),
+        ({"devLowNodeUtilizationThresholds": "High"}, (40.0, 70.0, False)),
+    ],
+)
+def test_threshold_presets_resolve_as_the_operator_does(customization, expected):
+    assert parse_config({"deschedulerCompatible": customization}).descheduler_compatible.thresholds() == expected
+
+
+@pytest.mark.parametrize(
+    ("document", "errors"),
+    [
+        pytest.param({"policy": "round-robin"}, ["policy: Input should be"], id="unknown-policy"),
+        pytest.param(
+            {"limits": {"maxInFlightTotal": -1}},
+            ["limits.maxInFlightTotal: Input should be greater"],
+            id="negative-limit",
+        ),
+        pytest.param(
+            {"psiRelief": {"high": 2, "bogus": 1}},
+            ["psiRelief.high: Input should be less", "psiRelief.bogus: Extra inputs"],
+            id="every-error-at-once",
+        ),
+        pytest.param(
+            {"psiRelief": {"low": 0.5, "high": 0.3}},
+            ["psiRelief.low: must be <= psiRelief.high (0.3)"],
+            id="inverted-band",
+        ),
+        pytest.param(
+            {"deschedulerCompatible": {"devDeviationThresholds": "Low", "devLowNodeUtilizationThresholds": "Low"}},
+            ["deschedulerCompatible.devLowNodeUtilizationThresholds: only one of"],
+            id="both-threshold-kinds",
+        ),
+        pytest.param(
+            {"metrics": {"source": "raw-psi"}}, ["metrics.source: raw-psi provides no score"], id="baseline-needs-score"
+        ),
+        pytest.param(
+            {"limits": {"maxInFlightPerNode": 6}}, ["limits.maxInFlightPerNode: must be <="], id="node-above-total"
+        ),
+        pytest.param(
+            {"metrics": {"maxAgeSeconds": 0}}, ["metrics.maxAgeSeconds: Input should be greater than 0"], id="zero-age"
+        ),
+    ],
+)
+def test_invalid_documents_report_every_error_with_its_path(document, errors):
+    with pytest.raises(ConfigError) as raised:
+        parse_config(document)
+    assert len(raised.value.errors) == len(errors)
+    for got, want in zip(raised.value.errors, errors, strict=True):
+        assert got.startswith(want), got
+
+
+def test_psi_relief_on_raw_psi_is_valid_and_needs_psi_fields():
+    c = parse_config({"policy": "psi-relief", "metrics": {"source": "raw-psi"}})
+    assert c.required_signals() == ("psi_cpu", "psi_memory")
+    assert parse_config({"policy": "psi-relief", "psiRelief": {"signal": "score"}}).required_signals() == ("score",)
+
+
+def test_yaml_text_is_loaded_and_bad_yaml_is_a_config_error():
+    c = load_config("policy: psi-relief\ndryRun: true\npsiRelief:\n  high: 0.4\n  low: 0.2\n")
+    assert (c.policy, c.dry_run, c.psi_relief.high, c.psi_relief.low) == ("psi-relief", True, 0.4, 0.2)
+    with pytest.raises(ConfigError, match="yaml"):
+        load_config("policy: [unclosed")
+
+
+def test_a_config_file_is_read_by_path_and_a_missing_one_is_a_config_error(tmp_path):
+    path = tmp_path / "controller.yaml"
+    path.write_text("policy: psi-relief\n")
+    assert load_config(path).policy == "psi-relief"
+    assert load_config(str(path)).policy == "psi-relief"
+    with pytest.raises(ConfigError, match="No such file"):
+        load_config(tmp_path / "absent.yaml")
