@@ -17,6 +17,7 @@ from autonomic.logs import setup_logging
 # subcommand -> module with add_parser(subparsers) and run(args)
 SUBCOMMANDS = {
     "fleet": "sim.fleet.cli",
+    "cluster-sim": "sim.cluster.cli",
     "demo": "autonomic.demo",
 }
 
