@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint fmt setup peers test-peers clean
+.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) prometheus
 	$(BIN)/autonomic demo
 
-test: $(STAMP)
+test: $(STAMP) prometheus
 	$(BIN)/python -m pytest -q -m "not peers" tests
 
 lint: $(STAMP)
@@ -25,12 +25,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy autonomic controller scorer sim loadtests
 
+# Prometheus + promtool (Debian packages) for the cluster twin and its tests; a no-op when installed
+prometheus:
+	bash scripts/install-prometheus.sh
+
 # the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/
 peers:
 	bash scripts/install-peers.sh
 
 test-peers: $(STAMP) peers
 	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py
+
+# the committed Python stubs of proto/*.proto (tests/unit/test_proto_stubs.py fails when they are stale)
+proto: $(STAMP)
+	$(BIN)/python -m proto.generate
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

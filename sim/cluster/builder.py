@@ -17,6 +17,7 @@ from sim.cluster.kubevirt import KubeVirt
 from sim.cluster.kubevirt_config import KubeVirtConfig
 from sim.cluster.resources import NAMESPACES, NODES, PDBS, PODS, RESOURCE_TYPES, VMIS, VMS, ResourceType
 from sim.cluster.scenario import Scenario
+from sim.cluster.scenario_load import load_annotations
 from sim.cluster.scenario_objects import node_object, plain_pod, vm_objects
 from sim.cluster.store import Store
 
@@ -95,7 +96,7 @@ def build(store: Store, kubevirt: KubeVirt, s: Scenario) -> None:
         rt = _type_for(obj)
         store.create(rt, obj, (obj.get("metadata") or {}).get("namespace"))
     for vm in s.vms:
-        vm_obj, vmi = vm_objects(vm)
+        vm_obj, vmi = vm_objects(vm, load_annotations(s, vm))
         if vm.virtual_machine:
             created_vm = store.create(VMS, vm_obj, vm.namespace)
             vmi["metadata"]["ownerReferences"] = [

@@ -1,5 +1,5 @@
-"""`autonomic cluster-sim`: the Kubernetes + KubeVirt API twin (and, with part 2, PSI metrics and Prometheus)
-until SIGINT/SIGTERM."""
+"""`autonomic cluster-sim`: the Kubernetes + KubeVirt API twin, VM load and PSI as node-exporter metrics, and a
+real Prometheus with the descheduler's recording rules, until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "cluster-sim",
         help="run the Kubernetes + KubeVirt API twin",
         description="A Kubernetes API server twin on 127.0.0.1 with KubeVirt's eviction and live-migration "
-        "behaviour. Prints 'kubeconfig: PATH' and 'prometheus: URL' once ready. Without --scenario or "
-        "--nodes it loads the shipped default scenario.",
+        "behaviour, VM load from a real trace, node PSI as node-exporter metrics and a real Prometheus with the "
+        "descheduler's recording rules. Prints 'kubeconfig: PATH' and 'prometheus: URL' once ready. Without "
+        "--scenario or --nodes it loads the shipped default scenario.",
     )
     p.add_argument("--nodes", type=int, default=None, help="generate N worker nodes (8 cores, 32 GiB)")
     p.add_argument("--vms", type=int, default=None, help="generate M VMs (1-4 vCPU, 2-8 GiB) packed unevenly")
@@ -31,9 +32,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     p.add_argument("--time-scale", type=float, default=1.0, help="model seconds per real second (default 1)")
     p.add_argument("--kubeconfig", default=None, help="where to write the kubeconfig (default: a temp file)")
+    p.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, s (default 5)")
+    p.add_argument(
+        "--rate-window", default="1m", help="window of the recording rules' rates (default 1m, as the reference)"
+    )
+    p.add_argument("--rule-interval", default="30s", help="recording-rule evaluation interval (default 30s)")
+    p.add_argument("--exporter-port", type=int, default=None, help="node-exporter port (default: a free one)")
+    p.add_argument(
+        "--scrape",
+        action="append",
+        default=[],
+        metavar="JOB=HOST:PORT[/PATH]",
+        help="also scrape this target (e.g. the controller's metrics, for the cooldown rules); repeatable",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from sim.cluster.prometheus import TelemetryError  # numpy, aiohttp client: only when the command runs
+    from sim.cluster.prometheus_config import parse_scrape_target
+
     if args.time_scale <= 0:
         print("error: --time-scale must be > 0", file=sys.stderr)
         return 2
@@ -50,8 +67,24 @@ def run(args: argparse.Namespace) -> int:
     except (ScenarioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.scrape_interval <= 0:
+        print("error: --scrape-interval must be > 0", file=sys.stderr)
+        return 2
+    try:
+        extra = tuple(parse_scrape_target(spec) for spec in args.scrape)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = TelemetryOptions(
-        prometheus=not args.no_prometheus, prometheus_port=args.prometheus_port, time_scale=args.time_scale
+        prometheus=not args.no_prometheus,
+        prometheus_port=args.prometheus_port,
+        time_scale=args.time_scale,
+        load=scenario.load,
+        scrape_interval_s=args.scrape_interval,
+        rate_window=args.rate_window,
+        rule_interval=args.rule_interval,
+        exporter_port=args.exporter_port,
+        extra_scrape_targets=extra,
     )
     try:
         return asyncio.run(
@@ -63,6 +96,6 @@ def run(args: argparse.Namespace) -> int:
                 kubeconfig_path=Path(args.kubeconfig) if args.kubeconfig else None,
             )
         )
-    except OSError as exc:
+    except (OSError, TelemetryError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,10 @@ NotReady and migrations that fail; tests turn these on deliberately instead of h
 - `latency_s`: real seconds added before every resource request is handled (latency is a property of the
   network, so it is not scaled by --time-scale);
 - `fail_next_migrations`: the next N migrations that reach Running fail (`failureReason` says so); the source
-  keeps the VMI, as after a real failed migration.
+  keeps the VMI, as after a real failed migration;
+- `scrape`: node name (or "*" for every node) -> how its node-exporter endpoint misbehaves: "error" answers
+  503, "stall" answers only after the scrape has timed out. Prometheus records `up == 0` and the node's series
+  go stale: the gaps a controller must tolerate (ref §5 pain 6). The node's counters keep counting meanwhile.
 Node NotReady and dropped watches are actions, not state; the admin API performs them directly.
 """
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from typing import Any
+
+SCRAPE_MODES = ("error", "stall")
 
 
 class FaultError(ValueError):
@@ -30,6 +35,7 @@ class FaultState:
     latency_s: float = 0.0
     fail_next_migrations: int = 0
     fail_reason: str = "injected failure: migration aborted by the twin's fault knob"
+    scrape: dict[str, str] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def api_error_now(self) -> bool:
@@ -47,7 +53,16 @@ class FaultState:
             "errorStatus": self.error_status,
             "latencyMs": round(self.latency_s * 1000, 3),
             "failNextMigrations": self.fail_next_migrations,
+            "scrape": dict(sorted(self.scrape.items())),
         }
+
+    def scrape_fault(self, node: str) -> str | None:
+        """ "error", "stall" or None for the node's metrics endpoint."""
+        return self.scrape.get(node) or self.scrape.get("*")
+
+    def reset(self) -> None:
+        self.error_rate, self.latency_s, self.fail_next_migrations = 0.0, 0.0, 0
+        self.scrape.clear()
 
     def apply_api(self, body: Any) -> None:
         """Set API faults from `{"errorRate": 0..1, "errorStatus": 500|503, "latencyMs": >=0}` (all optional)."""
@@ -78,3 +93,20 @@ class FaultState:
         if not isinstance(reason, str) or not reason:
             raise FaultError("reason: must be a non-empty string")
         self.fail_next_migrations, self.fail_reason = count, reason
+
+    def apply_scrape(self, body: Any) -> None:
+        """`{"node": "worker-1" | "*", "mode": "error" | "stall" | "none"}`: that node's scrapes fail (or not)."""
+        if not isinstance(body, dict):
+            raise FaultError("body must be a JSON object")
+        unknown = set(body) - {"node", "mode"}
+        if unknown:
+            raise FaultError(f"unknown fields: {sorted(unknown)}")
+        node, mode = body.get("node"), body.get("mode")
+        if not isinstance(node, str) or not node:
+            raise FaultError('node: must be a node name or "*"')
+        if mode not in (*SCRAPE_MODES, "none"):
+            raise FaultError(f"mode: must be one of error, stall, none; got {mode!r}")
+        if mode == "none":
+            self.scrape.pop(node, None)
+        else:
+            self.scrape[node] = mode

@@ -51,4 +51,4 @@ def generate(nodes: int, vms: int, *, seed: int = 1, skew: float = 1.0, namespac
                 }
             )
         )
-    return Scenario(nodes=node_specs, vms=vm_specs)
+    return Scenario.model_validate({"nodes": node_specs, "vms": vm_specs, "load": {"seed": seed}})

@@ -32,6 +32,11 @@ LIVE_MIGRATABLE = "LiveMigratable"
 # the twin's own annotations on VMIs (set from the scenario): guest memory dirty rate and the load-trace VM id
 DIRTY_RATE_ANNOTATION = "sim.autonomic.io/dirty-rate-bytes-per-second"
 LOAD_TRACE_ANNOTATION = "sim.autonomic.io/load-trace"
+# per-VM load overrides (scenario_load.py): constant utilization (0..1) and demand multipliers (> 0)
+CPU_LOAD_ANNOTATION = "sim.autonomic.io/cpu-load"
+MEMORY_LOAD_ANNOTATION = "sim.autonomic.io/memory-load"
+CPU_LOAD_FACTOR_ANNOTATION = "sim.autonomic.io/cpu-load-factor"
+MEMORY_LOAD_FACTOR_ANNOTATION = "sim.autonomic.io/memory-load-factor"
 
 
 def dirty_rate(vmi: dict[str, Any], default: float) -> float:

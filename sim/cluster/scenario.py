@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sim.cluster import quantity
+from sim.cluster.scenario_load import FaultSettings, LoadSettings, check_load
 
 Strategy = Literal["LiveMigrate", "LiveMigrateIfPossible", "External", "None"]
 
@@ -69,7 +70,9 @@ class VmSpec(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    load_trace: str | None = Field(None, alias="loadTrace")  # VM id in the load trace (part 2)
+    load_trace: str | None = Field(None, alias="loadTrace")  # VM id in the load trace (vm_trace.py)
+    cpu_load: float | None = Field(None, ge=0, le=1, alias="cpuLoad")  # constant share of vCPUs busy (no trace)
+    memory_load: float | None = Field(None, ge=0, le=1, alias="memoryLoad")  # constant share of memory in use
     virtual_machine: bool = Field(True, alias="virtualMachine")  # also create the owning VirtualMachine
 
     _q = field_validator("memory", mode="before")(_quantity)
@@ -141,6 +144,8 @@ class Scenario(_Model):
     pods: list[PodSpec] = Field(default_factory=list)
     inference_pools: list[InferencePoolSpec] = Field(default_factory=list, alias="inferencePools")
     resources: list[dict[str, Any]] = Field(default_factory=list)  # raw manifests: DRA objects, anything served
+    load: LoadSettings = Field(default_factory=lambda: LoadSettings.model_validate({}))  # scenario_load.py
+    faults: FaultSettings = Field(default_factory=lambda: FaultSettings.model_validate({}))
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -172,7 +177,7 @@ def _cross_check(s: Scenario) -> list[str]:
     for i, obj in enumerate(s.resources):
         if not obj.get("apiVersion") or not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
             errors.append(f"resources[{i}]: apiVersion, kind and metadata.name are required")
-    return errors
+    return errors + check_load(s)
 
 
 def parse_scenario(data: Any) -> Scenario:
@@ -195,7 +200,14 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError([f"{path}: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
         raise ScenarioError([f"yaml: {exc}".replace("\n", " ")]) from None
-    return parse_scenario(data)
+    scenario = parse_scenario(data)
+    trace = scenario.load.trace_file
+    if trace is not None:
+        resolved = (Path(path).parent / Path(trace).expanduser()).resolve()
+        if not resolved.is_file():
+            raise ScenarioError([f"load.traceFile: no such file {str(resolved)!r}"])
+        scenario.load.trace_file = str(resolved)
+    return scenario
 
 
 def default_scenario_path() -> Path:

@@ -85,9 +85,10 @@ def node_object(
     }
 
 
-def vm_objects(vm: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(VirtualMachine, VirtualMachineInstance) for a scenario VM."""
-    annotations = {}
+def vm_objects(vm: Any, load: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(VirtualMachine, VirtualMachineInstance) for a scenario VM; `load` are its load annotations
+    (scenario_load.load_annotations)."""
+    annotations = dict(load or {})
     if vm.dirty_rate is not None:
         annotations[DIRTY_RATE_ANNOTATION] = str(int(quantity.parse(vm.dirty_rate)))
     if vm.load_trace:

@@ -4,15 +4,16 @@ runs until SIGINT/SIGTERM.
 
 Why it exists: the CLI's argument parsing stays in cli.py; this module owns start-up order and clean shutdown.
 
-TELEMETRY HOOK (issue 4, part 2): if `sim.cluster.prometheus` defines
-`async def start_telemetry(view: ClusterView, options: TelemetryOptions) -> Telemetry` (see state_view.py),
-it is awaited after the API serves and its `stop()` before the API stops. Until it exists, `prometheus:`
-prints `disabled (telemetry not available)`.
+TELEMETRY HOOK (issue 4, part 2): `sim.cluster.prometheus.start_telemetry(view, options) -> Telemetry` (see
+state_view.py) is awaited after the API serves and its `stop()` before the API stops. It runs the load model
+and the node exporter always, and Prometheus unless --no-prometheus. Without the module, `prometheus:` prints
+`disabled (telemetry not available)`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import signal
@@ -54,11 +55,16 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        hook = telemetry_hook() if options.prometheus else None
+        hook = telemetry_hook()
         if hook is not None:
+            if options.load is None:
+                options = dataclasses.replace(options, load=scenario.load)
             telemetry = await hook(app.view, options)
         print(f"api: {app.api_url}", flush=True)
         print(f"kubeconfig: {app.kubeconfig_path}", flush=True)
+        exporter_url = getattr(telemetry, "exporter_url", None)
+        if exporter_url:
+            print(f"metrics: {exporter_url}/nodes/<node>/metrics", flush=True)
         if telemetry is not None and telemetry.prometheus_url:
             print(f"prometheus: {telemetry.prometheus_url}", flush=True)
         elif not options.prometheus:

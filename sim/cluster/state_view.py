@@ -23,7 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sim.cluster.scenario_load import LoadSettings
 
 FINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
@@ -62,6 +65,7 @@ class VmiInfo:
     dirty_rate_bytes_per_s: float  # guest memory dirtying rate used by the migration model
     load_trace: str | None  # VM id of a row group in the load trace (scenario field `loadTrace`), or None
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)  # the load overrides live here (scenario_load.py)
 
 
 @dataclass(frozen=True)
@@ -100,14 +104,29 @@ class ClusterView(Protocol):
 
     def subscribe_migrations(self, callback: MigrationCallback) -> Callable[[], None]: ...
 
+    def scrape_fault(self, node: str) -> str | None:
+        """The scrape-gap fault knob for this node's metrics endpoint: "error", "stall" or None (faults.py)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TelemetryOptions:
-    """What the CLI asked for, handed to the telemetry hook."""
+    """What the CLI asked for, handed to the telemetry hook (sim/cluster/prometheus.py)."""
 
-    prometheus: bool = True  # False with --no-prometheus
+    prometheus: bool = True  # False with --no-prometheus: the exporter still serves, no Prometheus is started
     prometheus_port: int | None = None  # --prometheus-port (None: pick a free one)
     time_scale: float = 1.0
+    load: LoadSettings | None = None  # the scenario's `load:` section; None: its defaults
+    scrape_interval_s: float = 5.0  # --scrape-interval
+    rate_window: str = "1m"  # --rate-window: the recording rules' rate()/avg_over_time() window (ref: 1m)
+    smoothing_window: str = "5m"  # the p66 rules' quantile_over_time window (ref: 5m)
+    cooldown_window: str = "10m"  # the eviction-count rules' increase() window (ref: 10m)
+    rule_interval: str = "30s"  # --rule-interval: evaluation interval of the rule group (ref: 30s)
+    retention: str = "6h"  # --storage.tsdb.retention.time
+    exporter_port: int | None = None  # --exporter-port (None: pick a free one)
+    tick_s: float = 0.25  # real seconds between load/PSI updates (each scrape also updates)
+    prometheus_binary: str | None = None  # None: $AUTONOMIC_PROMETHEUS or /usr/bin/prometheus
+    extra_scrape_targets: tuple[tuple[str, str], ...] = ()  # (job, "host:port[/path]"), e.g. the controller
 
 
 class Telemetry(Protocol):

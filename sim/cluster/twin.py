@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +30,8 @@ from sim.cluster.kubeconfig import write_kubeconfig
 from sim.cluster.kubevirt import KubeVirt
 from sim.cluster.kubevirt_config import KubeVirtConfig
 from sim.cluster.resources import PODS
-from sim.cluster.scenario import Scenario
+from sim.cluster.scenario import Scenario, ScenarioError
+from sim.cluster.scenario_load import apply_faults
 from sim.cluster.store import Store
 from sim.cluster.view import StoreView
 
@@ -58,7 +59,10 @@ class ClusterApp:
         self.kubevirt = KubeVirt(self.store, kubevirt_config(scenario, kubevirt), self.faults)
         self.api = ApiServer(self.store, self.clock, self.faults, bookmark_interval_s=bookmark_interval_s)
         self.api.subresources[(PODS.key, "eviction")] = self.kubevirt.eviction
-        self.view = StoreView(self.store, self.clock, self.kubevirt)
+        self.view = StoreView(self.store, self.clock, self.kubevirt, self.faults)
+        errors = apply_faults(self.faults, scenario.faults)
+        if errors:
+            raise ScenarioError(errors)
         self._kubeconfig = kubeconfig_path
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._runner: web.AppRunner | None = None
@@ -149,6 +153,11 @@ class ClusterTwin:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(timeout=30)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Await `coro` on the twin's loop (e.g. `start_telemetry(twin.view, options)`) and return its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
 
     def stop(self) -> None:
         if self._loop is None or self.app is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sim.cluster import quantity
 from sim.cluster.clock import Clock
+from sim.cluster.faults import FaultState
 from sim.cluster.kubevirt import KubeVirt
 from sim.cluster.kv_objects import LOAD_TRACE_ANNOTATION, dirty_rate, vmi_requests, vmi_vcpus
 from sim.cluster.placement import node_ready
@@ -24,8 +25,9 @@ log = logging.getLogger("autonomic.cluster.view")
 
 
 class StoreView:
-    def __init__(self, store: Store, clock: Clock, kubevirt: KubeVirt) -> None:
+    def __init__(self, store: Store, clock: Clock, kubevirt: KubeVirt, faults: FaultState | None = None) -> None:
         self.store, self.clock, self.kubevirt = store, clock, kubevirt
+        self.faults = faults or FaultState()
         self._start_wall = clock.wall().timestamp() - clock.now()
 
     def now(self) -> float:
@@ -81,6 +83,7 @@ class StoreView:
                     dirty_rate_bytes_per_s=dirty_rate(v, self.kubevirt.config.default_dirty_rate),
                     load_trace=(v["metadata"].get("annotations") or {}).get(LOAD_TRACE_ANNOTATION),
                     labels=dict(v["metadata"].get("labels") or {}),
+                    annotations=dict(v["metadata"].get("annotations") or {}),
                 )
             )
         return out
@@ -111,3 +114,6 @@ class StoreView:
             callback(self._migration(migration, reason))
 
         return self.kubevirt.on_migration_final(listener)
+
+    def scrape_fault(self, node: str) -> str | None:
+        return self.faults.scrape_fault(node)

@@ -1,11 +1,16 @@
-"""kubectl against the cluster twin, and `cluster-sim` as a process (ready lines, clean stop on SIGINT)."""
+"""kubectl against the cluster twin, and `cluster-sim` as a process (ready lines, clean stop on SIGINT and SIGTERM,
+with and without its Prometheus)."""
 
 from __future__ import annotations
 
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +92,57 @@ def test_cluster_sim_process_prints_ready_lines_and_stops_on_sigint() -> None:
         assert "server: http://127.0.0.1:" in Path(kubeconfig).read_text()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+AUTONOMIC = Path(sys.executable).with_name("autonomic")
+
+
+def _read_until_ready(proc: subprocess.Popen[str], timeout: float = 60) -> list[str]:
+    """The lines `cluster-sim` prints up to `ready:` (read in a thread, so a hang fails instead of blocking)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not seen or not seen[-1].startswith("ready:"):
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert line is not None, f"cluster-sim exited: {seen}"
+        seen.append(line)
+    return seen
+
+
+@pytest.mark.skipif(not AUTONOMIC.exists(), reason="the autonomic console script is not installed")
+@pytest.mark.skipif(not Path("/usr/bin/prometheus").exists(), reason="Prometheus is not installed (make prometheus)")
+def test_autonomic_cluster_sim_runs_prometheus_and_stops_it_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [str(AUTONOMIC), "cluster-sim", "--nodes", "2", "--vms", "4", "--port", "0", "--scrape-interval", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = _read_until_ready(proc)
+        fields = dict(line.split(": ", 1) for line in lines)
+        prometheus, metrics = fields["prometheus"], fields["metrics"]
+        assert Path(fields["kubeconfig"]).exists() and prometheus.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=10) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(metrics.replace("<node>", "worker-0"), timeout=10) as resp:
+            assert b"node_pressure_cpu_waiting_seconds_total " in resp.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(OSError):  # Prometheus went with it
+            urllib.request.urlopen(f"{prometheus}/-/ready", timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
