@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+
 from sim.fleet.synth import prompt_text
 from sim.fleet.trace import TraceRequest
 

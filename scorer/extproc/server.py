@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -28,6 +28,8 @@ log = logging.getLogger("autonomic.extproc")
 
 EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 LIVENESS, READINESS = "liveness", "readiness"
+# grpcio binds with SO_REUSEPORT by default: a second picker on a taken port would start and share its traffic
+_NO_PORT_SHARING = (("grpc.so_reuseport", 0),)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -118,19 +120,27 @@ async def serve_extproc(
     request_mode: BodyMode = "FULL_DUPLEX_STREAMED",
     response_mode: BodyMode = "FULL_DUPLEX_STREAMED",
     health_interval: float = 0.5,
+    services: Sequence[Callable[[grpc.aio.Server], None]] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> ExtProcHandle:
-    """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`."""
+    """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`.
+
+    `services` add more gRPC services to the same server (each is called with it, e.g. a generated
+    `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server.
+    """
     state = HealthState(backend, interval=health_interval)
     await state.update()
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=list(interceptors) or None, options=_NO_PORT_SHARING)
     pb_grpc.add_ExternalProcessorServicer_to_server(
         ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
+    for add_service in services:
+        add_service(server)
     bound = server.add_insecure_port(f"{host}:{port}")
     health_server, health_bound = None, None
     if health_port is not None:
-        health_server = grpc.aio.server()
+        health_server = grpc.aio.server(options=_NO_PORT_SHARING)
         health_pb2_grpc.add_HealthServicer_to_server(state.servicer, health_server)
         health_bound = health_server.add_insecure_port(f"{host}:{health_port}")
     await server.start()

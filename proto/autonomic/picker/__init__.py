@@ -1,0 +1,1 @@
+"""Stubs of `autonomic.picker` (the endpoint picker's own API)."""

@@ -1,0 +1,131 @@
+"""`autonomic picker`: run the endpoint picker; `autonomic picker explain`: ask a running one why.
+
+Why it exists: the command-line contract of the picker (flags, exit codes, the `ready:` line that the demo and the
+benchmarks wait for) lives here, apart from the process wiring (`scorer.service`) and the explain client
+(`scorer.explain_cli`). `explain` is an optional sub-action, so `autonomic picker --endpoints ...` keeps working:
+picker flags go before it, explain flags after it.
+
+Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT), 2 for a bad config, endpoint list or flag (the message
+names the path of every problem), 1 when a port cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scorer import explain_cli
+
+if TYPE_CHECKING:
+    from scorer.service import PickerOptions
+
+DEFAULTS = {"port": 9002, "health_port": 9003, "metrics_port": 9090}
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535 (0: any free port), got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, got {text}")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "picker",
+        help="run the inference endpoint picker (Envoy ext_proc, GIE protocol)",
+        description="Serve Envoy's ext_proc and the autonomic.picker.v1.Picker API on --port, gRPC health on "
+        "--health-port, Prometheus metrics (/metrics, /healthz, /readyz) on --metrics-port; scrape every endpoint's "
+        "vLLM /metrics every --scrape-interval. Prints 'ready: ext_proc=HOST:PORT health=... metrics=...' once "
+        "serving. 'autonomic picker explain --help' explains a decision of a running picker.",
+    )
+    p.add_argument("--config", type=Path, help="EndpointPickerConfig YAML (default: the shipped default profile)")
+    p.add_argument("--endpoints", default="", help="comma-separated HOST:PORT of the model servers")
+    p.add_argument("--endpoints-file", type=Path, help="YAML file: endpoints: [HOST:PORT | {address, name, labels}]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=DEFAULTS["port"], help="ext_proc + Picker API (default 9002)")
+    p.add_argument("--health-port", type=_port, default=DEFAULTS["health_port"], help="gRPC health (default 9003)")
+    p.add_argument("--metrics-port", type=_port, default=DEFAULTS["metrics_port"], help="Prometheus (default 9090)")
+    p.add_argument("--scrape-interval", type=_positive, default=0.1, help="seconds between scrapes (default 0.1)")
+    p.add_argument("--scrape-timeout", type=_positive, default=1.0, help="per-scrape timeout in seconds (default 1)")
+    p.add_argument(
+        "--staleness", type=_positive, default=2.0, help="metrics older than this take an endpoint out (default 2)"
+    )
+    p.add_argument(
+        "--drain-seconds", type=_non_negative, default=5.0, help="grace for open streams at shutdown (default 5)"
+    )
+    actions = p.add_subparsers(dest="picker_action", metavar="[explain]", title="actions")
+    explain_cli.add_parser(actions)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.picker_action == "explain":
+        return explain_cli.run(args)
+    from scorer.config import ConfigError, default_config, load_config
+    from scorer.service import PickerOptions, StartupError
+    from scorer.sources.endpoints import EndpointsError, load_endpoints_file, parse_endpoint_list
+
+    try:
+        config = load_config(args.config) if args.config else default_config()
+    except ConfigError as exc:
+        return _fail(f"--config {args.config or '(default)'}: {exc}", 2)
+    try:
+        endpoints = parse_endpoint_list(args.endpoints) if args.endpoints.strip() else []
+        if args.endpoints_file:
+            endpoints += load_endpoints_file(args.endpoints_file)
+    except EndpointsError as exc:
+        return _fail(str(exc), 2)
+    if not endpoints:
+        return _fail("no endpoints: give --endpoints HOST:PORT,... or --endpoints-file FILE", 2)
+    duplicates = sorted({e.address for e in endpoints if sum(x.address == e.address for x in endpoints) > 1})
+    if duplicates:
+        return _fail(f"endpoints listed twice (--endpoints and --endpoints-file): {', '.join(duplicates)}", 2)
+    opts = PickerOptions(
+        config=config,
+        endpoints=endpoints,
+        host=args.host,
+        port=args.port,
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        scrape_interval_s=args.scrape_interval,
+        scrape_timeout_s=args.scrape_timeout,
+        staleness_s=args.staleness,
+        drain_s=args.drain_seconds,
+    )
+    try:
+        asyncio.run(_serve(opts))
+    except StartupError as exc:
+        return _fail(f"cannot serve: {exc}", 1)
+    return 0
+
+
+async def _serve(opts: PickerOptions) -> None:
+    from scorer.service import run_picker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_picker(opts, stop, lambda running: print(running.ready_line(), flush=True))
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code

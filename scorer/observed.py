@@ -1,0 +1,95 @@
+"""Decorators that turn what passes through the picker into metrics, without touching the core or the ext_proc shell.
+
+Why it exists: the Director and the ext_proc servicer are pure of observability concerns and tested as such. The
+`autonomic picker` process wraps them instead: `ObservedDirector` is the `PickBackend` the shell and the Pick API
+call (every decision counted with its outcome and deciding factor, every plugin's time observed, every completion
+counted), and `ExtProcStreamMetrics` is a gRPC server interceptor that counts ext_proc streams and the requests the
+picker answered itself (ImmediateResponse: 400, 429, 500, 503).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from scorer.director import Director
+from scorer.framework import Usage
+from scorer.metrics import PickerMetrics
+from scorer.types import LLMRequest, NoEndpointError, SchedulingResult
+
+EXTPROC_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+
+
+class ObservedDirector:
+    """A `PickBackend` that delegates to the Director and records each decision in `PickerMetrics`."""
+
+    def __init__(self, director: Director, metrics: PickerMetrics):
+        self.director = director
+        self.metrics = metrics
+        self._weights = {p.name: dict(p.scorers) for p in director.scheduler.config.profiles}
+
+    def ready(self) -> bool:
+        return self.director.ready()
+
+    def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
+        started = time.perf_counter()
+        try:
+            result = self.director.pick(request, subset)
+        except NoEndpointError as exc:
+            outcome = "shed" if exc.shed else "no_endpoint"
+            self.metrics.decisions.labels(outcome, outcome).inc()
+            raise
+        except Exception:
+            self.metrics.decisions.labels("error", "error").inc()
+            raise
+        self.metrics.observe_pick(result, self._weights.get(result.profile, {}), time.perf_counter() - started)
+        return result
+
+    def explain(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
+        return self.director.explain(request, subset)
+
+    def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:
+        self.metrics.observe_response(status)
+        self.director.response_complete(request_id, served, status, usage)
+
+    def weights(self, profile: str) -> dict[str, float]:
+        return dict(self._weights.get(profile, {}))
+
+
+class ExtProcStreamMetrics(grpc.aio.ServerInterceptor):
+    """Counts ext_proc streams (opened, open now) and the ImmediateResponses sent on them, by status."""
+
+    def __init__(self, metrics: PickerMetrics):
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method != EXTPROC_METHOD or handler.stream_stream is None:
+            return handler
+        inner = handler.stream_stream
+        metrics = self.metrics
+
+        async def counted(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            metrics.streams.inc()
+            metrics.active_streams.inc()
+            try:
+                async for answer in inner(requests, context):
+                    if isinstance(answer, pb.ProcessingResponse) and answer.HasField("immediate_response"):
+                        metrics.immediate.labels(str(answer.immediate_response.status.code)).inc()
+                    yield answer
+            finally:
+                metrics.active_streams.dec()
+
+        return grpc.stream_stream_rpc_method_handler(
+            counted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

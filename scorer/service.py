@@ -1,0 +1,122 @@
+"""The `autonomic picker` process: wires the Director to its scrapers, ext_proc, the Picker API and /metrics.
+
+Why it exists: the parts are written and tested on their own (pure core, ext_proc shell, scraper, API, metrics);
+this module is the one place that owns their lifecycle. Start-up order: one scrape of every endpoint (so the first
+requests already see load and liveness), then the gRPC server (ext_proc + `autonomic.picker.v1.Picker` + health on
+one port, health also on its own port) and the metrics server, then the per-endpoint scrape loops in one TaskGroup.
+Shutdown (`stop` set, e.g. by SIGTERM): health goes NOT_SERVING, the gRPC server stops accepting and gives open
+streams up to `drain_s` to finish, then the scrapes stop and the metrics server closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from scorer.api import PickerApi
+from scorer.config import PickerConfig
+from scorer.director import Director
+from scorer.extproc.server import ExtProcHandle, serve_extproc
+from scorer.metrics import PickerMetrics, serve_metrics
+from scorer.observed import ExtProcStreamMetrics, ObservedDirector
+from scorer.scheduler import Scheduler
+from scorer.sources.scraper import MetricsScraper
+from scorer.types import Endpoint
+
+log = logging.getLogger("autonomic.picker")
+
+
+class StartupError(RuntimeError):
+    """The picker could not start serving (a port is taken, an address cannot be bound)."""
+
+
+@dataclass(frozen=True)
+class PickerOptions:
+    config: PickerConfig
+    endpoints: Sequence[Endpoint]
+    host: str = "127.0.0.1"
+    port: int = 9002  # ext_proc + Picker API + gRPC health (0: any free port)
+    health_port: int = 9003  # gRPC health only, as GIE's EPP serves it
+    metrics_port: int = 9090  # /metrics, /healthz, /readyz
+    scrape_interval_s: float = 0.1
+    scrape_timeout_s: float = 1.0
+    staleness_s: float = 2.0  # GIE's MetricsStalenessThreshold
+    drain_s: float = 5.0
+    health_interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class RunningPicker:
+    """What a started picker serves on (bound ports) and its parts, for the ready line and for tests."""
+
+    director: Director
+    metrics: PickerMetrics
+    scraper: MetricsScraper
+    extproc: ExtProcHandle
+    host: str
+    metrics_port: int
+
+    def ready_line(self) -> str:
+        health = f"{self.host}:{self.extproc.health_port}" if self.extproc.health_port else "-"
+        return (
+            f"ready: ext_proc={self.host}:{self.extproc.port} health={health} "
+            f"metrics={self.host}:{self.metrics_port} endpoints={len(self.director.endpoints())}"
+        )
+
+
+async def run_picker(
+    opts: PickerOptions, stop: asyncio.Event, on_ready: Callable[[RunningPicker], None] = lambda _: None
+) -> None:
+    """Serve until `stop` is set, then shut down gracefully. Raises `StartupError` if a port cannot be bound."""
+    director = Director(Scheduler(opts.config), staleness_s=opts.staleness_s)
+    director.set_endpoints(list(opts.endpoints))
+    metrics = PickerMetrics()
+    backend = ObservedDirector(director, metrics)
+    addresses = [e.address for e in opts.endpoints]
+    scraper = MetricsScraper(
+        director,
+        addresses,
+        interval_s=opts.scrape_interval_s,
+        timeout_s=opts.scrape_timeout_s,
+        clock=director.clock,
+        on_result=metrics.observe_scrape,
+    )
+    async with scraper:
+        metrics.watch_pool(director.endpoints, scraper.staleness)
+        results = await scraper.scrape_all()
+        log.info(
+            "first scrape done",
+            extra={"endpoints": len(results), "ok": sum(r.ok for r in results), "ready": director.ready()},
+        )
+        api = PickerApi(backend, metrics)
+        try:
+            handle = await serve_extproc(
+                backend,
+                opts.host,
+                opts.port,
+                opts.health_port,
+                health_interval=opts.health_interval_s,
+                services=[api.add_to_server],
+                interceptors=[ExtProcStreamMetrics(metrics)],
+            )
+        except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+            raise StartupError(f"gRPC on {opts.host}:{opts.port} / health {opts.health_port}: {exc}") from None
+        try:
+            runner, metrics_port = await serve_metrics(metrics, director.ready, opts.host, opts.metrics_port)
+        except OSError as exc:
+            await handle.stop(0)
+            raise StartupError(f"metrics on {opts.host}:{opts.metrics_port}: {exc}") from None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                scraping = tg.create_task(scraper.run(), name="scrapes")
+                on_ready(RunningPicker(director, metrics, scraper, handle, opts.host, metrics_port))
+                await stop.wait()
+                log.info("shutting down", extra={"drain_s": opts.drain_s, "in_flight": director.in_flight_requests()})
+                await handle.stop(opts.drain_s)
+                scraping.cancel()
+        finally:
+            await handle.stop(0)  # no-op after a clean stop; closes the servers if the TaskGroup failed
+            await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,159 @@
+"""Reads a vLLM server's `/metrics` text into `EndpointMetrics`: the input check for everything scheduling reads.
+
+Why it exists: the scorers trust `EndpointMetrics` (queue lengths are non-negative integers, KV usage is a fraction),
+so the text a model server sends is checked here, where it enters, and a broken exposition is a typed error rather
+than a strange score. The scraper turns that error into a failed scrape (the endpoint stops being a candidate).
+
+Series read (vLLM V1 names, as `sim/fleet/metrics.py` and docs/fleet-metrics.md list them):
+
+- waiting, running: `vllm:num_requests_waiting`, `vllm:num_requests_running`; required, summed over engines;
+- kv_usage: `vllm:kv_cache_usage_perc`, else the legacy `vllm:gpu_cache_usage_perc`; required, mean over engines;
+- active/waiting LoRAs, max_loras: the labels of `vllm:lora_requests_info` (comma-joined adapter names); optional;
+  vLLM keeps every label combination it ever set, with the time it was set as the value, so the series with the
+  largest value is the current one (as GIE reads it);
+- block_size, num_gpu_blocks: labels of `vllm:cache_config_info`; optional, `"None"` means unknown.
+
+Required values must be finite and non-negative (KV usage at most 1): NaN, a negative queue or a missing series
+raise `MetricsError`. Optional series that are malformed are ignored and reported in `ParsedMetrics.warnings`, so a
+LoRA label typo cannot take a healthy replica out of rotation.
+
+Parsing uses `prometheus_client.parser` on the lines of those series only: a vLLM exposition is ~400 lines of
+histograms, and parsing all of it costs ~15x more (measured ~13 ms vs ~0.8 ms per scrape) for nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from scorer.types import EndpointMetrics
+
+WAITING = "vllm:num_requests_waiting"
+RUNNING = "vllm:num_requests_running"
+KV_USAGE = "vllm:kv_cache_usage_perc"
+KV_USAGE_LEGACY = "vllm:gpu_cache_usage_perc"  # vLLM <= 0.10 (hidden in 0.11, gone in 0.13)
+LORA_INFO = "vllm:lora_requests_info"
+CACHE_CONFIG = "vllm:cache_config_info"
+SERIES = (WAITING, RUNNING, KV_USAGE, KV_USAGE_LEGACY, LORA_INFO, CACHE_CONFIG)
+_TYPE_PREFIXES = tuple(f"# TYPE {name} " for name in SERIES)
+
+
+class MetricsError(ValueError):
+    """The exposition lacks a required series or carries a value the scheduler cannot use."""
+
+
+@dataclass(frozen=True)
+class ParsedMetrics:
+    metrics: EndpointMetrics
+    warnings: tuple[str, ...] = field(default=())
+
+
+def parse_vllm_metrics(text: str, scraped_at: float = 0.0) -> ParsedMetrics:
+    """Parse one `/metrics` body. Raises `MetricsError` (garbage, missing or impossible required values)."""
+    samples = _samples(text)
+    warnings: list[str] = []
+    waiting = _count(samples, WAITING)
+    running = _count(samples, RUNNING)
+    kv_name = KV_USAGE if samples.get(KV_USAGE) else KV_USAGE_LEGACY
+    if not samples.get(kv_name):
+        raise MetricsError(f"{KV_USAGE}: missing (nor the legacy {KV_USAGE_LEGACY})")
+    kv_values = [_finite(kv_name, v) for _labels, v in samples[kv_name]]
+    kv_usage = sum(kv_values) / len(kv_values)
+    if not 0.0 <= kv_usage <= 1.0:
+        raise MetricsError(f"{kv_name}: must be a fraction in [0, 1], got {kv_usage}")
+    active, waiting_loras, max_loras = _lora(samples.get(LORA_INFO, []), warnings)
+    block_size, num_gpu_blocks = _cache_config(samples.get(CACHE_CONFIG, []), warnings)
+    metrics = EndpointMetrics(
+        waiting=waiting,
+        running=running,
+        kv_usage=kv_usage,
+        active_loras=active,
+        waiting_loras=waiting_loras,
+        max_loras=max_loras,
+        block_size=block_size,
+        num_gpu_blocks=num_gpu_blocks,
+        scraped_at=scraped_at,
+    )
+    return ParsedMetrics(metrics, tuple(warnings))
+
+
+Sample = tuple[dict[str, str], float]
+
+
+def _samples(text: str) -> dict[str, list[Sample]]:
+    wanted = "\n".join(_relevant_lines(text.splitlines()))
+    out: dict[str, list[Sample]] = {}
+    try:
+        for family in text_string_to_metric_families(wanted + "\n"):
+            for sample in family.samples:
+                if sample.name in SERIES:
+                    out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    except (ValueError, TypeError, IndexError) as exc:  # what the parser raises on a malformed line
+        raise MetricsError(f"malformed exposition: {exc}") from None
+    return out
+
+
+def _relevant_lines(lines: Iterable[str]) -> Iterable[str]:
+    for line in lines:
+        if line.startswith(SERIES) or line.startswith(_TYPE_PREFIXES):
+            yield line
+
+
+def _required(samples: dict[str, list[Sample]], name: str) -> list[Sample]:
+    found = samples.get(name)
+    if not found:
+        raise MetricsError(f"{name}: missing")
+    return found
+
+
+def _finite(name: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise MetricsError(f"{name}: must be a finite non-negative number, got {value}")
+    return value
+
+
+def _count(samples: dict[str, list[Sample]], name: str) -> int:
+    return round(sum(_finite(name, v) for _labels, v in _required(samples, name)))
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in value.split(",") if n.strip())
+
+
+def _lora(found: list[Sample], warnings: list[str]) -> tuple[frozenset[str], frozenset[str], int]:
+    usable = [(labels, v) for labels, v in found if not math.isnan(v)]
+    if not usable:
+        return frozenset(), frozenset(), 0
+    labels, _ = max(usable, key=lambda s: s[1])
+    try:
+        max_loras = int(labels.get("max_lora", "0"))
+        if max_loras < 0:
+            raise ValueError(max_loras)
+    except ValueError:
+        warnings.append(f"{LORA_INFO}: max_lora is not a non-negative integer: {labels.get('max_lora')!r}")
+        return frozenset(), frozenset(), 0
+    return _names(labels.get("running_lora_adapters", "")), _names(labels.get("waiting_lora_adapters", "")), max_loras
+
+
+def _cache_config(found: list[Sample], warnings: list[str]) -> tuple[int | None, int | None]:
+    if not found:
+        return None, None
+    labels = found[0][0]
+    return _positive(labels, "block_size", warnings), _positive(labels, "num_gpu_blocks", warnings)
+
+
+def _positive(labels: dict[str, str], key: str, warnings: list[str]) -> int | None:
+    raw = labels.get(key, "None")
+    if raw in ("None", ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        warnings.append(f"{CACHE_CONFIG}: {key} is not a positive integer: {raw!r}")
+        return None
+    return value

@@ -1,0 +1,150 @@
+"""Scrapes every model server's `/metrics` on its own schedule and feeds the Director, so picks see live load.
+
+Why it exists: the scheduling core only knows what the scrapes tell it (queue, running, KV usage, LoRA state), and
+whether an endpoint answers at all. Each endpoint gets its own loop (a task in one TaskGroup), so a server that hangs
+until the per-request timeout never delays the scrapes of the others. A failed scrape (refused, timed out, HTTP
+error, unusable exposition) is reported to `Director.update_metrics(address, None, error)` at once, which takes the
+endpoint out of the candidates: a dead replica stops receiving new requests within one scrape interval.
+
+Every scrape opens a new connection (`force_close`): a server that stopped accepting connections — crashed, or
+draining before its pod is removed — must look down, even while an old keep-alive connection would still answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from scorer.sources.model_metrics import MetricsError, parse_vllm_metrics
+from scorer.types import EndpointMetrics
+
+log = logging.getLogger("autonomic.picker.scrape")
+
+
+class MetricsSink(Protocol):
+    """Where scrape results go (`scorer.director.Director` satisfies it)."""
+
+    def update_metrics(self, address: str, metrics: EndpointMetrics | None, error: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    address: str
+    ok: bool
+    seconds: float  # how long the scrape took
+    kind: str = "ok"  # ok | timeout | connect | http | parse | error
+    error: str | None = None
+
+
+class MetricsScraper:
+    """`async with MetricsScraper(sink, addresses) as s: await s.scrape_all(); await s.run()` (run until cancelled)."""
+
+    def __init__(
+        self,
+        sink: MetricsSink,
+        addresses: Sequence[str],
+        *,
+        interval_s: float = 0.1,
+        timeout_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_result: Callable[[ScrapeResult], None] | None = None,
+        path: str = "/metrics",
+    ):
+        if interval_s <= 0 or timeout_s <= 0:
+            raise ValueError("scrape interval and timeout must be positive")
+        self.sink = sink
+        self.addresses = list(dict.fromkeys(addresses))
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.on_result = on_result
+        self.path = path
+        self.last_success: dict[str, float] = {}  # address -> clock time of its last good scrape
+        self.failing: dict[str, str] = {}  # address -> why its last scrape failed
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> MetricsScraper:
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def staleness(self, address: str) -> float:
+        """Seconds since the last successful scrape (inf before the first one)."""
+        last = self.last_success.get(address)
+        return float("inf") if last is None else max(0.0, self.clock() - last)
+
+    async def scrape_all(self) -> list[ScrapeResult]:
+        """One scrape of every endpoint, concurrently (used once before serving)."""
+        return list(await asyncio.gather(*(self.scrape(a) for a in self.addresses)))
+
+    async def run(self) -> None:
+        """Scrape each endpoint every `interval_s` until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for i, address in enumerate(self.addresses):
+                offset = self.interval_s * (1 + i / max(1, len(self.addresses)))  # spread the endpoints' phases
+                tg.create_task(self._loop(address, offset), name=f"scrape {address}")
+
+    async def _loop(self, address: str, first_delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + first_delay
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            await self.scrape(address)
+            due = max(due + self.interval_s, loop.time())  # after a slow scrape: go on, do not burst to catch up
+
+    async def scrape(self, address: str) -> ScrapeResult:
+        """Scrape one endpoint and report the result to the sink (never raises, except on cancellation)."""
+        assert self._session is not None, "use the scraper as an async context manager"
+        started = time.perf_counter()
+        kind, error, metrics = "ok", None, None
+        try:
+            async with self._session.get(f"http://{address}{self.path}") as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    kind, error = "http", f"HTTP {resp.status}"
+                else:
+                    parsed = parse_vllm_metrics(body.decode("utf-8", errors="replace"), scraped_at=self.clock())
+                    metrics = parsed.metrics
+                    for warning in parsed.warnings:
+                        log.debug("metrics warning", extra={"endpoint": address, "warning": warning})
+        except TimeoutError:
+            kind, error = "timeout", f"no answer within {self.timeout_s:g} s"
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
+            kind, error = "connect", str(exc) or type(exc).__name__
+        except MetricsError as exc:
+            kind, error = "parse", str(exc)
+        except (aiohttp.ClientError, OSError, UnicodeError) as exc:
+            kind, error = "error", f"{type(exc).__name__}: {exc}"
+        result = ScrapeResult(address, metrics is not None, time.perf_counter() - started, kind, error)
+        self._record(result, metrics)
+        return result
+
+    def _record(self, result: ScrapeResult, metrics: EndpointMetrics | None) -> None:
+        address = result.address
+        if metrics is not None:
+            self.sink.update_metrics(address, metrics)
+            self.last_success[address] = metrics.scraped_at
+            if self.failing.pop(address, None) is not None:
+                log.info("endpoint scrape recovered", extra={"endpoint": address})
+        else:
+            message = f"{result.kind}: {result.error}"
+            self.sink.update_metrics(address, None, message)
+            if self.failing.get(address) is None:
+                log.warning("endpoint scrape failed; not a candidate", extra={"endpoint": address, "error": message})
+            self.failing[address] = message
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:  # observability must never stop the scrapes
+                log.exception("scrape observer failed", extra={"endpoint": address})

@@ -1,0 +1,151 @@
+"""The /metrics scraper against real HTTP servers: the fleet twin, and a loopback server that misbehaves on purpose.
+
+The scraper feeds the real Director (default config), so each case also checks what scheduling then sees: a good
+scrape makes the endpoint a candidate, every kind of failure takes it out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from envoy_fixture import fleet_addresses
+
+from scorer.config import default_config
+from scorer.director import Director
+from scorer.scheduler import Scheduler
+from scorer.sources.scraper import MetricsScraper, ScrapeResult
+from scorer.types import Endpoint
+from sim.fleet.fleet import Fleet
+from sim.netutil import free_port
+
+GOOD = "vllm:num_requests_running 2\nvllm:num_requests_waiting 1\nvllm:kv_cache_usage_perc 0.5\n"
+
+
+class MetricsServer:
+    """Serves whatever `status` and `body` say on /metrics; `delay` holds each answer back (until the server stops)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.status, self.body, self.delay = 200, GOOD, 0.0
+        self.runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        if self.delay:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.delay)
+        return web.Response(status=self.status, text=self.body)
+
+    async def __aenter__(self) -> MetricsServer:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        self._stopping.set()
+        await self.runner.cleanup()
+
+
+def _director(*addresses: str) -> Director:
+    director = Director(Scheduler(default_config()))
+    director.set_endpoints([Endpoint(a) for a in addresses])
+    return director
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MetricsServer]:
+    async with MetricsServer() as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "delay", "kind", "error"),
+    [
+        (500, GOOD, 0.0, "http", "HTTP 500"),
+        (200, "<html>not vllm</html>", 0.0, "parse", "vllm:num_requests_waiting: missing"),
+        (200, GOOD.replace(" 1\n", " NaN\n"), 0.0, "parse", "must be a finite non-negative number"),
+        (200, GOOD, 5.0, "timeout", "no answer within 0.2 s"),
+    ],
+)
+async def test_each_failure_takes_the_endpoint_out_at_once(
+    server: MetricsServer, status: int, body: str, delay: float, kind: str, error: str
+):
+    director = _director(server.address)
+    async with MetricsScraper(director, [server.address], timeout_s=0.2) as scraper:
+        assert (await scraper.scrape(server.address)).ok
+        assert director.ready()
+        assert director.endpoints()[0].metrics is not None and director.endpoints()[0].metrics.waiting == 1
+        server.status, server.body, server.delay = status, body, delay
+        result = await scraper.scrape(server.address)
+    assert (result.ok, result.kind) == (False, kind)
+    assert result.error is not None and error in result.error
+    assert not director.ready()
+    assert director.endpoints()[0].error == f"{kind}: {result.error}"
+    assert scraper.failing[server.address] == f"{kind}: {result.error}"
+
+
+async def test_refused_connection():
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    director = _director(address)
+    async with MetricsScraper(director, [address]) as scraper:
+        result = await scraper.scrape(address)
+    assert (result.ok, result.kind) == (False, "connect")
+    assert scraper.staleness(address) == float("inf")
+    assert not director.ready()
+
+
+async def test_loops_scrape_every_endpoint_and_a_hung_one_does_not_delay_the_others(fleet2: Fleet):
+    healthy = fleet_addresses(fleet2)
+    async with MetricsServer() as hung:
+        hung.delay = 30.0
+        director = _director(*healthy, hung.address)
+        results: list[ScrapeResult] = []
+        scraper = MetricsScraper(
+            director, [*healthy, hung.address], interval_s=0.05, timeout_s=10.0, on_result=results.append
+        )
+        async with scraper:
+            task = asyncio.create_task(scraper.run())
+            try:
+                for _ in range(500):  # until each healthy twin has been scraped 5 times (a hang guard, not a timer)
+                    if all(sum(r.address == a and r.ok for r in results) >= 5 for a in healthy):
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        # the hung endpoint's first scrape has not even timed out, while the twins were scraped on schedule
+        assert not any(r.address == hung.address for r in results)
+        assert all(sum(r.address == a and r.ok for r in results) >= 5 for a in healthy)
+        states = {s.address: s for s in director.endpoints()}
+        assert all(states[a].metrics is not None and states[a].error is None for a in healthy)
+        assert states[hung.address].metrics is None
+        assert all(scraper.staleness(a) < float("inf") for a in healthy)
+
+
+async def test_scrapes_what_the_twin_reports(fleet2: Fleet):
+    """The twin's real exposition, including LoRA and cache config, reaches the Director."""
+    address = fleet_addresses(fleet2)[0]
+    director = _director(address)
+    async with aiohttp.ClientSession() as http:
+        body = {"model": "sql-adapter", "prompt": "hello", "max_tokens": 2}
+        async with http.post(f"{fleet2.urls[0]}/v1/completions", json=body) as r:
+            assert r.status == 200
+    async with MetricsScraper(director, [address]) as scraper:
+        assert (await scraper.scrape(address)).ok
+    metrics = director.endpoints()[0].metrics
+    assert metrics is not None
+    assert (metrics.max_loras, metrics.block_size, metrics.num_gpu_blocks) == (2, 16, 512)
+    assert metrics.waiting == 0 and 0.0 <= metrics.kv_usage <= 1.0
