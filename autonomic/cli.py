@@ -18,6 +18,8 @@ from autonomic.logs import setup_logging
 SUBCOMMANDS = {
     "fleet": "sim.fleet.cli",
     "cluster-sim": "sim.cluster.cli",
+    "controller": "controller.cli",
+    "picker": "scorer.cli",
     "demo": "autonomic.demo",
 }
 

@@ -43,6 +43,15 @@ DEFAULT_PSI_QUERIES: dict[PsiDimension, str] = {
     "io": "avg by (instance) (rate(node_pressure_io_waiting_seconds_total[1m]))",
 }
 
+DEFAULT_UTILIZATION_QUERIES: dict[
+    Literal["cpu", "memory"], str
+] = {  # the recording rules' own utilisation series (ref §1.4)
+    "cpu": "descheduler:nodeutilization:cpu:avg1m",
+    "memory": "descheduler:nodeutilization:memory:avg1m",
+}
+DEFAULT_FRESHNESS_QUERY = "timestamp(node_pressure_cpu_waiting_seconds_total)"
+EvictionStrategy = Literal["LiveMigrate", "LiveMigrateIfPossible", "External", "None"]
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; `errors` lists every problem as `path: message`."""
@@ -56,13 +65,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
+class VmQueriesConfig(_Section):
+    """Per-VM usage (KubeVirt's virt-handler series, labels namespace/name[/node]); an empty query is not run."""
+
+    cpu_usage: str = "rate(kubevirt_vmi_cpu_usage_seconds_total[1m])"  # cores
+    memory_usage: str = "kubevirt_vmi_memory_used_bytes"
+    dirty_rate: str = "kubevirt_vmi_dirty_rate_bytes_per_second"
+
+
 class MetricsConfig(_Section):
     """Where node pressure comes from (the shell runs the queries; the planner only checks their results)."""
 
     source: Literal["recording-rule", "promql", "raw-psi"] = "recording-rule"
     query: str = DEFAULT_SCORE_QUERY  # the score query for recording-rule / promql
     psi_queries: dict[PsiDimension, str] = Field(default_factory=lambda: dict(DEFAULT_PSI_QUERIES))
+    utilization_queries: dict[Literal["cpu", "memory"], str] = Field(
+        default_factory=lambda: dict(DEFAULT_UTILIZATION_QUERIES)
+    )
+    vm_queries: VmQueriesConfig = VmQueriesConfig()
+    # the age of each node's data: an instant query stamps results with the query time, so the shell asks for
+    # the timestamp of a raw series (and of a bare recording-rule name); "" relies on the rule's timestamp alone
+    freshness_query: str = DEFAULT_FRESHNESS_QUERY
     max_age_seconds: Annotated[float, Field(gt=0, description="older samples make the cycle skip")] = 60.0
+    timeout_seconds: Annotated[float, Field(gt=0, description="per query; a timeout skips the cycle")] = 10.0
 
 
 class LimitsConfig(_Section):
@@ -169,6 +194,8 @@ class ControllerConfig(_Section):
     policy: Literal["descheduler-compatible", "psi-relief"] = "descheduler-compatible"
     dry_run: bool = False
     actuator: Literal["eviction", "migration"] = "eviction"
+    # KubeVirt's cluster-wide evictionStrategy for VMIs that set none (OpenShift Virtualization: LiveMigrate)
+    cluster_eviction_strategy: EvictionStrategy = "LiveMigrate"
     node_selector: dict[str, str] = Field(default_factory=lambda: {"kubevirt.io/schedulable": "true"})
     excluded_namespaces: tuple[str, ...] = DEFAULT_EXCLUDED_NAMESPACES
     metrics: MetricsConfig = MetricsConfig()

@@ -23,6 +23,20 @@ CLOCK_SKEW_SECONDS = 5.0  # a sample this far in the future means the clocks dis
 PRESSURE_FIELDS = ("score", "psi_cpu", "psi_memory", "psi_io", "cpu_utilization", "memory_utilization")
 VM_FIELDS = ("cpu_request", "memory_request", "cpu_usage", "memory_usage", "memory_size", "dirty_rate")
 SHOWN = 3
+# every code check_inputs can return: a cycle skipped for one of these did not trust its inputs (the shell counts
+# them apart from a policy finding nothing to do)
+INPUT_CODES = frozenset(
+    {
+        "metrics-unavailable",
+        "snapshot-stale",
+        "invalid-snapshot",
+        "too-few-nodes",
+        "metrics-missing",
+        "metrics-invalid",
+        "metrics-out-of-range",
+        "metrics-stale",
+    }
+)
 
 
 @dataclass(frozen=True)

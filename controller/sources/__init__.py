@@ -1,0 +1,3 @@
+"""Where the controller's inputs come from: node pressure and per-VM usage from Prometheus (`prometheus.py`),
+cluster state from the Kubernetes API through watches and a local cache (`cluster.py`, `watch.py`, `objects.py`).
+Both check what they read where it enters; `controller.validate` decides whether a cycle may trust it."""
