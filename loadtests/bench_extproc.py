@@ -1,13 +1,17 @@
 """What the ext_proc hop costs: the same small completions through Envoy with and without the picker.
 
 Why it exists: a Python picker sits on every request. This measures, in one run on one machine, req/s and latency
-(p50/p99) of N small completions at a fixed concurrency through Envoy (a) with a plain round-robin cluster,
-(b) with the ext_proc picker running the minimal round-robin backend (the protocol's own cost), and (c) with the
-real scheduling Director from the default config, fed by a bare /metrics scrape every 0.1 s (the core's cost on
-top), each against the same fleet twin at a high time scale so the model servers are not the limit. Ratios are to
-(a). No thresholds: it reports. Each picker runs in its own process, as deployed.
+(p50/p99) of N small completions through Envoy (a) with a plain round-robin cluster, (b) with the ext_proc picker
+running the minimal round-robin backend (the protocol's own cost), and (c) with the real `autonomic picker` process
+and its shipped default profile, scraping the model servers every 0.1 s (the scheduling core's cost on top), each
+against the same fleet twin at a high time scale so the model servers are not the limit. Ratios are to (a). No
+thresholds: it reports. Each picker runs in its own process, as deployed.
+
+Two load shapes: closed loop (`--concurrency C` requests always in flight: the highest rate each arm sustains) and
+open loop (`--rate R`: requests start every 1/R s whatever the answers, the latency added at a stated rate).
 
     python -m loadtests.bench_extproc --requests 2000 --concurrency 16
+    python -m loadtests.bench_extproc --requests 2000 --rate 200
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
 from sim.netutil import find_base_port, free_port
 
-ARMS = ("envoy-round-robin", "picker-round-robin", "picker-director")
+ARMS = ("envoy-round-robin", "picker-round-robin", "picker")
 
 
 class PickerChild:
@@ -38,6 +42,8 @@ class PickerChild:
     def __init__(self, command: Sequence[str], endpoints: Sequence[str]):
         self.port = free_port()
         self.cmd = [sys.executable, "-m", *command, "--endpoints", ",".join(endpoints), "--port", str(self.port)]
+        if command[0] == "autonomic":  # the real picker also serves gRPC health and metrics: keep off fixed ports
+            self.cmd += ["--health-port", str(free_port()), "--metrics-port", str(free_port())]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -65,74 +71,51 @@ class PickerChild:
             await proc.wait()
 
 
-async def serve_director(endpoints: Sequence[str], port: int, scrape_s: float = 0.1) -> None:
-    """The Director from the default config behind the shell, fed by a bare /metrics scrape loop (bench only)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from scorer.config import default_config
-    from scorer.director import Director
-    from scorer.extproc.server import serve_extproc
-    from scorer.scheduler import Scheduler
-    from scorer.types import Endpoint, EndpointMetrics
-
-    director = Director(Scheduler(default_config()))
-    director.set_endpoints([Endpoint(e) for e in endpoints])
-
-    async def scrape(http: aiohttp.ClientSession, address: str) -> None:
-        try:
-            async with http.get(f"http://{address}/metrics") as r:
-                text = await r.text()
-        except aiohttp.ClientError as exc:
-            director.update_metrics(address, None, str(exc))
-            return
-        v = {x.name: x.value for f in text_string_to_metric_families(text) for x in f.samples}
-        waiting, running = int(v.get("vllm:num_requests_waiting", 0)), int(v.get("vllm:num_requests_running", 0))
-        kv = float(v.get("vllm:kv_cache_usage_perc", 0.0))
-        director.update_metrics(address, EndpointMetrics(waiting, running, kv, scraped_at=time.monotonic()))
-
-    async with aiohttp.ClientSession() as http:
-        await asyncio.gather(*(scrape(http, e) for e in endpoints))
-        handle = await serve_extproc(director, "127.0.0.1", port)
-        print(f"ready: 127.0.0.1:{handle.port}", flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), scrape_s)
-            await asyncio.gather(*(scrape(http, e) for e in endpoints))
-        await handle.stop(1.0)
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def drive(url: str, model: str, requests: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
-    """Send `requests` completions with `concurrency` in flight; latencies in ms."""
+async def drive(
+    url: str, model: str, requests: int, concurrency: int, max_tokens: int, rate: float | None = None
+) -> dict[str, Any]:
+    """Send `requests` completions, `concurrency` in flight (closed loop) or one every 1/`rate` s (open loop);
+    latencies in ms, measured from each request's scheduled start."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(requests))
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=0 if rate else concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
 
-        async def worker() -> None:
+        async def one(i: int, started: float) -> None:
             nonlocal errors
+            body = {"model": model, "prompt": f"bench {i % 97} hello world", "max_tokens": max_tokens}
+            try:
+                async with http.post(f"{url}/v1/completions", json=body) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            latencies.append((time.perf_counter() - started) * 1e3)
+            errors += not ok
+
+        async def worker() -> None:
             for i in counter:
-                body = {"model": model, "prompt": f"bench {i % 97} hello world", "max_tokens": max_tokens}
-                started = time.perf_counter()
-                try:
-                    async with http.post(f"{url}/v1/completions", json=body) as r:
-                        await r.read()
-                        ok = r.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                latencies.append((time.perf_counter() - started) * 1e3)
-                errors += not ok
+                await one(i, time.perf_counter())
+
+        async def open_loop(rate: float) -> None:
+            tasks = []
+            for i in range(requests):
+                due = t0 + i / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(i, due)))
+            await asyncio.gather(*tasks)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if rate:
+            await open_loop(rate)
+        else:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     return {
         "requests": requests,
@@ -148,8 +131,8 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
     picker: PickerChild | None = None
     if arm == "picker-round-robin":
         picker = PickerChild(["scorer.extproc.roundrobin"], pool)
-    elif arm == "picker-director":  # the Director from the default config, in its own process
-        picker = PickerChild(["loadtests.bench_extproc", "--serve-director"], pool)
+    elif arm == "picker":  # the real `autonomic picker` process with its shipped default profile
+        picker = PickerChild(["autonomic", "picker"], pool)
     opts = EnvoyOptions(
         listen_port=free_port(),
         admin_port=free_port(),
@@ -161,8 +144,8 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         if picker is not None:
             await picker.start()
         async with envoy:
-            await drive(envoy.url, model, args.warmup, args.concurrency, args.max_tokens)
-            return await drive(envoy.url, model, args.requests, args.concurrency, args.max_tokens)
+            await drive(envoy.url, model, args.warmup, args.concurrency, args.max_tokens, args.rate)
+            return await drive(envoy.url, model, args.requests, args.concurrency, args.max_tokens, args.rate)
     finally:
         if picker is not None:
             await picker.stop()
@@ -202,18 +185,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    if argv is None and "--serve-director" in sys.argv:  # child mode of the picker-director arm
-        child = argparse.ArgumentParser()
-        child.add_argument("--serve-director", action="store_true")
-        child.add_argument("--endpoints", required=True)
-        child.add_argument("--port", type=int, required=True)
-        a = child.parse_args()
-        asyncio.run(serve_director(a.endpoints.split(","), a.port))
-        return
     ap = argparse.ArgumentParser(description="Cost of the ext_proc picker hop through a real Envoy.")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--concurrency", type=int, default=16, help="closed loop: requests in flight")
+    ap.add_argument("--rate", type=float, default=None, help="open loop: requests per second (overrides concurrency)")
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--time-scale", type=float, default=1000.0)
     ap.add_argument("--max-tokens", type=int, default=2)
@@ -226,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown arms: {sorted(unknown)}")
     results = asyncio.run(main_async(args))
-    header = f"{args.requests} completions (max_tokens {args.max_tokens}), concurrency {args.concurrency}, "
+    shape = f"open loop at {args.rate:g} req/s" if args.rate else f"concurrency {args.concurrency}"
+    header = f"{args.requests} completions (max_tokens {args.max_tokens}), {shape}, "
     print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
     print(_table(results))
     if args.json:
