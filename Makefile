@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus
+.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus bench-schedule bench-extproc
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,15 @@ test-peers: $(STAMP) peers
 # the committed Python stubs of proto/*.proto (tests/unit/test_proto_stubs.py fails when they are stale)
 proto: $(STAMP)
 	$(BIN)/python -m proto.generate
+
+# picker cost benchmarks (figures in BENCHMARKS.md); not part of `make test`
+bench-schedule: $(STAMP)
+	$(BIN)/python -m loadtests.bench_schedule
+
+bench-extproc: $(STAMP)
+	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --rate 100
+	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --rate 400
+	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --concurrency 16
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
