@@ -36,6 +36,13 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     e.add_argument("--subset", default=None, help="comma-separated subset hint (ip:port or ip)")
     e.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the picker (default 5)")
     e.add_argument("--json", action="store_true", help="print the raw ExplainResponse as JSON")
+    e.add_argument("--tls-ca", type=Path, default=None, help="dial over TLS, verifying with this CA file")
+    e.add_argument(
+        "--tls-insecure",
+        action="store_true",
+        help="dial over TLS trusting the certificate the picker presents (its self-signed one)",
+    )
+    e.add_argument("--tls-server-name", default=None, help="name to check the certificate against")
 
 
 def build_request(args: argparse.Namespace, prompt: str) -> pb.PickRequest:
@@ -64,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf.json_format import MessageToDict
 
+    from scorer.extproc.tls import TLSError
+
     try:
         prompt = sys.stdin.read() if str(args.prompt_file) == "-" else args.prompt_file.read_text(encoding="utf-8")
         request = build_request(args, prompt)
@@ -71,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        answer = asyncio.run(_explain(args.target, request, deadline_s=args.timeout))
+        answer = asyncio.run(_explain(args.target, request, deadline_s=args.timeout, tls=_tls(args)))
+    except TLSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except grpc.aio.AioRpcError as exc:
         print(f"error: explain on {args.target} failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
@@ -82,12 +94,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _explain(target: str, request: pb.PickRequest, *, deadline_s: float) -> pb.ExplainResponse:
+def _tls(args: argparse.Namespace) -> tuple[Any, list[tuple[str, str]]] | None:
+    if args.tls_ca is None and not args.tls_insecure:
+        return None
+    from scorer.extproc.tls import client_credentials
+
+    return client_credentials(args.target, args.tls_ca, args.tls_insecure, args.tls_server_name)
+
+
+async def _explain(
+    target: str, request: pb.PickRequest, *, deadline_s: float, tls: tuple[Any, list[tuple[str, str]]] | None = None
+) -> pb.ExplainResponse:
     import grpc
 
     from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    channel_of = grpc.aio.insecure_channel(target) if tls is None else grpc.aio.secure_channel(target, *tls)
+    async with channel_of as channel:
         answer: pb.ExplainResponse = await pb_grpc.PickerStub(channel).Explain(request, timeout=deadline_s)
         return answer
 

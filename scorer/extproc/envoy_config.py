@@ -21,6 +21,7 @@ takes ONE address only, plus a route without the header to the pool. `picker_por
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,13 @@ class EnvoyOptions:
     route_timeout_s: int = 86400
     stream_idle_timeout_s: float | None = None  # Envoy's default is 300 s; it is what ends a hung picker's requests
     access_log: bool = False
+    # ext_proc over TLS (the in-cluster picker serves TLS): without a CA the picker's certificate is not verified,
+    # as GIE's gateways do with the EPP's self-signed one; a picker_host that is not an IP is resolved (STRICT_DNS)
+    picker_tls: bool = False
+    picker_ca_file: str | None = None
+    picker_sni: str | None = None
+    # without a picker: Envoy's own policy over the pool (the routing benchmark's random and least-queue baselines)
+    pool_lb_policy: Literal["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"] = "ROUND_ROBIN"
 
 
 def _address(hostport: str) -> dict[str, Any]:
@@ -78,7 +86,7 @@ def _cluster(name: str, endpoints: Sequence[str], **extra: Any) -> dict[str, Any
 
 def _pool_cluster(opts: EnvoyOptions) -> dict[str, Any]:
     if opts.picker_port is None or opts.routing == "original_dst":
-        return _cluster("pool", opts.pool, lb_policy="ROUND_ROBIN")
+        return _cluster("pool", opts.pool, lb_policy=opts.pool_lb_policy if opts.picker_port is None else "ROUND_ROBIN")
     round_robin = _lb_policy(
         "envoy.load_balancing_policies.round_robin", "load_balancing_policies.round_robin.v3.RoundRobin"
     )
@@ -98,13 +106,35 @@ def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
     every_second = {"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s"}
     health = {**every_second, "unhealthy_threshold": 1, "healthy_threshold": 1}
     health["grpc_health_check"] = {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"}
+    extra: dict[str, Any] = {}
+    if opts.picker_tls:
+        extra["transport_socket"] = _picker_tls(opts)
+    if not _is_ip(opts.picker_host):
+        extra.update(type="STRICT_DNS", dns_lookup_family="V4_PREFERRED")
     return _cluster(
         "picker",
         [f"{opts.picker_host}:{opts.picker_port}"],
         typed_extension_protocol_options={"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
         health_checks=[health],
         common_lb_config={"healthy_panic_threshold": {"value": 0}},
+        **extra,
     )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _picker_tls(opts: EnvoyOptions) -> dict[str, Any]:
+    validation = {"trusted_ca": {"filename": opts.picker_ca_file}} if opts.picker_ca_file else {}
+    context: dict[str, Any] = {"common_tls_context": {"alpn_protocols": ["h2"], "validation_context": validation}}
+    if opts.picker_sni:
+        context["sni"] = opts.picker_sni
+    return _typed("envoy.transport_sockets.tls", "transport_sockets.tls.v3.UpstreamTlsContext", **context)
 
 
 def _request_rules(opts: EnvoyOptions) -> list[dict[str, Any]]:
@@ -219,7 +249,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--listen-port", type=int, default=8081)
     ap.add_argument("--admin-port", type=int, default=19000)
     ap.add_argument("--picker-port", type=int, default=9002)
-    ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated")
+    ap.add_argument("--picker-host", default="127.0.0.1", help="IP, or a DNS name (resolved by Envoy)")
+    ap.add_argument("--picker-tls", action="store_true", help="ext_proc over TLS (not verified without --picker-ca)")
+    ap.add_argument("--picker-ca", default=None, help="CA file that verifies the picker's certificate")
+    ap.add_argument("--picker-sni", default=None, help="SNI (and name checked with --picker-ca)")
+    ap.add_argument("--listen-host", default="127.0.0.1")
+    ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
     ap.add_argument("--no-picker", action="store_true", help="plain round-robin baseline over --pool")
     ap.add_argument("--fail-open", action="store_true", help="failure_mode_allow: true")
@@ -231,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         listen_port=a.listen_port,
         admin_port=a.admin_port,
         picker_port=None if a.no_picker else a.picker_port,
+        picker_host=a.picker_host,
+        picker_tls=a.picker_tls or a.picker_ca is not None,
+        picker_ca_file=a.picker_ca,
+        picker_sni=a.picker_sni,
+        listen_host=a.listen_host,
         pool=tuple(p for p in a.pool.split(",") if p),
         routing=a.routing,
         failure_mode_allow=a.fail_open,

@@ -5,7 +5,8 @@ Why it exists: Envoy opens one `Process` stream per HTTP request; this module re
 `grpc.health.v1.Health` as GIE's EPP does — `liveness` (SERVING while the process runs), `readiness` and
 `envoy.service.ext_proc.v3.ExternalProcessor` (SERVING iff the backend is ready) — on the main port (so Envoy's
 gRPC health check can use it) and optionally on a separate port (GIE serves health on 9003). A small task keeps
-the readiness statuses current.
+the readiness statuses current. With `tls` the main port serves TLS (`scorer.extproc.tls`); the health-only port
+stays plaintext for the kubelet's gRPC probes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from scorer.extproc.exchange import Exchange, PickBackend
 from scorer.extproc.protocol import BodyMode, immediate_response
+from scorer.extproc.tls import CertSource, server_credentials
 
 log = logging.getLogger("autonomic.extproc")
 
@@ -52,8 +54,11 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         exchange = Exchange(self.backend, request_mode=self.request_mode, response_mode=self.response_mode)
+        prepare = getattr(self.backend, "prepare", None)  # optional async step before a decision (tokenize)
         try:
             async for req in request_iterator:
+                if prepare is not None and (pending := exchange.pending_request(req)) is not None:
+                    await prepare(pending)
                 for answer in exchange.handle(req):
                     yield answer
                 if exchange.closed:
@@ -122,11 +127,13 @@ async def serve_extproc(
     health_interval: float = 0.5,
     services: Sequence[Callable[[grpc.aio.Server], None]] = (),
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    tls: CertSource | None = None,
 ) -> ExtProcHandle:
     """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`.
 
     `services` add more gRPC services to the same server (each is called with it, e.g. a generated
-    `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server.
+    `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server. `tls`: serve
+    the main port over TLS with that certificate source (the health-only port stays plaintext).
     """
     state = HealthState(backend, interval=health_interval)
     await state.update()
@@ -137,7 +144,10 @@ async def serve_extproc(
     health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
     for add_service in services:
         add_service(server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = (
+        server.add_insecure_port(address) if tls is None else server.add_secure_port(address, server_credentials(tls))
+    )
     health_server, health_bound = None, None
     if health_port is not None:
         health_server = grpc.aio.server(options=_NO_PORT_SHARING)
@@ -154,6 +164,7 @@ async def serve_extproc(
             "health_port": health_bound,
             "request_mode": request_mode,
             "response_mode": response_mode,
+            "tls": tls.current.origin if tls else "off",
         },
     )
     return ExtProcHandle(server, bound, health_server, health_bound, state, task)
