@@ -8,8 +8,13 @@ The ext_proc shell calls `pick`/`response_complete`, the scrapers call `update_m
 
 Who is a candidate: an endpoint whose last scrape succeeded and is at most `staleness_s` old. A failed scrape takes
 the endpoint out at once (it is probably down; Envoy would otherwise have to retry), and it comes back with the next
-good scrape. A subset hint (`envoy.lb.subset_hint`, ip:port or bare IP entries) restricts the candidates further;
-an empty hint, or one that matches no candidate, is `NoEndpointError` (the shell answers 503), as GIE's protocol says.
+good scrape. When no endpoint has fresh metrics but some have stale ones from a successful scrape (the scrape loop
+is late, e.g. a starved CPU, while nothing says the servers are down), those stale endpoints are the candidates:
+routing on old load figures plus the picker's own in-flight counts beats refusing every request, and GIE's EPP
+likewise never drops a pod for late metrics. `stale_fallbacks` counts such decisions, and the staleness gauge and
+its alert say it is happening. A subset hint (`envoy.lb.subset_hint`, ip:port or bare IP entries) restricts the
+candidates further; an empty hint, or one that matches no candidate, is `NoEndpointError` (the shell answers 503),
+as GIE's protocol says.
 
 In-flight accounting: `pick` charges the primary target (in_flight + 1, in_flight_tokens + prompt tokens,
 dispatched_since_scrape + 1); `response_complete` releases that same charge exactly once. When Envoy retried down
@@ -66,6 +71,7 @@ class Director:
         self.inflight = InFlightTable(inflight_ttl_s)
         self._tracked: dict[str, _Tracked] = {}
         self._lock = threading.Lock()
+        self.stale_fallbacks = 0  # decisions made on stale metrics because no endpoint had fresh ones
 
     # ---- membership and metrics --------------------------------------------------------------------------
     def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
@@ -105,10 +111,12 @@ class Director:
             return [t.state for t in self._tracked.values()]
 
     def ready(self) -> bool:
-        """At least one endpoint can take traffic (fresh metrics from a successful scrape)."""
+        """At least one endpoint can take traffic: its last scrape succeeded (fresh, or stale as a last resort)."""
         with self._lock:
             now = self.clock()
-            return any(self._refresh(t, now) for t in self._tracked.values())
+            for tracked in self._tracked.values():
+                self._refresh(tracked, now)
+            return any(t.state.metrics is not None and t.state.error is None for t in self._tracked.values())
 
     # ---- decisions ---------------------------------------------------------------------------------------
     def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
@@ -150,8 +158,11 @@ class Director:
 
     def _candidates(self, subset: Sequence[str] | None, now: float) -> list[EndpointState]:
         eligible = [t.state for t in self._tracked.values() if self._refresh(t, now)]
-        if not eligible:
-            raise NoEndpointError("no ready endpoints")
+        if not eligible:  # last resort: the endpoints whose last scrape succeeded, however old
+            eligible = [s for t in self._tracked.values() if (s := t.state).metrics is not None and s.error is None]
+            if not eligible:
+                raise NoEndpointError("no ready endpoints")
+            self.stale_fallbacks += 1
         if subset is None:
             return eligible
         if not subset:

@@ -103,6 +103,11 @@ class PickerMetrics:
             ["code"],
             registry=reg,
         )
+        self.stale_fallbacks = Counter(
+            "autonomic_picker_stale_fallback_decisions",
+            "Decisions made on stale metrics because no endpoint had fresh ones (the scrape loop is late).",
+            registry=reg,
+        )
         self.api_requests = Counter(
             "autonomic_picker_api_requests",
             "autonomic.picker.v1.Picker calls by method and gRPC status code.",

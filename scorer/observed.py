@@ -31,12 +31,19 @@ class ObservedDirector:
         self.director = director
         self.metrics = metrics
         self._weights = {p.name: dict(p.scorers) for p in director.scheduler.config.profiles}
+        self.preparers: list[Callable[[LLMRequest], Awaitable[None]]] = []  # e.g. tokenize for precise prefixes
+
+    async def prepare(self, request: LLMRequest) -> None:
+        """Run the async preparation steps (each must not raise) before a decision on `request`."""
+        for step in self.preparers:
+            await step(request)
 
     def ready(self) -> bool:
         return self.director.ready()
 
     def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
         started = time.perf_counter()
+        fallbacks = self.director.stale_fallbacks
         try:
             result = self.director.pick(request, subset)
         except NoEndpointError as exc:
@@ -47,6 +54,8 @@ class ObservedDirector:
             self.metrics.decisions.labels("error", "error").inc()
             raise
         self.metrics.observe_pick(result, self._weights.get(result.profile, {}), time.perf_counter() - started)
+        if self.director.stale_fallbacks != fallbacks:
+            self.metrics.stale_fallbacks.inc()
         return result
 
     def explain(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:

@@ -83,10 +83,26 @@ def test_stale_metrics_take_an_endpoint_out(clock: Clock):
     clock.now += 2.0  # B and C are now 6 s old
     assert {s.address for s in director.endpoints() if s.stale} == {B, C}
     assert director.pick(req("r")).addresses == [A]
-    clock.now += 10.0
+    assert director.stale_fallbacks == 0
+
+
+def test_when_every_endpoint_is_stale_the_stale_ones_still_route_but_failed_ones_never(clock: Clock):
+    director = make(clock, staleness_s=5.0)
+    director.update_metrics(C, None, error="connection refused")
+    clock.now += 10.0  # A and B are stale, C failed
+    assert {s.address for s in director.endpoints() if s.stale and s.error is None} == {A, B}
+    assert director.ready()
+    picked = {director.pick(req(f"r{i}")).addresses[0] for i in range(20)}
+    assert picked <= {A, B} and picked
+    assert director.stale_fallbacks == 20
+    director.update_metrics(A, EndpointMetrics())  # a fresh one again: only it is a candidate
+    assert director.pick(req("fresh")).addresses[0] == A
+    assert director.stale_fallbacks == 20
+    for address in (A, B):
+        director.update_metrics(address, None, error="timeout")
     assert not director.ready()
     with pytest.raises(NoEndpointError, match="no ready endpoints"):
-        director.pick(req("r2"))
+        director.pick(req("none"))
 
 
 def test_a_failed_scrape_stops_traffic_at_once_and_a_good_one_restores_it(clock: Clock):
