@@ -3,14 +3,20 @@
 Routing part: replays the first minutes of the Mooncake conversation trace through a real Envoy twice, each time
 in front of a fresh fleet of vLLM twins: once with Envoy's own round robin, once with our endpoint picker over
 ext_proc. Prints the two side by side (prefix-cache hit ratio against the trace's oracle bound, TTFT p50/p90 in
-model time, e2e, throughput, spread), writes `summary.json` and a TTFT CDF plot. The rebalancer joins this command
-with its issue.
+model time, e2e, throughput, spread), writes `summary.json` and a TTFT CDF plot.
+
+Rebalance part: the cluster twin's default scenario (a hotspot on worker-0) with its real Prometheus, three times
+on a fresh twin: no controller (the baseline), the controller with `descheduler-compatible`, then with
+`psi-relief`, each for the same model minutes with the same cycle interval (`loadtests/rebalance_run.py`). Prints
+node-minutes over the pressure threshold, migrations and VMs moved more than once side by side, adds them to
+`summary.json` and plots the hottest node's pressure over time (`pressure.png`). `--parts` picks the parts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -19,12 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from loadtests.rebalance_report import json_safe, results_json, text_table
+from loadtests.rebalance_report import plot as plot_pressure
+from loadtests.rebalance_run import RunSettings, default_scenario, run_policies
 from loadtests.routing_run import run_routing
+from sim.cluster.prometheus import TelemetryError
 from sim.fleet.profile import ProfileError, load_profile
 from sim.fleet.trace import load_trace, oracle_hit_ratio
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"
 ARMS = ("envoy-round-robin", "picker")
+PARTS = ("routing", "rebalance")
+REBALANCE_POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,9 +47,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-scale", type=float, default=10.0, help="model seconds per real second")
     p.add_argument("--routers", default=",".join(ARMS), help=f"comma-separated, from {ARMS}")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="where the report and plot go")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {PARTS}")
+    p.add_argument(
+        "--rebalance-minutes", type=float, default=10.0, help="model minutes each rebalance policy runs (default 10)"
+    )
+    p.add_argument(
+        "--policies", default=",".join(REBALANCE_POLICIES), help=f"rebalance arms, from {REBALANCE_POLICIES}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not parts or any(p not in PARTS for p in parts):
+        print(f"error: --parts: {args.parts!r}; choose from {PARTS}", file=sys.stderr)
+        return 2
+    if not policies or any(p not in REBALANCE_POLICIES for p in policies) or len(set(policies)) != len(policies):
+        print(f"error: --policies: {args.policies!r}; choose from {REBALANCE_POLICIES}", file=sys.stderr)
+        return 2
+    if not args.rebalance_minutes > 0:
+        print(f"error: --rebalance-minutes must be > 0, got {args.rebalance_minutes}", file=sys.stderr)
+        return 2
+    args.parts, args.policies = parts, policies
+    if "routing" not in parts:
+        return asyncio.run(_demo(args, [], ""))
     if not args.trace.exists():
         print(f"error: trace not found: {args.trace} (expected ../shared beside the checkout)", file=sys.stderr)
         return 2
@@ -56,6 +89,58 @@ def run(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace, routers: list[str], model: str) -> int:
     started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    ok = True
+    if routers:
+        ok = await _routing(args, routers, model, summary)
+    if "rebalance" in args.parts:
+        ok = await asyncio.to_thread(_rebalance, args, summary) and ok
+    (args.out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False, default=float))
+    print(f"[demo] wrote {args.out / 'summary.json'}")
+    print(f"[demo] done in {time.monotonic() - started:.0f} s")
+    return 0 if ok else 1
+
+
+def _rebalance(args: argparse.Namespace, summary: dict[str, Any]) -> bool:
+    settings = RunSettings(duration_s=args.rebalance_minutes * 60)
+    print(
+        f"[demo] rebalance: the cluster twin's hotspot scenario, {', '.join(args.policies)}, each on a fresh twin "
+        f"with a real Prometheus for {args.rebalance_minutes:g} model min (time scale {settings.time_scale:g}x, "
+        f"a cycle every {settings.interval_s:g} model s)",
+        flush=True,
+    )
+    try:
+        comparison = run_policies(
+            default_scenario(), args.policies, settings, lambda m: print(f"[demo]   {m}", flush=True)
+        )
+    except (TelemetryError, RuntimeError) as exc:
+        print(f"[demo] rebalance failed: {exc}", file=sys.stderr)
+        summary["rebalance"] = {"error": str(exc)}
+        return False
+    title = (
+        f"rebalancing a hotspot: same scenario, fresh twins, {args.rebalance_minutes:g} model min each, "
+        f"over = CPU PSI > {settings.threshold:g}"
+    )
+    print("\n" + text_table(comparison, title) + "\n")
+    summary["rebalance"] = {
+        "scenario": "sim/cluster/scenarios/default.yaml",
+        "settings": dataclasses.asdict(settings),
+        **results_json(comparison),
+        "moves": {name: r["moves"] for name, r in comparison["policies"].items()},
+    }
+    path = plot_pressure(
+        comparison,
+        args.out / "pressure.png",
+        settings.threshold,
+        "Hotspot on worker-0 (4 nodes): each policy on a fresh twin",
+    )
+    if path:
+        print(f"[demo] wrote {path}")
+    return not any(r.get("errors") for r in comparison["policies"].values())
+
+
+async def _routing(args: argparse.Namespace, routers: list[str], model: str, summary: dict[str, Any]) -> bool:
     trace = load_trace(args.trace, max_seconds=args.minutes * 60)
     oracle = oracle_hit_ratio(trace)
     print(
@@ -75,13 +160,11 @@ async def _demo(args: argparse.Namespace, routers: list[str], model: str) -> int
             progress=lambda msg: print(f"[demo]   {msg}", flush=True),
         )
     _print_table(results, oracle)
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = {"oracle_hit_ratio": oracle, "trace": str(args.trace), "minutes": args.minutes, "routers": results}
-    (args.out / "summary.json").write_text(json.dumps(out, indent=2, default=float))
+    summary.update({"oracle_hit_ratio": oracle, "trace": str(args.trace), "minutes": args.minutes, "routers": results})
     plot = _plot(results, args.out / "ttft_cdf.png")
-    print(f"[demo] wrote {args.out / 'summary.json'}" + (f" and {plot}" if plot else ""))
-    print(f"[demo] done in {time.monotonic() - started:.0f} s")
-    return 0 if all(r["failed"] == 0 for r in results.values()) else 1
+    if plot:
+        print(f"[demo] wrote {plot}")
+    return all(r["failed"] == 0 for r in results.values())
 
 
 def _print_table(results: dict[str, dict[str, Any]], oracle: float) -> None:

@@ -1,0 +1,132 @@
+"""An exact lower bound on the migrations any rebalancer needs: a small MILP solved with scipy.optimize.milp.
+
+Why it exists: "fewer migrations" means little without knowing how few are possible. For one moment of the run
+(the VMs' CPU demands when the controller starts) this computes the fewest VM moves after which no node's CPU
+pressure can exceed the threshold, so a policy's migration count can be read against it.
+
+Model (pure; time is not involved):
+
+    x[v,n] in {0,1}          VM v runs on node n after the moves
+    minimise   sum_v sum_{n != home(v)} x[v,n]                         (the number of VMs moved)
+    subject to sum_n x[v,n] = 1                                        each VM on one node
+               sum_v demand[v] x[v,n] <= cpu_room[n]                   each node under the pressure threshold
+               sum_v memory[v] x[v,n] <= memory_room[n]                requests fit (the scheduler's rule)
+               x[v,home(v)] = 1 for VMs that cannot live-migrate
+
+`cpu_room[n]` is the largest CPU demand (cores, host processes excluded) at which the twin's own PSI model keeps
+the node's CPU "some" at or under the threshold when that demand is carried by fully busy threads. Fully busy
+threads are the least pressure any mix of VMs can produce at a given mean demand (PSI grows with the variance of
+the number of runnable threads), so every placement that really keeps a node under the threshold satisfies this
+constraint: the optimum is a lower bound, not an estimate. Node selectors, taints, PDBs and the time a migration
+takes are left out, which can only lower the bound further. None when the instance is larger than `max_variables`,
+when the solver does not prove optimality within its time limit, or when no placement satisfies the constraints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import lil_matrix
+
+from sim.cluster.psi import PsiParams, ThreadGroup, cpu_contention
+
+MAX_VARIABLES = 20_000
+
+
+@dataclass(frozen=True)
+class BoundNode:
+    name: str
+    cores: float
+    memory_bytes: float  # allocatable memory for VM requests
+    host_cpu: float = 0.0  # cores the host keeps busy on its own
+
+
+@dataclass(frozen=True)
+class BoundVm:
+    key: str
+    node: str
+    cpu_demand: float  # cores it wants
+    memory_bytes: float  # what it requests on a node
+    movable: bool = True
+
+
+def cpu_room(cores: float, host_cpu: float, threshold: float, params: PsiParams | None = None) -> float:
+    """The largest VM demand (cores) on a node of `cores` cores whose CPU some stays <= threshold (bisection)."""
+
+    params = params or PsiParams()
+
+    def some(demand: float) -> float:
+        groups = [ThreadGroup.cores(demand)] if demand > 0 else []
+        if host_cpu > 0:
+            groups.append(ThreadGroup.cores(host_cpu))
+        return cpu_contention(cores, groups, params).some
+
+    lo, hi = 0.0, 2.0 * cores
+    if some(lo) > threshold:
+        return 0.0
+    if some(hi) <= threshold:
+        return hi
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if some(mid) <= threshold else (lo, mid)
+    return lo
+
+
+def min_moves(
+    nodes: Sequence[BoundNode],
+    vms: Sequence[BoundVm],
+    threshold: float,
+    *,
+    max_variables: int = MAX_VARIABLES,
+    time_limit_s: float = 20.0,
+    rooms: Mapping[str, float] | None = None,
+) -> int | None:
+    """The fewest moves that bring every node under `threshold` (see the module docstring), or None."""
+    names = [n.name for n in nodes]
+    index = {n: i for i, n in enumerate(names)}
+    placed = [vm for vm in vms if vm.node in index]
+    n_nodes, n_vms = len(names), len(placed)
+    if n_vms == 0:
+        return 0
+    if n_vms * n_nodes > max_variables:
+        return None
+    room = rooms if rooms is not None else {n.name: cpu_room(n.cores, n.host_cpu, threshold) for n in nodes}
+    size = n_vms * n_nodes
+
+    def var(v: int, n: int) -> int:
+        return v * n_nodes + n
+
+    cost = np.ones(size)
+    lower, upper = np.zeros(size), np.ones(size)
+    for v, vm in enumerate(placed):
+        home = index[vm.node]
+        cost[var(v, home)] = 0.0
+        if not vm.movable:
+            lower[var(v, home)] = 1.0
+    one = lil_matrix((n_vms, size))
+    for v in range(n_vms):
+        for n in range(n_nodes):
+            one[v, var(v, n)] = 1.0
+    cpu, mem = lil_matrix((n_nodes, size)), lil_matrix((n_nodes, size))
+    for v, vm in enumerate(placed):
+        for n in range(n_nodes):
+            cpu[n, var(v, n)] = vm.cpu_demand
+            mem[n, var(v, n)] = vm.memory_bytes / 2**30  # GiB keeps the coefficients well scaled
+    constraints = [
+        LinearConstraint(one.tocsr(), 1.0, 1.0),
+        LinearConstraint(cpu.tocsr(), -np.inf, np.array([room[name] for name in names])),
+        LinearConstraint(mem.tocsr(), -np.inf, np.array([n.memory_bytes / 2**30 for n in nodes])),
+    ]
+    result = milp(
+        cost,
+        constraints=constraints,
+        integrality=np.ones(size),
+        bounds=Bounds(lower, upper),
+        options={"time_limit": time_limit_s},
+    )
+    if result.status != 0 or result.x is None:  # 0: optimal; 1: time limit; 2: infeasible
+        return None
+    return round(result.fun)

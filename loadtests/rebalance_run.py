@@ -1,0 +1,409 @@
+"""One rebalancing run: a fresh cluster twin with its real Prometheus, a controller policy (or none), the figures.
+
+Why it exists: comparing rebalancers is fair only when each one meets the same fresh cluster (same scenario, same
+load trace, same model time) and is measured the same way. A run:
+
+1. starts a `ClusterTwin` on the scenario and its telemetry (node-exporter + a real Prometheus with the
+   descheduler's recording rules) with short windows, so that model time can run `time_scale` times faster than
+   real time while the rules keep their reference shape (3 s rate window at 20x is the reference's 1 minute);
+2. waits until every node's PSI and descheduler score are in Prometheus and the model clock reaches `warmup`;
+3. runs `controller.service.run_controller` in-process on its own thread and event loop (leader election off, the
+   twin's model clock, the same model interval for every policy) for `duration` model seconds; the `no-op` arm
+   runs no controller at all: the baseline;
+4. reads the per-node CPU PSI and the descheduler score back from Prometheus (a range query over the run) and
+   the migrations from the twin, and computes the figures of `rebalance_figures.py`;
+5. stops everything. The lower bound on moves (`rebalance_bound.py`) is computed from the demands at step 3.
+
+Synchronous (the twin and the controller run on threads of their own): call it from a thread in async code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from controller.clock import FunctionClock
+from controller.config import ControllerConfig, parse_config
+from controller.model import Plan
+from controller.service import ControllerOptions, RunningController, run_controller
+from loadtests.rebalance_bound import BoundNode, BoundVm, min_moves
+from loadtests.rebalance_figures import MigrationRecord, migration_figures, pressure_figures
+from sim.cluster.kv_objects import LIVE_MIGRATABLE
+from sim.cluster.prometheus import TwinTelemetry, start_telemetry
+from sim.cluster.resources import EVENTS, VMIS
+from sim.cluster.scenario import Scenario, default_scenario_path, load_scenario
+from sim.cluster.scenario_load import Hotspot
+from sim.cluster.state_view import TelemetryOptions
+from sim.cluster.twin import ClusterTwin
+
+POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
+SCORE_RULE = "descheduler:node:linear_amplified_ideal_point_positive_distance:k3:avg1m"
+ProgressFn = Callable[[str], None]
+log = logging.getLogger("autonomic.loadtests.rebalance")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Shared by every arm of a comparison. Model seconds unless named `_real_s`."""
+
+    time_scale: float = 20.0
+    duration_s: float = 900.0  # model seconds the controller runs (and pressure is measured)
+    interval_s: float = 60.0  # model seconds between controller cycles, every policy alike
+    warmup_s: float = 240.0  # model time at which the controller starts (after the scores appear: same for all arms)
+    threshold: float = 0.30  # CPU PSI "some" above which a node counts as over (psi-relief's default `high`)
+    scrape_interval_real_s: float = 1.0
+    rate_window_real_s: int = 3  # the rules' and the controller's rate() window, real seconds
+    smoothing_window_real_s: int = 15  # the score rules' quantile_over_time window (reference 5 m at 20x)
+    cooldown_window_real_s: int = 30  # the eviction-count rules' window (reference 10 m at 20x)
+    milp_max_variables: int = 20_000
+
+    def check(self) -> None:
+        if not self.time_scale > 0 or not self.duration_s > 0 or not self.interval_s > 0:
+            raise ValueError("time_scale, duration and interval must be > 0")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+
+
+def default_scenario() -> Scenario:
+    return load_scenario(default_scenario_path())
+
+
+def policy_config(policy: str, settings: RunSettings) -> ControllerConfig | None:
+    """The controller configuration of an arm (None for `no-op`); PSI queries use the twin's rate window."""
+    if policy == "no-op":
+        return None
+    window = f"{settings.rate_window_real_s}s"
+    metrics = {
+        "psiQueries": {
+            d: f"avg by (instance) (rate(node_pressure_{d}_waiting_seconds_total[{window}]))"
+            for d in ("cpu", "memory", "io")
+        },
+        "vmQueries": {"cpuUsage": f"rate(kubevirt_vmi_cpu_usage_seconds_total[{window}])"},
+    }
+    if policy == "descheduler-compatible":  # the profile as shipped: evictions, the scheduler picks targets
+        return parse_config({"policy": policy, "metrics": metrics})
+    if policy == "psi-relief":  # ours: explicit targets through VirtualMachineInstanceMigrations
+        return parse_config({"policy": policy, "actuator": "migration", "metrics": metrics})
+    raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
+
+
+class ControllerThread:
+    """`run_controller` on its own event loop in a thread; `start()` returns once it is ready."""
+
+    def __init__(self, options: ControllerOptions) -> None:
+        self.options = options
+        self.running: RunningController | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="controller", daemon=True)
+
+    def _main(self) -> None:
+        async def body() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+
+            def ready(running: RunningController) -> None:
+                self.running = running
+                self._ready.set()
+
+            await run_controller(self.options, self._stop, on_ready=ready)
+
+        try:
+            asyncio.run(body())
+        except BaseException as exc:  # reported by start()/stop()
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self._thread.start()
+        self._ready.wait(timeout_s)
+        if self.error is not None:
+            raise RuntimeError(f"controller failed to start: {self.error}") from self.error
+        if self.running is None:
+            raise RuntimeError(f"controller not ready after {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+
+    def cycle_outcomes(self) -> dict[str, float]:
+        """outcome -> cycles, from the controller's own `autonomic_controller_cycles_total` counter."""
+        assert self.running is not None
+        out: dict[str, float] = {}
+        for family in self.running.metrics.registry.collect():
+            for sample in family.samples:
+                if sample.name == "autonomic_controller_cycles_total":
+                    out[sample.labels.get("outcome", "")] = sample.value
+        return out
+
+
+def _get_json(url: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus query failed: {body}")
+    return body
+
+
+def instant(prometheus_url: str, promql: str) -> dict[str, float]:
+    body = _get_json(f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+    return {r["metric"].get("instance", ""): float(r["value"][1]) for r in body["data"]["result"]}
+
+
+def range_series(
+    prometheus_url: str, promql: str, start: float, end: float, step: float, nodes: list[str]
+) -> dict[str, list[float]]:
+    """node -> values at start, start+step, ... end (NaN where Prometheus has no sample)."""
+    q = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+    body = _get_json(f"{prometheus_url}/api/v1/query_range?" + urllib.parse.urlencode(q))
+    count = math.floor((end - start) / step + 1e-9) + 1
+    out = {n: [math.nan] * count for n in nodes}
+    for r in body["data"]["result"]:
+        node = r["metric"].get("instance", "")
+        if node not in out:
+            continue
+        for ts, value in r["values"]:
+            i = round((float(ts) - start) / step)
+            if 0 <= i < count:
+                out[node][i] = float(value)
+    return out
+
+
+def _wait(probe: Callable[[], bool], what: str, timeout_real_s: float) -> None:
+    deadline = time.monotonic() + timeout_real_s
+    while not probe():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_real_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _bound_inputs(twin: ClusterTwin, telemetry: TwinTelemetry) -> tuple[list[BoundNode], list[BoundVm]]:
+    """Node sizes and VM CPU demands now (a VM's demand: what it gets, over the share its node serves)."""
+    sample = twin.call(telemetry.telemetry.update)
+    settings = telemetry.telemetry.settings
+    nodes = [
+        # PSI counts contention for the node's cores (capacity); requests must fit what is allocatable
+        BoundNode(n.name, n.cpu_millis / 1000, n.allocatable_memory_bytes, settings.host_cpu)
+        for n in twin.view.nodes()
+        if n.ready and not n.unschedulable
+    ]
+    requests = {f"{v.namespace}/{v.name}": v.memory_bytes for v in twin.view.vmis()}
+    frozen = set()
+    for obj in twin.call(lambda: twin.app.store.peek(VMIS) if twin.app else []):
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == LIVE_MIGRATABLE and c.get("status") == "False" for c in conditions):
+            frozen.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        strategy = (obj.get("spec") or {}).get("evictionStrategy")
+        if strategy == "None":
+            frozen.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+    vms = []
+    for vm in sample.vms:
+        key = f"{vm.namespace}/{vm.name}"
+        node = sample.nodes.get(vm.node)
+        served = node.pressure.cpu.served if node is not None else 1.0
+        demand = vm.cpu_cores / served if served > 0 else vm.cpu_cores
+        vms.append(BoundVm(key, vm.node, demand, requests.get(key, vm.memory_domain), key not in frozen))
+    return nodes, vms
+
+
+def run_policy(
+    scenario: Scenario,
+    policy: str,
+    settings: RunSettings = RunSettings(),
+    progress: ProgressFn = lambda _: None,
+    *,
+    with_bound: bool = False,
+) -> dict[str, Any]:
+    """One arm on a fresh twin; returns the figures, the pressure series (model minutes) and what went wrong."""
+    settings.check()
+    config = policy_config(policy, settings)
+    options = TelemetryOptions(
+        scrape_interval_s=settings.scrape_interval_real_s,
+        rate_window=f"{settings.rate_window_real_s}s",
+        smoothing_window=f"{settings.smoothing_window_real_s}s",
+        cooldown_window=f"{settings.cooldown_window_real_s}s",
+        rule_interval="1s",
+        tick_s=0.1,
+        time_scale=settings.time_scale,
+        load=scenario.load,
+    )
+    errors: list[str] = []
+    result: dict[str, Any] = {"policy": policy}
+    started = time.monotonic()
+    with ClusterTwin(scenario, time_scale=settings.time_scale) as twin:
+        telemetry = twin.run(start_telemetry(twin.view, options))
+        try:
+            url = telemetry.prometheus_url
+            assert url is not None
+            node_names = [n.name for n in twin.view.nodes()]
+            cpu_q = f"avg by (instance) (rate(node_pressure_cpu_waiting_seconds_total[{settings.rate_window_real_s}s]))"
+            _wait(lambda: len(instant(url, cpu_q)) == len(node_names), "every node's CPU PSI", 120)
+            _wait(lambda: len(instant(url, SCORE_RULE)) == len(node_names), "every node's descheduler score", 120)
+            _wait(lambda: twin.view.now() >= settings.warmup_s, f"model time {settings.warmup_s:g} s", 600)
+            bound_inputs = _bound_inputs(twin, telemetry) if with_bound else None
+            controller: ControllerThread | None = None
+            if config is not None:
+                app = twin.app
+                assert app is not None
+                controller = ControllerThread(
+                    ControllerOptions(
+                        config=config,
+                        prometheus_url=url,
+                        kubeconfig=twin.kubeconfig_path,
+                        interval_s=settings.interval_s / settings.time_scale,
+                        min_interval_s=min(5.0, settings.interval_s) / settings.time_scale,
+                        host="127.0.0.1",
+                        metrics_port=0,
+                        leader_election=False,
+                        clock=FunctionClock(lambda: app.clock.wall().timestamp()),
+                        sync_timeout_s=30,
+                    )
+                )
+                controller.start()
+            real_t0, model_t0 = time.time(), twin.view.now()
+            progress(f"{policy}: running {settings.duration_s / 60:g} model min from model t={model_t0:.0f} s")
+            try:
+                _wait(lambda: twin.view.now() >= model_t0 + settings.duration_s, "the run's end", 3600)
+            finally:
+                real_t1 = time.time()
+                cycles: dict[str, float] = {}
+                last_plan: dict[str, Any] | None = None
+                if controller is not None:
+                    if controller.running is not None:
+                        last_plan = _explain(controller.running.controller.last_plan)
+                        cycles = controller.cycle_outcomes()
+                    controller.stop()
+                    if controller.error is not None:
+                        errors.append(f"controller: {controller.error}")
+            migrations = _migrations(twin, telemetry)
+            reasons = _move_reasons(twin)
+            step = settings.scrape_interval_real_s
+            time.sleep(step * 1.5)  # let the last sample land
+            cpu = range_series(url, cpu_q, real_t0, real_t1, step, node_names)
+            score = range_series(url, SCORE_RULE, real_t0, real_t1, step, node_names)
+        finally:
+            twin.run(telemetry.stop())
+    step_model = settings.scrape_interval_real_s * settings.time_scale
+    result.update(pressure_figures(cpu, step_model, settings.threshold))
+    result.update(migration_figures(migrations))
+    result["peak_score"] = pressure_figures(score, step_model, 1.0)["peak_pressure"]
+    result["cycles"] = cycles
+    result["last_plan"] = last_plan
+    result["started_model_s"] = model_t0
+    result["series"] = {
+        "model_minutes": [i * step_model / 60 for i in range(len(next(iter(cpu.values()), [])))],
+        "cpu_psi": cpu,
+        "score": score,
+    }
+    result["moves"] = [
+        {
+            "vmi": m.vmi,
+            "phase": m.phase,
+            "source": m.source,
+            "target": m.target,
+            "started_min": None if m.started_at is None else round((m.started_at - model_t0) / 60, 2),
+            "ended_min": None if m.ended_at is None else round((m.ended_at - model_t0) / 60, 2),
+            "why": reasons.get(m.vmi, []),
+        }
+        for m in migrations
+    ]
+    if bound_inputs is not None:
+        nodes, vms = bound_inputs
+        result["milp_lower_bound"] = min_moves(
+            nodes, vms, settings.threshold, max_variables=settings.milp_max_variables
+        )
+    result["errors"] = errors
+    result["wall_s"] = time.monotonic() - started
+    return result
+
+
+def _explain(plan: Plan | None) -> dict[str, Any] | None:
+    """The controller's last plan in short, for runs.json: why it did (not) act."""
+    if plan is None:
+        return None
+    return {
+        "skipped": plan.skipped,
+        "moves": [f"{m.vm} {m.source}->{m.target or '(scheduler)'}: {m.reason}" for m in plan.moves],
+        "refusals": [f"{r.subject}: {r.reason}" for r in plan.refusals[:20]],
+        "nodes": [
+            f"{n.node} {n.classification} {n.value if n.value is None else round(n.value, 3)}"
+            + (f" ({n.note})" if n.note else "")
+            for n in plan.nodes
+        ],
+    }
+
+
+def _move_reasons(twin: ClusterTwin) -> dict[str, list[str]]:
+    """namespace/name -> the controller's `Migrating` Event messages on that VMI, oldest first (why it moved)."""
+    app = twin.app
+    assert app is not None
+    events = twin.call(lambda: list(app.store.peek(EVENTS)))
+    out: dict[str, list[str]] = {}
+    for e in sorted(events, key=lambda e: str(e.get("firstTimestamp") or e["metadata"].get("creationTimestamp"))):
+        obj = e.get("involvedObject") or {}
+        if e.get("reason") == "Migrating" and obj.get("kind") == "VirtualMachineInstance":
+            out.setdefault(f"{obj.get('namespace')}/{obj.get('name')}", []).append(str(e.get("message", "")))
+    return out
+
+
+def _migrations(twin: ClusterTwin, telemetry: TwinTelemetry) -> list[MigrationRecord]:
+    sizes = {f"{v.namespace}/{v.name}": v.memory_domain for v in twin.call(telemetry.telemetry.update).vms}
+    out = []
+    for m in twin.view.migrations():
+        key = f"{m.namespace}/{m.vmi}"
+        record = MigrationRecord(key, m.phase, m.source_node, m.target_node, float(sizes.get(key, 0)))
+        out.append(replace(record, started_at=m.started_at, ended_at=m.ended_at))
+    return out
+
+
+def run_policies(
+    scenario: Scenario,
+    policies: list[str],
+    settings: RunSettings = RunSettings(),
+    progress: ProgressFn = lambda _: None,
+) -> dict[str, Any]:
+    """Every policy in turn on a fresh twin; the MILP bound from the first arm's starting demands."""
+    out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}}
+    for i, policy in enumerate(policies):
+        progress(f"rebalance run: {policy} (fresh cluster twin, real Prometheus)")
+        result = run_policy(scenario, policy, settings, progress, with_bound=i == 0)
+        if i == 0:
+            out["milp_lower_bound"] = result.pop("milp_lower_bound", None)
+        out["policies"][policy] = result
+    return out
+
+
+def with_hotspots(scenario: Scenario, count: int, cpu_factor: float) -> Scenario:
+    """The scenario with the CPU demand of the VMs on its `count` most-subscribed nodes (most vCPUs placed, ties
+    by name) multiplied by `cpu_factor`: a generated cluster's trace load alone rarely reaches contention."""
+    if count <= 0 or cpu_factor == 1.0:
+        return scenario
+    vcpus: dict[str, int] = {n.name: 0 for n in scenario.nodes}
+    for vm in scenario.vms:
+        if vm.node in vcpus:
+            vcpus[vm.node] += vm.cpu
+    hot = sorted(vcpus, key=lambda n: (-vcpus[n], n))[:count]
+    spots = [Hotspot.model_validate({"node": n, "cpuFactor": cpu_factor}) for n in hot]
+    load = scenario.load.model_copy(update={"hotspots": [*scenario.load.hotspots, *spots]})
+    return scenario.model_copy(update={"load": load})
+
+
+def with_trace(scenario: Scenario, trace_file: Path | None) -> Scenario:
+    """The scenario with its VM load read from `trace_file` (same columns as the shared trace)."""
+    if trace_file is None:
+        return scenario
+    load = scenario.load.model_copy(update={"trace_file": str(trace_file)})
+    return scenario.model_copy(update={"load": load})
