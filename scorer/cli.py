@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scorer import explain_cli
 
 if TYPE_CHECKING:
+    from scorer.extproc.tls import CertSource
     from scorer.service import PickerOptions
+    from scorer.sources.inferencepool import PoolRef
 
 DEFAULTS = {"port": 9002, "health_port": 9003, "metrics_port": 9090}
 
@@ -71,6 +75,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--drain-seconds", type=_non_negative, default=5.0, help="grace for open streams at shutdown (default 5)"
     )
+    tls = p.add_argument_group("TLS on --port (ext_proc + Picker API); the health port stays plaintext")
+    tls.add_argument(
+        "--secure-serving", action="store_true", help="serve TLS; self-signed at start without --tls-cert (as GIE)"
+    )
+    tls.add_argument("--tls-cert", type=Path, help="PEM certificate (implies --secure-serving; reloaded on change)")
+    tls.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    pool = p.add_argument_group("InferencePool discovery (instead of --endpoints; docs/picker.md)")
+    pool.add_argument("--pool", help="follow this InferencePool's ready pods (inference.networking.k8s.io/v1)")
+    pool.add_argument("--pool-namespace", default="default", help="the pool's namespace (default 'default')")
+    pool.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: the in-cluster service account)")
+    pool.add_argument("--no-dra", action="store_true", help="do not read DRA claims/slices for device hints")
     actions = p.add_subparsers(dest="picker_action", metavar="[explain]", title="actions")
     explain_cli.add_parser(actions)
 
@@ -79,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.picker_action == "explain":
         return explain_cli.run(args)
     from scorer.config import ConfigError, default_config, load_config
+    from scorer.extproc.tls import TLSError
     from scorer.service import PickerOptions, StartupError
     from scorer.sources.endpoints import EndpointsError, load_endpoints_file, parse_endpoint_list
 
@@ -92,12 +108,26 @@ def run(args: argparse.Namespace) -> int:
             endpoints += load_endpoints_file(args.endpoints_file)
     except EndpointsError as exc:
         return _fail(str(exc), 2)
-    if not endpoints:
-        return _fail("no endpoints: give --endpoints HOST:PORT,... or --endpoints-file FILE", 2)
+    pool_ref = None
+    if args.pool:
+        if endpoints:
+            return _fail("--pool and --endpoints/--endpoints-file exclude each other", 2)
+        try:
+            pool_ref = _pool_ref(args)
+        except ValueError as exc:
+            return _fail(str(exc), 2)
+    elif not endpoints:
+        return _fail("no endpoints: give --endpoints HOST:PORT,..., --endpoints-file FILE or --pool NAME", 2)
     duplicates = sorted({e.address for e in endpoints if sum(x.address == e.address for x in endpoints) > 1})
     if duplicates:
         return _fail(f"endpoints listed twice (--endpoints and --endpoints-file): {', '.join(duplicates)}", 2)
+    try:
+        tls = _tls(args)
+    except (TLSError, ValueError) as exc:
+        return _fail(str(exc), 2)
     opts = PickerOptions(
+        pool=pool_ref,
+        tls=tls,
         config=config,
         endpoints=endpoints,
         host=args.host,
@@ -114,6 +144,39 @@ def run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         return _fail(f"cannot serve: {exc}", 1)
     return 0
+
+
+def _tls(args: argparse.Namespace) -> CertSource | None:
+    """The certificate source of --secure-serving / --tls-cert / --tls-key; raises with the flag at fault."""
+    from scorer.extproc.tls import CertSource, TLSError, self_signed
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        try:
+            return CertSource.from_files(args.tls_cert, args.tls_key)
+        except TLSError as exc:
+            raise TLSError(f"--tls-cert/--tls-key: {exc}") from None
+    if not args.secure_serving:
+        return None
+    hosts = ["localhost", socket.gethostname(), "127.0.0.1"]
+    if args.host not in ("0.0.0.0", "::", ""):
+        hosts.append(args.host)
+    return CertSource(self_signed(hosts, datetime.now(UTC)))
+
+
+def _pool_ref(args: argparse.Namespace) -> PoolRef:
+    """The pool to follow and an API client from --kubeconfig (or in-cluster); raises ValueError naming the flag."""
+    from kubernetes.config.config_exception import ConfigException
+
+    from scorer.sources.inferencepool import PoolRef, kube_api_client
+
+    try:
+        api = kube_api_client(args.kubeconfig)
+    except (ConfigException, OSError) as exc:
+        where = f"--kubeconfig {args.kubeconfig}" if args.kubeconfig else "in-cluster config (no --kubeconfig)"
+        raise ValueError(f"{where}: {exc}") from None
+    return PoolRef(api, args.pool_namespace, args.pool, dra=not args.no_dra)
 
 
 async def _serve(opts: PickerOptions) -> None:

@@ -9,6 +9,7 @@ picker answered itself (ImmediateResponse: 400, 429, 500, 503).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from scorer.director import Director
 from scorer.framework import Usage
 from scorer.metrics import PickerMetrics
 from scorer.types import LLMRequest, NoEndpointError, SchedulingResult
+
+log = logging.getLogger("autonomic.picker")
 
 EXTPROC_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
@@ -34,9 +37,13 @@ class ObservedDirector:
         self.preparers: list[Callable[[LLMRequest], Awaitable[None]]] = []  # e.g. tokenize for precise prefixes
 
     async def prepare(self, request: LLMRequest) -> None:
-        """Run the async preparation steps (each must not raise) before a decision on `request`."""
+        """Run the async preparation steps before a decision on `request`; a failing step is logged and skipped
+        (the decision then goes without what it would have added, e.g. exact tokens)."""
         for step in self.preparers:
-            await step(request)
+            try:
+                await step(request)
+            except Exception:
+                log.exception("preparation step failed", extra={"request_id": request.request_id})
 
     def ready(self) -> bool:
         return self.director.ready()

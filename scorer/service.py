@@ -1,7 +1,9 @@
 """The `autonomic picker` process: wires the Director to its scrapers, ext_proc, the Picker API and /metrics.
 
 Why it exists: the parts are written and tested on their own (pure core, ext_proc shell, scraper, API, metrics);
-this module is the one place that owns their lifecycle. Start-up order: one scrape of every endpoint (so the first
+this module is the one place that owns their lifecycle. Start-up order: (with `pool`) the first lists of the
+InferencePool, its pods and the DRA objects, which then keep the Director's members and the scraper's targets
+current (scorer/sources/inferencepool.py); one scrape of every endpoint (so the first
 requests already see load and liveness), then the gRPC server (ext_proc + `autonomic.picker.v1.Picker` + health on
 one port, health also on its own port) and the metrics server, then the per-endpoint scrape loops in one TaskGroup.
 Shutdown (`stop` set, e.g. by SIGTERM): health goes NOT_SERVING, the gRPC server stops accepting and gives open
@@ -19,9 +21,12 @@ from scorer.api import PickerApi
 from scorer.config import PickerConfig
 from scorer.director import Director
 from scorer.extproc.server import ExtProcHandle, serve_extproc
+from scorer.extproc.tls import CertSource
 from scorer.metrics import PickerMetrics, serve_metrics
 from scorer.observed import ExtProcStreamMetrics, ObservedDirector
 from scorer.scheduler import Scheduler
+from scorer.sources.inferencepool import PoolRef, follow_pool
+from scorer.sources.precise_inputs import precise_inputs
 from scorer.sources.scraper import MetricsScraper
 from scorer.types import Endpoint
 
@@ -45,6 +50,8 @@ class PickerOptions:
     staleness_s: float = 2.0  # GIE's MetricsStalenessThreshold
     drain_s: float = 5.0
     health_interval_s: float = 0.5
+    pool: PoolRef | None = None  # follow an InferencePool's pods instead of the fixed `endpoints`
+    tls: CertSource | None = None  # serve ext_proc + Picker API over TLS (health port stays plaintext)
 
 
 @dataclass(frozen=True)
@@ -57,13 +64,14 @@ class RunningPicker:
     extproc: ExtProcHandle
     host: str
     metrics_port: int
+    tls: str = "off"  # "off", "self-signed" or the served certificate's path
 
     def ready_line(self) -> str:
         health = f"{self.host}:{self.extproc.health_port}" if self.extproc.health_port else "-"
         return (
             f"ready: ext_proc={self.host}:{self.extproc.port} health={health} "
             f"metrics={self.host}:{self.metrics_port} endpoints={len(self.director.endpoints())}"
-        )
+        ) + (f" tls={self.tls}" if self.tls != "off" else "")
 
 
 async def run_picker(
@@ -83,7 +91,11 @@ async def run_picker(
         clock=director.clock,
         on_result=metrics.observe_scrape,
     )
-    async with scraper:
+    async with (
+        scraper,
+        follow_pool(opts.pool, director, scraper),
+        precise_inputs(director, backend, metrics.registry) as precise,
+    ):
         metrics.watch_pool(director.endpoints, scraper.staleness)
         results = await scraper.scrape_all()
         log.info(
@@ -100,6 +112,7 @@ async def run_picker(
                 health_interval=opts.health_interval_s,
                 services=[api.add_to_server],
                 interceptors=[ExtProcStreamMetrics(metrics)],
+                tls=opts.tls,
             )
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
             raise StartupError(f"gRPC on {opts.host}:{opts.port} / health {opts.health_port}: {exc}") from None
@@ -111,11 +124,15 @@ async def run_picker(
         try:
             async with asyncio.TaskGroup() as tg:
                 scraping = tg.create_task(scraper.run(), name="scrapes")
-                on_ready(RunningPicker(director, metrics, scraper, handle, opts.host, metrics_port))
+                following = [tg.create_task(p.source.run(), name=f"kv-events {p.plugin.name}") for p in precise]
+                tls = opts.tls.current.origin if opts.tls else "off"
+                on_ready(RunningPicker(director, metrics, scraper, handle, opts.host, metrics_port, tls))
                 await stop.wait()
                 log.info("shutting down", extra={"drain_s": opts.drain_s, "in_flight": director.in_flight_requests()})
                 await handle.stop(opts.drain_s)
                 scraping.cancel()
+                for task in following:
+                    task.cancel()
         finally:
             await handle.stop(0)  # no-op after a clean stop; closes the servers if the TaskGroup failed
             await runner.cleanup()

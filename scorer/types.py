@@ -9,7 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from scorer.device_hints import DeviceHints
 
 RequestKind = Literal["completions", "chat", "other"]
 
@@ -21,6 +24,7 @@ class Endpoint:
     address: str
     name: str = ""  # pod name (or "" in local mode)
     labels: Mapping[str, str] = field(default_factory=dict)
+    hints: DeviceHints | None = None  # DRA devices behind it (InferencePool discovery), None when not resolved
 
     def __post_init__(self) -> None:
         host, sep, port = self.address.rpartition(":")

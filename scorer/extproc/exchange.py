@@ -63,6 +63,7 @@ class Exchange:
         self.closed = False  # an immediate response ended the exchange
         self.reported = False
         self._first = True
+        self._parsed: tuple[int, LLMRequest] | None = None  # (body length, request) parsed ahead by pending_request
 
     def handle(self, req: pb.ProcessingRequest) -> Out:
         """The answers to one message, in the order they must be sent."""
@@ -90,6 +91,31 @@ class Exchange:
             return [p.trailers_response(request=False)]
         log.warning("ext_proc message without a request part", extra={"request_id": self.request_id})
         return []
+
+    def pending_request(self, req: pb.ProcessingRequest) -> LLMRequest | None:
+        """The inference request this message completes, parsed, when handling it will ask for a decision.
+
+        Lets the async shell prepare the request (e.g. tokenize it) before the synchronous `handle`; the parse is
+        kept and reused by the decision. None when this message decides nothing or the body does not parse (then
+        `handle` answers the error as usual).
+        """
+        kind = req.WhichOneof("request")
+        if self.head is None or self.targets or self.closed or self.body_done:
+            return None
+        if kind == "request_body":
+            if self.request_mode == "FULL_DUPLEX_STREAMED" and not req.request_body.end_of_stream:
+                return None
+            body = bytes(self.body) + req.request_body.body
+        elif kind == "request_trailers":
+            body = bytes(self.body)
+        else:
+            return None
+        try:
+            request = parse_request(self.head.path, self.head.headers, body, self.request_id)
+        except BadRequestError:
+            return None
+        self._parsed = (len(body), request)
+        return request
 
     # ---- request path -------------------------------------------------------------------------------------
     def _request_headers(self, msg: pb.HttpHeaders) -> Out:
@@ -141,7 +167,9 @@ class Exchange:
         assert self.head is not None
         head, body = self.head, bytes(self.body)
         try:
-            if body_follows:
+            if body_follows and self._parsed is not None and self._parsed[0] == len(body):
+                request = self._parsed[1]
+            elif body_follows:
                 request = parse_request(head.path, head.headers, body, self.request_id)
             else:
                 request = LLMRequest(request_id=self.request_id, model="", kind="other", headers=head.headers)

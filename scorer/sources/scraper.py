@@ -6,6 +6,9 @@ until the per-request timeout never delays the scrapes of the others. A failed s
 error, unusable exposition) is reported to `Director.update_metrics(address, None, error)` at once, which takes the
 endpoint out of the candidates: a dead replica stops receiving new requests within one scrape interval.
 
+The set of endpoints may change while it runs (`set_addresses`, from InferencePool discovery): a newcomer is
+scraped at once and then on its own loop, a leaver's loop is cancelled and its state dropped.
+
 Every scrape opens a new connection (`force_close`): a server that stopped accepting connections — crashed, or
 draining before its pod is removed — must look down, even while an old keep-alive connection would still answer.
 """
@@ -68,6 +71,8 @@ class MetricsScraper:
         self.last_success: dict[str, float] = {}  # address -> clock time of its last good scrape
         self.failing: dict[str, str] = {}  # address -> why its last scrape failed
         self._session: aiohttp.ClientSession | None = None
+        self._group: asyncio.TaskGroup | None = None  # set while `run` runs
+        self._loops: dict[str, asyncio.Task[None]] = {}
 
     async def __aenter__(self) -> MetricsScraper:
         connector = aiohttp.TCPConnector(force_close=True, limit=0)
@@ -91,9 +96,37 @@ class MetricsScraper:
     async def run(self) -> None:
         """Scrape each endpoint every `interval_s` until cancelled."""
         async with asyncio.TaskGroup() as tg:
-            for i, address in enumerate(self.addresses):
-                offset = self.interval_s * (1 + i / max(1, len(self.addresses)))  # spread the endpoints' phases
-                tg.create_task(self._loop(address, offset), name=f"scrape {address}")
+            self._group = tg
+            try:
+                for i, address in enumerate(self.addresses):
+                    offset = self.interval_s * (1 + i / max(1, len(self.addresses)))  # spread the endpoints' phases
+                    scraped = address in self.last_success or address in self.failing
+                    self._start_loop(address, offset if scraped else 0.0)  # a newcomer: at once
+                await asyncio.Event().wait()  # keep the group open for newcomers until cancelled
+            finally:
+                self._group = None
+
+    def set_addresses(self, addresses: Sequence[str]) -> None:
+        """The endpoints to scrape from now on: newcomers are scraped at once, leavers stop being scraped."""
+        wanted = list(dict.fromkeys(addresses))
+        for address in set(self.addresses) - set(wanted):
+            task = self._loops.pop(address, None)
+            if task is not None:
+                task.cancel()
+            self.last_success.pop(address, None)
+            self.failing.pop(address, None)
+        known = set(self.addresses)
+        self.addresses = wanted
+        if self._group is not None:
+            for address in wanted:
+                if address not in known:
+                    self._start_loop(address, 0.0)
+
+    def _start_loop(self, address: str, first_delay: float) -> None:
+        assert self._group is not None
+        task = self._group.create_task(self._loop(address, first_delay), name=f"scrape {address}")
+        self._loops[address] = task
+        task.add_done_callback(lambda t: self._loops.pop(address, None) if self._loops.get(address) is t else None)
 
     async def _loop(self, address: str, first_delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -4,7 +4,8 @@ Why it exists: benchmarks and tests need several independent vLLM-compatible ser
 Server i serves HTTP on base_port+i, publishes KV events on base_port+1000+i and answers replay requests on
 base_port+2000+i. The control API (base_port+3000 unless given) lists servers and sets faults:
 `GET /servers`, `POST /servers/{i}/fault` with `{"mode": "stop|hang|error|slow|ok", ...}`, and
-`GET /servers/{i}/requests` (model-time timings of finished requests, for benchmarks).
+`GET /servers/{i}/requests` (model-time timings of finished requests, for benchmarks) and `GET /servers/{i}/kv_cache`
+(read-only: the blocks its prefix cache holds now, for checking a KV-event consumer against the truth).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Fleet:
             app.router.add_get("/servers", self._list)
             app.router.add_post("/servers/{i}/fault", self._fault)
             app.router.add_get("/servers/{i}/requests", self._requests)
+            app.router.add_get("/servers/{i}/kv_cache", self._kv_cache)
             self._control = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._control.setup()
             await web.TCPSite(self._control, self.host, self.control_port, reuse_address=True).start()
@@ -130,6 +132,23 @@ class Fleet:
         if request.query.get("clear") == "1":
             server.finished_log.clear()
         return web.json_response(out)
+
+    async def _kv_cache(self, request: web.Request) -> web.Response:
+        """The true prefix-cache contents (twin only): every cached engine block hash with its copy count, and the
+        sequence number of the last KV-event batch published. A step's events go out when its tokens are delivered,
+        so while requests run the cache may be one step ahead of the events; when the server is idle, a consumer
+        that has applied `last_published_seq` must hold exactly `blocks`."""
+        server = self._server(request)
+        cache = server.engine.cache
+        pub = server.publisher
+        return web.json_response(
+            {
+                "block_size": cache.block_size,
+                "num_gpu_blocks": cache.num_gpu_blocks,
+                "last_published_seq": pub.next_seq - 1 if pub is not None else None,
+                "blocks": [[h, n] for h, n in cache.cached_hashes().items()],
+            }
+        )
 
     async def _fault(self, request: web.Request) -> web.Response:
         server = self._server(request)

@@ -84,6 +84,7 @@ class ModelServer:
         )
         self.fault = Fault()
         self.publisher: KVEventPublisher | None = None
+        self.drop_kv_batches = 0  # fault injection: the next N KV-event batches are lost live (replay keeps them)
         self._streams: dict[str, _Stream] = {}
         self._wake = asyncio.Event()
         self._t0 = time.monotonic()
@@ -213,7 +214,9 @@ class ModelServer:
         if self.profile.max_loras:
             m.set_lora(running, waiting, time.time())
         if res.events and self.publisher is not None:
-            self.publisher.publish(EventBatch(ts=time.time(), events=res.events))
+            drop = self.drop_kv_batches > 0
+            self.drop_kv_batches -= drop
+            self.publisher.publish(EventBatch(ts=time.time(), events=res.events), drop_live=drop)
 
     def _observe_finished(self, req: EngineRequest) -> None:
         assert req.finished is not None and req.first_token is not None and req.first_scheduled is not None

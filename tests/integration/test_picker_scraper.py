@@ -149,3 +149,37 @@ async def test_scrapes_what_the_twin_reports(fleet2: Fleet):
     assert metrics is not None
     assert (metrics.max_loras, metrics.block_size, metrics.num_gpu_blocks) == (2, 16, 512)
     assert metrics.waiting == 0 and 0.0 <= metrics.kv_usage <= 1.0
+
+
+async def test_set_addresses_scrapes_newcomers_at_once_and_forgets_leavers(fleet2: Fleet):
+    """Membership changes while the loops run (InferencePool discovery): a newcomer is scraped without waiting for a
+    slow interval, a leaver's loop ends and its state goes."""
+    first, second = fleet_addresses(fleet2)
+    director = _director(first)
+    results: list[ScrapeResult] = []
+    scraper = MetricsScraper(director, [first], interval_s=60.0, on_result=results.append)  # loops never come round
+    async with scraper:
+        assert (await scraper.scrape(first)).ok
+        task = asyncio.create_task(scraper.run())
+        try:
+            director.set_endpoints([Endpoint(first), Endpoint(second)])
+            scraper.set_addresses([first, second])
+            for _ in range(500):  # a hang guard, not a timer
+                if any(r.address == second and r.ok for r in results):
+                    break
+                await asyncio.sleep(0.01)
+            assert [r.address for r in results] == [first, second]  # the newcomer at once, nothing else yet
+            assert {s.address for s in director.endpoints() if s.metrics is not None} == {first, second}
+            scraper.set_addresses([second])
+            assert scraper.addresses == [second] and first not in scraper.last_success
+            await asyncio.sleep(0)  # let the cancellation land
+            assert not task.done()  # the group lives on for later newcomers
+            scraper.set_addresses([second, first])  # back again, while the loops run
+            for _ in range(500):
+                if len(results) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert [r.address for r in results] == [first, second, first]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

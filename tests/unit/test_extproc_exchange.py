@@ -229,3 +229,34 @@ def test_each_pick_is_logged_with_its_reason(caplog):
     assert record.targets == [A, B]
     assert record.reason.startswith("round robin")
     assert (record.kind, record.model, record.body_bytes) == ("completions", "m", len(BODY))
+
+
+def test_pending_request_is_the_parsed_request_of_the_message_that_decides():
+    """The async shell prepares (e.g. tokenizes) exactly the request the decision then uses, parsed once."""
+
+    class Recording(RoundRobinBackend):
+        seen: list[LLMRequest]
+
+        def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
+            self.seen.append(request)
+            return super().pick(request, subset)
+
+    backend = Recording([A, B])
+    backend.seen = []
+    ex = Exchange(backend)
+    head, first, last = req_headers(), req_body(BODY[:10], False), req_body(BODY[10:], True)
+    assert ex.pending_request(head) is None
+    ex.handle(head)
+    assert ex.pending_request(first) is None  # not the end of the body: no decision yet
+    ex.handle(first)
+    pending = ex.pending_request(last)
+    assert pending is not None and (pending.model, pending.prompt, pending.request_id) == ("m", "hello", "r1")
+    ex.handle(last)
+    assert backend.seen == [pending] and backend.seen[0] is pending
+    assert ex.pending_request(req_body(b"", True)) is None  # decided already
+
+    bad = Exchange(RoundRobinBackend([A]))
+    bad.handle(req_headers())
+    broken = req_body(b"{not json", True)
+    assert bad.pending_request(broken) is None  # the decision answers the 400 as usual
+    assert kinds(bad.handle(broken)) == ["immediate_response"]

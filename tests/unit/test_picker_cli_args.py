@@ -53,7 +53,14 @@ def test_bad_flags_exit_2(argv: list[str]):
 @pytest.mark.parametrize(
     ("argv", "files", "message"),
     [
-        ([], {}, "error: no endpoints: give --endpoints HOST:PORT,... or --endpoints-file FILE"),
+        ([], {}, "error: no endpoints: give --endpoints HOST:PORT,..., --endpoints-file FILE or --pool NAME"),
+        (["--pool", "p", "--endpoints", "a:1"], {}, "--pool and --endpoints/--endpoints-file exclude each other"),
+        (["--pool", "p", "--kubeconfig", "{tmp}/none.yaml"], {}, "--kubeconfig {tmp}/none.yaml: "),
+        (
+            ["--pool", "p", "--kubeconfig", "{tmp}/kc.yaml"],
+            {"kc.yaml": "apiVersion: v1\nkind: Config\n"},
+            "--kubeconfig",
+        ),
         (["--endpoints", "a:1,b"], {}, "--endpoints[1].address: endpoint address must be host:port, got 'b'"),
         (
             ["--endpoints", "a:1", "--endpoints-file", "{tmp}/pool.yaml"],
@@ -82,4 +89,4 @@ def test_refusals_exit_2_with_the_path(
     assert cli.run(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
-    assert message in err
+    assert message.replace("{tmp}", str(tmp_path)) in err

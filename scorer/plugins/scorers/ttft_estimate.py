@@ -6,7 +6,8 @@ prefix wins until that replica's queue costs more than re-computing the prefix e
 
 Estimate for candidate e (seconds):
 
-    uncached(e) = prompt_tokens * (1 - cached_fraction(e))          # from the prefix index (prefix-cache-scorer)
+    uncached(e) = prompt_tokens * (1 - cached_fraction(e))          # from the prefix index (prefix-cache-scorer,
+                                                                     # or the precise one: its real cache contents)
     slowdown(e) = 1 + runningRequestSlowdown * running(e)            # decodes share every engine step
     queue(e)    = max(backlog(e), scraped_queue(e))
     ttft(e)     = decodeStepSeconds + queue(e) + uncached(e) * slowdown(e) / prefillTokensPerSecond
@@ -41,6 +42,7 @@ from scorer.plugins.scorers.prefix_cache import PrefixCacheScorer
 from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
 
 _EWMA_ALPHA = 0.05
+_PREFIX_TYPES = ("prefix-cache-scorer", "precise-prefix-cache-scorer")  # the precise one subclasses the other
 
 
 class TTFTEstimate(NamedTuple):
@@ -74,14 +76,14 @@ class TTFTEstimateScorer:
     def check_references(
         cls, params: TTFTEstimateParams, plugins: Mapping[str, str], profiles: Sequence[str]
     ) -> list[tuple[str, str]]:
-        prefix_plugins = [name for name, kind in plugins.items() if kind == PrefixCacheScorer.type_name]
+        prefix_plugins = [name for name, kind in plugins.items() if kind in _PREFIX_TYPES]
         ref = params.prefix_plugin_ref
         if ref is None:
             if len(prefix_plugins) > 1:
                 return [("prefixPluginRef", f"required: several prefix-cache-scorers {sorted(prefix_plugins)}")]
             return []
-        if plugins.get(ref) != PrefixCacheScorer.type_name:
-            return [("prefixPluginRef", f"{ref!r} is not a prefix-cache-scorer plugin")]
+        if plugins.get(ref) not in _PREFIX_TYPES:
+            return [("prefixPluginRef", f"{ref!r} is not a prefix-cache-scorer plugin (or a precise one)")]
         return []
 
     def bind(self, plugins: Mapping[str, Plugin]) -> None:
@@ -99,18 +101,15 @@ class TTFTEstimateScorer:
             return cached
         p = self.params
         match = self.prefix.match(cycle, request) if self.prefix is not None else None
-        matched = match.matched if match is not None else {}
         prompt_tokens = request.estimated_prompt_tokens()
-        tokens_per_block = 0.0  # prompt tokens covered by one matched block
-        if match is not None and match.prompt_bytes:
-            tokens_per_block = prompt_tokens * match.block_size / match.prompt_bytes
         per_token = 1.0 / p.prefill_tokens_per_second
         queued_cost = self.mean_uncached * per_token
         backlog_until, now, step, k = self.backlog_until, cycle.now, p.decode_step_seconds, p.running_request_slowdown
         for c in missing:
             address = c.address
             slowdown = 1.0 + k * metrics_of(c).running
-            uncached = max(0.0, prompt_tokens - matched.get(address, 0) * tokens_per_block)
+            held = match.cached_fraction(address) if match is not None else 0.0
+            uncached = max(0.0, prompt_tokens * (1.0 - held))
             backlog = backlog_until.get(address, 0.0) - now
             scraped = queue_length(c, True) * queued_cost * slowdown
             ttft = step + max(backlog, scraped, 0.0) + uncached * slowdown * per_token

@@ -1,0 +1,135 @@
+"""precise-prefix-cache-scorer: prefer the endpoints that really hold this prompt's prefix, as their KV events say.
+
+Formula, for a candidate e whose event stream is synced (`scorer.sources.kv_events`):
+
+    tokens     = the prompt tokenized by the servers' own /tokenize (`scorer.sources.tokenize`, cached)
+    keys       = chained keys of its full blocks of e's block size (`scorer.precise_index.request_keys`)
+    score(e)   = matched_blocks(e) / len(keys)
+
+where `matched_blocks(e)` is the longest run of keys, from block 0, that e holds according to the precise index.
+For a candidate without synced events, or a request that could not be tokenized (a chat request, a failed
+/tokenize), the score is the approximate prefix-cache-scorer's (this plugin *is* one: it keeps the approximate
+index learning from what it sends, and the ttft-estimate-scorer reads either kind through `match`). A prompt
+shorter than one block scores 0 everywhere.
+
+A request whose model is a LoRA adapter seen in the events (`lora_name`) is keyed with that adapter, as the server
+keys its blocks.
+
+The process (`scorer.service`) wires the I/O: one KV-event subscription per endpoint at `port + kvEventsPortOffset`
+(replay at `port + kvReplayPortOffset`), following the pool's membership, and a tokenize step before each decision.
+
+Parameters: those of prefix-cache-scorer (for the fallback), plus `maxBlocksPerEndpoint` (262144: bound of the
+precise index per endpoint, above any real `num_gpu_blocks`), `maxPrefixTokens` (131072, Llama-3.1's context),
+`tokenCacheEntries` (1024) and `tokenCacheTokens` (16777216 = 64 MiB), `tokenizeTimeoutSeconds` (0.5),
+`kvEventsPortOffset` (1000), `kvReplayPortOffset` (2000; null: no replay, gaps clear the endpoint), `kvTopic` ("").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pydantic import Field
+
+from scorer.framework import register
+from scorer.plugins.scorers.prefix_cache import PrefixCacheParams, PrefixCacheScorer, PrefixMatch
+from scorer.precise_index import PreciseIndex, request_keys
+from scorer.sources.tokenize import TokenCache
+from scorer.types import CycleState, EndpointState, LLMRequest
+
+
+class PrecisePrefixParams(PrefixCacheParams):
+    max_blocks_per_endpoint: int = Field(262_144, ge=1)
+    max_prefix_tokens: int = Field(131_072, ge=1)
+    token_cache_entries: int = Field(1024, ge=1)
+    token_cache_tokens: int = Field(16 * 1024 * 1024, ge=1)
+    tokenize_timeout_seconds: float = Field(0.5, gt=0, allow_inf_nan=False)
+    kv_events_port_offset: int = Field(1000, ge=-65535, le=65535)
+    kv_replay_port_offset: int | None = Field(2000, ge=-65535, le=65535)
+    kv_topic: str = ""
+
+
+@dataclass(frozen=True)
+class PreciseMatch(PrefixMatch):
+    """A prefix match where synced endpoints are judged by the precise index, the others approximately."""
+
+    exact_blocks: dict[str, float] = field(default_factory=dict)  # address -> matched / total blocks
+    exact_tokens: dict[str, float] = field(default_factory=dict)  # address -> cached share of the prompt tokens
+    prompt_tokens: int | None = None  # exact token count, when tokenized
+
+    def block_fraction(self, address: str) -> float:
+        exact = self.exact_blocks.get(address)
+        return exact if exact is not None else super().block_fraction(address)
+
+    def cached_fraction(self, address: str) -> float:
+        exact = self.exact_tokens.get(address)
+        return exact if exact is not None else super().cached_fraction(address)
+
+
+@register
+class PrecisePrefixCacheScorer(PrefixCacheScorer):
+    type_name: ClassVar[str] = "precise-prefix-cache-scorer"
+    Params = PrecisePrefixParams  # type: ignore[assignment]  # extends the parent's parameters
+
+    def __init__(self, name: str, params: PrecisePrefixParams):
+        super().__init__(name, params)
+        self.precise_params = params
+        self.precise = PreciseIndex(params.max_blocks_per_endpoint)
+        self.tokens = TokenCache(params.token_cache_entries, params.token_cache_tokens)
+        self.membership_listeners: list[Callable[[frozenset[str]], None]] = []
+        self.precise_requests = 0  # requests matched against the precise index (tokens known)
+
+    def match(self, cycle: CycleState, request: LLMRequest) -> PrefixMatch:
+        found = cycle.data.get(self._key)
+        if isinstance(found, PreciseMatch):
+            return found
+        approx = super().match(cycle, request)
+        result = PreciseMatch(approx.hashes, approx.matched, approx.prompt_bytes, approx.block_size)
+        tokens = self.tokens.peek(request.model, request.prompt) if request.kind == "completions" else None
+        if tokens is not None:
+            result = self._precise(request, tokens, approx)
+        cycle.data[self._key] = result
+        return result
+
+    def _precise(self, request: LLMRequest, tokens: Sequence[int], approx: PrefixMatch) -> PreciseMatch:
+        index = self.precise
+        synced = [a for a in index.addresses() if index.synced(a)]
+        lora = request.model if request.model in index.lora_names else None
+        exact_blocks: dict[str, float] = {}
+        exact_tokens: dict[str, float] = {}
+        n_tokens = len(tokens)
+        by_size: dict[int, list[str]] = {}
+        for address in synced:
+            size = index.block_size(address)
+            if size is None:  # synced but nothing stored yet: it holds nothing
+                exact_blocks[address] = exact_tokens[address] = 0.0
+            else:
+                by_size.setdefault(size, []).append(address)
+        for size, addresses in by_size.items():
+            keys = request_keys(tokens, size, lora, self.precise_params.max_prefix_tokens // size)
+            matched = index.match(keys) if keys else {}
+            for address in addresses:
+                blocks = matched.get(address, 0)
+                exact_blocks[address] = blocks / len(keys) if keys else 0.0
+                exact_tokens[address] = min(1.0, blocks * size / n_tokens) if n_tokens else 0.0
+        self.precise_requests += 1
+        return PreciseMatch(
+            approx.hashes,
+            approx.matched,
+            approx.prompt_bytes,
+            approx.block_size,
+            exact_blocks=exact_blocks,
+            exact_tokens=exact_tokens,
+            prompt_tokens=n_tokens,
+        )
+
+    def score(self, cycle: CycleState, request: LLMRequest, candidates: list[EndpointState]) -> dict[str, float]:
+        match = self.match(cycle, request)
+        return {c.address: match.block_fraction(c.address) for c in candidates}
+
+    def endpoints_changed(self, present: frozenset[str]) -> None:
+        super().endpoints_changed(present)
+        self.precise.retain(present)
+        for listener in self.membership_listeners:
+            listener(present)

@@ -1,0 +1,116 @@
+"""Wires the inputs of every precise-prefix-cache-scorer in the picker's config: KV events and tokenization.
+
+Why it exists: the plugin is pure (an index and a token cache); something in the picker process must feed them.
+For each such plugin this creates a `KVEventsSource` over the pool (ports from the plugin's parameters) that follows
+membership changes through the plugin's `endpoints_changed` hook, and a `Tokenizer` whose `prepare` step the
+ext_proc shell and the Picker API await before each decision. A config without the plugin gets nothing (no sockets,
+no extra step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scorer.director import Director
+from scorer.observed import ObservedDirector
+from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer
+from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
+from scorer.sources.tokenize import Tokenizer
+
+
+@dataclass(frozen=True)
+class PreciseInputs:
+    plugin: PrecisePrefixCacheScorer
+    source: KVEventsSource
+    tokenizer: Tokenizer
+
+
+def _ready_servers(director: Director) -> list[str]:
+    return [s.address for s in director.endpoints() if s.metrics is not None and s.error is None and not s.stale]
+
+
+class PreciseCollector(Collector):
+    """The precise inputs' counters on the picker's /metrics (read at scrape time, nothing kept twice)."""
+
+    def __init__(self, wired: list[PreciseInputs]):
+        self.wired = wired
+
+    def collect(self) -> Iterable[Metric]:
+        p = "autonomic_picker_kv_events_"
+        per_endpoint: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "synced": GaugeMetricFamily(
+                p + "synced", "1 when the endpoint's KV events are followed and caught up.", labels=_L
+            ),
+            "batches": CounterMetricFamily(p + "batches", "KV-event batches applied (live and replayed).", labels=_L),
+            "gaps": CounterMetricFamily(p + "gaps", "Sequence gaps seen in the live stream.", labels=_L),
+            "gaps_repaired": CounterMetricFamily(p + "gaps_repaired", "Gaps filled exactly by replay.", labels=_L),
+            "resyncs": CounterMetricFamily(
+                p + "resyncs", "Entries cleared and rebuilt (lost gap, restart).", labels=_L
+            ),
+            "bad_messages": CounterMetricFamily(p + "bad_messages", "Malformed messages or events skipped.", labels=_L),
+        }
+        blocks = GaugeMetricFamily(
+            "autonomic_picker_precise_index_blocks", "Blocks the precise index holds.", labels=_L
+        )
+        matched = CounterMetricFamily(
+            "autonomic_picker_precise_matches",
+            "Requests matched against the precise index (tokens known).",
+            labels=["plugin"],
+        )
+        tokenize = CounterMetricFamily(
+            "autonomic_picker_tokenize_requests",
+            "Calls to a server's /tokenize, by outcome.",
+            labels=["plugin", "outcome"],
+        )
+        for w in self.wired:
+            for address, status in w.source.status.items():
+                for name, family in per_endpoint.items():
+                    family.add_metric([w.plugin.name, address], float(getattr(status, name)))
+                blocks.add_metric([w.plugin.name, address], float(w.plugin.precise.blocks(address)))
+            matched.add_metric([w.plugin.name], float(w.plugin.precise_requests))
+            t = w.tokenizer
+            tokenize.add_metric([w.plugin.name, "ok"], float(t.requests - t.failures))
+            tokenize.add_metric([w.plugin.name, "failed"], float(t.failures))
+        yield from per_endpoint.values()
+        yield from (blocks, matched, tokenize)
+
+
+_L = ["plugin", "endpoint"]
+
+
+@contextlib.asynccontextmanager
+async def precise_inputs(
+    director: Director, backend: ObservedDirector, registry: CollectorRegistry | None = None
+) -> AsyncIterator[list[PreciseInputs]]:
+    """Yields one `PreciseInputs` per precise plugin; run each `source.run()` as a task while inside.
+
+    With a `registry`, their counters are exported there (`autonomic_picker_kv_events_*`, `..._precise_*`,
+    `autonomic_picker_tokenize_requests_total`).
+    """
+    plugins = [p for p in director.scheduler.plugins.values() if isinstance(p, PrecisePrefixCacheScorer)]
+    wired: list[PreciseInputs] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for plugin in plugins:
+            params = plugin.precise_params
+            opts = KVEventsOptions(
+                port_offset=params.kv_events_port_offset,
+                replay_port_offset=params.kv_replay_port_offset,
+                topic=params.kv_topic,
+            )
+            source = KVEventsSource(plugin.precise, [s.address for s in director.endpoints()], opts)
+            plugin.membership_listeners.append(source.set_endpoints)
+            tokenizer = Tokenizer(plugin.tokens, lambda: _ready_servers(director), params.tokenize_timeout_seconds)
+            await stack.enter_async_context(tokenizer)
+            backend.preparers.append(tokenizer.prepare)
+            wired.append(PreciseInputs(plugin, source, tokenizer))
+        if wired and registry is not None:
+            collector = PreciseCollector(wired)
+            registry.register(collector)
+            stack.callback(registry.unregister, collector)
+        yield wired

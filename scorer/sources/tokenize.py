@@ -1,0 +1,136 @@
+"""Tokenizes prompts the way the model servers do (their own `/tokenize`), with a bounded cache.
+
+Why it exists: the precise index keys blocks by the token ids the servers cached, so a request can only be matched
+against it once it is tokenized exactly as a server tokenizes it. Asking a server of the pool (vLLM's
+`POST /tokenize {"model", "prompt"}` -> `{"tokens": [...]}`) needs no tokenizer in the picker and cannot disagree
+with the servers. The answer depends only on (model, prompt), so it is cached: `TokenCache` is a pure LRU bounded
+both in entries and in total tokens (4 bytes each), keyed by a 128-bit digest of the prompt rather than the prompt.
+
+`Tokenizer.prepare(request)` runs before a decision (the ext_proc shell and the Picker API await it): on a cache miss
+it asks one server, round robin over the ready ones, with a timeout; after an error other than a timeout it tries one
+other server, then gives up quietly (the scorer then falls back to the approximate index for this request). Only
+completion requests with a text prompt are tokenized: a chat request's tokens depend on the server's chat template,
+which the flattened prompt of `LLMRequest` does not carry.
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from hashlib import blake2b
+
+import aiohttp
+
+from scorer.types import LLMRequest
+
+log = logging.getLogger("autonomic.picker.tokenize")
+
+
+def _digest(model: str, prompt: str) -> bytes:
+    h = blake2b(model.encode(), digest_size=16)
+    h.update(b"\x00")
+    h.update(prompt.encode())
+    return h.digest()
+
+
+class TokenCache:
+    """LRU of prompt -> token ids, at most `max_entries` prompts and `max_tokens` tokens in total."""
+
+    def __init__(self, max_entries: int = 1024, max_tokens: int = 16 * 1024 * 1024):
+        if max_entries < 1 or max_tokens < 1:
+            raise ValueError(f"max_entries and max_tokens must be >= 1, got {max_entries}, {max_tokens}")
+        self.max_entries = max_entries
+        self.max_tokens = max_tokens
+        self._entries: OrderedDict[bytes, array[int]] = OrderedDict()
+        self.tokens = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, model: str, prompt: str) -> Sequence[int] | None:
+        key = _digest(model, prompt)
+        found = self._entries.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def peek(self, model: str, prompt: str) -> Sequence[int] | None:
+        """Like `get` without counting or refreshing (for Explain-like reads)."""
+        return self._entries.get(_digest(model, prompt))
+
+    def put(self, model: str, prompt: str, tokens: Sequence[int]) -> None:
+        if len(tokens) > self.max_tokens:
+            return  # larger than the whole cache: not worth evicting everything for
+        key = _digest(model, prompt)
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.tokens -= len(old)
+        self._entries[key] = array("I", tokens)
+        self.tokens += len(tokens)
+        while len(self._entries) > self.max_entries or self.tokens > self.max_tokens:
+            _key, evicted = self._entries.popitem(last=False)
+            self.tokens -= len(evicted)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Tokenizer:
+    """`async with Tokenizer(cache, servers) as t: await t.prepare(request)`; `servers()` lists ready endpoints."""
+
+    def __init__(self, cache: TokenCache, servers: Callable[[], Sequence[str]], timeout_s: float = 0.5):
+        self.cache = cache
+        self.servers = servers
+        self.timeout_s = timeout_s
+        self.failures = 0
+        self.requests = 0
+        self._turn = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Tokenizer:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def prepare(self, request: LLMRequest) -> None:
+        """Make sure the request's tokens are cached when it can be tokenized (never raises)."""
+        if request.kind != "completions" or not request.prompt or self._session is None:
+            return
+        if self.cache.get(request.model, request.prompt) is not None:
+            return
+        servers = list(self.servers())
+        for attempt in range(min(2, len(servers))):
+            address = servers[(self._turn + attempt) % len(servers)]
+            tokens, retry = await self._ask(address, request)
+            if tokens is not None:
+                self.cache.put(request.model, request.prompt, tokens)
+            if not retry:
+                break
+        self._turn += 1
+
+    async def _ask(self, address: str, request: LLMRequest) -> tuple[list[int] | None, bool]:
+        """(tokens or None, whether another server is worth asking: not after a timeout, which already cost)."""
+        assert self._session is not None
+        self.requests += 1
+        body = {"model": request.model, "prompt": request.prompt}
+        try:
+            async with self._session.post(f"http://{address}/tokenize", json=body) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status}")
+                doc = await resp.json(content_type=None)
+            tokens = doc.get("tokens") if isinstance(doc, dict) else None
+            if not isinstance(tokens, list) or not all(type(t) is int and 0 <= t < 2**32 for t in tokens):
+                raise ValueError("answer has no 'tokens' list of non-negative 32-bit integers")
+            return tokens, False
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            self.failures += 1
+            log.info("tokenize failed", extra={"endpoint": address, "error": f"{type(exc).__name__}: {exc}"})
+            return None, not isinstance(exc, TimeoutError)

@@ -1,0 +1,256 @@
+"""The precise prefix index fed by real KV events from the fleet twin, checked against the twin's true cache.
+
+Servers have 96 blocks of 16 tokens, far less than the prompts sent, so the caches evict all the time; the pool
+loses and regains a member mid-run (churn). Every wait is bounded by asyncio.timeout; nothing sleeps to let time
+pass. The truth comes from the fleet's read-only `GET /servers/{i}/kv_cache`, read when the servers are idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from loadtests.routing_run import PickerProcess
+from proto.autonomic.picker.v1 import picker_pb2 as pb
+from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
+from scorer.precise_index import PreciseIndex, request_keys
+from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
+from sim.fleet.events import BlockStored, EventBatch
+from sim.fleet.fleet import Fleet
+from sim.fleet.kv_publisher import KVEventPublisher
+from sim.fleet.profile import load_profile
+from sim.fleet.synth import prompt_text
+from sim.netutil import find_base_port, free_port
+
+WAIT = 20.0
+BLOCKS = 96
+PRECISE_CONFIG = Path(__file__).parents[2] / "scorer" / "precise-config.yaml"
+
+
+@pytest.fixture
+async def small_fleet() -> AsyncIterator[Fleet]:
+    fleet = Fleet(
+        servers=2, base_port=find_base_port(2), profile=load_profile(num_gpu_blocks=BLOCKS), time_scale=1000.0
+    )
+    await fleet.start()
+    try:
+        yield fleet
+    finally:
+        await fleet.stop()
+
+
+def addresses(fleet: Fleet) -> list[str]:
+    return [u.removeprefix("http://") for u in fleet.urls]
+
+
+async def truth(session: aiohttp.ClientSession, fleet: Fleet, i: int) -> dict[str, Any]:
+    async with session.get(f"{fleet.control_url}/servers/{i}/kv_cache") as r:
+        assert r.status == 200
+        doc: dict[str, Any] = await r.json()
+        return doc
+
+
+async def caught_up(source: KVEventsSource, address: str, seq: int | None) -> None:
+    status = source.status[address]
+    async with asyncio.timeout(WAIT):
+        while not status.synced or (seq is not None and (status.applied_seq is None or status.applied_seq < seq)):
+            status.applied.clear()
+            await status.applied.wait()
+
+
+async def agreement(session: aiohttp.ClientSession, fleet: Fleet, source: KVEventsSource) -> list[float]:
+    """Per server: |held and true| / |held or true| over (block, copy) pairs, once the index has every batch."""
+    out = []
+    for i, address in enumerate(addresses(fleet)):
+        doc = await truth(session, fleet, i)
+        await caught_up(source, address, doc["last_published_seq"])
+        true = {h: n for h, n in doc["blocks"]}
+        held = source.index.engine_hashes(address)
+        both = sum(min(n, held.get(h, 0)) for h, n in true.items())
+        union = sum(max(true.get(h, 0), held.get(h, 0)) for h in true.keys() | held.keys())
+        out.append(both / union if union else 1.0)
+    return out
+
+
+async def complete(session: aiohttp.ClientSession, url: str, prompt: str, model: str) -> None:
+    body = {"model": model, "prompt": prompt, "max_tokens": 4, "ignore_eos": True}
+    async with session.post(url + "/v1/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+
+
+async def drive(session: aiohttp.ClientSession, fleet: Fleet, n: int, seed: int) -> int:
+    """n requests with shared prefixes (ids from a small set) over both servers; returns the prompt tokens sent."""
+    rng = random.Random(seed)
+    model = fleet.servers[0].model_name
+    sent = 0
+    for start in range(0, n, 4):
+        jobs = []
+        for j in range(start, min(n, start + 4)):
+            ids = [rng.randrange(6) for _ in range(rng.randint(2, 8))]
+            length = rng.randint(100, 64 * len(ids))
+            sent += length
+            jobs.append(complete(session, fleet.urls[j % 2], prompt_text(ids, length, 64), model))
+        await asyncio.gather(*jobs)
+    return sent
+
+
+@pytest.fixture
+async def following(small_fleet: Fleet) -> AsyncIterator[KVEventsSource]:
+    source = KVEventsSource(PreciseIndex(), addresses(small_fleet))
+    task = asyncio.create_task(source.run())
+    try:
+        for address in addresses(small_fleet):
+            await caught_up(source, address, None)
+        yield source
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_index_agrees_with_the_true_caches_under_eviction_and_churn(
+    small_fleet: Fleet, following: KVEventsSource
+) -> None:
+    fleet, source = small_fleet, following
+    pool = addresses(fleet)
+    async with aiohttp.ClientSession() as session:
+        sent = await drive(session, fleet, 24, seed=1)
+        assert min(await agreement(session, fleet, source)) >= 0.99
+        source.set_endpoints(pool[:1])  # server 1 leaves the pool: its entries are forgotten
+        assert source.index.addresses() == pool[:1] and source.index.blocks(pool[1]) == 0
+        sent += await drive(session, fleet, 24, seed=2)
+        source.set_endpoints(pool)  # and comes back: replay from seq 0 rebuilds it
+        sent += await drive(session, fleet, 24, seed=3)
+        scores = await agreement(session, fleet, source)
+        assert min(scores) >= 0.99, scores
+        assert sent > 3 * BLOCKS * 16 * 2  # far more than both caches hold: eviction happened throughout
+        assert all(s.bad_messages == 0 and s.resyncs == 0 for s in source.status.values())
+
+        # a request's prefix maps to the keys its blocks were stored under: the index predicts each server's hit
+        model = fleet.servers[0].model_name
+        for ids in ([0, 1, 2], [3, 4], [5, 0, 1, 2]):
+            prompt = prompt_text(ids, 64 * len(ids), 64)
+            async with session.post(fleet.urls[0] + "/tokenize", json={"model": model, "prompt": prompt}) as r:
+                tokens = (await r.json())["tokens"]
+            matched = source.index.match(request_keys(tokens, 16, None, 10_000))
+            for i, server in enumerate(fleet.servers):
+                hashes = server.engine.cache.new_hashes(None)
+                hashes.extend(tokens)
+                true_hit = len(server.engine.cache.longest_hit(hashes.hashes, 10_000))
+                assert matched.get(pool[i], 0) == true_hit
+
+
+async def test_lost_batch_is_repaired_through_replay(small_fleet: Fleet, following: KVEventsSource) -> None:
+    fleet, source = small_fleet, following
+    async with aiohttp.ClientSession() as session:
+        await drive(session, fleet, 4, seed=4)
+        fleet.servers[0].drop_kv_batches = 2  # the next two batches of server 0 never go out live
+        await drive(session, fleet, 8, seed=5)
+        assert min(await agreement(session, fleet, source)) == 1.0
+    status = source.status[addresses(fleet)[0]]
+    assert status.gaps >= 1 and status.gaps_repaired == status.gaps and status.resyncs == 0
+
+
+async def test_without_replay_a_gap_clears_the_endpoint_and_never_invents_blocks(small_fleet: Fleet) -> None:
+    fleet = small_fleet
+    source = KVEventsSource(PreciseIndex(), addresses(fleet)[:1], KVEventsOptions(replay_port_offset=None))
+    task = asyncio.create_task(source.run())
+    address = addresses(fleet)[0]
+    try:
+        async with aiohttp.ClientSession() as session:
+            model = fleet.servers[0].model_name
+            async with asyncio.timeout(WAIT):  # no replay: live only, so wait until a batch has been applied
+                while not source.status[address].synced:
+                    await complete(session, fleet.urls[0], prompt_text([9], 64, 64), model)
+            fleet.servers[0].drop_kv_batches = 1
+            await drive(session, fleet, 8, seed=6)
+            doc = await truth(session, fleet, 0)
+            await caught_up(source, address, doc["last_published_seq"])
+            held = source.index.engine_hashes(address)
+            assert set(held) <= {h for h, _ in doc["blocks"]}  # what it lost is missing; nothing is made up
+        assert source.status[address].resyncs >= 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _stored(first_hash: int, tokens: list[int]) -> EventBatch:
+    return EventBatch(ts=0.0, events=[BlockStored([first_hash], None, tokens, 4)])
+
+
+async def test_publisher_restart_is_detected_and_the_endpoint_rebuilt() -> None:
+    http_port = free_port()
+    while not all(0 < http_port + o < 65536 for o in (1000, 2000)):
+        http_port = free_port()
+    address = f"127.0.0.1:{http_port}"
+    events, replay = f"tcp://127.0.0.1:{http_port + 1000}", f"tcp://127.0.0.1:{http_port + 2000}"
+    source = KVEventsSource(PreciseIndex(), [address])
+    old = KVEventPublisher(events, replay_endpoint=replay)
+    for i in range(5):
+        old.publish(_stored(100 + i, [i] * 4))
+    task = asyncio.create_task(source.run())
+    try:
+        await caught_up(source, address, 4)
+        assert set(source.index.engine_hashes(address)) == {100, 101, 102, 103, 104}
+        await old.aclose()
+        new = KVEventPublisher(events, replay_endpoint=replay)  # the server restarted: seq starts at 0 again
+        try:
+            status = source.status[address]
+            async with asyncio.timeout(WAIT):
+                await new.wait_for_peers(1)
+                for i in range(4):  # stay below the old publisher's last seq, so the restart is visible
+                    new.publish(_stored(200 + i, [50 + i] * 4))
+                    try:
+                        async with asyncio.timeout(0.5):
+                            while status.restarts == 0:
+                                status.applied.clear()
+                                await status.applied.wait()
+                        break
+                    except TimeoutError:
+                        continue
+            await caught_up(source, address, new.next_seq - 1)
+            assert status.restarts == 1
+            assert set(source.index.engine_hashes(address)) == {200 + i for i in range(new.next_seq)}
+        finally:
+            await new.aclose()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_picker_process_with_the_precise_profile_routes_to_what_a_server_really_holds(fleet2: Fleet) -> None:
+    """A prefix cached on server 1 by traffic the picker never saw: only the KV events can tell the picker."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    shared = prompt_text([71, 72, 73], 3 * 512)
+    async with aiohttp.ClientSession() as session:
+        await complete(session, fleet2.urls[1], shared, model)
+    body = json.dumps({"model": model, "prompt": shared + " and a new question"}).encode()
+    picker = PickerProcess(pool, config=PRECISE_CONFIG, scrape_interval_s=0.2)
+    await picker.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{picker.port}") as channel:
+            stub = pb_grpc.PickerStub(channel)
+            scores: dict[str, float] = {}
+            async with asyncio.timeout(WAIT):
+                while scores.get(pool[1], 0.0) == 0.0:  # until the start-up replay has reached the index
+                    answer = await stub.Explain(pb.PickRequest(body=body))
+                    scores = {e.endpoint: e.scores["precise-prefix-cache-scorer"] for e in answer.endpoints}
+            assert scores[pool[0]] == 0.0 and scores[pool[1]] == pytest.approx(96 / 97)  # 96 of 97 full blocks
+            picked = await stub.Pick(pb.PickRequest(body=body, request_id="precise-1"))
+            assert picked.endpoint == pool[1]
+        text = await picker.metrics_text()
+        plugin = 'plugin="precise-prefix-cache-scorer"'
+        for address in pool:
+            assert f'autonomic_picker_kv_events_synced{{endpoint="{address}",{plugin}}} 1.0' in text
+        assert f'autonomic_picker_precise_index_blocks{{endpoint="{pool[1]}",{plugin}}} 96.0' in text
+        assert f'autonomic_picker_tokenize_requests_total{{outcome="ok",{plugin}}}' in text
+    finally:
+        await picker.stop()

@@ -1,0 +1,140 @@
+"""precise-prefix-cache-scorer: exact scores for endpoints with synced events, approximate ones for the rest."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from scorer.config import ConfigError, load_config
+from scorer.plugins.scorers import PrecisePrefixCacheScorer, TTFTEstimateScorer
+from scorer.plugins.scorers.precise_prefix import PrecisePrefixParams
+from scorer.scheduler import Scheduler
+from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult
+from sim.fleet.events import BlockStored
+
+A, B, C = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
+BS = 4
+PRECISE_CONFIG = Path(__file__).parents[2] / "scorer" / "precise-config.yaml"
+PROMPT = "x" * 256  # 4 approximate blocks of 64 bytes
+TOKENS = list(range(1, 17))  # 4 precise blocks of 4 tokens
+
+
+def state(address: str) -> EndpointState:
+    return EndpointState(Endpoint(address), EndpointMetrics())
+
+
+def cycle() -> CycleState:
+    return CycleState(now=1.0, rng=random.Random(0))
+
+
+def plugin() -> PrecisePrefixCacheScorer:
+    p = PrecisePrefixCacheScorer("precise", PrecisePrefixParams.model_validate({}))
+    for address in (A, B, C):
+        p.precise.add_endpoint(address)
+    p.precise.set_synced(A, True)
+    p.precise.set_synced(B, True)  # C has no events: approximate
+    p.precise.apply(A, BlockStored([1, 2, 3], None, TOKENS[:12], BS))  # 3 of 4 blocks
+    p.precise.apply(B, BlockStored([7], None, TOKENS[:4], BS))  # 1 of 4
+    return p
+
+
+def request(model: str = "m", kind: str = "completions") -> LLMRequest:
+    return LLMRequest("r1", model, kind=kind, prompt=PROMPT)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("tokenized", "kind", "expected"),
+    [
+        (True, "completions", {A: 0.75, B: 0.25, C: 1.0}),  # C: the approximate index (it was sent this prompt)
+        (False, "completions", {A: 0.0, B: 0.0, C: 1.0}),  # no tokens: approximate everywhere
+        (True, "chat", {A: 0.0, B: 0.0, C: 1.0}),  # chat prompts are not tokenized
+    ],
+)
+def test_scores(tokenized: bool, kind: str, expected: dict[str, float]) -> None:
+    p = plugin()
+    req = request(kind=kind)
+    p.index.record(C, p.match(cycle(), req).hashes)  # the approximate index believes C holds the prompt
+    if tokenized:
+        p.tokens.put("m", PROMPT, TOKENS)
+    assert p.score(cycle(), req, [state(A), state(B), state(C)]) == expected
+
+
+def test_synced_endpoint_without_blocks_scores_zero_and_short_prompts_are_neutral() -> None:
+    p = plugin()
+    p.precise.add_endpoint("10.0.0.4:80")
+    p.precise.set_synced("10.0.0.4:80", True)
+    p.tokens.put("m", PROMPT, TOKENS)
+    assert p.score(cycle(), request(), [state("10.0.0.4:80")]) == {"10.0.0.4:80": 0.0}
+    p.tokens.put("m", "short", [1, 2])
+    short = LLMRequest("r2", "m", prompt="short")
+    assert p.score(cycle(), short, [state(A), state(B)]) == {A: 0.0, B: 0.0}
+
+
+def test_ttft_estimate_reads_the_precise_match() -> None:
+    p = plugin()
+    p.tokens.put("m", PROMPT, TOKENS)
+    ttft = TTFTEstimateScorer("ttft", TTFTEstimateScorer.Params.model_validate({}))
+    ttft.bind({"precise": p, "ttft": ttft})
+    estimates = ttft.estimates(cycle(), request(), [state(A), state(B)])
+    prompt_tokens = request().estimated_prompt_tokens()
+    assert estimates[A].uncached_tokens == pytest.approx(prompt_tokens * 0.25)
+    assert estimates[B].uncached_tokens == pytest.approx(prompt_tokens * 0.75)
+
+
+def test_membership_changes_reach_the_index_and_listeners() -> None:
+    p = plugin()
+    seen: list[frozenset[str]] = []
+    p.membership_listeners.append(seen.append)
+    p.endpoints_changed(frozenset({A}))
+    assert p.precise.addresses() == [A] and seen == [frozenset({A})]
+
+
+def test_pre_request_keeps_the_approximate_index_learning() -> None:
+    p = plugin()
+    p.tokens.put("m", PROMPT, TOKENS)
+    c = cycle()
+    p.pre_request(c, request(), SchedulingResult(targets=(state(B),), reason="t"))
+    assert p.index.blocks(B) == 4
+
+
+def test_shipped_precise_profile_loads_and_binds_ttft_to_it() -> None:
+    config = load_config(PRECISE_CONFIG)
+    scheduler = Scheduler(config)
+    precise = scheduler.plugins["precise-prefix-cache-scorer"]
+    ttft = scheduler.plugins["ttft-estimate-scorer"]
+    assert isinstance(precise, PrecisePrefixCacheScorer) and isinstance(ttft, TTFTEstimateScorer)
+    assert ttft.prefix is precise
+
+
+def test_bad_parameters_are_refused_with_their_path(tmp_path: Path) -> None:
+    doc = tmp_path / "c.yaml"
+    doc.write_text(
+        "apiVersion: autonomic.dev/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
+        "- type: precise-prefix-cache-scorer\n  parameters: {maxBlocksPerEndpoint: 0, kvTopics: x}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(doc)
+    text = str(err.value)
+    assert "plugins[0].parameters.maxBlocksPerEndpoint: must be >= 1" in text
+    assert "plugins[0].parameters.kvTopics: unknown field" in text
+
+
+async def test_a_failing_preparation_step_never_fails_the_request() -> None:
+    from scorer.director import Director
+    from scorer.metrics import PickerMetrics
+    from scorer.observed import ObservedDirector
+
+    backend = ObservedDirector(Director(Scheduler(load_config(PRECISE_CONFIG))), PickerMetrics())
+    seen: list[str] = []
+
+    async def broken(request: LLMRequest) -> None:
+        raise RuntimeError("boom")
+
+    async def recording(request: LLMRequest) -> None:
+        seen.append(request.request_id)
+
+    backend.preparers += [broken, recording]
+    await backend.prepare(request())
+    assert seen == ["r1"]
