@@ -35,6 +35,7 @@ from sim.fleet.trace import load_trace, oracle_hit_ratio
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"
 ARMS = ("envoy-round-robin", "picker")
+EXTRA_ARMS = ("picker-precise",)  # on request: the picker with scorer/precise-config.yaml (KV events)
 PARTS = ("routing", "rebalance")
 REBALANCE_POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
 
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=4.0, help="replay the first N minutes of the trace")
     p.add_argument("--servers", type=int, default=4)
     p.add_argument("--time-scale", type=float, default=10.0, help="model seconds per real second")
-    p.add_argument("--routers", default=",".join(ARMS), help=f"comma-separated, from {ARMS}")
+    p.add_argument("--routers", default=",".join(ARMS), help=f"comma-separated, from {ARMS + EXTRA_ARMS}")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="where the report and plot go")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {PARTS}")
     p.add_argument(
@@ -75,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: trace not found: {args.trace} (expected ../shared beside the checkout)", file=sys.stderr)
         return 2
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
-    bad = [r for r in routers if r not in ARMS]
+    bad = [r for r in routers if r not in ARMS + EXTRA_ARMS]
     if bad or not routers:
-        print(f"error: --routers: unknown {bad}; choose from {ARMS}", file=sys.stderr)
+        print(f"error: --routers: unknown {bad}; choose from {ARMS + EXTRA_ARMS}", file=sys.stderr)
         return 2
     try:
         profile = load_profile()

@@ -34,14 +34,16 @@ from sim.fleet.process import FleetProcess
 from sim.netutil import find_base_port, free_port
 
 ARMS = ("envoy-round-robin", "picker-round-robin", "picker")
+EXTRA_ARMS = ("picker-tls",)  # on request (--arms): the real picker with --secure-serving, Envoy dialling it over TLS
 
 
 class PickerChild:
     """A picker in its own process: `python -m <command> --endpoints ... --port P`, ready at its `ready:` line."""
 
-    def __init__(self, command: Sequence[str], endpoints: Sequence[str]):
+    def __init__(self, command: Sequence[str], endpoints: Sequence[str], extra: Sequence[str] = ()):
         self.port = free_port()
         self.cmd = [sys.executable, "-m", *command, "--endpoints", ",".join(endpoints), "--port", str(self.port)]
+        self.cmd += list(extra)
         if command[0] == "autonomic":  # the real picker also serves gRPC health and metrics: keep off fixed ports
             self.cmd += ["--health-port", str(free_port()), "--metrics-port", str(free_port())]
         self.proc: asyncio.subprocess.Process | None = None
@@ -133,11 +135,14 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         picker = PickerChild(["scorer.extproc.roundrobin"], pool)
     elif arm == "picker":  # the real `autonomic picker` process with its shipped default profile
         picker = PickerChild(["autonomic", "picker"], pool)
+    elif arm == "picker-tls":  # the same, ext_proc over TLS (self-signed certificate, as deployed)
+        picker = PickerChild(["autonomic", "picker"], pool, ["--secure-serving"])
     opts = EnvoyOptions(
         listen_port=free_port(),
         admin_port=free_port(),
         picker_port=picker.port if picker else None,
         pool=pool,
+        picker_tls=arm == "picker-tls",
     )
     envoy = LocalEnvoy(opts, concurrency=args.envoy_concurrency)
     try:
@@ -194,11 +199,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--time-scale", type=float, default=1000.0)
     ap.add_argument("--max-tokens", type=int, default=2)
     ap.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads")
-    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated from {','.join(ARMS + EXTRA_ARMS)}")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     args.arms = [a for a in args.arms.split(",") if a]
-    unknown = set(args.arms) - set(ARMS)
+    unknown = set(args.arms) - set(ARMS + EXTRA_ARMS)
     if unknown:
         ap.error(f"unknown arms: {sorted(unknown)}")
     results = asyncio.run(main_async(args))
