@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from autonomic.kube_watch import Obj
 from controller.model import TERMINAL_MIGRATION_PHASES, MigrationState
 from controller.sources.cluster import ClusterSource
 from controller.sources.objects import timestamp
-from controller.sources.watch import Obj
 
 TIMESTAMP_SLACK_S = 2.0  # object timestamps have second precision
 

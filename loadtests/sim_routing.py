@@ -17,6 +17,7 @@ import heapq
 import itertools
 import random
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from scorer.director import Director
 from scorer.scheduler import Scheduler
 from scorer.types import Endpoint, EndpointMetrics, LLMRequest, NoEndpointError
 from sim.fleet.engine import Engine, EngineRequest
-from sim.fleet.profile import load_profile
+from sim.fleet.profile import EngineProfile, load_profile
 from sim.fleet.synth import prompt_text_and_ids
 from sim.fleet.trace import TraceRequest, load_trace
 
@@ -75,17 +76,34 @@ def simulate(
     scrape_interval_s: float = 0.05,
     seed: int = 1,
 ) -> RunStats:
+    """`servers` identical engines on the shipped profile, endpoints without DRA hints."""
     profile = load_profile()
-    engines = [Engine(profile) for _ in range(servers)]
-    addresses = [f"10.0.0.{i + 1}:8000" for i in range(servers)]
+    members = [(Endpoint(f"10.0.0.{i + 1}:8000"), profile) for i in range(servers)]
+    return replay(name, config, trace, members, compress, scrape_interval_s, seed)
+
+
+def replay(
+    name: str,
+    config: PickerConfig,
+    trace: list[TraceRequest],
+    members: Sequence[tuple[Endpoint, EngineProfile]],
+    compress: float,
+    scrape_interval_s: float = 0.05,
+    seed: int = 1,
+) -> RunStats:
+    """The discrete-event loop: one fresh engine per member (on its own profile) behind a Director, the trace's
+    arrivals compressed `compress` times, a scrape of every engine each `scrape_interval_s` of model time."""
+    engines = [Engine(p) for _, p in members]
+    addresses = [e.address for e, _ in members]
+    model = members[0][1].model if members else ""
     clock = [0.0]
     director = Director(Scheduler(config), clock=lambda: clock[0], rng=random.Random(seed))
-    director.set_endpoints([Endpoint(a) for a in addresses])
-    stats = RunStats(name, per_server=[0] * servers)
+    director.set_endpoints([e for e, _ in members])
+    stats = RunStats(name, per_server=[0] * len(members))
     events: list[tuple[float, int, str, object]] = []
     seq = itertools.count()
-    stepping = [False] * servers
-    gpu_free = [0.0] * servers
+    stepping = [False] * len(members)
+    gpu_free = [0.0] * len(members)
     heapq.heappush(events, (0.0, next(seq), "scrape", None))  # first, so the pool is ready for the first arrival
     for i, req in enumerate(trace):
         heapq.heappush(events, (req.timestamp_s / compress, next(seq), "arrive", (i, req)))
@@ -102,7 +120,15 @@ def simulate(
         clock[0] = now
         if kind == "scrape":
             for k, engine in enumerate(engines):
-                metrics = EndpointMetrics(len(engine.waiting), len(engine.running), engine.kv_usage(), scraped_at=now)
+                p = engine.profile
+                metrics = EndpointMetrics(
+                    len(engine.waiting),
+                    len(engine.running),
+                    engine.kv_usage(),
+                    block_size=p.block_size,
+                    num_gpu_blocks=p.num_gpu_blocks,
+                    scraped_at=now,
+                )
                 director.update_metrics(addresses[k], metrics)
             if arrivals_left or in_flight:
                 heapq.heappush(events, (now + scrape_interval_s, next(seq), "scrape", None))
@@ -110,7 +136,7 @@ def simulate(
             i, req = payload  # type: ignore[misc]
             arrivals_left -= 1
             text, ids = prompt_text_and_ids(req.hash_ids, req.input_length)
-            request = LLMRequest(f"r{i}", profile.model, prompt=text, max_tokens=req.output_length)
+            request = LLMRequest(f"r{i}", model, prompt=text, max_tokens=req.output_length)
             try:
                 k = addresses.index(director.pick(request).addresses[0])
             except NoEndpointError:

@@ -2,8 +2,8 @@
 
 Why it exists: the planner needs nodes, VMIs, their virt-launcher pods, migrations, PodDisruptionBudgets and DRA
 resource claims at every cycle, and the loop should wake when something that matters changes rather than only on
-its timer. One `ResourceWatcher` thread per resource keeps the cache (watch.py); `snapshot()` turns the cache plus
-a Prometheus reading into the planner's `ClusterSnapshot` (objects.py).
+its timer. One `ResourceWatcher` thread per resource keeps the cache (autonomic/kube_watch.py); `snapshot()` turns
+the cache plus a Prometheus reading into the planner's `ClusterSnapshot` (objects.py).
 
 Wake-ups (`on_change(reason)`, called on a watcher thread): a migration reached Succeeded or Failed (the budget
 has room again and the nodes' load changed), a VMI's evacuation mark was cleared, a node was added, removed,
@@ -13,18 +13,20 @@ became (un)ready or was (un)cordoned. Pod and PDB churn does not wake the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubernetes import client
 
+from autonomic.kube_watch import Obj, ResourceWatcher
 from controller.model import TERMINAL_MIGRATION_PHASES, ClusterSnapshot, MigrationState
 from controller.sources.objects import CREATED_BY_LABEL, HOSTNAME_LABEL, ClusterObjects, build_snapshot
 from controller.sources.prometheus import PressureReading
-from controller.sources.watch import Obj, ResourceWatcher
 
 KUBEVIRT = ("kubevirt.io", "v1")
 LAUNCHER_SELECTOR = "kubevirt.io=virt-launcher"
+WATCH_LOG = logging.getLogger("autonomic.controller.watch")
 
 
 class ClusterSource:
@@ -37,7 +39,7 @@ class ClusterSource:
     ) -> None:
         self.on_change = on_change
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        common: dict[str, Any] = {"watch_timeout_s": watch_timeout_s}
+        common: dict[str, Any] = {"watch_timeout_s": watch_timeout_s, "log": WATCH_LOG, "thread_prefix": "watch"}
         self.nodes = ResourceWatcher("nodes", core.list_node, on_event=self._node_event, **common)
         self.pods = ResourceWatcher(
             "pods", core.list_pod_for_all_namespaces, label_selector=LAUNCHER_SELECTOR, **common

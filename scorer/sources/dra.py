@@ -25,8 +25,8 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from autonomic.kube_watch import Obj, ResourceWatcher
 from scorer.device_hints import DeviceHints, DeviceInfo, DeviceTaint, Health
-from scorer.sources.kube_watch import Obj, ResourceWatcher
 
 STANDARD_DOMAIN = "resource.kubernetes.io"
 

@@ -3,7 +3,6 @@ the twin's clock, the twin's resourceVersion, and a VMIM watch that records conc
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -14,7 +13,8 @@ from kubernetes import client, watch
 
 from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
-from controller.service import ControllerOptions, RunningController, run_controller
+from controller.service import ControllerOptions
+from loadtests.rebalance_run import ControllerThread
 from sim.cluster.twin import ClusterTwin
 
 FAST_LEASE = {"lease_duration_s": 2.0, "renew_deadline_s": 1.5, "retry_s": 0.2}
@@ -54,49 +54,18 @@ def twin_options(twin: ClusterTwin, config: ControllerConfig, prometheus_url: st
     return replace(base, **kw)
 
 
-class BackgroundController:
-    """`run_controller` on its own event loop in a thread, so that tests stay synchronous."""
+class BackgroundController(ControllerThread):
+    """The benchmark's controller thread (loadtests/rebalance_run.py) as tests use it: `start()` returns the
+    controller, `stop()` raises what the controller failed with, a context manager, and metric samples."""
 
-    def __init__(self, options: ControllerOptions) -> None:
-        self.options = options
-        self.running: RunningController | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="controller", daemon=True)
-
-    def _main(self) -> None:
-        async def body() -> None:
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-
-            def ready(running: RunningController) -> None:
-                self.running = running
-                self._ready.set()
-
-            await run_controller(self.options, self._stop, on_ready=ready)
-
-        try:
-            asyncio.run(body())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    def start(self) -> BackgroundController:
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise self._error
-        assert self.running is not None, "controller did not become ready"
+    def start(self, timeout_s: float = 30.0) -> BackgroundController:
+        super().start(timeout_s)
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        if self._error is not None:
-            raise self._error
+        super().stop()
+        if self.error is not None:
+            raise self.error
 
     def __enter__(self) -> BackgroundController:
         return self.start()

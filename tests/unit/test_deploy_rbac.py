@@ -2,10 +2,10 @@
 code uses missing.
 
 The needed permissions are read off the source: every Kubernetes client method named in controller/ or scorer/
-(any `*Api` method of the official client) must be in CALLS below, which maps it to its API group, resource and verb;
-a method passed by reference (to a ResourceWatcher) means list + watch, a call means its own verb. Custom-object
-methods take the resource from the plural next to them. Granted permissions are read off the rendered Roles and
-ClusterRoles bound to each ServiceAccount.
+or the watcher they share, autonomic/kube_watch.py (any `*Api` method of the official client) must be in CALLS
+below, which maps it to its API group, resource and verb; a method passed by reference (to a ResourceWatcher) means
+list + watch, a call means its own verb. Custom-object methods take the resource from the plural next to them.
+Granted permissions are read off the rendered Roles and ClusterRoles bound to each ServiceAccount.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kubernetes import client
 Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 COMPONENTS = {"autonomic-controller": ROOT / "controller", "autonomic-picker": ROOT / "scorer"}
+SHARED = [ROOT / "autonomic" / "kube_watch.py"]  # code both services run (the watcher), scanned for each
 
 CALLS: dict[str, tuple[str, str]] = {  # client method -> (apiGroup, resource)
     "list_node": ("", "nodes"),
@@ -77,7 +78,7 @@ def needed(source: Path) -> tuple[set[Perm], list[str]]:
     pattern = re.compile(r"\.(" + "|".join(sorted(methods, key=len, reverse=True)) + r")\b(\s*\()?")
     perms: set[Perm] = set()
     unknown: list[str] = []
-    for path in sorted(source.rglob("*.py")):
+    for path in [*sorted(source.rglob("*.py")), *SHARED]:
         text = path.read_text()
         where = str(path.relative_to(ROOT))
         constants = _constants(text)

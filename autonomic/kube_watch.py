@@ -1,18 +1,24 @@
 """One Kubernetes resource kept current in memory: list, then watch from the list's resourceVersion, in a thread.
 
-Why it exists: the controller plans from a cache, not from a burst of LIST calls per cycle (a 30,000-VM cluster),
-and it must hear promptly when a migration ends. The official client is synchronous, so each resource gets a
-daemon thread running `kubernetes.watch.Watch` (an informer, without client-go):
+Why it exists: both services read the API through a cache rather than bursts of LIST calls (the controller plans
+from nodes, VMIs, VMIMs... of a 30,000-VM cluster and must hear promptly when a migration ends; the picker's pool
+and DRA caches follow the API server within one watch event). `controller` and `scorer` never import each other,
+so the one watcher they share lives here, beside the other neutral pieces (logs.py). The official `kubernetes`
+client is synchronous, so each resource gets a daemon thread running `kubernetes.watch.Watch` (an informer without
+client-go):
 
 - list in pages (`limit`/`continue`), replace the cache, remember the list's resourceVersion;
-- watch from it with bookmarks and a server-side `timeoutSeconds`; when a stream ends, watch again from the last
-  resourceVersion seen (bookmarks included), without relisting;
-- on `410 Gone` (the version left the server's window) relist; on any other error wait (1 s, doubling to 30 s)
-  and relist. `synced` is set after the first successful list; `error` says what is wrong meanwhile;
-- an optional resource the server does not serve (404 on the first list, e.g. no DRA API) counts as synced and
-  empty.
-`on_event(type, old, new)` runs on the watcher's thread for each change (and `("RELIST", None, None)` after a
-relist); it must be quick. Objects are the API's JSON as dicts, never mutated after they enter the cache.
+- watch from it with bookmarks and a server-side `timeoutSeconds`; when a stream ends, resume from the last
+  resourceVersion seen (bookmarks included, kept in `resource_version`) without relisting;
+- `410 Gone` (the version left the server's window): relist at once; any other failure: wait (`first_retry_s`,
+  doubling to 30 s) and relist. `synced` is set after the first good list; `error` says what is wrong meanwhile;
+- `optional`: a resource the server does not serve (404 on the first list, e.g. no DRA API) is synced and empty.
+
+`on_event(type, old, new)` runs on the watcher's thread for each change: `old` is what the cache held (None for a
+new object), `new` what it holds now (None after DELETED); `("RELIST", None, None)` follows each relist. It must be
+quick (the picker hops to its event loop with `call_soon_threadsafe`); an exception in it is logged and the watch
+goes on. Objects are the API's JSON as dicts (no model deserialisation), never mutated after they enter the cache.
+Each side names its own logger and thread prefix, so logs and thread dumps say whose watch it is.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ from typing import Any
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-log = logging.getLogger("autonomic.controller.watch")
 Obj = dict[str, Any]
 EventHandler = Callable[[str, Obj | None, Obj | None], None]
 PAGE = 500
+MAX_RETRY_S = 30.0
 
 
 def read_json(resp: Any) -> Obj:
@@ -43,6 +49,8 @@ def object_key(obj: Obj) -> str:
 
 
 class ResourceWatcher:
+    """`list_fn(*args, **kwargs)` is the client's list method (list + watch); the keywords after it are its filters."""
+
     def __init__(
         self,
         kind: str,
@@ -52,14 +60,21 @@ class ResourceWatcher:
         optional: bool = False,
         watch_timeout_s: int = 300,
         request_timeout_s: float = 30.0,
+        first_retry_s: float = 1.0,
+        log: logging.Logger | None = None,
+        thread_prefix: str = "watch",
         **kwargs: Any,
     ) -> None:
         self.kind, self._list_fn, self._args, self._kwargs = kind, list_fn, args, kwargs
         self.on_event, self.optional = on_event, optional
         self.watch_timeout_s, self.request_timeout_s = watch_timeout_s, request_timeout_s
+        self.first_retry_s = first_retry_s
+        self.log = log or logging.getLogger("autonomic.watch")
+        self.thread_name = f"{thread_prefix}-{kind}"
         self.synced = threading.Event()
         self.error: str | None = None
         self.relists = 0
+        self.resource_version = ""  # the last version seen (list, event or bookmark)
         self._items: dict[str, Obj] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -67,15 +82,16 @@ class ResourceWatcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"watch-{self.kind}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching; wait up to `timeout` for the thread (0: do not wait, it ends at its stream's next event)."""
         self._stop.set()
         w = self._watch
         if w is not None:
             w.stop()
-        if self._thread is not None:
+        if self._thread is not None and timeout > 0:
             self._thread.join(timeout)
 
     def items(self) -> list[Obj]:
@@ -88,28 +104,29 @@ class ResourceWatcher:
 
     # ---- the thread ------------------------------------------------------------------------------------------
     def _run(self) -> None:
-        delay = 1.0
+        delay = self.first_retry_s
         while not self._stop.is_set():
             try:
-                version = self._relist()
-                if version is None:
+                if not self._relist():
                     return  # optional and not served
-                delay = 1.0
-                self._watch_from(version)
+                delay = self.first_retry_s
+                self._watch_from(self.resource_version)
             except ApiException as exc:
                 if exc.status == 410:
-                    log.info("watch expired, relisting", extra={"kind": self.kind})
+                    self.log.info("watch expired, relisting", extra={"kind": self.kind})
                     continue
                 self.error = f"{self.kind}: HTTP {exc.status} {exc.reason}"
-            except Exception as exc:  # connection reset, timeouts, bad JSON: relist after a pause
+            except Exception as exc:  # connection refused/reset, timeouts, bad JSON: relist after a pause
                 self.error = f"{self.kind}: {type(exc).__name__}: {exc}"
             if self._stop.is_set():
                 return
-            log.warning("watch failed, relisting", extra={"kind": self.kind, "error": self.error, "retry_s": delay})
+            self.log.warning(
+                "watch failed, relisting", extra={"kind": self.kind, "error": self.error, "retry_s": delay}
+            )
             self._stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, MAX_RETRY_S)
 
-    def _relist(self) -> str | None:
+    def _relist(self) -> bool:
         items: dict[str, Obj] = {}
         token: str | None = None
         while True:
@@ -120,9 +137,9 @@ class ResourceWatcher:
                 resp = self._list_fn(*self._args, **kwargs)
             except ApiException as exc:
                 if exc.status == 404 and self.optional and not self.synced.is_set():
-                    log.info("resource not served: treated as empty", extra={"kind": self.kind})
+                    self.log.info("resource not served: treated as empty", extra={"kind": self.kind})
                     self.synced.set()
-                    return None
+                    return False
                 raise
             body = read_json(resp)
             for obj in body.get("items") or []:
@@ -130,16 +147,15 @@ class ResourceWatcher:
             meta = body.get("metadata") or {}
             token = meta.get("continue")
             if not token:
-                version = str(meta.get("resourceVersion") or "")
+                self.resource_version = str(meta.get("resourceVersion") or "")
                 break
         with self._lock:
             self._items = items
         self.relists += 1
         self.error = None
         self.synced.set()
-        if self.on_event is not None:
-            self.on_event("RELIST", None, None)
-        return version
+        self._notify("RELIST", None, None)
+        return True
 
     def _watch_from(self, version: str) -> None:
         while not self._stop.is_set():
@@ -159,7 +175,7 @@ class ResourceWatcher:
                 if kind != "BOOKMARK":
                     self._apply(kind, obj)
                 if w.resource_version:
-                    version = str(w.resource_version)
+                    version = self.resource_version = str(w.resource_version)
                 if self._stop.is_set():
                     break
             self._watch = None
@@ -172,5 +188,12 @@ class ResourceWatcher:
                 self._items.pop(key, None)
             else:
                 self._items[key] = obj
-        if self.on_event is not None:
-            self.on_event(kind, old, None if kind == "DELETED" else obj)
+        self._notify(kind, old, None if kind == "DELETED" else obj)
+
+    def _notify(self, kind: str, old: Obj | None, new: Obj | None) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(kind, old, new)
+        except Exception:  # a consumer's bug must not stop the watch
+            self.log.exception("watch handler failed", extra={"kind": self.kind})
