@@ -11,8 +11,25 @@ the nodes that do (else `defaultExponent`), raised to ln 0.005 / ln u so that it
 none. A node whose pressure exceeds its measured utilisation while u < 0.7 is flagged unexplained: contention at
 that load cannot produce it (CFS throttling is the usual cause, ref §5 pain 4; 0.7 is the recording rules' gate,
 ref §1.4).
-The node's signal is the max over its dimensions, plus the residual r = s_obs - max_d u_obs^k so the model
-reproduces the observation exactly. Being linear in u after inversion, "signal <= L" is u_d <= (L - r)^(1/k_d).
+
+Saturated CPU (signal "psi", measured CPU utilisation >= 0.95, CPU "some" >= 0.005). Measured utilisation is
+capped at 1, so the power law would see none of the demand in excess of the cores, fit k from u ~ 1 and predict
+that any removal clears the node (the demo: 0.38 -> 0.00 predicted, 0.16 measured). The kernel's own multi-CPU
+definition (kernel/sched/psi.c, "Multiple CPUs"): on n CPUs, threads = min(non-idle tasks, n) and
+SOME = min(delayed tasks / threads, 1). With every CPU busy, threads = n, so the runnable demand is
+x = u + s CPUs' worth per CPU, and each core of demand removed takes one delayed task away: s falls by 1/n per
+core, one for one in capacity units, down to what remains when nothing waits for want of a core (wake-up latency,
+imbalance: the observed idle share 1 - u, carried as the residual). So on such a node the CPU dimension is
+modelled in demand units, s = max(x - 1, 0) + r, exact at the observation. Per VM, the demand it takes away is
+bounded below by what it was served (its measured usage, or its share of the measured busy time): a VM under
+its CFS share waits for nothing, so that bound is exact for it and conservative for the throttled ones. What it
+brings to a target is bounded above by its fair share of the demand, usage * x / u (CFS serves every runnable
+thread alike, so no VM got less than u / x of what it wanted, weights aside): over-predicting the target is the
+safe side. A saturated node is never a target: whatever arrives queues whole.
+
+The node's signal is the max over its dimensions, plus the residual r = s_obs - max_d f_d(u_obs) so the model
+reproduces the observation exactly. Being monotone, "signal <= L" is a ceiling per dimension:
+u_d <= (L - r)^(1/k_d), or x <= 1 + L - r on a saturated CPU.
 
 Per-VM load: measured usage when known; otherwise the node's measured busy capacity not explained by known usage,
 shared in proportion to requests; otherwise the request. Moves in flight and moves finished less than
@@ -34,6 +51,7 @@ from controller.view import ClusterView
 DIMS = ("cpu", "memory")
 SIGNAL_FLOOR = 0.005
 UTILIZATION_GATE = 0.7
+SATURATED = 0.95  # measured CPU utilisation from which "some" is read as demand beyond the cores (psi.c)
 
 
 @dataclass(frozen=True)
@@ -41,30 +59,41 @@ class PressureModel:
     names: tuple[str, ...]
     index: Mapping[str, int]
     alloc: np.ndarray  # (n, 2): cores, bytes
-    u_obs: np.ndarray  # (n, 2) utilisation behind the observed signal
+    u_obs: np.ndarray  # (n, 2) utilisation behind the observed signal; demand (may exceed 1) where saturated
     u_now: np.ndarray  # (n, 2) with in-flight and just-finished moves applied
     s_obs: np.ndarray  # (n,) observed signal
-    k: np.ndarray  # (n, 2) exponents; 0 where the dimension is not modelled
+    k: np.ndarray  # (n, 2) exponents; 0 where the dimension is not modelled, 1 where saturated
+    knee: np.ndarray  # (n, 2) 1 where the dimension is saturated (signal = max(x - 1, 0)), else 0
     residual: np.ndarray  # (n,)
     unexplained: np.ndarray  # (n,) bool
     vm_index: Mapping[str, int]  # VM key -> row of `vm_load`
-    vm_load: np.ndarray  # (VMs, 2) cores, bytes
+    vm_load: np.ndarray  # (VMs, 2) cores, bytes: what the VM was served (removed from its source)
+    vm_demand: np.ndarray  # (VMs, 2) cores, bytes: what it may use where nothing throttles it (at a target)
     requested: np.ndarray  # (n, 2) requests of the VMs on each node, plus those migrating in
 
     def load(self, vm: str) -> np.ndarray:
-        """(cores, bytes) the VM is estimated to use."""
+        """(cores, bytes) the VM is estimated to use where it is: what leaving takes off its node."""
         return self.vm_load[self.vm_index[vm]]
 
+    def demand(self, vm: str) -> np.ndarray:
+        """(cores, bytes) the VM may use on a node that does not throttle it: what it brings to a target."""
+        return self.vm_demand[self.vm_index[vm]]
+
+    @property
+    def saturated(self) -> np.ndarray:
+        """(n,) nodes modelled at the CPU knee: never targets."""
+        return np.asarray((self.knee > 0).any(axis=1))
+
     def predict(self, u: np.ndarray, rows: np.ndarray | slice | int = slice(None)) -> np.ndarray:
-        """Signal of nodes `rows` at utilisation `u` (same leading shape)."""
+        """Signal of nodes `rows` at utilisation (demand, where saturated) `u` (same leading shape)."""
         k = self.k[rows]
-        powered = np.where(k > 0, np.clip(u, 0.0, 1.0) ** np.where(k > 0, k, 1.0), 0.0)
+        powered = np.where(k > 0, np.clip(u - self.knee[rows], 0.0, 1.0) ** np.where(k > 0, k, 1.0), 0.0)
         return np.clip(powered.max(axis=-1) + self.residual[rows], 0.0, 1.0)
 
     def ceiling(self, level: float) -> np.ndarray:
         """(n, 2) utilisation at or below which each node's predicted signal is <= `level`."""
         room = np.maximum(level - self.residual, 1e-9)[:, None]
-        return np.where(self.k > 0, room ** (1.0 / np.where(self.k > 0, self.k, 1.0)), 1.0)
+        return np.where(self.k > 0, room ** (1.0 / np.where(self.k > 0, self.k, 1.0)) + self.knee, 1.0)
 
 
 def build_model(view: ClusterView, params: PsiReliefConfig) -> PressureModel:
@@ -84,6 +113,17 @@ def build_model(view: ClusterView, params: PsiReliefConfig) -> PressureModel:
     recent = [bool(vm.history) and _just_arrived(vm.history[-1], vm.node, now, lag) for vm in vms]
     recent_mask = np.array(recent, bool)
 
+    modeled = np.array([d in params.dimensions for d in DIMS])
+    signal = np.array([_signals(node.pressure, params.signal) for node in view.population], float).reshape(n, 2)
+    signal = np.where(modeled, signal, 0.0)
+    knee = np.zeros((n, 2))
+    if params.signal == "psi" and modeled[0]:
+        knee[:, 0] = (np.nan_to_num(measured[:, 0]) >= SATURATED) & (np.nan_to_num(signal[:, 0]) >= SIGNAL_FLOOR)
+    saturated = knee[:, 0] > 0
+    # psi.c: with every CPU busy, demand = u + s per CPU; a throttled VM wanted up to (u + s) / u of its usage
+    fair_share = np.ones(n)
+    fair_share[saturated] = 1.0 + signal[saturated, 0] / measured[saturated, 0]
+
     load = np.where(np.isnan(use), req, use)
     inside = at >= 0
     for d in range(2):
@@ -96,47 +136,48 @@ def build_model(view: ClusterView, params: PsiReliefConfig) -> PressureModel:
         use_scale = shared & ~np.isnan(measured[at.clip(0), d])
         load[use_scale, d] = req[use_scale, d] * scale[at[use_scale]]
     vm_index = {vm.key: j for j, vm in enumerate(vms)}
+    demand = load.copy()
+    demand[inside, 0] *= fair_share[at[inside]]
 
     computed = np.zeros((n, 2))
     np.add.at(computed, at[inside], load[inside])
     computed /= alloc
     left_recent, came_recent, left_flight, came_flight = (np.zeros((n, 2)) for _ in range(4))
     for j in np.flatnonzero(recent_mask):
-        _shift(left_recent, came_recent, index.get(vms[j].history[-1].source, -1), at[j], load[j], alloc)
+        _shift(left_recent, came_recent, index.get(vms[j].history[-1].source, -1), at[j], load[j], load[j], alloc)
     for flight in view.in_flight.values():
         vm = view.vms.get(flight.vm)
         if vm is not None:
             target = index.get(flight.target, -1) if flight.target else -1
-            _shift(left_flight, came_flight, index.get(flight.source, -1), target, load[vm_index[vm.key]], alloc)
+            row = vm_index[vm.key]
+            _shift(left_flight, came_flight, index.get(flight.source, -1), target, load[row], demand[row], alloc)
     requested = np.zeros((n, 2))
     np.add.at(requested, at[inside], req[inside])
     for flight in view.in_flight.values():
         incoming = view.vms.get(flight.vm)
         if incoming is not None and flight.target in index:
             requested[index[flight.target]] += (incoming.cpu_request, incoming.memory_request)
-    u_obs = np.where(np.isnan(measured), computed - came_recent + left_recent, measured).clip(0.0)
+    observed = measured + np.where(knee > 0, signal, 0.0)  # demand on a saturated CPU, utilisation elsewhere
+    u_obs = np.where(np.isnan(measured), computed - came_recent + left_recent, observed).clip(0.0)
     u_now = (u_obs - left_recent + came_recent - left_flight + came_flight).clip(0.0)
 
-    modeled = np.array([d in params.dimensions for d in DIMS])
-    signal = np.array([_signals(node.pressure, params.signal) for node in view.population], float).reshape(n, 2)
-    signal = np.where(modeled, signal, 0.0)
-    k, unexplained = _fit(u_obs, signal, modeled, ~np.isnan(measured), params)
+    k, unexplained = _fit(u_obs, signal, modeled, ~np.isnan(measured), knee > 0, params)
     if params.signal == "score":  # one curve per node, on its busiest dimension
         peak = np.where(modeled, u_obs, -1.0).argmax(axis=1)
         k = np.where(modeled, k[np.arange(n), peak][:, None], 0.0)
     s_obs = signal.max(axis=1)
-    parts = (names, index, alloc, u_obs, u_now, s_obs, k)
-    base = PressureModel(*parts, np.zeros(n), unexplained, vm_index, load, requested)
+    parts = (names, index, alloc, u_obs, u_now, s_obs, k, knee)
+    base = PressureModel(*parts, np.zeros(n), unexplained, vm_index, load, demand, requested)
     residual = s_obs - base.predict(u_obs)
-    return PressureModel(*parts, residual, unexplained, vm_index, load, requested)
+    return PressureModel(*parts, residual, unexplained, vm_index, load, demand, requested)
 
 
 def _fit(
-    u: np.ndarray, s: np.ndarray, modeled: np.ndarray, measured: np.ndarray, p: PsiReliefConfig
+    u: np.ndarray, s: np.ndarray, modeled: np.ndarray, measured: np.ndarray, knee: np.ndarray, p: PsiReliefConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = p.model.min_exponent, p.model.max_exponent
     log_u = np.log(np.clip(u, 1e-6, 1 - 1e-6))
-    identified = modeled & (s >= SIGNAL_FLOOR) & (u > 0.02) & (u < 0.999)
+    identified = modeled & ~knee & (s >= SIGNAL_FLOOR) & (u > 0.02) & (u < 0.999)
     raw = np.log(np.clip(s, SIGNAL_FLOOR, 1 - 1e-6)) / log_u
     # only a measured utilisation can contradict the pressure: requests say little about real load
     unexplained = np.asarray((identified & measured & (u < UTILIZATION_GATE) & (s > u)).any(axis=1))
@@ -148,14 +189,16 @@ def _fit(
         typical = float(np.median(np.clip(raw[ids, d], lo, hi))) if ids.any() else p.model.default_exponent
         floor = np.where(u[:, d] < 0.999, math.log(SIGNAL_FLOOR) / log_u[:, d], lo)
         k[:, d] = np.clip(np.where(ids, raw[:, d], np.maximum(floor, typical)), lo, hi)
-    return k, unexplained
+    return np.where(knee, 1.0, k), unexplained
 
 
-def _shift(left: np.ndarray, came: np.ndarray, src: int, dst: int, load: np.ndarray, alloc: np.ndarray) -> None:
+def _shift(
+    left: np.ndarray, came: np.ndarray, src: int, dst: int, taken: np.ndarray, brought: np.ndarray, alloc: np.ndarray
+) -> None:
     if src >= 0:
-        left[src] += load / alloc[src]
+        left[src] += taken / alloc[src]
     if dst >= 0:
-        came[dst] += load / alloc[dst]
+        came[dst] += brought / alloc[dst]
 
 
 def _just_arrived(last: PastMigration, node: str, now: float, lag: float) -> bool:

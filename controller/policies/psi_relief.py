@@ -15,7 +15,8 @@ high > targetThreshold >= low:
 - requirement: the utilisation to remove so the predicted signal (in-flight moves included) is <= low.
 - candidates: VMs on the source the `MigrationBudget` accepts (safety, per-VM cooldown that grows with repeated
   moves) whose migration converges (migration_cost.py).
-- targets: schedulable, not a source, predicted <= targetThreshold after every move placed on it (so a target
+- targets: schedulable, not a source, not saturated (pressure_model.py: at the CPU knee whatever arrives
+  queues whole), predicted <= targetThreshold after every move placed on it (so a target
   stays well under high and never becomes the next source), requests fit, the VM's
   nodeSelector and hard taints allow it; not a node relieved less than `nodeCooldownSeconds` ago; never a node
   the VM left less than `vmReturnBlockSeconds` (or its current cooldown, if longer) ago: no ping-pong.
@@ -85,7 +86,8 @@ class PsiReliefPolicy:
         cooldown = p.node_cooldown_seconds
         recently_relieved = np.array([now - last_out.get(name, -np.inf) < cooldown for name in model.names])
         target_ceiling = model.ceiling(p.target_threshold)
-        eligible = schedulable & ~recently_relieved & ~model.unexplained & (model.u_now < target_ceiling).all(axis=1)
+        eligible = schedulable & ~recently_relieved & ~model.unexplained & ~model.saturated
+        eligible &= (model.u_now < target_ceiling).all(axis=1)
         eligible[list(active)] = False
         total, allowance = budget.remaining_total(), {i: budget.remaining_for(model.names[i]) for i in requirement}
         considered = [i for i in requirement if allowance[i] > 0][: total * SOURCES_PER_MOVE]
@@ -127,8 +129,8 @@ class PsiReliefPolicy:
             if estimate.problem:
                 budget.refuse(vm.key, estimate.problem)
                 continue
-            load = model.load(vm.key)
-            delta = load / model.alloc[i]
+            load = model.demand(vm.key)  # what it brings to a target; it takes at least model.load off its source
+            delta = model.load(vm.key) / model.alloc[i]
             if not (delta > 0).any():
                 continue
             allowed = eligible & self._placeable(view, model, targets, vm)
