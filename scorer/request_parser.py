@@ -8,6 +8,13 @@ decides cache affinity, and a few knobs (stream, max tokens, priority). This mod
 
 Prompt flattening is prefix-stable: a chat is rendered message by message as ``<role>\\n<content>\\n`` so that the
 next turn of a conversation extends the text of the previous one; token-id prompts become ``"<id> <id> ... "``.
+
+For the precise prefix scorer, which matches the tokens the server itself computes, the parser also keeps what
+determines them: a single token-id prompt as is (`prompt_token_ids`), and for a chat the fields of the body that
+the server's chat template reads (`CHAT_TEMPLATE_FIELDS`, as `chat_fields`), unless a message holds
+non-text parts (images, audio: their tokens depend on the server's media processing, not on a `/tokenize` call
+worth making) or the body uses template inputs that `/tokenize` does not take. A completions batch (several
+prompts) keeps only its count: no single token sequence stands for it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,17 @@ from typing import Any
 from scorer.types import LLMRequest, RequestKind
 
 PRIORITY_HEADER = "x-autonomic-priority"
+# the chat-completion fields vLLM's chat form of /tokenize (TokenizeChatRequest) also takes and that change the tokens
+CHAT_TEMPLATE_FIELDS = (
+    "messages",
+    "add_generation_prompt",
+    "continue_final_message",
+    "add_special_tokens",
+    "chat_template",
+    "chat_template_kwargs",
+    "tools",
+)
+_TOKEN_ID_LIMIT = 2**32  # ids are matched as unsigned 32-bit integers, as the servers' KV events carry them
 _PATH_KINDS: dict[str, RequestKind] = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
 
 
@@ -51,7 +69,14 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequestError("'model' is required and must be a non-empty string", "model")
-    prompt = _completion_prompt(doc) if kind == "completions" else _chat_prompt(doc)
+    token_ids: tuple[int, ...] | None = None
+    chat_fields: dict[str, Any] | None = None
+    count = 1
+    if kind == "completions":
+        prompt, token_ids, count = _completion_prompt(doc)
+    else:
+        prompt = _chat_prompt(doc)
+        chat_fields = _chat_fields(doc)
     stream = doc.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequestError("'stream' must be a boolean", "stream")
@@ -68,6 +93,9 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id
         stream=stream,
         priority=priority,
         body_size=len(body),
+        prompt_token_ids=token_ids,
+        chat_fields=chat_fields,
+        prompt_count=count,
     )
 
 
@@ -104,23 +132,32 @@ def _is_token_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
 
 
+def _checked_ids(ids: list[int]) -> tuple[int, ...]:
+    if not all(0 <= t < _TOKEN_ID_LIMIT for t in ids):
+        raise BadRequestError("'prompt' token ids must be integers in [0, 2**32)", "prompt")
+    return tuple(ids)
+
+
 def _tokens_text(ids: list[int]) -> str:
     return "".join(f"{t} " for t in ids)
 
 
-def _completion_prompt(doc: Mapping[str, Any]) -> str:
+def _completion_prompt(doc: Mapping[str, Any]) -> tuple[str, tuple[int, ...] | None, int]:
+    """(flattened text, the token ids of a single token-id prompt or None, number of prompts)."""
     if "prompt" not in doc:
         raise BadRequestError("'prompt' is required for /v1/completions", "prompt")
     prompt = doc["prompt"]
     if isinstance(prompt, str):
-        return prompt
+        return prompt, None, 1
     if _is_token_list(prompt) and prompt:
-        return _tokens_text(prompt)
+        return _tokens_text(prompt), _checked_ids(prompt), 1
     if isinstance(prompt, list) and prompt:
         if all(isinstance(p, str) for p in prompt):
-            return "\n".join(prompt)
+            return "\n".join(prompt), None, len(prompt)
         if all(_is_token_list(p) for p in prompt):
-            return "\n".join(_tokens_text(p) for p in prompt)
+            ids = [_checked_ids(p) for p in prompt]
+            single = ids[0] if len(ids) == 1 and ids[0] else None
+            return "\n".join(_tokens_text(p) for p in prompt), single, len(prompt)
     raise BadRequestError(
         "'prompt' must be a string, a non-empty list of strings, a list of token ids or a list of token-id lists",
         "prompt",
@@ -142,6 +179,19 @@ def _chat_prompt(doc: Mapping[str, Any]) -> str:
             raise BadRequestError(f"'messages[{i}].role' must be a non-empty string", "messages")
         parts.append(f"{role}\n{_content_text(message.get('content'), i)}\n")
     return "".join(parts)
+
+
+def _chat_fields(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The template-relevant fields (not copied); None when the chat form of /tokenize cannot reproduce the
+    server's prompt: a message carries non-text parts, or the body uses template inputs /tokenize does not take
+    (`documents`; `tool_choice: "none"`, with which a server may leave `tools` out of the template)."""
+    if doc.get("documents") or (doc.get("tool_choice") == "none" and doc.get("tools")):
+        return None
+    for message in doc["messages"]:
+        content = message.get("content")
+        if isinstance(content, list) and any(part.get("type") != "text" for part in content):
+            return None
+    return {k: doc[k] for k in CHAT_TEMPLATE_FIELDS if k in doc}
 
 
 def _content_text(content: Any, i: int) -> str:

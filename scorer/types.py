@@ -6,6 +6,8 @@ tables. The I/O shell (ext_proc, scrapers, discovery) builds these objects; plug
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,6 +76,13 @@ class LLMRequest:
 
     `prompt` is the text whose prefix decides cache affinity: the completion prompt, or the chat messages flattened
     in order (role and content) so that a later turn of the same conversation extends the earlier one's prefix.
+
+    What the precise prefix scorer needs to know the server's own tokens: `prompt_token_ids`, a completion's single
+    prompt given as token ids (the server tokenizes nothing); `chat_fields`, a chat request's fields that decide the
+    server's rendered prompt (messages, add_generation_prompt, tools...), the body of vLLM's chat form of `/tokenize`
+    (`chat_fields`; None when the content is not only text), and the same as canonical JSON (`chat_input`, the token
+    cache's key); `prompt_count`, how many prompts a completions batch holds (only a single prompt has one token
+    sequence to match).
     """
 
     request_id: str
@@ -85,10 +94,20 @@ class LLMRequest:
     stream: bool = False
     priority: int = 0  # InferenceObjective priority: negative means sheddable
     body_size: int = 0
+    prompt_token_ids: tuple[int, ...] | None = None
+    chat_fields: Mapping[str, Any] | None = None
+    prompt_count: int = 1
 
     @property
     def session_id(self) -> str | None:
         return self.headers.get("x-session-id")
+
+    @functools.cached_property
+    def chat_input(self) -> str | None:
+        """`chat_fields` as canonical JSON, built on first use only (a long chat costs ~2.5 ms per MiB to encode)."""
+        if self.chat_fields is None:
+            return None
+        return json.dumps(self.chat_fields, sort_keys=True, separators=(",", ":"))
 
     def estimated_prompt_tokens(self) -> int:
         """Tokens without a tokenizer: ~4 bytes per token, the estimate llm-d's token producer uses."""

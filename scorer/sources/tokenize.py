@@ -3,14 +3,22 @@
 Why it exists: the precise index keys blocks by the token ids the servers cached, so a request can only be matched
 against it once it is tokenized exactly as a server tokenizes it. Asking a server of the pool (vLLM's
 `POST /tokenize {"model", "prompt"}` -> `{"tokens": [...]}`) needs no tokenizer in the picker and cannot disagree
-with the servers. The answer depends only on (model, prompt), so it is cached: `TokenCache` is a pure LRU bounded
-both in entries and in total tokens (4 bytes each), keyed by a 128-bit digest of the prompt rather than the prompt.
+with the servers. The answer depends only on (model, what is asked), so it is cached: `TokenCache` is a pure LRU
+bounded both in entries and in total tokens (4 bytes each), keyed by a 128-bit digest of the input, not by the input.
 
 `Tokenizer.prepare(request)` runs before a decision (the ext_proc shell and the Picker API await it): on a cache miss
 it asks one server, round robin over the ready ones, with a timeout; after an error other than a timeout it tries one
-other server, then gives up quietly (the scorer then falls back to the approximate index for this request). Only
-completion requests with a text prompt are tokenized: a chat request's tokens depend on the server's chat template,
-which the flattened prompt of `LLMRequest` does not carry.
+other server, then gives up quietly (the scorer then falls back to the approximate index for this request).
+
+What is asked (`tokenize_input`, pure; `known_tokens` is what the scorer reads):
+
+- a completion with one text prompt: the completion form, `{"model", "prompt"}`;
+- a chat request: vLLM's chat form, `{"model", "messages", ...}` with the request's own template fields
+  (`LLMRequest.chat_fields`), so the server applies its chat template exactly as it will for the request itself;
+  cached under a key of its own kind, so a prompt text can never stand for a chat;
+- a completion with one token-id prompt: nothing, the ids are the tokens;
+- nothing either for a completions batch (several prompts: no single sequence to match), a chat with non-text
+  parts, or other requests: the scorer uses the approximate index for them.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ from __future__ import annotations
 import logging
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import blake2b
+from typing import Any
 
 import aiohttp
 
@@ -28,11 +38,46 @@ from scorer.types import LLMRequest
 log = logging.getLogger("autonomic.picker.tokenize")
 
 
-def _digest(model: str, prompt: str) -> bytes:
+def _digest(model: str, prompt: str, chat: bool) -> bytes:
     h = blake2b(model.encode(), digest_size=16)
-    h.update(b"\x00")
-    h.update(prompt.encode())
+    h.update(b"\x01" if chat else b"\x00")  # a chat's JSON and an equal prompt text are different inputs
+    h.update(prompt.encode(errors="surrogatepass"))
     return h.digest()
+
+
+@dataclass(frozen=True)
+class TokenizeInput:
+    """What to send to `/tokenize` for a request: a prompt `text`, or the chat `fields` (`text` is then their
+    canonical JSON, the cache key)."""
+
+    text: str
+    fields: Mapping[str, Any] | None = None
+
+    @property
+    def chat(self) -> bool:
+        return self.fields is not None
+
+    def body(self, model: str) -> dict[str, Any]:
+        if self.fields is not None:
+            return {**self.fields, "model": model}
+        return {"model": model, "prompt": self.text}
+
+
+def tokenize_input(request: LLMRequest) -> TokenizeInput | None:
+    """The `/tokenize` question whose answer is the server's tokens for `request`; None when none is needed or fits."""
+    if request.kind == "chat" and request.chat_fields is not None and request.chat_input is not None:
+        return TokenizeInput(request.chat_input, request.chat_fields)
+    if request.kind == "completions" and request.prompt_count == 1 and request.prompt_token_ids is None:
+        return TokenizeInput(request.prompt) if request.prompt else None
+    return None
+
+
+def known_tokens(request: LLMRequest, cache: TokenCache) -> Sequence[int] | None:
+    """The server's tokens for `request` if known without I/O: its own token ids, or the cached `/tokenize` answer."""
+    if request.kind == "completions" and request.prompt_count == 1 and request.prompt_token_ids is not None:
+        return request.prompt_token_ids
+    question = tokenize_input(request)
+    return None if question is None else cache.peek(request.model, question.text, chat=question.chat)
 
 
 class TokenCache:
@@ -48,8 +93,8 @@ class TokenCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, model: str, prompt: str) -> Sequence[int] | None:
-        key = _digest(model, prompt)
+    def get(self, model: str, prompt: str, *, chat: bool = False) -> Sequence[int] | None:
+        key = _digest(model, prompt, chat)
         found = self._entries.get(key)
         if found is None:
             self.misses += 1
@@ -58,14 +103,14 @@ class TokenCache:
         self.hits += 1
         return found
 
-    def peek(self, model: str, prompt: str) -> Sequence[int] | None:
+    def peek(self, model: str, prompt: str, *, chat: bool = False) -> Sequence[int] | None:
         """Like `get` without counting or refreshing (for Explain-like reads)."""
-        return self._entries.get(_digest(model, prompt))
+        return self._entries.get(_digest(model, prompt, chat))
 
-    def put(self, model: str, prompt: str, tokens: Sequence[int]) -> None:
+    def put(self, model: str, prompt: str, tokens: Sequence[int], *, chat: bool = False) -> None:
         if len(tokens) > self.max_tokens:
             return  # larger than the whole cache: not worth evicting everything for
-        key = _digest(model, prompt)
+        key = _digest(model, prompt, chat)
         old = self._entries.pop(key, None)
         if old is not None:
             self.tokens -= len(old)
@@ -102,25 +147,26 @@ class Tokenizer:
 
     async def prepare(self, request: LLMRequest) -> None:
         """Make sure the request's tokens are cached when it can be tokenized (never raises)."""
-        if request.kind != "completions" or not request.prompt or self._session is None:
+        question = tokenize_input(request)
+        if question is None or self._session is None:
             return
-        if self.cache.get(request.model, request.prompt) is not None:
+        if self.cache.get(request.model, question.text, chat=question.chat) is not None:
             return
         servers = list(self.servers())
+        body = question.body(request.model)
         for attempt in range(min(2, len(servers))):
             address = servers[(self._turn + attempt) % len(servers)]
-            tokens, retry = await self._ask(address, request)
+            tokens, retry = await self._ask(address, body)
             if tokens is not None:
-                self.cache.put(request.model, request.prompt, tokens)
+                self.cache.put(request.model, question.text, tokens, chat=question.chat)
             if not retry:
                 break
         self._turn += 1
 
-    async def _ask(self, address: str, request: LLMRequest) -> tuple[list[int] | None, bool]:
+    async def _ask(self, address: str, body: dict[str, Any]) -> tuple[list[int] | None, bool]:
         """(tokens or None, whether another server is worth asking: not after a timeout, which already cost)."""
         assert self._session is not None
         self.requests += 1
-        body = {"model": request.model, "prompt": request.prompt}
         try:
             async with self._session.post(f"http://{address}/tokenize", json=body) as resp:
                 if resp.status != 200:

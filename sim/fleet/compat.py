@@ -155,11 +155,10 @@ class _CompatRoutes:
             body = await _json_body(request)
             params, messages = oa.parse_chat(body)
             self._check_model(params.model)
-            if body.get("continue_final_message") and body.get("add_generation_prompt", True):
-                raise oa.bad_request("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+            add, cont = oa.chat_template_flags(body)
             try:
                 text = self.srv.tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=bool(body.get("add_generation_prompt", True))
+                    messages, add_generation_prompt=add, continue_final_message=cont
                 )
             except (ValueError, TypeError) as exc:
                 raise oa.bad_request(str(exc), "messages") from exc

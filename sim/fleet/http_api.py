@@ -71,10 +71,14 @@ class _Api:
         return await self._generate(request, params, prompt_ids, lora, chat=False)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        params, messages = oa.parse_chat(await self._body(request))
+        body = await self._body(request)
+        params, messages = oa.parse_chat(body)
+        add, cont = oa.chat_template_flags(body)
         lora = self.srv.check_model(params.model)
         try:
-            text = self.srv.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            text = self.srv.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=add, continue_final_message=cont
+            )
         except (ValueError, TypeError) as exc:
             raise oa.bad_request(str(exc), "messages") from exc
         return await self._generate(request, params, [self.srv.tokenizer.encode(text)], lora, chat=True)
@@ -203,13 +207,12 @@ class _Api:
             raise oa.bad_request("request body must be a JSON object")
         self.srv.check_model(body.get("model"))
         tok = self.srv.tokenizer
-        if "messages" in body:
+        if "messages" in body:  # vLLM's TokenizeChatRequest: the chat template applied as for a chat completion
             if not isinstance(body["messages"], list):
                 raise oa.bad_request("'messages' must be a list", "messages")
+            add, cont = oa.chat_template_flags(body)
             try:
-                text = tok.apply_chat_template(
-                    body["messages"], add_generation_prompt=bool(body.get("add_generation_prompt", True))
-                )
+                text = tok.apply_chat_template(body["messages"], add_generation_prompt=add, continue_final_message=cont)
             except (ValueError, TypeError) as exc:
                 raise oa.bad_request(str(exc), "messages") from exc
         elif isinstance(body.get("prompt"), str):

@@ -130,6 +130,19 @@ def parse_chat(body: Any) -> tuple[GenerationParams, list[dict[str, Any]]]:
     return _common(body, [], max_tokens), messages
 
 
+def chat_template_flags(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(add_generation_prompt, continue_final_message) of a chat or chat-form /tokenize body, defaults and the
+    refusal of both as vLLM's ChatCompletionRequest and TokenizeChatRequest have them."""
+    add = body.get("add_generation_prompt", True)
+    cont = body.get("continue_final_message", False)
+    for name, value in (("add_generation_prompt", add), ("continue_final_message", cont)):
+        if not isinstance(value, bool):
+            raise bad_request(f"'{name}' must be a boolean", name)
+    if add and cont:
+        raise bad_request("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+    return add, cont
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 

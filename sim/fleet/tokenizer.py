@@ -25,7 +25,8 @@ Chat template (`Tokenizer.apply_chat_template`)::
     <|system|>\\n{content}<|end|>\\n<|user|>\\n{content}<|end|>\\n ... <|assistant|>\\n
 
 Roles are system, user, assistant and tool (developer is written as system); content is a string, None, or an
-OpenAI content-part list whose parts are all ``{"type": "text", "text": ...}``.
+OpenAI content-part list whose parts are all ``{"type": "text", "text": ...}``. With ``continue_final_message`` the
+last message is left open (no ``<|end|>\\n``) for the model to continue, and no generation prompt follows.
 """
 
 from __future__ import annotations
@@ -258,10 +259,14 @@ class Tokenizer:
         return (WORD_BASE if leading_space else BARE_WORD_BASE) + index
 
     # ---- chat --------------------------------------------------------------------------------------------
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, continue_final_message: bool = False
+    ) -> str:
         """Render OpenAI-style messages with the template in the module docstring. Raises ValueError on bad input."""
         if not isinstance(messages, list):
             raise ValueError("messages must be a list")
+        if continue_final_message and (add_generation_prompt or not messages):
+            raise ValueError("continue_final_message needs a final message and no generation prompt")
         parts: list[str] = []
         for n, msg in enumerate(messages):
             if not isinstance(msg, dict):
@@ -271,7 +276,9 @@ class Tokenizer:
             if marker is None:
                 raise ValueError(f"messages[{n}].role must be one of {sorted(_ROLE_MARKERS)}, got {role!r}")
             parts.append(f"{marker}\n{_content_text(msg.get('content'), n)}{_END}\n")
-        if add_generation_prompt:
+        if continue_final_message:
+            parts[-1] = parts[-1].removesuffix(f"{_END}\n")
+        elif add_generation_prompt:
             parts.append(_ROLE_MARKERS["assistant"] + "\n")
         return "".join(parts)
 

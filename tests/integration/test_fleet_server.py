@@ -102,6 +102,19 @@ async def test_non_streaming_chat_with_openai_client(fleet2: Fleet) -> None:
         ("/v1/chat/completions", {"messages": []}, 400, "BadRequestError"),
         ("/v1/chat/completions", {"messages": [{"content": "no role"}]}, 400, "BadRequestError"),
         ("/detokenize", {"tokens": ["a"]}, 400, "BadRequestError"),
+        (  # vLLM refuses both in ChatCompletionRequest and TokenizeChatRequest alike
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}], "continue_final_message": True},
+            400,
+            "BadRequestError",
+        ),
+        (
+            "/tokenize",
+            {"messages": [{"role": "user", "content": "x"}], "continue_final_message": True},
+            400,
+            "BadRequestError",
+        ),
+        ("/tokenize", {"messages": [], "add_generation_prompt": "no"}, 400, "BadRequestError"),
     ],
 )
 async def test_errors_are_vllm_error_objects(

@@ -21,8 +21,12 @@ import pytest
 from loadtests.routing_run import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
+from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams
 from scorer.precise_index import PreciseIndex, request_keys
+from scorer.request_parser import parse_request
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
+from scorer.sources.tokenize import Tokenizer, known_tokens
+from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState
 from sim.fleet.events import BlockStored, EventBatch
 from sim.fleet.fleet import Fleet
 from sim.fleet.kv_publisher import KVEventPublisher
@@ -246,6 +250,22 @@ async def test_picker_process_with_the_precise_profile_routes_to_what_a_server_r
             assert scores[pool[0]] == 0.0 and scores[pool[1]] == pytest.approx(96 / 97)  # 96 of 97 full blocks
             picked = await stub.Pick(pb.PickRequest(body=body, request_id="precise-1"))
             assert picked.endpoint == pool[1]
+
+            # a chat too: its next turn, tokenized with the chat form, is sent where the first turn is cached
+            turn1 = [{"role": "user", "content": prompt_text([74, 75], 2 * 256)}]
+            async with aiohttp.ClientSession() as session:
+                first = await chat(session, fleet2.urls[0], {"model": model, "messages": turn1, "max_tokens": 2})
+            turn2 = [*turn1, first["choices"][0]["message"], {"role": "user", "content": "why?"}]
+            chat_body = json.dumps({"model": model, "messages": turn2}).encode()
+            request = pb.PickRequest(path="/v1/chat/completions", body=chat_body)
+            scores = {}
+            async with asyncio.timeout(WAIT):  # until all of server 0's events of turn 1 (32 full blocks of the 33
+                while scores.get(pool[0], 0.0) < 32 / 33:  # of turn 2) have reached the index: they come in batches
+                    answer = await stub.Explain(request)
+                    scores = {e.endpoint: e.scores["precise-prefix-cache-scorer"] for e in answer.endpoints}
+            assert scores[pool[1]] == 0.0 and scores[pool[0]] == pytest.approx(32 / 33)
+            picked = await stub.Pick(pb.PickRequest(path="/v1/chat/completions", body=chat_body))
+            assert picked.endpoint == pool[0]
         text = await picker.metrics_text()
         plugin = 'plugin="precise-prefix-cache-scorer"'
         for address in pool:
@@ -254,3 +274,64 @@ async def test_picker_process_with_the_precise_profile_routes_to_what_a_server_r
         assert f'autonomic_picker_tokenize_requests_total{{outcome="ok",{plugin}}}' in text
     finally:
         await picker.stop()
+
+
+def state(address: str) -> EndpointState:
+    return EndpointState(Endpoint(address), EndpointMetrics())
+
+
+async def chat(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with session.post(url + "/v1/chat/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+        doc: dict[str, Any] = await r.json()
+        return doc
+
+
+async def test_a_chat_is_tokenized_as_the_server_does_and_its_cached_prefix_predicted_exactly(
+    small_fleet: Fleet,
+) -> None:
+    """The next turn of a conversation: the picker's tokens (chat form of /tokenize) are the server's own, and the
+    index's longest match is the prefix the server then really serves from cache (usage.cached_tokens)."""
+    fleet = small_fleet
+    pool = addresses(fleet)
+    model = fleet.servers[0].model_name
+    plugin = PrecisePrefixCacheScorer("precise", PrecisePrefixParams.model_validate({}))
+    source = KVEventsSource(plugin.precise, pool)
+    task = asyncio.create_task(source.run())
+    try:
+        async with aiohttp.ClientSession() as session, Tokenizer(plugin.tokens, lambda: pool[::-1], 5.0) as tokenizer:
+            turn1 = [
+                {"role": "system", "content": prompt_text([31, 32], 2 * 100, 100)},
+                {"role": "user", "content": [{"type": "text", "text": prompt_text([33], 90, 90)}]},
+            ]
+            first = await chat(session, fleet.urls[0], {"model": model, "messages": turn1, "max_tokens": 20})
+            turn2 = [*turn1, first["choices"][0]["message"], {"role": "user", "content": "and then?"}]
+            body = {"model": model, "messages": turn2, "max_tokens": 4, "temperature": 0.2}
+            request = parse_request("/v1/chat/completions", {}, json.dumps(body).encode(), "turn-2")
+            await tokenizer.prepare(request)  # asks server 1, which never saw the conversation
+            tokens = known_tokens(request, plugin.tokens)
+            assert tokens is not None and tokenizer.failures == 0
+            for i, address in enumerate(pool):
+                seq = (await truth(session, fleet, i))["last_published_seq"]
+                await caught_up(source, address, seq if seq >= 0 else None)  # -1: nothing published yet
+            keys = request_keys(tokens, 16, None, 10_000)
+            matched = plugin.precise.match(keys)
+            assert matched.get(pool[1], 0) == 0 and matched.get(pool[0], 0) >= 290 // 16  # turn 1 is held
+            scores = plugin.score(CycleState(now=0.0, rng=random.Random(0)), request, [state(a) for a in pool])
+            assert scores == {pool[0]: matched[pool[0]] / len(keys), pool[1]: 0.0}
+
+            second = await chat(session, fleet.urls[0], body)
+            assert second["usage"]["prompt_tokens"] == len(tokens)
+            hit = min(matched[pool[0]], (len(tokens) - 1) // 16)  # the server always computes the last token
+            assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == hit * 16
+
+            # the same tokens sent as a token-id completion are matched as they are, with no /tokenize call
+            asked = tokenizer.requests
+            ids = parse_request(
+                "/v1/completions", {}, json.dumps({"model": model, "prompt": list(tokens)}).encode(), "c"
+            )
+            await tokenizer.prepare(ids)
+            assert known_tokens(ids, plugin.tokens) == tuple(tokens) and tokenizer.requests == asked
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from scorer.config import ConfigError, load_config
 from scorer.plugins.scorers import PrecisePrefixCacheScorer, TTFTEstimateScorer
 from scorer.plugins.scorers.precise_prefix import PrecisePrefixParams
 from scorer.scheduler import Scheduler
+from scorer.sources.tokenize import tokenize_input
 from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult
 from sim.fleet.events import BlockStored
 
@@ -44,21 +46,55 @@ def request(model: str = "m", kind: str = "completions") -> LLMRequest:
     return LLMRequest("r1", model, kind=kind, prompt=PROMPT)  # type: ignore[arg-type]
 
 
+CHAT_FIELDS = {"messages": [{"role": "user", "content": "hi"}]}  # a chat's template fields (LLMRequest.chat_fields)
+CHAT = '{"messages":[{"content":"hi","role":"user"}]}'  # the same as canonical JSON (LLMRequest.chat_input)
+PRECISE = {A: 0.75, B: 0.25, C: 1.0}  # C: the approximate index (it was sent this prompt)
+APPROXIMATE = {A: 0.0, B: 0.0, C: 1.0}  # tokens unknown: approximate everywhere
+
+
 @pytest.mark.parametrize(
-    ("tokenized", "kind", "expected"),
+    ("fields", "cached", "expected"),
     [
-        (True, "completions", {A: 0.75, B: 0.25, C: 1.0}),  # C: the approximate index (it was sent this prompt)
-        (False, "completions", {A: 0.0, B: 0.0, C: 1.0}),  # no tokens: approximate everywhere
-        (True, "chat", {A: 0.0, B: 0.0, C: 1.0}),  # chat prompts are not tokenized
+        ({}, [(PROMPT, False)], PRECISE),  # a text completion, tokenized
+        ({}, [], APPROXIMATE),  # not tokenized (yet, or /tokenize failed)
+        ({"kind": "chat", "chat_fields": CHAT_FIELDS}, [(CHAT, True)], PRECISE),  # a chat, tokenized with the chat form
+        ({"kind": "chat", "chat_fields": CHAT_FIELDS}, [(PROMPT, False), (CHAT, False)], APPROXIMATE),  # never a text's
+        ({"kind": "chat"}, [(PROMPT, False)], APPROXIMATE),  # a chat with media parts: no chat input
+        ({"prompt_token_ids": tuple(TOKENS)}, [], PRECISE),  # token ids: the tokens, nothing to ask
+        ({"prompt_token_ids": tuple(TOKENS)}, [(PROMPT, False)], PRECISE),
+        ({"prompt_token_ids": tuple(TOKENS[:8])}, [(PROMPT, False)], {A: 1.0, B: 0.5, C: 1.0}),  # ids win
+        ({"prompt_count": 2}, [(PROMPT, False)], APPROXIMATE),  # a batch: no single sequence
+        ({"kind": "other"}, [(PROMPT, False)], APPROXIMATE),
     ],
 )
-def test_scores(tokenized: bool, kind: str, expected: dict[str, float]) -> None:
+def test_scores(fields: dict[str, object], cached: list[tuple[str, bool]], expected: dict[str, float]) -> None:
     p = plugin()
-    req = request(kind=kind)
+    req = dataclasses.replace(request(), **fields)
     p.index.record(C, p.match(cycle(), req).hashes)  # the approximate index believes C holds the prompt
-    if tokenized:
-        p.tokens.put("m", PROMPT, TOKENS)
+    for text, chat in cached:
+        p.tokens.put("m", text, TOKENS, chat=chat)
     assert p.score(cycle(), req, [state(A), state(B), state(C)]) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, {"model": "m", "prompt": PROMPT}),
+        ({"prompt": ""}, None),
+        ({"kind": "chat", "chat_fields": CHAT_FIELDS}, {"model": "m", "messages": [{"content": "hi", "role": "user"}]}),
+        (  # the request's template fields go along, the model is the request's
+            {"kind": "chat", "chat_fields": {"model": "x", "messages": [], "add_generation_prompt": False}},
+            {"model": "m", "add_generation_prompt": False, "messages": []},
+        ),
+        ({"kind": "chat"}, None),
+        ({"prompt_token_ids": (1, 2)}, None),
+        ({"prompt_count": 3}, None),
+        ({"kind": "other"}, None),
+    ],
+)
+def test_what_is_asked_of_tokenize(fields: dict[str, object], expected: dict[str, object] | None) -> None:
+    question = tokenize_input(dataclasses.replace(request(), **fields))
+    assert (question.body("m") if question is not None else None) == expected
 
 
 def test_synced_endpoint_without_blocks_scores_zero_and_short_prompts_are_neutral() -> None:

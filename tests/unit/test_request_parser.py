@@ -46,6 +46,75 @@ def test_completion_prompts(prompt, text):
     assert req.body_size > 0
 
 
+@pytest.mark.parametrize(
+    ("prompt", "token_ids", "count"),
+    [
+        ("hello", None, 1),  # text: the server tokenizes it (completion form of /tokenize)
+        (["hello"], None, 1),  # a batch of one is that prompt
+        (["a", "b"], None, 2),  # a batch: no single token sequence
+        ([5, 6, 7], (5, 6, 7), 1),  # token ids: the tokens themselves
+        ([[5, 6]], (5, 6), 1),
+        ([[5, 6], [7]], None, 2),
+        ([[]], None, 1),  # an empty token list (the server refuses it): nothing to match
+        ([2**32 - 1], (2**32 - 1,), 1),
+    ],
+)
+def test_what_the_precise_scorer_keeps_of_a_completion(prompt, token_ids, count):
+    req = _parse("/v1/completions", {"model": "m", "prompt": prompt})
+    assert (req.prompt_token_ids, req.prompt_count, req.chat_input) == (token_ids, count, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "content", "expected"),
+    [
+        ({}, "hi", {"messages": [{"content": "hi", "role": "user"}]}),
+        (  # the fields the server's chat template reads travel with the messages; the others do not
+            {
+                "add_generation_prompt": False,
+                "continue_final_message": True,
+                "tools": [{"type": "function"}],
+                "chat_template_kwargs": {"x": 1},
+                "temperature": 0.5,
+                "stream": True,
+            },
+            "hi",
+            {
+                "add_generation_prompt": False,
+                "chat_template_kwargs": {"x": 1},
+                "continue_final_message": True,
+                "messages": [{"content": "hi", "role": "user"}],
+                "tools": [{"type": "function"}],
+            },
+        ),
+        (
+            {},
+            [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            {"messages": [{"content": [{"text": "a", "type": "text"}, {"text": "b", "type": "text"}], "role": "user"}]},
+        ),
+        ({}, [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}], None),  # media
+        ({"documents": [{"text": "d"}]}, "hi", None),  # template inputs /tokenize does not take
+        ({"tools": [{"type": "function"}], "tool_choice": "none"}, "hi", None),
+        (
+            {"tools": [{"type": "function"}], "tool_choice": "auto"},
+            "hi",
+            {"messages": [{"content": "hi", "role": "user"}], "tools": [{"type": "function"}]},
+        ),
+    ],
+)
+def test_what_the_precise_scorer_keeps_of_a_chat(extra, content, expected):
+    req = _parse("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": content}], **extra})
+    assert (req.prompt_token_ids, req.prompt_count) == (None, 1)
+    assert (json.loads(req.chat_input) if req.chat_input is not None else None) == expected
+
+
+def test_chat_input_is_canonical():
+    a = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    b = b'{"messages":[{"content":"hi","role":"user"}],"model":"m","temperature":1}'
+    assert parse_request("/v1/chat/completions", {}, a, "1").chat_input == (
+        parse_request("/v1/chat/completions", {}, b, "2").chat_input
+    )
+
+
 def test_token_prompt_prefix_stays_a_prefix():
     short = _parse("/v1/completions", {"model": "m", "prompt": [12, 34]}).prompt
     longer = _parse("/v1/completions", {"model": "m", "prompt": [12, 345]}).prompt
@@ -110,6 +179,8 @@ def test_other_paths_need_no_body():
         ("/v1/completions", {"model": "m", "prompt": []}, "'prompt' must be"),
         ("/v1/completions", {"model": "m", "prompt": ["a", 1]}, "'prompt' must be"),
         ("/v1/completions", {"model": "m", "prompt": [True]}, "'prompt' must be"),
+        ("/v1/completions", {"model": "m", "prompt": [1, -2]}, "[0, 2**32)"),
+        ("/v1/completions", {"model": "m", "prompt": [[1], [2**32]]}, "[0, 2**32)"),
         ("/v1/completions", {"model": "m", "prompt": "x", "stream": "yes"}, "'stream'"),
         ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": -1}, "'max_tokens'"),
         ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 2.5}, "'max_tokens'"),

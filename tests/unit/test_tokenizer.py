@@ -158,6 +158,27 @@ def test_chat_template(messages: list[dict[str, object]], add_generation_prompt:
     assert TOK.decode(ids) == text
 
 
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        (
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure,"}],
+            "<|user|>\nhi<|end|>\n<|assistant|>\nSure,",
+        ),
+        ([{"role": "user", "content": None}], "<|user|>\n"),
+        ([], ValueError),
+    ],
+)
+def test_chat_template_continue_final_message(messages: list[dict[str, object]], expected: object) -> None:
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="continue_final_message"):
+            TOK.apply_chat_template(messages, add_generation_prompt=False, continue_final_message=True)
+        return
+    assert TOK.apply_chat_template(messages, add_generation_prompt=False, continue_final_message=True) == expected
+    with pytest.raises(ValueError, match="no generation prompt"):  # both at once: refused, as vLLM does
+        TOK.apply_chat_template(messages, add_generation_prompt=True, continue_final_message=True)
+
+
 def test_chat_template_role_markers_are_single_tokens() -> None:
     ids = TOK.encode(TOK.apply_chat_template([{"role": "user", "content": " bana"}]))
     assert ids == [258, 10, TOK.word_token_id(TOK.words.index("bana")), 261, 10, 259, 10]

@@ -2,15 +2,17 @@
 
 Formula, for a candidate e whose event stream is synced (`scorer.sources.kv_events`):
 
-    tokens     = the prompt tokenized by the servers' own /tokenize (`scorer.sources.tokenize`, cached)
+    tokens     = the prompt as the servers tokenize it: their own /tokenize (completion form for a text prompt, chat
+                 form with the request's template fields for a chat; `scorer.sources.tokenize`, cached), or the
+                 request's own ids for a completion whose prompt is token ids
     keys       = chained keys of its full blocks of e's block size (`scorer.precise_index.request_keys`)
     score(e)   = matched_blocks(e) / len(keys)
 
 where `matched_blocks(e)` is the longest run of keys, from block 0, that e holds according to the precise index.
-For a candidate without synced events, or a request that could not be tokenized (a chat request, a failed
-/tokenize), the score is the approximate prefix-cache-scorer's (this plugin *is* one: it keeps the approximate
-index learning from what it sends, and the ttft-estimate-scorer reads either kind through `match`). A prompt
-shorter than one block scores 0 everywhere.
+For a candidate without synced events, or a request whose tokens are not known (a failed /tokenize, a completions
+batch of several prompts, a chat with image or audio parts), the score is the approximate prefix-cache-scorer's
+(this plugin *is* one: it keeps the approximate index learning from what it sends, and the ttft-estimate-scorer
+reads either kind through `match`). A prompt shorter than one block scores 0 everywhere.
 
 A request whose model is a LoRA adapter seen in the events (`lora_name`) is keyed with that adapter, as the server
 keys its blocks.
@@ -35,7 +37,7 @@ from pydantic import Field
 from scorer.framework import register
 from scorer.plugins.scorers.prefix_cache import PrefixCacheParams, PrefixCacheScorer, PrefixMatch
 from scorer.precise_index import PreciseIndex, request_keys
-from scorer.sources.tokenize import TokenCache
+from scorer.sources.tokenize import TokenCache, known_tokens
 from scorer.types import CycleState, EndpointState, LLMRequest
 
 
@@ -86,7 +88,7 @@ class PrecisePrefixCacheScorer(PrefixCacheScorer):
             return found
         approx = super().match(cycle, request)
         result = PreciseMatch(approx.hashes, approx.matched, approx.prompt_bytes, approx.block_size)
-        tokens = self.tokens.peek(request.model, request.prompt) if request.kind == "completions" else None
+        tokens = known_tokens(request, self.tokens)
         if tokens is not None:
             result = self._precise(request, tokens, approx)
         cycle.data[self._key] = result
