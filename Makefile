@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus bench-schedule bench-extproc
+.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus kubectl bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ setup: $(STAMP)
 demo: $(STAMP) prometheus
 	$(BIN)/autonomic demo
 
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus kubectl
 	$(BIN)/python -m pytest -q -m "not peers" tests
 
 lint: $(STAMP)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 # Prometheus + promtool (Debian packages) for the cluster twin and its tests; a no-op when installed
 prometheus:
 	bash scripts/install-prometheus.sh
+
+# kubectl >= 1.21 (kustomize components) for the tests that render deploy/; a no-op when installed
+kubectl: $(STAMP)
+	bash scripts/install-kubectl.sh $(BIN)
 
 # the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/
 peers:
@@ -48,6 +52,23 @@ bench-extproc: $(STAMP)
 	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --rate 100
 	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --rate 400
 	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --concurrency 16
+
+# rebalancer benchmarks (figures in BENCHMARKS.md, "Controller"); not part of `make test`
+bench-rebalance: $(STAMP) prometheus
+	$(BIN)/autonomic bench rebalance --nodes 12 --vms 40 --hot-nodes 2 --hot-factor 4 --duration 900 --out out/bench-rebalance
+
+bench-plan: $(STAMP)
+	$(BIN)/python -m loadtests.bench_plan --cycles 5 --sizes 100,1000
+
+# routing benchmark (issue 7): every router on a fresh fleet of 8 twins, the Mooncake conversation trace at a load
+# where round robin queues, in real time; the peers come from `make peers` (skipped, with the reason, if absent).
+# ~25 minutes on 2 cores (--time-scale 2 halves it, at the cost of twin lag and picker failures when CPU-starved).
+bench-routing: $(STAMP) peers
+	$(BIN)/autonomic bench routing --servers 8 --time-scale 1 --rate-scale 2.5 --duration 120 --out out/bench-routing
+
+# picker benchmark (issue 7): schedule() latencies, the Envoy hop at 100 and 400 req/s, scraping 100 endpoints
+bench-picker: $(STAMP)
+	$(BIN)/autonomic bench picker --out out/bench-picker
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

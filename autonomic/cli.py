@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "controller": "controller.cli",
     "picker": "scorer.cli",
     "demo": "autonomic.demo",
+    "bench": "autonomic.bench",
 }
 
 

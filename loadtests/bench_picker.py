@@ -1,0 +1,106 @@
+"""Picker benchmark: what the endpoint picker costs, as ratios to baselines measured in the same run.
+
+Why it exists: the picker sits on every request (../shared/docs/benchmarks.md, section 2). One command measures its
+three costs and writes them like the routing benchmark does (report.md, results.json, a CDF plot in --out):
+
+1. scheduling, in process: `Director.pick()` p50/p99 with the shipped default profile against a `random-picker`
+   profile on the same endpoints and prompts (loadtests.bench_schedule), per pool size and prompt length;
+2. the hop through Envoy: the same small completions, open loop at each stated rate, through Envoy's own round
+   robin (baseline), the ext_proc shell with a round-robin backend (the protocol's cost) and the real
+   `autonomic picker` process (loadtests.bench_extproc); added p50/p99 latency over the baseline;
+3. scraping: the picker's MetricsScraper feeding a Director, against N cheap metrics endpoints serving a real
+   twin's exposition (loadtests.metrics_stub), at the stated interval: CPU per scrape and cores used, with a small
+   pool measured alongside as the baseline.
+
+    autonomic bench picker --out out/bench-picker
+
+This module is the command (light to import); loadtests.picker_bench does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+OPTIONS = (  # echoed in the report
+    "endpoints",
+    "tokens",
+    "picks",
+    "rates",
+    "requests",
+    "scrape_endpoints",
+    "scrape_interval",
+    "scrape_seconds",
+    "out",
+)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoints", type=_ints, default=[8, 64, 256], help="schedule(): pool sizes (default 8,64,256)")
+    p.add_argument("--tokens", type=_ints, default=[1024, 32768], help="schedule(): prompt tokens (default 1024,32768)")
+    p.add_argument("--picks", type=int, default=400, help="schedule(): measured picks per cell (default 400)")
+    p.add_argument("--rates", type=_floats, default=[100.0, 400.0], help="Envoy hop: open-loop req/s (default 100,400)")
+    p.add_argument("--requests", type=int, default=2000, help="Envoy hop: requests per arm and rate (default 2000)")
+    p.add_argument("--scrape-endpoints", type=int, default=100, help="scraping: endpoints (default 100)")
+    p.add_argument("--scrape-interval", type=float, default=0.05, help="scraping: seconds (default 0.05)")
+    p.add_argument("--scrape-seconds", type=float, default=10.0, help="scraping: measured window (default 10)")
+    p.add_argument("--out", type=Path, default=Path("out/bench-picker"), help="output directory")
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Raises ValueError naming the bad option."""
+    checks = {
+        "--endpoints": bool(args.endpoints) and min(args.endpoints) >= 1,
+        "--tokens": bool(args.tokens) and min(args.tokens) >= 16,
+        "--picks": args.picks >= 10,
+        "--rates": bool(args.rates) and min(args.rates) > 0,
+        "--requests": args.requests >= 10,
+        "--scrape-endpoints": 1 <= args.scrape_endpoints <= 2000,
+        "--scrape-interval": args.scrape_interval > 0,
+        "--scrape-seconds": args.scrape_seconds > 0,
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(
+            f"out of range: {', '.join(bad)} (endpoints >= 1, tokens >= 16, picks >= 10, rates > 0, "
+            "requests >= 10, scrape endpoints 1..2000, interval and seconds > 0)"
+        )
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 when every arm ran, 1 when an Envoy arm was skipped, 2 on bad input.
+
+    `argv` (autonomic.bench's interface) is not needed: the report spells out every option from `args`.
+    """
+    try:
+        validate(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from loadtests.picker_bench import bench
+
+    results = asyncio.run(bench(args))
+    return 1 if any("skipped" in r for r in results["extproc"]) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench_picker", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    args.prog = p.prog
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""A fleet of N model-server twins, each in its own process, seen as one fleet (for the routing benchmark).
+
+Why it exists: `autonomic fleet --servers N` serves N servers from one Python process, so when that process is short
+of CPU every server's HTTP side (`/metrics`, `/health`, streams) stalls at once; a router that scrapes metrics with a
+timeout then loses all its endpoints together, which a real fleet (one vLLM per GPU, each with its own API-server
+process) does not do. Here server i is `autonomic fleet --servers 1` on its own base port, keeping the fleet's port
+convention (HTTP on P, KV events on P+1000, replay on P+2000), and the group answers what `FleetProcess` answers:
+`urls`, `kv_endpoints`, `describe()`, `request_logs()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sim.fleet.process import FleetProcess
+from sim.netutil import find_base_port
+
+_OFFSETS = (0, 1000, 2000, 3000)
+
+
+def _disjoint_bases(n: int) -> list[int]:
+    bases: list[int] = []
+    taken: set[int] = set()
+    while len(bases) < n:
+        base = find_base_port(1)
+        ports = {base + o for o in _OFFSETS}
+        if ports & taken:
+            continue
+        taken |= ports
+        bases.append(base)
+    return bases
+
+
+class FleetGroup:
+    def __init__(self, servers: int, time_scale: float):
+        if servers < 1:
+            raise ValueError(f"servers must be >= 1, got {servers}")
+        self.servers = servers
+        self.time_scale = time_scale
+        self.members: list[FleetProcess] = []
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.urls[0] for m in self.members]
+
+    @property
+    def kv_endpoints(self) -> list[str]:
+        return [m.kv_endpoints[0] for m in self.members]
+
+    async def start(self) -> None:
+        self.members = [
+            FleetProcess(servers=1, base_port=b, time_scale=self.time_scale) for b in _disjoint_bases(self.servers)
+        ]
+        results = await asyncio.gather(*(m.start() for m in self.members), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.stop()
+            raise failed[0]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(m.stop() for m in self.members))
+
+    async def describe(self) -> list[dict[str, Any]]:
+        return [d for m in self.members for d in await m.describe()]
+
+    async def request_logs(self) -> dict[int, list[dict[str, Any]]]:
+        return {i: (await m.request_logs())[0] for i, m in enumerate(self.members)}
+
+    async def __aenter__(self) -> FleetGroup:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,129 @@
+"""The real peer routers (sglang-router, vllm-router) as child processes in front of a fleet, for benchmarks.
+
+Why it exists: the routing benchmark puts each peer in front of its own fresh fleet twin, launched exactly as
+tests/integration/test_peers.py and docs/peers.md do (each from its own venv under `.venv-peers/`, installed by
+`make peers`; loopback only; its own process group, killed afterwards), and must know when the peer really proxies
+(it may answer `/health` before its workers are registered). A missing venv is a reason to skip, never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from sim.netutil import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS_DIR = Path(os.environ.get("PEERS_DIR", REPO / ".venv-peers"))
+
+# benchmark name -> (venv, binary, policy)
+PEERS: dict[str, tuple[str, str, str]] = {
+    "sglang-cache-aware": ("sglang", "smg", "cache_aware"),
+    "vllm-router-cache-aware": ("vllm", "vllm-router", "cache_aware"),
+    "vllm-router-kv-aware": ("vllm", "vllm-router", "kv_aware"),
+}
+
+
+class PeerError(RuntimeError):
+    pass
+
+
+def peer_binary(name: str) -> Path:
+    venv, binary, _ = PEERS[name]
+    return PEERS_DIR / venv / "bin" / binary
+
+
+def missing_reason(name: str) -> str | None:
+    """Why the peer cannot run here, or None."""
+    path = peer_binary(name)
+    return None if path.exists() else f"{path} missing: run `make peers`"
+
+
+def peer_command(
+    name: str, port: int, workers: list[str], *, model: str, block_size: int, kv_endpoints: list[str]
+) -> list[str]:
+    """The launch command, as docs/peers.md gives it; both hosts on loopback (sglang binds 0.0.0.0 otherwise)."""
+    _, _, policy = PEERS[name]
+    binary = str(peer_binary(name))
+    common = ["--host", "127.0.0.1", "--port", str(port), "--prometheus-host", "127.0.0.1"]
+    common += ["--prometheus-port", str(free_port()), "--policy", policy]
+    if name.startswith("sglang"):
+        return [binary, "launch", *common, "--worker-urls", *workers]
+    cmd = [binary, *common, "--worker-urls", *workers]
+    if policy == "kv_aware":
+        if len(kv_endpoints) != len(workers):
+            raise PeerError(f"kv_aware needs one KV event endpoint per worker, got {len(kv_endpoints)}")
+        cmd += ["--kv-event-model", model, "--kv-event-block-size", str(block_size)]
+        for url, endpoint in zip(workers, kv_endpoints, strict=True):
+            cmd += ["--kv-event-source", f"{url}={endpoint}"]
+    return cmd
+
+
+class PeerRouter:
+    """One peer process; `start()` returns once a completion has gone through it."""
+
+    def __init__(self, cmd: list[str], log: Path, model: str):
+        self.cmd, self.log, self.model = cmd, log, model
+        self.port = int(cmd[cmd.index("--port") + 1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    def tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        with self.log.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.cmd,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            await self._wait_ready(timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        import aiohttp  # here: the benchmark's command imports this module, and must stay light
+
+        body = {"model": self.model, "prompt": "ready check", "max_tokens": 2, "request_id": "bench-ready"}
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.returncode is not None:
+                    raise PeerError(f"peer exited with {self.proc.returncode}: {self.tail()}")
+                try:
+                    async with http.post(f"{self.url}/v1/completions", json=body) as r:
+                        if r.status == 200:
+                            await r.read()
+                            return
+                        last = f"HTTP {r.status} {(await r.text())[:200]}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    last = repr(exc)
+                await asyncio.sleep(0.5)
+        raise PeerError(f"peer not ready after {timeout_s:g} s (last: {last}): {self.tail()}")
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=10)
+                return
+            except TimeoutError:
+                continue

@@ -1,0 +1,265 @@
+"""The routing benchmark's machinery: each router on a fresh fleet twin, the trace replayed, figures and report.
+
+Why it exists: `loadtests.bench_routing` (the command) stays light to import (`autonomic` builds every parser at
+start); the work is here. For a router: a fresh `autonomic fleet` process, then what the router needs in front of it
+(Envoy with one of its own lb policies; the picker process + Envoy with ext_proc; or a peer router process), the
+trace replayed open loop in time order (loadtests.replay), the twins' model-time logs summarized
+(loadtests.summary); everything stopped before the next router starts. The report is written by
+loadtests.bench_report: report.md, ttft_cdf.png, results.json (issue 7's schema) and details.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtests.bench_report import Table, command_line, fmt, plot_cdf, write_json, write_report
+from loadtests.bench_routing import ENVOY_POLICIES, OPTIONS, shipped_profiles
+from loadtests.fleet_group import FleetGroup
+from loadtests.peer_routers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
+from loadtests.replay import ReplayRecord, replay
+from loadtests.routing_bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
+from loadtests.routing_run import PickerProcess
+from loadtests.summary import pct, summarize
+from scorer.extproc.envoy_config import EnvoyOptions
+from scorer.extproc.local_envoy import LocalEnvoy
+from sim.fleet.profile import load_profile
+from sim.fleet.trace import TraceRequest, load_trace
+from sim.netutil import free_port
+
+
+def scale_trace(trace: list[TraceRequest], rate_scale: float, duration_s: float | None) -> list[TraceRequest]:
+    """Arrival times divided by `rate_scale`, cut to the first `duration_s` seconds after scaling."""
+    if rate_scale <= 0:
+        raise ValueError(f"rate scale must be > 0, got {rate_scale}")
+    out = [dataclasses.replace(r, timestamp_s=r.timestamp_s / rate_scale) for r in trace]
+    return [r for r in out if duration_s is None or r.timestamp_s < duration_s]
+
+
+_TWIN_ID = re.compile(r"^(?P<client>.+)-\d+-\d+$")
+
+
+def router_overhead_ms(records: list[ReplayRecord], logs: dict[int, list[dict[str, Any]]], time_scale: float) -> float:
+    """p50 of (client TTFT - the twin's own TTFT in wall seconds) per request: what the hop through the router
+    (and loopback) added. Requests are matched by the id the client sent (the twin logs `<id>-<server>-<seq>`);
+    a router that drops the id is compared on medians instead."""
+    twin: dict[str, float] = {}
+    for entries in logs.values():
+        for e in entries:
+            m = _TWIN_ID.match(str(e.get("request_id", "")))
+            if m:
+                twin[m.group("client")] = e["ttft"] / time_scale
+    pairs = [r.ttft_s - twin[r.request_id] for r in records if r.ok and r.ttft_s is not None and r.request_id in twin]
+    if len(pairs) >= max(1, len(records) // 2):
+        return pct(pairs, 50) * 1e3
+    client = [r.ttft_s for r in records if r.ok and r.ttft_s is not None]
+    model = [e["ttft"] / time_scale for es in logs.values() for e in es]
+    return (pct(client, 50) - pct(model, 50)) * 1e3
+
+
+class RouterSkipped(Exception):
+    pass
+
+
+async def _start_router(
+    name: str, fleet: FleetGroup, model: str, block_size: int, workdir: Path
+) -> tuple[str, list[Any]]:
+    """Start what `name` needs in front of `fleet`; returns its URL and the things to stop (last first)."""
+    pool = [u.removeprefix("http://") for u in fleet.urls]
+    started: list[Any] = []
+    try:
+        if name in PEERS:
+            cmd = peer_command(
+                name, free_port(), fleet.urls, model=model, block_size=block_size, kv_endpoints=fleet.kv_endpoints
+            )
+            peer = PeerRouter(cmd, workdir / f"{name}.log", model)
+            await peer.start()
+            started.append(peer)
+            return peer.url, started
+        picker_port = None
+        lb = ENVOY_POLICIES.get(name, "ROUND_ROBIN")
+        if name.startswith("picker-"):
+            picker = PickerProcess(pool, config=shipped_profiles()[name.removeprefix("picker-")])
+            await picker.start()
+            started.append(picker)
+            picker_port = picker.port
+        opts = EnvoyOptions(
+            listen_port=free_port(),
+            admin_port=free_port(),
+            picker_port=picker_port,
+            pool=pool,
+            failure_mode_allow=False,
+            pool_lb_policy=lb,  # type: ignore[arg-type]
+        )
+        envoy = LocalEnvoy(opts)
+        await envoy.start()
+        started.append(envoy)
+        return envoy.url, started
+    except BaseException:
+        for thing in reversed(started):
+            await thing.stop()
+        raise
+
+
+async def run_router(
+    name: str, trace: list[TraceRequest], args: argparse.Namespace, model: str, block_size: int
+) -> dict[str, Any]:
+    """One router on a fresh fleet: its summary (loadtests.summary) plus overhead and lag."""
+    fleet = FleetGroup(args.servers, args.time_scale)  # one process per server, as a real fleet
+    stack: list[Any] = []
+    try:
+        await fleet.start()
+        try:
+            url, stack = await _start_router(name, fleet, model, block_size, args.out)
+        except (PeerError, RuntimeError, TimeoutError, OSError) as exc:
+            last = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else repr(exc)
+            raise RouterSkipped(f"could not start: {last}") from exc
+        before = {i: len(es) for i, es in (await fleet.request_logs()).items()}  # a peer's readiness request
+        t0 = time.monotonic()
+
+        def tick(sent: int, done: int, failed: int) -> None:
+            print(f"  {name}: {time.monotonic() - t0:6.1f}s sent {sent}/{len(trace)} done {done} failed {failed}")
+
+        records = await replay(
+            trace, lambda _i: url, model=model, time_scale=args.time_scale, id_prefix=name, progress=tick,
+            progress_every_s=10.0,
+        )  # fmt: skip
+        wall = time.monotonic() - t0
+        logs = {i: es[before.get(i, 0) :] for i, es in (await fleet.request_logs()).items()}
+        summary = summarize(records, logs, time_scale=args.time_scale, wall_s=wall)
+        summary["router_overhead_p50_ms"] = router_overhead_ms(records, logs, args.time_scale)
+        summary["max_engine_lag_model_s"] = max(d["max_lag_model_s"] for d in await fleet.describe())
+        summary["failed_sent_at_s"] = [round(r.sent_at, 2) for r in records if not r.ok][:50]
+        if any(isinstance(thing, PickerProcess) for thing in stack) and summary["failed"]:
+            summary["picker_output_tail"] = [ln for t in stack if isinstance(t, PickerProcess) for ln in t.output][-20:]
+        return summary
+    finally:
+        for thing in reversed(stack):
+            await thing.stop()
+        await fleet.stop()
+
+
+def results_entry(s: dict[str, Any]) -> dict[str, Any]:
+    """One router's figures in the schema of issue 7 (model-time TTFT/e2e, client TTFT, router overhead)."""
+    return {
+        "hit_ratio": s["hit_ratio"],
+        "ttft_p50_s": s["ttft_model_p50_s"],
+        "ttft_p90_s": s["ttft_model_p90_s"],
+        "ttft_p99_s": s["ttft_model_p99_s"],
+        "e2e_p90_s": s["e2e_model_p90_s"],
+        "output_tokens_per_s": s["output_tokens_per_s_model"],
+        "client_ttft_p90_s": s["ttft_client_p90_s"],
+        "router_overhead_p50_ms": s["router_overhead_p50_ms"],
+        "requests_ok": s["ok"],
+        "requests_failed": s["failed"],
+    }
+
+
+def report_table(oracle: float, pooled: float, summaries: dict[str, dict[str, Any]]) -> Table:
+    headers = ["router", "hit ratio", "of oracle", "of pooled", "TTFT p50 s", "p90 s", "p99 s", "E2E p50 s"]
+    headers += ["E2E p90 s", "output tok/s", "client TTFT p90 s", "router overhead p50 ms", "ok", "failed"]
+    headers += ["load imbalance", "twin lag s"]
+    table = Table("Routers", headers)
+    table.rows.append(["oracle bound", fmt(oracle), "1", fmt(oracle / pooled if pooled else None, ".2f")] + ["-"] * 12)
+    table.rows.append(["pooled-capacity bound", fmt(pooled), fmt(pooled / oracle if oracle else None, ".2f"), "1"])
+    table.rows[-1] += ["-"] * 12
+    for name, s in summaries.items():
+        row = [name, fmt(s["hit_ratio"]), fmt(s["hit_ratio"] / oracle if oracle else None, ".2f")]
+        row.append(fmt(s["hit_ratio"] / pooled if pooled else None, ".2f"))
+        row += [fmt(s[k]) for k in ("ttft_model_p50_s", "ttft_model_p90_s", "ttft_model_p99_s")]
+        row += [fmt(s["e2e_model_p50_s"], ".2f"), fmt(s["e2e_model_p90_s"], ".2f")]
+        row += [fmt(s["output_tokens_per_s_model"], ".0f"), fmt(s["ttft_client_p90_s"])]
+        row += [fmt(s["router_overhead_p50_ms"], ".1f"), str(s["ok"]), str(s["failed"])]
+        row += [fmt(s["load_imbalance"], ".2f"), fmt(s["max_engine_lag_model_s"], ".1f")]
+        table.rows.append(row)
+    table.notes = [
+        "Hit ratio: prompt tokens the servers served from their prefix caches / prompt tokens. TTFT and E2E in model",
+        "time (what the twins measured: queueing + prefill, decode; real seconds of the modelled GPU, free of proxy",
+        "overheads the time scale does not compress). Client TTFT: what the client saw, wall seconds (compressed).",
+        "Router overhead: p50 of client TTFT minus the twin's own TTFT, per request, in wall ms. Load imbalance: the",
+        "busiest server's requests / the mean. Twin lag: how far a twin's GPU timeline fell behind the wall clock",
+        "(model s; large values mean the machine, not the router, set the pace). Oracle bound: one infinite cache",
+        "shared by all servers. Pooled-capacity bound: one LRU prefix cache of the whole fleet's capacity; LRU is not",
+        "optimal, so a router that keeps reused prefixes apart from one-off requests can exceed it slightly.",
+    ]
+    return table
+
+
+async def bench(args: argparse.Namespace, routers: list[str]) -> dict[str, Any]:
+    profile = load_profile()
+    trace = scale_trace(load_trace(args.trace, max_seconds=args.duration * args.rate_scale), args.rate_scale, None)
+    if not trace:
+        raise ValueError(f"--trace: no request in the first {args.duration * args.rate_scale:g} trace seconds")
+    capacity = fleet_capacity_blocks(args.servers, profile.num_gpu_blocks, profile.block_size)
+    oracle, pooled = oracle_hit_ratio(trace), pooled_capacity_hit_ratio(trace, capacity)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"[bench routing] {len(trace)} requests ({args.duration:g} model s, rate x{args.rate_scale:g}, time scale "
+        f"x{args.time_scale:g}), {args.servers} servers; oracle {oracle:.3f}, pooled-capacity bound {pooled:.3f}",
+        flush=True,
+    )
+    summaries: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for name in routers:
+        reason = missing_reason(name) if name in PEERS else None
+        if reason:
+            skipped[name] = reason
+            print(f"[bench routing] {name}: skipped ({reason})", flush=True)
+            continue
+        print(f"[bench routing] {name}: fresh fleet of {args.servers}", flush=True)
+        try:
+            summaries[name] = await run_router(name, trace, args, profile.model, profile.block_size)
+        except RouterSkipped as exc:
+            skipped[name] = str(exc)
+            print(f"[bench routing] {name}: skipped ({exc})", flush=True)
+            continue
+        s = summaries[name]
+        print(
+            f"[bench routing] {name}: hit {s['hit_ratio']:.3f}, TTFT p50/p90 {s['ttft_model_p50_s']:.3f}/"
+            f"{s['ttft_model_p90_s']:.3f} s, ok {s['ok']}, failed {s['failed']}, wall {s['wall_s']:.0f} s",
+            flush=True,
+        )
+    results = {
+        "oracle_hit_ratio": oracle,
+        "pooled_capacity_bound": pooled,
+        "routers": {name: results_entry(s) for name, s in summaries.items()},
+    }
+    write_json(args.out / "results.json", results)
+    details = {
+        "command": command_line(getattr(args, "prog", "autonomic bench routing"), args, OPTIONS),
+        "trace": str(args.trace),
+        "requests": len(trace),
+        "servers": args.servers,
+        "time_scale": args.time_scale,
+        "rate_scale": args.rate_scale,
+        "duration_model_s": args.duration,
+        "capacity_blocks": capacity,
+        "skipped": skipped,
+        "routers": {n: {k: v for k, v in s.items() if k != "ttft_model_s"} for n, s in summaries.items()},
+    }
+    write_json(args.out / "details.json", details)
+    title = f"TTFT CDF (model time): {args.trace.name}, {args.servers} twins, rate x{args.rate_scale:g}"
+    plot = plot_cdf(
+        args.out / "ttft_cdf.png",
+        {n: s["ttft_model_s"] for n, s in summaries.items()},
+        xlabel="TTFT, model time (s)",
+        title=title,
+    )
+    intro = [
+        f"Command: `{details['command']}`",
+        "",
+        f"Trace `{args.trace.name}`: {len(trace)} requests, the first {args.duration * args.rate_scale:g} trace "
+        f"seconds at x{args.rate_scale:g} the rate ({args.duration:g} model s), replayed in time order at time scale "
+        f"x{args.time_scale:g}; {args.servers} fleet twins per router ({profile.name}, {capacity} trace blocks of "
+        "512 tokens of KV cache together), a fresh fleet for each router, each server in its own process.",
+    ]
+    footer = [f"Skipped: {n}: {why}" for n, why in skipped.items()]
+    footer += [f"Plot: {plot.name}" if plot else "Plot: not drawn (matplotlib missing or no data)"]
+    write_report(args.out, "Routing benchmark", intro, [report_table(oracle, pooled, summaries)], footer)
+    written = "report.md, results.json, details.json" + (", ttft_cdf.png" if plot else "")
+    print(f"[bench routing] wrote {written} in {args.out}")
+    return results

@@ -1,0 +1,152 @@
+"""Short runs of `autonomic bench routing` and `autonomic bench picker`: the reports are complete and well-formed.
+
+Real processes on loopback (fleet twins, Envoy, the picker, the peers when installed), tiny loads; only the shape
+of the output is checked (every router and figure present, numbers finite, the table and plot written), never a
+timing. The peer routers' run is marked `peers` (`make test-peers`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autonomic.cli import main as autonomic_main
+from loadtests.bench_routing import DEFAULT_TRACE
+from loadtests.peer_routers import missing_reason
+
+ROUTER_KEYS = {
+    "hit_ratio",
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
+    "e2e_p90_s",
+    "output_tokens_per_s",
+    "client_ttft_p90_s",
+    "router_overhead_p50_ms",
+    "requests_ok",
+    "requests_failed",
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def small_trace(tmp_path: Path, requests: int = 24) -> Path:
+    """The first requests of the shared trace, or a synthetic one with shared prefixes if it is absent."""
+    path = tmp_path / "trace.jsonl"
+    if DEFAULT_TRACE.exists():
+        lines = DEFAULT_TRACE.read_text().splitlines()[:requests]
+    else:
+        lines = [
+            json.dumps({"timestamp": 150 * i, "input_length": 1500, "output_length": 8, "hash_ids": [1, 2, 100 + i]})
+            for i in range(requests)
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def table_rows(report: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in report.splitlines():
+        if line.startswith("| ") and not line.startswith("| router"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def routing(tmp_path: Path, routers: str) -> tuple[int, dict[str, Any], str, Path]:
+    out = tmp_path / "out"
+    argv = ["bench", "routing", "--trace", str(small_trace(tmp_path)), "--servers", "2", "--time-scale", "20"]
+    code = autonomic_main([*argv, "--duration", "600", "--routers", routers, "--out", str(out)])
+    return code, json.loads((out / "results.json").read_text()), (out / "report.md").read_text(), out
+
+
+def check_routing_report(results: dict[str, Any], report: str, out: Path, routers: list[str]) -> None:
+    assert set(results) == {"oracle_hit_ratio", "pooled_capacity_bound", "routers"}
+    assert 0 <= results["pooled_capacity_bound"] <= results["oracle_hit_ratio"] <= 1
+    assert list(results["routers"]) == routers
+    for name, figures in results["routers"].items():
+        assert set(figures) == ROUTER_KEYS, name
+        assert all(isinstance(v, int | float) and math.isfinite(v) for v in figures.values()), (name, figures)
+        assert figures["requests_ok"] == 24 and figures["requests_failed"] == 0, (name, figures)
+        assert 0 <= figures["hit_ratio"] <= 1
+        assert 0 < figures["ttft_p50_s"] <= figures["ttft_p90_s"] <= figures["ttft_p99_s"]
+    rows = table_rows(report)
+    assert {"oracle bound", "pooled-capacity bound", *routers} <= set(rows)
+    width = len(rows["oracle bound"])
+    for name in routers:
+        assert len(rows[name]) == width and "-" not in rows[name], rows[name]  # every figure filled in
+    assert re.search(
+        r"^Command: `autonomic bench routing --trace \S+ --servers 2 --time-scale 20 .*--routers ", report, re.M
+    )
+    assert (out / "ttft_cdf.png").read_bytes().startswith(PNG)
+    details = json.loads((out / "details.json").read_text())
+    assert set(details["routers"]) == set(routers) and details["requests"] == 24
+
+
+def test_bench_routing_short_run(tmp_path: Path) -> None:
+    code, results, report, out = routing(tmp_path, "least-queue,picker-default")
+    assert code == 0, report
+    check_routing_report(results, report, out, ["least-queue", "picker-default"])
+
+
+@pytest.mark.peers
+@pytest.mark.skipif(missing_reason("sglang-cache-aware") is not None, reason="sglang-router not installed")
+@pytest.mark.skipif(missing_reason("vllm-router-kv-aware") is not None, reason="vllm-router not installed")
+def test_bench_routing_short_run_with_peers(tmp_path: Path) -> None:
+    peers = ["sglang-cache-aware", "vllm-router-cache-aware", "vllm-router-kv-aware"]
+    code, results, report, out = routing(tmp_path, ",".join(peers))
+    assert code == 0, report
+    check_routing_report(results, report, out, peers)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--routers", "round-robin,nope"], "--routers: unknown ['nope']"),
+        (["--rate-scale", "0"], "--rate-scale must be > 0"),
+        (["--trace", "/nonexistent/trace.jsonl"], "--trace: /nonexistent/trace.jsonl is not a file"),
+    ],
+)
+def test_bench_routing_refuses_bad_input(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    base = ["bench", "routing", "--trace", str(small_trace(tmp_path)), "--out", str(out)]
+    assert autonomic_main([*base, *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing started, nothing written
+
+
+def test_bench_routing_bad_trace_line_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "bad.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n{"timestamp": 1}\n')
+    out = tmp_path / "out"
+    assert autonomic_main(["bench", "routing", "--trace", str(trace), "--out", str(out)]) == 2
+    assert f"{trace}:2: missing 'input_length'" in capsys.readouterr().err
+
+
+def test_bench_picker_short_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["bench", "picker", "--endpoints", "8", "--tokens", "1024", "--picks", "20", "--rates", "40"]
+    argv += ["--requests", "40", "--scrape-endpoints", "12", "--scrape-seconds", "0.5", "--out", str(out)]
+    assert autonomic_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"schedule", "extproc", "scrape"}
+    (cell,) = results["schedule"]
+    assert cell["endpoints"] == 8 and cell["prompt_tokens"] == 1024 and cell["p50_ratio"] > 0
+    arms = {r["arm"]: r for r in results["extproc"]}
+    assert set(arms) == {"envoy-round-robin", "picker-round-robin", "picker"}
+    for arm, r in arms.items():
+        assert r["rate_rps"] == 40 and r["errors"] == 0 and math.isfinite(r["added_p99_ms"]), arm
+    assert [r["endpoints"] for r in results["scrape"]] == [8, 12]
+    for r in results["scrape"]:
+        assert r["failed"] == 0 and r["cpu_ms_per_scrape"] > 0 and r["scrapes_per_s"] > 0
+    report = (out / "report.md").read_text()
+    for title in ("schedule() per decision", "Latency added through Envoy", "Scraping cost"):
+        assert f"## {title}" in report
+    assert "| 40 | picker |" in report and "| 12 | 0.05 |" in report
+    assert (out / "schedule_cdf.png").read_bytes().startswith(PNG)
