@@ -2,9 +2,12 @@
 
 Why it exists: the scheduling core only knows what the scrapes tell it (queue, running, KV usage, LoRA state), and
 whether an endpoint answers at all. Each endpoint gets its own loop (a task in one TaskGroup), so a server that hangs
-until the per-request timeout never delays the scrapes of the others. A failed scrape (refused, timed out, HTTP
-error, unusable exposition) is reported to `Director.update_metrics(address, None, error)` at once, which takes the
-endpoint out of the candidates: a dead replica stops receiving new requests within one scrape interval.
+until the per-request timeout never delays the scrapes of the others. A failed scrape (refused, reset, HTTP error,
+unusable exposition) is reported to `Director.update_metrics(address, None, error)` at once, which takes the
+endpoint out of the candidates: a dead replica stops receiving new requests within one scrape interval. A timeout
+is not proof of death (a starved CPU, on either side, looks the same): it is logged and counted but not reported,
+so the endpoint keeps its last metrics until they pass the staleness limit, and then the Director's stale rule
+applies (out while others are fresh, still routable when nobody is).
 
 The set of endpoints may change while it runs (`set_addresses`, from InferencePool discovery): a newcomer is
 scraped at once and then on its own loop, a leaver's loop is cancelled and its state dropped.
@@ -172,9 +175,12 @@ class MetricsScraper:
                 log.info("endpoint scrape recovered", extra={"endpoint": address})
         else:
             message = f"{result.kind}: {result.error}"
-            self.sink.update_metrics(address, None, message)
+            slow = result.kind == "timeout"  # slow is not down: the last metrics age out instead
+            if not slow:
+                self.sink.update_metrics(address, None, message)
             if self.failing.get(address) is None:
-                log.warning("endpoint scrape failed; not a candidate", extra={"endpoint": address, "error": message})
+                what = "kept until its metrics are stale" if slow else "not a candidate"
+                log.warning(f"endpoint scrape failed; {what}", extra={"endpoint": address, "error": message})
             self.failing[address] = message
         if self.on_result is not None:
             try:

@@ -19,7 +19,7 @@ from scorer.config import default_config
 from scorer.director import Director
 from scorer.scheduler import Scheduler
 from scorer.sources.scraper import MetricsScraper, ScrapeResult
-from scorer.types import Endpoint
+from scorer.types import Endpoint, LLMRequest
 from sim.fleet.fleet import Fleet
 from sim.netutil import free_port
 
@@ -77,7 +77,6 @@ async def server() -> AsyncIterator[MetricsServer]:
         (500, GOOD, 0.0, "http", "HTTP 500"),
         (200, "<html>not vllm</html>", 0.0, "parse", "vllm:num_requests_waiting: missing"),
         (200, GOOD.replace(" 1\n", " NaN\n"), 0.0, "parse", "must be a finite non-negative number"),
-        (200, GOOD, 5.0, "timeout", "no answer within 0.2 s"),
     ],
 )
 async def test_each_failure_takes_the_endpoint_out_at_once(
@@ -95,6 +94,25 @@ async def test_each_failure_takes_the_endpoint_out_at_once(
     assert not director.ready()
     assert director.endpoints()[0].error == f"{kind}: {result.error}"
     assert scraper.failing[server.address] == f"{kind}: {result.error}"
+
+
+async def test_a_timeout_keeps_the_endpoint_until_its_metrics_are_stale(server: MetricsServer):
+    clock = [1000.0]
+    director = Director(Scheduler(default_config()), clock=lambda: clock[0], staleness_s=2.0)
+    director.set_endpoints([Endpoint(server.address)])
+    async with MetricsScraper(director, [server.address], timeout_s=0.2, clock=lambda: clock[0]) as scraper:
+        assert (await scraper.scrape(server.address)).ok
+        server.delay = 5.0
+        result = await scraper.scrape(server.address)
+    assert (result.ok, result.kind) == (False, "timeout")
+    assert scraper.failing[server.address] == f"timeout: {result.error}"
+    state = director.endpoints()[0]
+    assert (state.error, state.stale, director.ready()) == (None, False, True)
+    clock[0] += 3.0  # past the staleness limit: stale, and (alone) still routable as the last resort
+    state = director.endpoints()[0]
+    assert (state.error, state.stale) == (None, True)
+    assert director.pick(LLMRequest("r", "m", prompt="hello")).addresses == [server.address]
+    assert director.stale_fallbacks == 1
 
 
 async def test_refused_connection():
