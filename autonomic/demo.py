@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autonomic.logs import JsonFormatter
 from loadtests.rebalance_report import json_safe, results_json, text_table
 from loadtests.rebalance_report import plot as plot_pressure
 from loadtests.rebalance_run import RunSettings, default_scenario, run_policies
@@ -111,14 +115,27 @@ def _rebalance(args: argparse.Namespace, summary: dict[str, Any]) -> bool:
         f"a cycle every {settings.interval_s:g} model s)",
         flush=True,
     )
+    log_path = args.out / "rebalance.log"
+    print(f"[demo]   the controllers' and twins' JSON logs go to {log_path}", flush=True)
     try:
-        comparison = run_policies(
-            default_scenario(), args.policies, settings, lambda m: print(f"[demo]   {m}", flush=True)
-        )
+        with _logs_to(log_path):
+            comparison = run_policies(
+                default_scenario(), args.policies, settings, lambda m: print(f"[demo]   {m}", flush=True)
+            )
     except (TelemetryError, RuntimeError) as exc:
-        print(f"[demo] rebalance failed: {exc}", file=sys.stderr)
+        print(f"[demo] rebalance failed: {exc} (logs: {log_path})", file=sys.stderr)
         summary["rebalance"] = {"error": str(exc)}
         return False
+    for name, run in comparison["policies"].items():
+        for move in run["moves"]:
+            why = move["why"][0] if move.get("why") else ""
+            started = move.get("started_min")
+            when = f" at model min {started:.1f}" if isinstance(started, (int, float)) else ""
+            print(
+                f"[demo]   {name}: {move.get('vmi')} {move.get('source')} -> {move.get('target') or '?'} "
+                f"{str(move.get('phase') or '').lower()}{when}" + (f" ({_short(why)})" if why else ""),
+                flush=True,
+            )
     title = (
         f"rebalancing a hotspot: same scenario, fresh twins, {args.rebalance_minutes:g} model min each, "
         f"over = CPU PSI > {settings.threshold:g}"
@@ -139,6 +156,28 @@ def _rebalance(args: argparse.Namespace, summary: dict[str, Any]) -> bool:
     if path:
         print(f"[demo] wrote {path}")
     return not any(r.get("errors") for r in comparison["policies"].values())
+
+
+@contextlib.contextmanager
+def _logs_to(path: Path) -> Iterator[None]:
+    """Route the root logger to `path` (JSON lines) while the twins and controllers run; warnings stay on stderr."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    to_file = logging.FileHandler(path, mode="w")
+    to_file.setFormatter(JsonFormatter())
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.WARNING)
+    to_stderr.setFormatter(JsonFormatter())
+    root.handlers[:] = [to_file, to_stderr]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+        to_file.close()
+
+
+def _short(text: str, width: int = 110) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 async def _routing(args: argparse.Namespace, routers: list[str], model: str, summary: dict[str, Any]) -> bool:
