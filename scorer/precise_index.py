@@ -47,6 +47,8 @@ from typing import Any
 
 import xxhash
 
+from scorer.owner_bits import clear_bit, longest_prefix
+
 _xxh64 = xxhash.xxh64_intdigest
 
 
@@ -186,22 +188,7 @@ class PreciseIndex:
     # ---- reading -----------------------------------------------------------------------------------------
     def match(self, keys: Sequence[int]) -> dict[str, int]:
         """Per endpoint, how many blocks from block 0 on it holds consecutively (endpoints with none are absent)."""
-        matched: dict[str, int] = {}
-        if not keys:
-            return matched
-        get = self._owners.get
-        alive = get(keys[0], 0)
-        depth = 1
-        for key in keys[1:] if alive else ():
-            still = alive & get(key, 0)
-            if still != alive:
-                self._note(matched, alive & ~still, depth)
-                if not still:
-                    return matched
-                alive = still
-            depth += 1
-        self._note(matched, alive, depth)
-        return matched
+        return longest_prefix(self._owners, self._address_of, keys)
 
     def block_size(self, address: str) -> int | None:
         """The block size the endpoint's events declared (None before its first BlockStored)."""
@@ -305,15 +292,5 @@ class PreciseIndex:
         self._next_slot += 1
         return slot
 
-    def _note(self, matched: dict[str, int], mask: int, depth: int) -> None:
-        while mask:
-            low = mask & -mask
-            matched[self._address_of[low.bit_length() - 1]] = depth
-            mask ^= low
-
     def _clear_bit(self, key: int, bit: int) -> None:
-        mask = self._owners.get(key, 0) & ~bit
-        if mask:
-            self._owners[key] = mask
-        else:
-            self._owners.pop(key, None)
+        clear_bit(self._owners, key, bit)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+from scorer.owner_bits import clear_bit, longest_prefix
+
 
 class PrefixIndex:
     def __init__(self, capacity_per_endpoint: int):
@@ -38,22 +40,7 @@ class PrefixIndex:
     # ---- reading (never changes recency, so explaining a decision has no effect) -------------------------
     def match(self, hashes: Sequence[int]) -> dict[str, int]:
         """Per endpoint, how many blocks from block 0 on it holds consecutively (endpoints with none are absent)."""
-        matched: dict[str, int] = {}
-        if not hashes:
-            return matched
-        get = self._owners.get
-        alive = get(hashes[0], 0)
-        depth = 1
-        for block_hash in hashes[1:] if alive else ():
-            still = alive & get(block_hash, 0)
-            if still != alive:
-                self._note(matched, alive & ~still, depth)
-                if not still:
-                    return matched
-                alive = still
-            depth += 1
-        self._note(matched, alive, depth)
-        return matched
+        return longest_prefix(self._owners, self._address_of, hashes)
 
     def blocks(self, address: str) -> int:
         """How many block hashes the endpoint currently holds in the index."""
@@ -114,15 +101,5 @@ class PrefixIndex:
             self._lrus[address] = OrderedDict()
         return slot
 
-    def _note(self, matched: dict[str, int], mask: int, depth: int) -> None:
-        while mask:
-            low = mask & -mask
-            matched[self._address_of[low.bit_length() - 1]] = depth
-            mask ^= low
-
     def _clear_bit(self, block_hash: int, bit: int) -> None:
-        mask = self._owners.get(block_hash, 0) & ~bit
-        if mask:
-            self._owners[block_hash] = mask
-        else:
-            self._owners.pop(block_hash, None)
+        clear_bit(self._owners, block_hash, bit)
