@@ -57,6 +57,9 @@ class EnvoyOptions:
     picker_tls: bool = False
     picker_ca_file: str | None = None
     picker_sni: str | None = None
+    # consecutive health-check timeouts or connection failures before Envoy stops asking the picker (NOT_SERVING
+    # counts at once): above 1 so that a picker late by a second under CPU starvation keeps routing
+    picker_unhealthy_threshold: int = 3
     # without a picker: Envoy's own policy over the pool (the routing benchmark's random and least-queue baselines)
     pool_lb_policy: Literal["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"] = "ROUND_ROBIN"
 
@@ -102,9 +105,12 @@ def _pool_cluster(opts: EnvoyOptions) -> dict[str, Any]:
 
 def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
     h2 = {_TYPE: _T + "upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}}
-    # every second, also without traffic: this interval is the window of 500s after a picker crash (see docs)
+    # every second, also without traffic: this interval is the window of 500s after a picker crash (see docs).
+    # NOT_SERVING takes the picker out at once whatever the threshold (Envoy counts an explicit "unhealthy" answer
+    # as an active failure); timeouts and connection failures must repeat `picker_unhealthy_threshold` times, so a
+    # picker starved of CPU for a second is not taken out (fail-closed, that was a 500 for every request)
     every_second = {"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s"}
-    health = {**every_second, "unhealthy_threshold": 1, "healthy_threshold": 1}
+    health = {**every_second, "unhealthy_threshold": opts.picker_unhealthy_threshold, "healthy_threshold": 1}
     health["grpc_health_check"] = {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"}
     extra: dict[str, Any] = {}
     if opts.picker_tls:
@@ -208,6 +214,8 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
     """The bootstrap as a dict (yaml.safe_dump of it is what Envoy reads)."""
     if not opts.pool and (opts.picker_port is None or opts.routing == "override_host"):
         raise ValueError("this routing needs the pool of model-server addresses")
+    if opts.picker_unhealthy_threshold < 1:
+        raise ValueError(f"picker_unhealthy_threshold must be at least 1, got {opts.picker_unhealthy_threshold}")
     clusters = [_pool_cluster(opts)] if opts.pool else []
     if opts.picker_port is not None:
         clusters.append(_picker_cluster(opts))

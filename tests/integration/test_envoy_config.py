@@ -53,3 +53,20 @@ def test_shape_of_the_chain():
     assert [c["name"] for c in plain["clusters"]] == ["pool"]
     with pytest.raises(ValueError):
         render(EnvoyOptions(pool=()))
+
+
+@pytest.mark.parametrize(("threshold", "error"), [(3, None), (1, None), (0, "picker_unhealthy_threshold")])
+def test_picker_health_check_threshold(threshold: int, error: str | None):
+    opts = EnvoyOptions(pool=POOL, picker_unhealthy_threshold=threshold)
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            render(opts)
+        return
+    picker = next(c for c in render(opts)["static_resources"]["clusters"] if c["name"] == "picker")
+    (check,) = picker["health_checks"]
+    assert (check["unhealthy_threshold"], check["healthy_threshold"], check["timeout"]) == (threshold, 1, "1s")
+
+
+def test_default_tolerates_one_late_health_check():
+    """A picker late for one check (CPU starvation) stays in the path; see test_extproc_failures."""
+    assert EnvoyOptions().picker_unhealthy_threshold > 1

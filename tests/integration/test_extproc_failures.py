@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.local_envoy import LocalEnvoy
 from scorer.extproc.roundrobin import RoundRobinBackend
-from scorer.extproc.server import serve_extproc
+from scorer.extproc.server import ExtProcServicer, serve_extproc
 from sim.fleet.fleet import Fleet
 from sim.netutil import free_port
 
@@ -162,3 +162,65 @@ async def test_hung_picker_is_bounded_by_a_timeout(fleet2: Fleet, body_mode: str
         await server.stop(0)
     assert status == 504
     assert waited < 5.0
+
+
+class _StallingHealth(health.aio.HealthServicer):
+    """Health that, while `stalled` is set, answers no check until it is cleared: a picker starved of CPU (its one
+    event loop late by seconds) as Envoy's health checker sees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = asyncio.Event()
+        self.resumed = asyncio.Event()
+
+    async def Check(self, request, context):  # type: ignore[no-untyped-def,override]
+        if self.stalled.is_set():
+            await self.resumed.wait()
+        return await super().Check(request, context)
+
+
+async def _health_check_stat(envoy: LocalEnvoy, name: str) -> int:
+    for line in (await envoy.admin_get("/stats?filter=^cluster\\.picker\\.health_check\\.")).splitlines():
+        key, _, value = line.partition(": ")
+        if key == f"cluster.picker.health_check.{name}":
+            return int(value)
+    return 0
+
+
+async def _health_check_seen(envoy: LocalEnvoy, name: str) -> None:
+    """Wait until Envoy's picker health-check counter `name` is at least 1 (polling its admin stats)."""
+    while True:
+        if await _health_check_stat(envoy, name) >= 1:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_a_late_health_check_does_not_take_the_picker_out(fleet2: Fleet):
+    """One health check that times out (a starved picker, here one that does not answer it until released) leaves
+    the picker in Envoy's path: with `unhealthy_threshold: 1` it was marked unhealthy at once and, fail-closed,
+    every request got Envoy's 500 until the next good check (the routing benchmark's 500s under a starved CPU).
+    NOT_SERVING still takes it out at once (test_not_ready_picker_is_skipped_by_envoy)."""
+    addresses = fleet_addresses(fleet2)
+    backend = RoundRobinBackend(addresses)
+    server = grpc.aio.server()
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(backend), server)
+    checks = _StallingHealth()
+    await checks.set("envoy.service.ext_proc.v3.ExternalProcessor", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    opts = EnvoyOptions(listen_port=free_port(), admin_port=free_port(), picker_port=port, pool=tuple(addresses))
+    try:
+        async with LocalEnvoy(opts) as envoy, asyncio.timeout(30):
+            assert (await post_completion(envoy.url, completion_body(fleet2, "before", new_request_id())))[0] == 200
+            await _health_check_seen(envoy, "success")
+            checks.stalled.set()
+            await _health_check_seen(envoy, "network_failure")  # one check timed out
+            clusters = await envoy.admin_get("/clusters")
+            checks.resumed.set()
+            flags = [ln for ln in clusters.splitlines() if ln.startswith("picker::") and "::health_flags::" in ln]
+            assert flags and all(ln.endswith("::health_flags::healthy") for ln in flags), flags
+            status, _ = await post_completion(envoy.url, completion_body(fleet2, "after", new_request_id()))
+            assert status == 200
+    finally:
+        await server.stop(0)
