@@ -1,8 +1,9 @@
 """`autonomic demo`: the main job on the embedded twins, printing what it did.
 
-Routing part: replays the first minutes of the Mooncake conversation trace through a real Envoy twice, each time
-in front of a fresh fleet of vLLM twins: once with Envoy's own round robin, once with our endpoint picker over
-ext_proc. Prints the two side by side (prefix-cache hit ratio against the trace's oracle bound, TTFT p50/p90 in
+Routing part: replays the first minutes of the Mooncake conversation trace through a real Envoy three times, each
+time in front of a fresh fleet of vLLM twins: with Envoy's own round robin, with our endpoint picker over ext_proc
+(default profile: approximate prefix index), and with the picker's precise profile (the replicas' KV events and
+`/tokenize`). Prints them side by side (prefix-cache hit ratio against the trace's oracle bound, TTFT p50/p90 in
 model time, e2e, throughput, spread), writes `summary.json` and a TTFT CDF plot.
 
 Rebalance part: the cluster twin's default scenario (a hotspot on worker-0) with its real Prometheus, three times
@@ -38,8 +39,8 @@ from sim.fleet.profile import ProfileError, load_profile
 from sim.fleet.trace import load_trace, oracle_hit_ratio
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"
-ARMS = ("envoy-round-robin", "picker")
-EXTRA_ARMS = ("picker-precise",)  # on request: the picker with scorer/precise-config.yaml (KV events)
+# the picker twice: its default profile (approximate prefix index) and scorer/precise-config.yaml (KV events)
+ARMS = ("envoy-round-robin", "picker", "picker-precise")
 PARTS = ("routing", "rebalance")
 REBALANCE_POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
 
@@ -50,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=4.0, help="replay the first N minutes of the trace")
     p.add_argument("--servers", type=int, default=4)
     p.add_argument("--time-scale", type=float, default=10.0, help="model seconds per real second")
-    p.add_argument("--routers", default=",".join(ARMS), help=f"comma-separated, from {ARMS + EXTRA_ARMS}")
+    p.add_argument("--routers", default=",".join(ARMS), help=f"comma-separated, from {ARMS}")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="where the report and plot go")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {PARTS}")
     p.add_argument(
@@ -80,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: trace not found: {args.trace} (expected ../shared beside the checkout)", file=sys.stderr)
         return 2
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
-    bad = [r for r in routers if r not in ARMS + EXTRA_ARMS]
+    bad = [r for r in routers if r not in ARMS]
     if bad or not routers:
-        print(f"error: --routers: unknown {bad}; choose from {ARMS + EXTRA_ARMS}", file=sys.stderr)
+        print(f"error: --routers: unknown {bad}; choose from {ARMS}", file=sys.stderr)
         return 2
     try:
         profile = load_profile()
@@ -127,12 +128,16 @@ def _rebalance(args: argparse.Namespace, summary: dict[str, Any]) -> bool:
         summary["rebalance"] = {"error": str(exc)}
         return False
     for name, run in comparison["policies"].items():
+        nth: dict[str, int] = {}
         for move in run["moves"]:
-            why = move["why"][0] if move.get("why") else ""
+            vmi = str(move.get("vmi"))
+            k = nth[vmi] = nth.get(vmi, -1) + 1
+            reasons = move.get("why") or []
+            why = reasons[k] if k < len(reasons) else ""  # the VM's k-th Event says why its k-th move happened
             started = move.get("started_min")
-            when = f" at model min {started:.1f}" if isinstance(started, (int, float)) else ""
+            when = f" at model min {started:.1f}" if isinstance(started, (int, float)) else " (in flight at the end)"
             print(
-                f"[demo]   {name}: {move.get('vmi')} {move.get('source')} -> {move.get('target') or '?'} "
+                f"[demo]   {name}: {vmi} {move.get('source') or '?'} -> {move.get('target') or '?'} "
                 f"{str(move.get('phase') or '').lower()}{when}" + (f" ({_short(why)})" if why else ""),
                 flush=True,
             )
