@@ -55,6 +55,8 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
     ) -> AsyncIterator[pb.ProcessingResponse]:
         exchange = Exchange(self.backend, request_mode=self.request_mode, response_mode=self.response_mode)
         prepare = getattr(self.backend, "prepare", None)  # optional async step before a decision (tokenize)
+        if not getattr(self.backend, "preparers", True):  # nothing to prepare: no parse ahead, no body copy
+            prepare = None
         try:
             async for req in request_iterator:
                 if prepare is not None and (pending := exchange.pending_request(req)) is not None:
