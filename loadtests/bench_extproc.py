@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from loadtests.routing_run import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
@@ -38,14 +39,12 @@ EXTRA_ARMS = ("picker-tls",)  # on request (--arms): the real picker with --secu
 
 
 class PickerChild:
-    """A picker in its own process: `python -m <command> --endpoints ... --port P`, ready at its `ready:` line."""
+    """A minimal ext_proc module in its own process: `python -m <command> --endpoints ... --port P`, ready at its
+    `ready:` line (the real `autonomic picker` runs as `loadtests.routing_run.PickerProcess`)."""
 
-    def __init__(self, command: Sequence[str], endpoints: Sequence[str], extra: Sequence[str] = ()):
+    def __init__(self, command: Sequence[str], endpoints: Sequence[str]):
         self.port = free_port()
         self.cmd = [sys.executable, "-m", *command, "--endpoints", ",".join(endpoints), "--port", str(self.port)]
-        self.cmd += list(extra)
-        if command[0] == "autonomic":  # the real picker also serves gRPC health and metrics: keep off fixed ports
-            self.cmd += ["--health-port", str(free_port()), "--metrics-port", str(free_port())]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -130,13 +129,13 @@ async def drive(
 
 async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Namespace) -> dict[str, Any]:
     pool = [u.removeprefix("http://") for u in fleet.urls]
-    picker: PickerChild | None = None
+    picker: PickerChild | PickerProcess | None = None
     if arm == "picker-round-robin":
         picker = PickerChild(["scorer.extproc.roundrobin"], pool)
     elif arm == "picker":  # the real `autonomic picker` process with its shipped default profile
-        picker = PickerChild(["autonomic", "picker"], pool)
+        picker = PickerProcess(pool)
     elif arm == "picker-tls":  # the same, ext_proc over TLS (self-signed certificate, as deployed)
-        picker = PickerChild(["autonomic", "picker"], pool, ["--secure-serving"])
+        picker = PickerProcess(pool, extra_args=["--secure-serving"])
     opts = EnvoyOptions(
         listen_port=free_port(),
         admin_port=free_port(),
