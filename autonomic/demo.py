@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from autonomic.logs import JsonFormatter
+from common.logs import JsonFormatter
 from loadtests.rebalance_report import json_safe, results_json, text_table
 from loadtests.rebalance_report import plot as plot_pressure
 from loadtests.rebalance_run import RunSettings, default_scenario, run_policies

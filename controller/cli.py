@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from autonomic.kube_watch import read_json
+from common.kube_watch import read_json
 from controller.clock import Clock, ScaledClock, WallClock
 from controller.config import ConfigError, ControllerConfig, parse_config
 from controller.service import ControllerOptions, RunningController, StartupError, kube_client, run_controller

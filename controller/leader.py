@@ -26,7 +26,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autonomic.kube_watch import read_json
+from common.kube_watch import read_json
 
 log = logging.getLogger("autonomic.controller.leader")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from autonomic.kube_watch import Obj
+from common.kube_watch import Obj
 from controller.model import TERMINAL_MIGRATION_PHASES, MigrationState
 from controller.sources.cluster import ClusterSource
 from controller.sources.objects import timestamp

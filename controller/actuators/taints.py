@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from autonomic.kube_watch import read_json
+from common.kube_watch import read_json
 from controller.actuators import APPLIED, FAILED, UNCHANGED, ActionResult
 from controller.actuators.events import EventRecorder
 from controller.model import TaintChange

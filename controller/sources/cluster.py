@@ -2,7 +2,7 @@
 
 Why it exists: the planner needs nodes, VMIs, their virt-launcher pods, migrations, PodDisruptionBudgets and DRA
 resource claims at every cycle, and the loop should wake when something that matters changes rather than only on
-its timer. One `ResourceWatcher` thread per resource keeps the cache (autonomic/kube_watch.py); `snapshot()` turns
+its timer. One `ResourceWatcher` thread per resource keeps the cache (common/kube_watch.py); `snapshot()` turns
 the cache plus a Prometheus reading into the planner's `ClusterSnapshot` (objects.py).
 
 Wake-ups (`on_change(reason)`, called on a watcher thread): a migration reached Succeeded or Failed (the budget
@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes import client
 
-from autonomic.kube_watch import Obj, ResourceWatcher
+from common.kube_watch import Obj, ResourceWatcher
 from controller.model import TERMINAL_MIGRATION_PHASES, ClusterSnapshot, MigrationState
 from controller.sources.objects import CREATED_BY_LABEL, HOSTNAME_LABEL, ClusterObjects, build_snapshot
 from controller.sources.prometheus import PressureReading

@@ -25,7 +25,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from autonomic.kube_watch import Obj, ResourceWatcher
+from common.kube_watch import Obj, ResourceWatcher
 from scorer.device_hints import DeviceHints, DeviceInfo, DeviceTaint, Health
 
 STANDARD_DOMAIN = "resource.kubernetes.io"

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from kubernetes import client, config
 
-from autonomic.kube_watch import Obj, ResourceWatcher
+from common.kube_watch import Obj, ResourceWatcher
 from scorer.device_hints import DeviceHints
 from scorer.sources.dra import DraCache
 from scorer.types import Endpoint

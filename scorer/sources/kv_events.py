@@ -3,7 +3,7 @@
 Why it exists: the precise-prefix-cache-scorer is only as good as its mirror of each server's cache, and that
 mirror needs every batch of every server, once and in order, even across lost messages and restarts. This is the
 I/O shell around `scorer.kv_sequence` (what to do with a sequence number) and `scorer.precise_index` (what an
-event changes); frames and payloads are decoded by `sim.fleet.kv_wire`, which reads every layout vLLM has shipped
+event changes); frames and payloads are decoded by `common.kv_wire`, which reads every layout vLLM has shipped
 (docs/kv-events.md).
 
 Per endpoint, one task:
@@ -37,9 +37,9 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from common.kv_wire import KVWireError, decode_batch, decode_seq, encode_seq, parse_frames
 from scorer.kv_sequence import RESTART, SKIP, Gap, SequenceTracker
 from scorer.precise_index import EventError, PreciseIndex
-from sim.fleet.kv_wire import KVWireError, decode_batch, decode_seq, encode_seq, parse_frames
 
 log = logging.getLogger("autonomic.picker.kv_events")
 

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sim.fleet.events import KVEvent
+from common.kv_event_types import KVEvent
 from sim.fleet.kv_cache import Block, BlockHashes, KVCache
 from sim.fleet.profile import EngineProfile
 

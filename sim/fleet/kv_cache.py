@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
-from sim.fleet.events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
+from common.kv_event_types import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 
 _U64 = struct.Struct(">Q")
 

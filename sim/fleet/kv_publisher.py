@@ -43,8 +43,8 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from sim.fleet.events import EventBatch
-from sim.fleet.kv_wire import END_SEQ, EventFormat, encode_batch, encode_seq
+from common.kv_event_types import EventBatch
+from common.kv_wire import END_SEQ, EventFormat, encode_batch, encode_seq
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from sim.fleet.events import EventBatch
-from sim.fleet.kv_wire import KVWireError, decode_batch, decode_seq, encode_seq, parse_frames
+from common.kv_event_types import EventBatch
+from common.kv_wire import KVWireError, decode_batch, decode_seq, encode_seq, parse_frames
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
+from common.kv_event_types import EventBatch
 from sim.fleet import openai_api as oa
 from sim.fleet.engine import Engine, EngineRequest, StepResult
-from sim.fleet.events import EventBatch
 from sim.fleet.faults import Fault
 from sim.fleet.kv_publisher import KVEventPublisher
 from sim.fleet.metrics import CONTENT_TYPE, ServerMetrics

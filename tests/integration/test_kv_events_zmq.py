@@ -14,10 +14,10 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from sim.fleet.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch
+from common.kv_event_types import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch
+from common.kv_wire import END_SEQ, decode_batch, encode_batch, encode_seq
 from sim.fleet.kv_publisher import KVEventPublisher
 from sim.fleet.kv_subscriber import KVEventSubscriber, KVReplayError, SequenceGap
-from sim.fleet.kv_wire import END_SEQ, decode_batch, encode_batch, encode_seq
 
 ANY_PORT = "tcp://127.0.0.1:*"
 TOPIC = "kv@127.0.0.1:8000@test-model"

@@ -18,6 +18,7 @@ import aiohttp
 import grpc
 import pytest
 
+from common.kv_event_types import BlockStored, EventBatch
 from loadtests.routing_run import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
@@ -25,9 +26,9 @@ from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, Prec
 from scorer.precise_index import PreciseIndex, request_keys
 from scorer.request_parser import parse_request
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
-from scorer.sources.tokenize import Tokenizer, known_tokens
+from scorer.sources.tokenize import Tokenizer
+from scorer.token_cache import known_tokens
 from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState
-from sim.fleet.events import BlockStored, EventBatch
 from sim.fleet.fleet import Fleet
 from sim.fleet.kv_publisher import KVEventPublisher
 from sim.fleet.profile import load_profile

@@ -21,7 +21,8 @@ from scorer.observed import ObservedDirector
 from scorer.plugins.scorers import PrecisePrefixCacheScorer
 from scorer.request_parser import parse_request
 from scorer.scheduler import Scheduler
-from scorer.sources.tokenize import Tokenizer, known_tokens
+from scorer.sources.tokenize import Tokenizer
+from scorer.token_cache import known_tokens
 from scorer.types import Endpoint, EndpointMetrics
 from sim.fleet.fleet import Fleet
 

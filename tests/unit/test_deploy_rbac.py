@@ -2,7 +2,7 @@
 code uses missing.
 
 The needed permissions are read off the source: every Kubernetes client method named in controller/ or scorer/
-or the watcher they share, autonomic/kube_watch.py (any `*Api` method of the official client) must be in CALLS
+or the watcher they share, common/kube_watch.py (any `*Api` method of the official client) must be in CALLS
 below, which maps it to its API group, resource and verb; a method passed by reference (to a ResourceWatcher) means
 list + watch, a call means its own verb. Custom-object methods take the resource from the plural next to them.
 Granted permissions are read off the rendered Roles and ClusterRoles bound to each ServiceAccount.
@@ -20,7 +20,7 @@ from kubernetes import client
 Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 COMPONENTS = {"autonomic-controller": ROOT / "controller", "autonomic-picker": ROOT / "scorer"}
-SHARED = [ROOT / "autonomic" / "kube_watch.py"]  # code both services run (the watcher), scanned for each
+SHARED = [ROOT / "common" / "kube_watch.py"]  # code both services run (the watcher), scanned for each
 
 CALLS: dict[str, tuple[str, str]] = {  # client method -> (apiGroup, resource)
     "list_node": ("", "nodes"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.kv_event_types import BlockRemoved, BlockStored
 from sim.fleet.engine import Engine, EngineRequest
-from sim.fleet.events import BlockRemoved, BlockStored
 from sim.fleet.kv_cache import KVCache
 from sim.fleet.profile import load_profile
 

@@ -14,8 +14,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from sim.fleet.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch, KVEvent
-from sim.fleet.kv_wire import (
+from common.kv_event_types import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch, KVEvent
+from common.kv_wire import (
     END_SEQ,
     EventFormat,
     KVWireError,

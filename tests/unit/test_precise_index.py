@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from common.kv_event_types import AllBlocksCleared, BlockRemoved, BlockStored
 from scorer.kv_sequence import APPLY, RESTART, SKIP, Gap, SequenceTracker
 from scorer.precise_index import EventError, PreciseIndex, request_keys
 from scorer.sources.kv_events import KVEventsOptions, event_endpoints
-from scorer.sources.tokenize import TokenCache
-from sim.fleet.events import AllBlocksCleared, BlockRemoved, BlockStored
+from scorer.token_cache import TokenCache
 
 BS = 4
 A, B, C, D = [1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from common.kv_event_types import BlockStored
 from scorer.config import ConfigError, load_config
 from scorer.plugins.scorers import PrecisePrefixCacheScorer, TTFTEstimateScorer
 from scorer.plugins.scorers.precise_prefix import PrecisePrefixParams
 from scorer.scheduler import Scheduler
-from scorer.sources.tokenize import tokenize_input
+from scorer.token_cache import tokenize_input
 from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult
-from sim.fleet.events import BlockStored
 
 A, B, C = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
 BS = 4

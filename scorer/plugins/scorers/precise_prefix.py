@@ -37,7 +37,7 @@ from pydantic import Field
 from scorer.framework import register
 from scorer.plugins.scorers.prefix_cache import PrefixCacheParams, PrefixCacheScorer, PrefixMatch
 from scorer.precise_index import PreciseIndex, request_keys
-from scorer.sources.tokenize import TokenCache, known_tokens
+from scorer.token_cache import TokenCache, known_tokens
 from scorer.types import CycleState, EndpointState, LLMRequest
 
 

@@ -3,9 +3,9 @@
 Why it exists: both services read the API through a cache rather than bursts of LIST calls (the controller plans
 from nodes, VMIs, VMIMs... of a 30,000-VM cluster and must hear promptly when a migration ends; the picker's pool
 and DRA caches follow the API server within one watch event). `controller` and `scorer` never import each other,
-so the one watcher they share lives here, beside the other neutral pieces (logs.py). The official `kubernetes`
-client is synchronous, so each resource gets a daemon thread running `kubernetes.watch.Watch` (an informer without
-client-go):
+so the one watcher they share lives in `common`, beside the other shared pieces (logs.py, kv_wire.py). The official
+`kubernetes` client is synchronous, so each resource gets a daemon thread running `kubernetes.watch.Watch` (an
+informer without client-go):
 
 - list in pages (`limit`/`continue`), replace the cache, remember the list's resourceVersion;
 - watch from it with bookmarks and a server-side `timeoutSeconds`; when a stream ends, resume from the last

@@ -2,7 +2,8 @@
 
 The engine emits these when a block becomes a reusable prefix-cache entry (BlockStored), when a cached
 block is evicted for reuse (BlockRemoved), and when the whole cache is reset (AllBlocksCleared). They are
-plain data here; `kv_wire.py` turns a batch of them into the exact msgpack bytes vLLM publishes.
+plain data here, shared by the picker (which decodes them) and the fleet twin (which emits them);
+`kv_wire.py` turns a batch of them into the exact msgpack bytes vLLM publishes.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Why this exists: the fleet twin must publish KV events that real consumers (llm-d's kv-events indexer,
 vllm-router's KV-aware policy, our own picker) decode exactly as they decode a real vLLM server's. vLLM
 encodes with msgspec; this module reproduces msgspec's output with the plain `msgpack` package, and decodes
-every layout vLLM has shipped so the picker can read old and new servers alike.
+every layout vLLM has shipped so the picker can read old and new servers alike. It belongs to the product (the
+picker decodes with it); the twin imports it from here to encode.
 
 What vLLM does, as read in its source (vllm-project/vllm, `vllm/distributed/kv_events.py`):
 
@@ -56,7 +57,7 @@ from typing import Any, Final, Literal
 
 import msgpack
 
-from sim.fleet.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch, KVEvent
+from common.kv_event_types import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch, KVEvent
 
 EventFormat = Literal["map", "array"]
 """How events are laid out: "map" (vLLM after PR #42892, the default) or "array" (vLLM up to v0.23)."""
