@@ -20,10 +20,12 @@ demo: $(STAMP) prometheus
 test: $(STAMP) prometheus kubectl
 	$(BIN)/python -m pytest -q -m "not peers" tests
 
+# ruff, mypy and the import contracts of pyproject.toml ([tool.importlinter]); .ci/run runs it before the tests
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy autonomic controller scorer sim loadtests
+	$(BIN)/mypy autonomic common controller scorer sim loadtests proto
+	$(BIN)/lint-imports --no-cache
 
 # Prometheus + promtool (Debian packages) for the cluster twin and its tests; a no-op when installed
 prometheus:

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 from common.logs import setup_logging
 
@@ -60,7 +61,7 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", default="json", choices=["json", "text"])
 
 
-def _load(name: str):  # type: ignore[no-untyped-def]
+def _load(name: str) -> ModuleType:
     try:
         return importlib.import_module(SUBCOMMANDS[name].module)
     except ModuleNotFoundError as exc:
