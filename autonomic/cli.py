@@ -62,13 +62,16 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(name: str) -> ModuleType:
+    entry = SUBCOMMANDS[name]
     try:
-        return importlib.import_module(SUBCOMMANDS[name].module)
+        return importlib.import_module(entry.module)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in _DEVELOPMENT_PACKAGES:
+        missing = exc.name or ""
+        own = entry.module == missing or entry.module.startswith(missing + ".")
+        if missing.split(".")[0] in _DEVELOPMENT_PACKAGES or (own and not entry.product):
             raise NotInstalled(
                 f"autonomic {name} needs a development install (pip install -e '.[dev]' in a source checkout): "
-                f"module {exc.name!r} is not installed here"
+                f"module {missing!r} is not installed here"
             ) from exc
         raise
 

@@ -337,9 +337,8 @@ def test_containerfile_is_multi_stage_slim_and_non_root():
             assert pod["securityContext"]["runAsUser"] == runtime_uid
 
 
-def test_containerfile_build_context_makes_a_complete_wheel(tmp_path: Path):
-    """The files the build stage COPYs build the package (as `pip install .` in the image would), with the console
-    script and the package data the processes load at run time."""
+def _image_wheel(tmp_path: Path) -> Path:
+    """The wheel that the build stage's COPYs make (as `pip install .` in the image would)."""
     context = tmp_path / "src"
     context.mkdir()
     for line in _stages()[0]:
@@ -347,6 +346,7 @@ def test_containerfile_build_context_makes_a_complete_wheel(tmp_path: Path):
             *sources, _dest = line.split()[1:]
             for source in sources:
                 src = ROOT / source
+                (context / source).parent.mkdir(parents=True, exist_ok=True)
                 if src.is_dir():
                     shutil.copytree(src, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
                 else:
@@ -356,12 +356,64 @@ def test_containerfile_build_context_makes_a_complete_wheel(tmp_path: Path):
     done = subprocess.run(cmd, cwd=context, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = out.glob("autonomic-*.whl")
+    return wheel
+
+
+PRODUCT = {"autonomic", "common", "controller", "scorer", "proto"}
+
+
+def test_containerfile_installs_the_product_only_with_its_package_data(tmp_path: Path):
+    """The image's wheel has the console script, the product's packages and the package data its processes load at
+    run time, and nothing of the twins, harnesses, benchmarks or the demo."""
+    wheel = _image_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "autonomic = autonomic.cli:main" in entry_points
+    top = {n.split("/")[0] for n in names if not n.startswith("autonomic-0")}
+    assert top == PRODUCT, top
+    assert {n for n in names if n.startswith("autonomic/")} == {
+        f"autonomic/{f}" for f in ("__init__.py", "__main__.py", "cli.py")
+    }
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     for package, patterns in data.items():
+        if package.split(".")[0] not in PRODUCT:
+            continue
         for pattern in patterns:
             for file in (ROOT / package.replace(".", "/")).glob(pattern):
                 assert str(file.relative_to(ROOT)) in names, f"{file.relative_to(ROOT)} missing from the image's wheel"
+
+
+def test_the_image_wheel_runs_both_services_and_refuses_the_development_commands(tmp_path: Path):
+    """The image's wheel alone (dependencies from this venv, no site hooks, so no editable source checkout) runs
+    `autonomic picker --help` and `autonomic controller --help`; `autonomic demo` says what is missing and exits 2."""
+    wheel = _image_wheel(tmp_path)
+    target = tmp_path / "image"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-compile",
+        "--target",
+        str(target),
+        str(wheel),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    site_packages = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{target}:{site_packages}"}
+
+    def autonomic(*args: str) -> subprocess.CompletedProcess[str]:
+        run = [sys.executable, "-S", "-m", "autonomic", *args]
+        return subprocess.run(run, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    for service in ("picker", "controller"):
+        done = autonomic(service, "--help")
+        assert done.returncode == 0 and f"usage: autonomic {service}" in done.stdout, done.stderr
+    for command in ("demo", "fleet", "cluster-sim", "bench"):
+        done = autonomic(command, "--help")
+        assert done.returncode == 2 and "needs a development install" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
