@@ -34,7 +34,6 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import register
 from scorer.plugins.scorers.prefix_cache import PrefixCacheParams, PrefixCacheScorer, PrefixMatch
 from scorer.precise_index import PreciseIndex, request_keys
 from scorer.sources.tokenize import TokenCache, known_tokens
@@ -69,7 +68,6 @@ class PreciseMatch(PrefixMatch):
         return exact if exact is not None else super().cached_fraction(address)
 
 
-@register
 class PrecisePrefixCacheScorer(PrefixCacheScorer):
     type_name: ClassVar[str] = "precise-prefix-cache-scorer"
     Params = PrecisePrefixParams  # type: ignore[assignment]  # extends the parent's parameters
