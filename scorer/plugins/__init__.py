@@ -11,6 +11,7 @@ docs/picker-plugins.md describes each one (formula, inputs, parameters, defaults
 """
 
 from scorer.plugins import filters, handlers, pickers, scorers
+from scorer.plugins.scorers.precise_prefix import build_precise_prefix
 from scorer.registry import PluginRegistry, PluginType
 
 DEFAULT_PLUGIN_TYPES: tuple[PluginType, ...] = (
@@ -18,7 +19,7 @@ DEFAULT_PLUGIN_TYPES: tuple[PluginType, ...] = (
     PluginType.of(filters.SaturationFilter),
     PluginType.of(filters.DeviceHealthFilter),
     PluginType.of(scorers.PrefixCacheScorer),
-    PluginType.of(scorers.PrecisePrefixCacheScorer),
+    PluginType.of(scorers.PrecisePrefixCacheScorer, build_precise_prefix),
     PluginType.of(scorers.TTFTEstimateScorer),
     PluginType.of(scorers.QueueScorer),
     PluginType.of(scorers.KVCacheUtilizationScorer),
