@@ -9,6 +9,9 @@ has no optional fields left: a plugin's name defaults to its type, a scorer's mi
 without a picker gets `max-score-picker`, and a `single-profile-handler` is added when the document names no profile
 handler (as llm-d does). Each plugin's parameters are validated by the plugin's own `Params` model, so defaults live
 beside the plugin that owns them.
+
+Which types exist is the `PluginRegistry` the loader is given (`scorer.plugins.default_registry()` when none is): the
+resolved `PickerConfig` carries it, and the `Scheduler` builds each plugin through it.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel
 
-import scorer.plugins  # noqa: F401  (registers the built-in plugin types)
 from scorer.config_document import ConfigError, Document, ProfileSpec, read_document, validate
-from scorer.framework import params_model, plugin_roles, registered
+from scorer.framework import NoParams
+from scorer.plugins import default_registry
+from scorer.registry import PluginRegistry, PluginType
 
 API_VERSIONS = ("autonomic.dev/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 KIND = "EndpointPickerConfig"
@@ -32,7 +36,16 @@ DEFAULT_PICKER = "max-score-picker"
 DEFAULT_HANDLER = "single-profile-handler"
 DEFAULT_CONFIG_RESOURCE = "default-config.yaml"  # package data of `scorer`
 
-__all__ = ["ConfigError", "PickerConfig", "PluginConfig", "ProfileConfig", "default_config", "load_config"]
+__all__ = [
+    "ConfigError",
+    "PickerConfig",
+    "PluginConfig",
+    "ProfileConfig",
+    "default_config",
+    "default_registry",
+    "load_config",
+    "parse_config",
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class PickerConfig:
     plugins: tuple[PluginConfig, ...]
     profiles: tuple[ProfileConfig, ...]
     handler: str  # name of the profile-handler plugin
+    registry: PluginRegistry = field(repr=False)  # the plugin types the document was resolved against
 
     def plugin(self, name: str) -> PluginConfig:
         return next(p for p in self.plugins if p.name == name)
@@ -68,8 +82,9 @@ class PickerConfig:
         return next(p for p in self.profiles if p.name == name)
 
 
-def load_config(source: str | Path) -> PickerConfig:
-    """Read a config from a file (a `Path`, or a one-line string ending in .yaml/.yml) or from YAML text.
+def load_config(source: str | Path, registry: PluginRegistry | None = None) -> PickerConfig:
+    """Read a config from a file (a `Path`, or a one-line string ending in .yaml/.yml) or from YAML text, resolving
+    plugin types against `registry` (default: the built-in plugins).
 
     Raises `ConfigError` listing every problem found, each with its path.
     """
@@ -78,19 +93,20 @@ def load_config(source: str | Path) -> PickerConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"yaml: {exc}".replace("\n", " ")]) from None
-    return parse_config(data)
+    return parse_config(data, registry)
 
 
-def default_config() -> PickerConfig:
+def default_config(registry: PluginRegistry | None = None) -> PickerConfig:
     """The configuration shipped as `scorer/default-config.yaml` (docs/picker-plugins.md gives the reasons)."""
-    return load_config(resources.files("scorer").joinpath(DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8"))
+    text = resources.files("scorer").joinpath(DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8")
+    return load_config(text, registry)
 
 
-def parse_config(data: Any) -> PickerConfig:
-    """Resolve an already-parsed document (a mapping) into a `PickerConfig`."""
+def parse_config(data: Any, registry: PluginRegistry | None = None) -> PickerConfig:
+    """Resolve an already-parsed document (a mapping) into a `PickerConfig`, plugin types from `registry`."""
     errors: list[str] = []
     doc = read_document(data, API_VERSIONS, KIND, errors)
-    resolver = _Resolver(errors)
+    resolver = _Resolver(errors, registry if registry is not None else default_registry())
     resolver.add_plugins(doc)
     handler = resolver.handler(len(doc.profiles))
     profiles = [resolver.profile(spec) for _path, spec in _unique_profiles(doc, errors)]
@@ -99,7 +115,7 @@ def parse_config(data: Any) -> PickerConfig:
     resolver.check_references([p.name for p in profiles])
     if errors:
         raise ConfigError(errors)
-    return PickerConfig(tuple(resolver.plugins.values()), tuple(profiles), handler)
+    return PickerConfig(tuple(resolver.plugins.values()), tuple(profiles), handler, resolver.registry)
 
 
 @dataclass
@@ -107,34 +123,34 @@ class _Resolver:
     """Cross-reference resolution of one document; every problem is appended to `errors`."""
 
     errors: list[str]
+    registry: PluginRegistry
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)  # plugin name -> where the document defines it
 
     def add_plugins(self, doc: Document) -> None:
-        known = registered()
         for path, spec in doc.plugins:
             name = spec.name or spec.type
             if name in self.paths:
                 self.errors.append(f"{path}.name: duplicate plugin name {name!r} (first defined at {self.paths[name]})")
                 continue
             self.paths[name] = path
-            cls = known.get(spec.type)
-            if cls is None:
-                known_types = ", ".join(sorted(known))
+            kind = self.registry.get(spec.type)
+            if kind is None:
+                known_types = ", ".join(self.registry.names())
                 self.errors.append(f"{path}.type: unknown plugin type {spec.type!r} (known: {known_types})")
                 continue
-            params = validate(params_model(cls), spec.parameters, f"{path}.parameters", self.errors)
+            params = validate(kind.params, spec.parameters, f"{path}.parameters", self.errors)
             if params is not None:
                 self.plugins[name] = PluginConfig(name, spec.type, params)
 
     def handler(self, profile_count: int) -> str:
-        handlers = [p for p in self.plugins.values() if "profile-handler" in _roles(p)]
+        handlers = [p for p in self.plugins.values() if "profile-handler" in self.kind(p).roles]
         for extra in handlers[1:]:
             self.errors.append(
                 f"{self.paths[extra.name]}: a second profile handler {extra.name!r} (already {handlers[0].name!r})"
             )
         handler = handlers[0] if handlers else self.auto_add(DEFAULT_HANDLER)
-        if profile_count > 1 and getattr(registered()[handler.type], "single_profile", False):
+        if profile_count > 1 and self.kind(handler).single_profile:
             where = "schedulingProfiles" if handler.auto_added else f"{self.paths[handler.name]}.type"
             self.errors.append(f"{where}: {handler.type} runs one profile, but {profile_count} are defined")
         return handler.name
@@ -154,7 +170,7 @@ class _Resolver:
                 if entry.plugin_ref not in self.paths:  # else its own definition is broken and already reported
                     self.errors.append(f"{where}.pluginRef: unknown plugin {entry.plugin_ref!r}")
                 continue
-            roles = _roles(plugin)
+            roles = self.kind(plugin).roles
             if not roles & {"filter", "scorer", "picker", "profile-handler"}:
                 self.errors.append(f"{where}.pluginRef: {plugin.name!r} fills no extension point of a profile")
             if "profile-handler" in roles:
@@ -181,22 +197,35 @@ class _Resolver:
         while name in self.paths:
             n += 1
             name = f"{type_name}-{n}"
+        kind = self.registry.get(type_name)
+        if kind is None:  # a registry built without this default
+            self.errors.append(f"schedulingProfiles: needs a {type_name}, a plugin type the registry does not have")
         self.paths[name] = f"(added {type_name})"
-        self.plugins[name] = PluginConfig(name, type_name, params_model(registered()[type_name])(), auto_added=True)
+        params = kind.params() if kind is not None else NoParams()
+        self.plugins[name] = PluginConfig(name, type_name, params, auto_added=True)
         return self.plugins[name]
+
+    def kind(self, plugin: PluginConfig) -> PluginType:
+        """The plugin's row in the registry (a row with no role for a missing default, already reported)."""
+        return self.registry.get(plugin.type) or _NOT_REGISTERED
 
     def check_references(self, profiles: list[str]) -> None:
         types_by_name: Mapping[str, str] = {p.name: p.type for p in self.plugins.values()}
         for plugin in self.plugins.values():
-            check = getattr(registered()[plugin.type], "check_references", None)
+            check = self.kind(plugin).check_references
             if check is None:
                 continue
             for field_path, message in check(plugin.params, types_by_name, profiles):
                 self.errors.append(f"{self.paths[plugin.name]}.parameters.{field_path}: {message}")
 
 
-def _roles(plugin: PluginConfig) -> frozenset[str]:
-    return plugin_roles(registered()[plugin.type])
+class _NotRegistered:
+    """Stands for a default plugin type that the registry lacks (an error already reported): it fills no role."""
+
+    type_name: ClassVar[str] = "(not registered)"
+
+
+_NOT_REGISTERED = PluginType.of(_NotRegistered)
 
 
 def _unique_profiles(doc: Document, errors: list[str]) -> list[tuple[str, ProfileSpec]]:

@@ -1,8 +1,9 @@
-"""Extension points of the scheduling framework, one method each, and the registry that builds plugins by type.
+"""Extension points of the scheduling framework, one method each.
 
 A plugin class declares `type_name` (the `type:` in the config), a pydantic `Params` model (its parameters, with
-defaults; unknown keys are errors) and a constructor `(name, params)`. It implements one of the protocols below and
-may also implement the optional hooks:
+defaults; unknown keys are errors) and a constructor `(name, params)`; it becomes usable in a config through a row of
+a `scorer.registry.PluginRegistry`. It implements one of the protocols below and may also implement the optional
+hooks:
 
 - `Filter.filter` keeps the candidates that may serve the request;
 - `Scorer.score` returns a score in [0, 1] for every candidate (the framework clamps, weights and sums);
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -88,35 +89,6 @@ class ResponseHook(Protocol):
     def response_complete(
         self, request: LLMRequest, address: str, status: int, usage: Usage | None, now: float
     ) -> None: ...
-
-
-# ---- registry ----------------------------------------------------------------------------------------------
-PluginFactory = Callable[[str, Any], Plugin]
-_REGISTRY: dict[str, type] = {}
-T = TypeVar("T", bound=type)
-
-
-def register(cls: T) -> T:
-    """Class decorator: make a plugin available under its `type_name`."""
-    type_name = getattr(cls, "type_name", None)
-    if not isinstance(type_name, str) or not type_name:
-        raise TypeError(f"{cls.__name__} must declare a non-empty type_name")
-    if type_name in _REGISTRY and _REGISTRY[type_name] is not cls:
-        raise ValueError(f"plugin type {type_name!r} registered twice")
-    _REGISTRY[type_name] = cls
-    return cls
-
-
-def registered() -> Mapping[str, type]:
-    """All plugin types known so far (importing `scorer.plugins` registers the built-ins)."""
-    return dict(_REGISTRY)
-
-
-def params_model(cls: type) -> type[BaseModel]:
-    model = getattr(cls, "Params", NoParams)
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        raise TypeError(f"{cls.__name__}.Params must be a pydantic model")
-    return model
 
 
 # ---- compatible extensions used by the scheduler and the config loader ------------------------------------

@@ -36,8 +36,8 @@ from scorer.framework import (
     Usage,
     is_soft_filter,
     plugin_roles,
-    registered,
 )
+from scorer.registry import PluginRuntime
 from scorer.types import CycleState, EndpointState, LLMRequest, NoEndpointError, SchedulingResult, ScoredEndpoint
 
 
@@ -52,10 +52,14 @@ class Profile:
 
 
 class Scheduler:
-    def __init__(self, config: PickerConfig):
+    def __init__(self, config: PickerConfig, runtime: PluginRuntime | None = None):
+        """Build every plugin of `config` through the registry it was resolved against; plugins that read run-time
+        inputs get them from `runtime` (by default a new one: each such plugin starts empty)."""
         self.config = config
-        types = registered()
-        self.plugins: dict[str, Plugin] = {p.name: types[p.type](p.name, p.params) for p in config.plugins}
+        self.runtime = runtime if runtime is not None else PluginRuntime()
+        self.plugins: dict[str, Plugin] = {
+            p.name: config.registry[p.type].build(p.name, p.params, self.runtime) for p in config.plugins
+        }
         for plugin in self.plugins.values():
             if isinstance(plugin, PluginBinder):
                 plugin.bind(self.plugins)

@@ -24,6 +24,7 @@ from scorer.extproc.server import ExtProcHandle, serve_extproc
 from scorer.extproc.tls import CertSource
 from scorer.metrics import PickerMetrics, serve_metrics
 from scorer.observed import ExtProcStreamMetrics, ObservedDirector
+from scorer.registry import PluginRuntime
 from scorer.scheduler import Scheduler
 from scorer.sources.inferencepool import PoolRef, follow_pool
 from scorer.sources.precise_inputs import precise_inputs
@@ -78,7 +79,8 @@ async def run_picker(
     opts: PickerOptions, stop: asyncio.Event, on_ready: Callable[[RunningPicker], None] = lambda _: None
 ) -> None:
     """Serve until `stop` is set, then shut down gracefully. Raises `StartupError` if a port cannot be bound."""
-    director = Director(Scheduler(opts.config), staleness_s=opts.staleness_s)
+    runtime = PluginRuntime()  # the plugins' run-time inputs, fed below (KV events, tokenizer)
+    director = Director(Scheduler(opts.config, runtime), staleness_s=opts.staleness_s)
     director.set_endpoints(list(opts.endpoints))
     metrics = PickerMetrics()
     backend = ObservedDirector(director, metrics)
@@ -94,7 +96,7 @@ async def run_picker(
     async with (
         scraper,
         follow_pool(opts.pool, director, scraper),
-        precise_inputs(director, backend, metrics.registry) as precise,
+        precise_inputs(director, backend, runtime, metrics.registry) as precise,
     ):
         metrics.watch_pool(director.endpoints, scraper.staleness)
         results = await scraper.scrape_all()

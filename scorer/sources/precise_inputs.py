@@ -1,10 +1,11 @@
 """Wires the inputs of every precise-prefix-cache-scorer in the picker's config: KV events and tokenization.
 
-Why it exists: the plugin is pure (an index and a token cache); something in the picker process must feed them.
-For each such plugin this creates a `KVEventsSource` over the pool (ports from the plugin's parameters) that follows
-membership changes through the plugin's `endpoints_changed` hook, and a `Tokenizer` whose `prepare` step the
-ext_proc shell and the Picker API await before each decision. A config without the plugin gets nothing (no sockets,
-no extra step).
+Why it exists: the plugin is pure (it reads a `PreciseState`: an index and a token cache, handed to it through the
+Scheduler's `PluginRuntime`); something in the picker process must feed them. For each state in the runtime this
+creates a `KVEventsSource` over the pool (ports from the plugin's parameters) that fills the index and follows
+membership changes through the plugin's `endpoints_changed` hook, and a `Tokenizer` that fills the token cache in a
+`prepare` step the ext_proc shell and the Picker API await before each decision. A config without the plugin gets
+nothing (no sockets, no extra step).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from prometheus_client.registry import Collector
 
 from scorer.director import Director
 from scorer.observed import ObservedDirector
-from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer
+from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PreciseState
+from scorer.registry import PluginRuntime
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
 from scorer.sources.tokenize import Tokenizer
 
@@ -86,26 +88,28 @@ _L = ["plugin", "endpoint"]
 
 @contextlib.asynccontextmanager
 async def precise_inputs(
-    director: Director, backend: ObservedDirector, registry: CollectorRegistry | None = None
+    director: Director, backend: ObservedDirector, runtime: PluginRuntime, registry: CollectorRegistry | None = None
 ) -> AsyncIterator[list[PreciseInputs]]:
-    """Yields one `PreciseInputs` per precise plugin; run each `source.run()` as a task while inside.
+    """Yields one `PreciseInputs` per precise plugin built with `runtime`; run each `source.run()` as a task while
+    inside.
 
     With a `registry`, their counters are exported there (`autonomic_picker_kv_events_*`, `..._precise_*`,
     `autonomic_picker_tokenize_requests_total`).
     """
-    plugins = [p for p in director.scheduler.plugins.values() if isinstance(p, PrecisePrefixCacheScorer)]
     wired: list[PreciseInputs] = []
     async with contextlib.AsyncExitStack() as stack:
-        for plugin in plugins:
+        for name, state in runtime.provided(PreciseState).items():
+            plugin = director.scheduler.plugins[name]
+            assert isinstance(plugin, PrecisePrefixCacheScorer) and plugin.state is state
             params = plugin.precise_params
             opts = KVEventsOptions(
                 port_offset=params.kv_events_port_offset,
                 replay_port_offset=params.kv_replay_port_offset,
                 topic=params.kv_topic,
             )
-            source = KVEventsSource(plugin.precise, [s.address for s in director.endpoints()], opts)
-            plugin.membership_listeners.append(source.set_endpoints)
-            tokenizer = Tokenizer(plugin.tokens, lambda: _ready_servers(director), params.tokenize_timeout_seconds)
+            source = KVEventsSource(state.index, [s.address for s in director.endpoints()], opts)
+            state.membership_listeners.append(source.set_endpoints)
+            tokenizer = Tokenizer(state.tokens, lambda: _ready_servers(director), params.tokenize_timeout_seconds)
             await stack.enter_async_context(tokenizer)
             backend.preparers.append(tokenizer.prepare)
             wired.append(PreciseInputs(plugin, source, tokenizer))

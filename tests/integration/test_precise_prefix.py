@@ -22,7 +22,7 @@ from common.kv_event_types import BlockStored, EventBatch
 from loadtests.routing_run import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
-from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams
+from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams, PreciseState
 from scorer.precise_index import PreciseIndex, request_keys
 from scorer.request_parser import parse_request
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
@@ -296,7 +296,8 @@ async def test_a_chat_is_tokenized_as_the_server_does_and_its_cached_prefix_pred
     fleet = small_fleet
     pool = addresses(fleet)
     model = fleet.servers[0].model_name
-    plugin = PrecisePrefixCacheScorer("precise", PrecisePrefixParams.model_validate({}))
+    params = PrecisePrefixParams.model_validate({})
+    plugin = PrecisePrefixCacheScorer("precise", params, PreciseState.empty(params))
     source = KVEventsSource(plugin.precise, pool)
     task = asyncio.create_task(source.run())
     try:

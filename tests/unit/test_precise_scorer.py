@@ -11,7 +11,8 @@ import pytest
 from common.kv_event_types import BlockStored
 from scorer.config import ConfigError, load_config
 from scorer.plugins.scorers import PrecisePrefixCacheScorer, TTFTEstimateScorer
-from scorer.plugins.scorers.precise_prefix import PrecisePrefixParams
+from scorer.plugins.scorers.precise_prefix import PrecisePrefixParams, PreciseState
+from scorer.registry import PluginRuntime
 from scorer.scheduler import Scheduler
 from scorer.token_cache import tokenize_input
 from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult
@@ -32,7 +33,8 @@ def cycle() -> CycleState:
 
 
 def plugin() -> PrecisePrefixCacheScorer:
-    p = PrecisePrefixCacheScorer("precise", PrecisePrefixParams.model_validate({}))
+    params = PrecisePrefixParams.model_validate({})
+    p = PrecisePrefixCacheScorer("precise", params, PreciseState.empty(params))
     for address in (A, B, C):
         p.precise.add_endpoint(address)
     p.precise.set_synced(A, True)
@@ -122,7 +124,7 @@ def test_ttft_estimate_reads_the_precise_match() -> None:
 def test_membership_changes_reach_the_index_and_listeners() -> None:
     p = plugin()
     seen: list[frozenset[str]] = []
-    p.membership_listeners.append(seen.append)
+    p.state.membership_listeners.append(seen.append)
     p.endpoints_changed(frozenset({A}))
     assert p.precise.addresses() == [A] and seen == [frozenset({A})]
 
@@ -142,6 +144,21 @@ def test_shipped_precise_profile_loads_and_binds_ttft_to_it() -> None:
     ttft = scheduler.plugins["ttft-estimate-scorer"]
     assert isinstance(precise, PrecisePrefixCacheScorer) and isinstance(ttft, TTFTEstimateScorer)
     assert ttft.prefix is precise
+
+
+def test_the_scheduler_builds_the_plugin_on_the_state_its_runtime_was_given() -> None:
+    params = PrecisePrefixParams.model_validate({})
+    given = PreciseState.empty(params)
+    given.tokens.put("m", PROMPT, TOKENS)
+    runtime = PluginRuntime({"precise-prefix-cache-scorer": given})
+    precise = Scheduler(load_config(PRECISE_CONFIG), runtime).plugins["precise-prefix-cache-scorer"]
+    assert isinstance(precise, PrecisePrefixCacheScorer)
+    assert precise.state is given and runtime.provided(PreciseState) == {"precise-prefix-cache-scorer": given}
+    made = PluginRuntime()  # nothing given: the factory makes an empty state and the runtime keeps it for the process
+    built = Scheduler(load_config(PRECISE_CONFIG), made).plugins["precise-prefix-cache-scorer"]
+    assert isinstance(built, PrecisePrefixCacheScorer)
+    assert made.provided(PreciseState) == {"precise-prefix-cache-scorer": built.state} and built.state is not given
+    assert len(built.state.tokens) == 0
 
 
 def test_bad_parameters_are_refused_with_their_path(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""The scheduling cycle: filter chaining and accounting, soft filters, clamping and weighting, timing, hooks."""
+"""The scheduling cycle: filter chaining and accounting, soft filters, clamping and weighting, timing, hooks.
+
+The stub plugins are added to a registry of their own (`REGISTRY`), never to the built-in table.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import pytest
 from pydantic import Field
 
 from scorer.config import load_config
-from scorer.framework import PluginParams, Usage, register
+from scorer.framework import PluginParams, Usage
+from scorer.plugins import default_registry
+from scorer.registry import PluginType
 from scorer.scheduler import Scheduler, clamp_score
 from scorer.types import (
     CycleState,
@@ -31,7 +36,6 @@ class StubFilterParams(PluginParams):
     shed: bool = False
 
 
-@register
 class StubFilter:
     """Removes the listed addresses; records what it was given."""
 
@@ -53,7 +57,6 @@ class StubScorerParams(PluginParams):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
-@register
 class StubScorer:
     type_name: ClassVar[str] = "test-stub-scorer"
     Params = StubScorerParams
@@ -65,7 +68,6 @@ class StubScorer:
         return {c.address: self.scores[c.address] for c in candidates if c.address in self.scores}
 
 
-@register
 class StubHook:
     """Fills no extension point; only learns (pre_request, responses, membership)."""
 
@@ -85,6 +87,7 @@ class StubHook:
         self.calls.append(("members", tuple(sorted(present))))
 
 
+REGISTRY = default_registry().with_types(PluginType.of(StubFilter), PluginType.of(StubScorer), PluginType.of(StubHook))
 A, B, C = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
 
 
@@ -93,7 +96,8 @@ def _states(*addresses: str) -> list[EndpointState]:
 
 
 def _scheduler(plugins: str, profile: str, extra_profiles: str = "") -> Scheduler:
-    return Scheduler(load_config(HEAD + f"plugins: {plugins}\nschedulingProfiles:\n- {profile}\n{extra_profiles}"))
+    text = HEAD + f"plugins: {plugins}\nschedulingProfiles:\n- {profile}\n{extra_profiles}"
+    return Scheduler(load_config(text, REGISTRY))
 
 
 def _cycle(seed: int = 0) -> CycleState:

@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.types import CycleState, EndpointState, LLMRequest
 
 Effect = Literal["NoSchedule", "NoExecute"]
@@ -33,7 +33,6 @@ class DeviceHealthParams(PluginParams):
     fail_open: bool = False
 
 
-@register
 class DeviceHealthFilter:
     type_name: ClassVar[str] = "device-health-filter"
     Params = DeviceHealthParams

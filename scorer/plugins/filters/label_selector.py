@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.types import CycleState, EndpointState, LLMRequest
 
 
@@ -19,7 +19,6 @@ class LabelSelectorParams(PluginParams):
     match_labels: dict[str, str] = Field(default_factory=dict)
 
 
-@register
 class LabelSelectorFilter:
     type_name: ClassVar[str] = "label-selector-filter"
     Params = LabelSelectorParams

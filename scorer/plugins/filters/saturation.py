@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.plugins.common import metrics_of, queue_length
 from scorer.types import CycleState, EndpointState, LLMRequest, NoEndpointError
 
@@ -28,7 +28,6 @@ class SaturationParams(PluginParams):
     count_unscraped: bool = True
 
 
-@register
 class SaturationFilter:
     type_name: ClassVar[str] = "saturation-filter"
     Params = SaturationParams

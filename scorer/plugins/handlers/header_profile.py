@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.types import CycleState, LLMRequest
 
 
@@ -20,7 +20,6 @@ class HeaderProfileParams(PluginParams):
     default_profile: str | None = None
 
 
-@register
 class HeaderProfileHandler:
     type_name: ClassVar[str] = "header-profile-handler"
     Params = HeaderProfileParams

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from scorer.framework import NoParams, register
+from scorer.framework import NoParams
 from scorer.types import CycleState, LLMRequest
 
 
-@register
 class SingleProfileHandler:
     type_name: ClassVar[str] = "single-profile-handler"
     Params = NoParams

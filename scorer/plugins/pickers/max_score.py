@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scorer.framework import register
 from scorer.plugins.pickers.params import PickerParams, describe
 from scorer.types import CycleState, LLMRequest, ScoredEndpoint
 
 
-@register
 class MaxScorePicker:
     type_name: ClassVar[str] = "max-score-picker"
     Params = PickerParams

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scorer.framework import register
 from scorer.plugins.pickers.params import PickerParams, describe
 from scorer.types import CycleState, LLMRequest, ScoredEndpoint
 
 
-@register
 class RandomPicker:
     type_name: ClassVar[str] = "random-picker"
     Params = PickerParams

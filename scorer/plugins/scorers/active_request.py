@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.plugins.common import inverse_min_max
 from scorer.types import CycleState, EndpointState, LLMRequest
 
@@ -22,7 +22,6 @@ class ActiveRequestParams(PluginParams):
     idle_threshold: int = Field(0, ge=0)
 
 
-@register
 class ActiveRequestScorer:
     type_name: ClassVar[str] = "active-request-scorer"
     Params = ActiveRequestParams

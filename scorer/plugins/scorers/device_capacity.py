@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.plugins.common import inverse_min_max, metrics_of
 from scorer.types import CycleState, EndpointState, LLMRequest
 
@@ -64,7 +64,6 @@ def load_of(state: EndpointState) -> float:
     return float(max(state.in_flight, m.running + m.waiting + state.dispatched_since_scrape))
 
 
-@register
 class DeviceCapacityScorer:
     type_name: ClassVar[str] = "device-capacity-scorer"
     Params = DeviceCapacityParams

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.plugins.common import metrics_of
 from scorer.types import CycleState, EndpointState, LLMRequest
 
@@ -27,7 +27,6 @@ class LoRAAffinityParams(PluginParams):
     base_model: str | None = None
 
 
-@register
 class LoRAAffinityScorer:
     type_name: ClassVar[str] = "lora-affinity-scorer"
     Params = LoRAAffinityParams

@@ -17,8 +17,10 @@ reads either kind through `match`). A prompt shorter than one block scores 0 eve
 A request whose model is a LoRA adapter seen in the events (`lora_name`) is keyed with that adapter, as the server
 keys its blocks.
 
-The process (`scorer.service`) wires the I/O: one KV-event subscription per endpoint at `port + kvEventsPortOffset`
-(replay at `port + kvReplayPortOffset`), following the pool's membership, and a tokenize step before each decision.
+Inputs: a `PreciseState` (the precise index and the token cache) that the plugin is built with, from its factory's
+`PluginRuntime` (`build_precise_prefix`). The process (`scorer.service`) feeds those very objects: one KV-event
+subscription per endpoint at `port + kvEventsPortOffset` (replay at `port + kvReplayPortOffset`), following the pool's
+membership (`membership_listeners`), and a tokenize step before each decision (`scorer.sources.precise_inputs`).
 
 Parameters: those of prefix-cache-scorer (for the fallback), plus `maxBlocksPerEndpoint` (262144: bound of the
 precise index per endpoint, above any real `num_gpu_blocks`), `maxPrefixTokens` (131072, Llama-3.1's context),
@@ -34,9 +36,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import register
 from scorer.plugins.scorers.prefix_cache import PrefixCacheParams, PrefixCacheScorer, PrefixMatch
 from scorer.precise_index import PreciseIndex, request_keys
+from scorer.registry import PluginRuntime
 from scorer.token_cache import TokenCache, known_tokens
 from scorer.types import CycleState, EndpointState, LLMRequest
 
@@ -69,17 +71,34 @@ class PreciseMatch(PrefixMatch):
         return exact if exact is not None else super().cached_fraction(address)
 
 
-@register
+@dataclass(frozen=True)
+class PreciseState:
+    """What the plugin reads and the process fills: the index of the endpoints' KV events, the `/tokenize` answers,
+    and who follows the plugin's membership changes (the KV-event source)."""
+
+    index: PreciseIndex
+    tokens: TokenCache
+    membership_listeners: list[Callable[[frozenset[str]], None]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, params: PrecisePrefixParams) -> PreciseState:
+        """Nothing known yet, sized by the plugin's parameters."""
+        return cls(
+            PreciseIndex(params.max_blocks_per_endpoint),
+            TokenCache(params.token_cache_entries, params.token_cache_tokens),
+        )
+
+
 class PrecisePrefixCacheScorer(PrefixCacheScorer):
     type_name: ClassVar[str] = "precise-prefix-cache-scorer"
     Params = PrecisePrefixParams  # type: ignore[assignment]  # extends the parent's parameters
 
-    def __init__(self, name: str, params: PrecisePrefixParams):
+    def __init__(self, name: str, params: PrecisePrefixParams, state: PreciseState):
         super().__init__(name, params)
         self.precise_params = params
-        self.precise = PreciseIndex(params.max_blocks_per_endpoint)
-        self.tokens = TokenCache(params.token_cache_entries, params.token_cache_tokens)
-        self.membership_listeners: list[Callable[[frozenset[str]], None]] = []
+        self.state = state
+        self.precise = state.index
+        self.tokens = state.tokens
         self.precise_requests = 0  # requests matched against the precise index (tokens known)
 
     def match(self, cycle: CycleState, request: LLMRequest) -> PrefixMatch:
@@ -133,5 +152,12 @@ class PrecisePrefixCacheScorer(PrefixCacheScorer):
     def endpoints_changed(self, present: frozenset[str]) -> None:
         super().endpoints_changed(present)
         self.precise.retain(present)
-        for listener in self.membership_listeners:
+        for listener in self.state.membership_listeners:
             listener(present)
+
+
+def build_precise_prefix(name: str, params: PrecisePrefixParams, runtime: PluginRuntime) -> PrecisePrefixCacheScorer:
+    """The registry's factory: the plugin's state is the one the runtime was given for `name`, else a new empty one
+    that the runtime keeps for the process to feed."""
+    state = runtime.provide(name, PreciseState, lambda: PreciseState.empty(params))
+    return PrecisePrefixCacheScorer(name, params, state)

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import PluginParams, Usage, register
+from scorer.framework import PluginParams, Usage
 from scorer.hashing import prompt_block_hashes
 from scorer.prefix_index import PrefixIndex
 from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
@@ -59,7 +59,6 @@ class PrefixMatch:
         return min(1.0, self.matched.get(address, 0) * self.block_size / self.prompt_bytes)
 
 
-@register
 class PrefixCacheScorer:
     type_name: ClassVar[str] = "prefix-cache-scorer"
     Params = PrefixCacheParams

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scorer.framework import PluginParams, register
+from scorer.framework import PluginParams
 from scorer.plugins.common import inverse_min_max, queue_length
 from scorer.types import CycleState, EndpointState, LLMRequest
 
@@ -21,7 +21,6 @@ class QueueParams(PluginParams):
     count_unscraped: bool = True
 
 
-@register
 class QueueScorer:
     type_name: ClassVar[str] = "queue-scorer"
     Params = QueueParams

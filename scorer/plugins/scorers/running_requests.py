@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scorer.framework import NoParams, register
+from scorer.framework import NoParams
 from scorer.plugins.common import inverse_min_max, metrics_of
 from scorer.types import CycleState, EndpointState, LLMRequest
 
 
-@register
 class RunningRequestsScorer:
     type_name: ClassVar[str] = "running-requests-scorer"
     Params = NoParams

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from scorer.framework import PluginParams, Usage, register
+from scorer.framework import PluginParams, Usage
 from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
 
 
@@ -25,7 +25,6 @@ class SessionAffinityParams(PluginParams):
     max_sessions: int = Field(100_000, ge=1)
 
 
-@register
 class SessionAffinityScorer:
     type_name: ClassVar[str] = "session-affinity-scorer"
     Params = SessionAffinityParams

@@ -36,7 +36,7 @@ from typing import ClassVar, NamedTuple
 
 from pydantic import Field
 
-from scorer.framework import Plugin, PluginParams, register
+from scorer.framework import Plugin, PluginParams
 from scorer.plugins.common import metrics_of, queue_length
 from scorer.plugins.scorers.prefix_cache import PrefixCacheScorer
 from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
@@ -59,7 +59,6 @@ class TTFTEstimateParams(PluginParams):
     prefix_plugin_ref: str | None = None
 
 
-@register
 class TTFTEstimateScorer:
     type_name: ClassVar[str] = "ttft-estimate-scorer"
     Params = TTFTEstimateParams
