@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus kubectl bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan
+.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus kubectl helm bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ setup: $(STAMP)
 demo: $(STAMP) prometheus
 	$(BIN)/autonomic demo
 
-test: $(STAMP) prometheus kubectl
+test: $(STAMP) prometheus kubectl helm
 	$(BIN)/python -m pytest -q -m "not peers" tests
 
 # ruff, mypy and the import contracts of pyproject.toml ([tool.importlinter]); .ci/run runs it before the tests
@@ -34,6 +34,11 @@ prometheus:
 # kubectl >= 1.21 (kustomize components) for the tests that render deploy/; a no-op when installed
 kubectl: $(STAMP)
 	bash scripts/install-kubectl.sh $(BIN)
+
+# helm >= 3.18 for the tests that render the chart in deploy/helm/; a no-op when installed, else `go install` of
+# helm v4 into the venv (about 2.5 minutes on 2 cores from a cold Go cache)
+helm: $(STAMP)
+	bash scripts/install-helm.sh $(BIN)
 
 # the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/
 peers:
