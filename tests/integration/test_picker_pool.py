@@ -19,7 +19,7 @@ import pytest
 from cluster_helpers import admin, api_client
 from kubernetes import client
 
-from loadtests.routing_run import PickerProcess
+from loadtests.routing.run import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer.config import load_config

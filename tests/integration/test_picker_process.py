@@ -1,6 +1,6 @@
 """`autonomic picker` as a real process, in front of the fleet twin, behind the real Envoy.
 
-The picker is started exactly as the demo starts it (`loadtests.routing_run.PickerProcess`: CLI flags, `ready:`
+The picker is started exactly as the demo starts it (`loadtests.routing.run.PickerProcess`: CLI flags, `ready:`
 line, metrics port). Which endpoint it picked is read from its own `/metrics` (`autonomic_picker_picks_total`), which
 twin served a request from the fleet's request log, and whether a prefix was reused from the twins' `cached_tokens`.
 """
@@ -23,7 +23,7 @@ from envoy_fixture import completion_body, fleet_addresses, new_request_id, post
 from prometheus_client.parser import text_string_to_metric_families
 
 from autonomic.cli import build_parser
-from loadtests.routing_run import PickerProcess
+from loadtests.routing.run import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer import cli

@@ -18,7 +18,7 @@ import pytest
 from envoy_fixture import completion_body, fleet_addresses, new_request_id, post_completion, served_by
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loadtests.routing_run import PickerProcess
+from loadtests.routing.run import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.local_envoy import LocalEnvoy
 from scorer.extproc.roundrobin import RoundRobinBackend

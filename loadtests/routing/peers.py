@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sim.netutil import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PEERS_DIR = Path(os.environ.get("PEERS_DIR", REPO / ".venv-peers"))
 
 # benchmark name -> (venv, binary, policy)

@@ -10,8 +10,8 @@ thresholds: it reports. Each picker runs in its own process, as deployed.
 Two load shapes: closed loop (`--concurrency C` requests always in flight: the highest rate each arm sustains) and
 open loop (`--rate R`: requests start every 1/R s whatever the answers, the latency added at a stated rate).
 
-    python -m loadtests.bench_extproc --requests 2000 --concurrency 16
-    python -m loadtests.bench_extproc --requests 2000 --rate 200
+    python -m loadtests.picker.envoy_hop --requests 2000 --concurrency 16
+    python -m loadtests.picker.envoy_hop --requests 2000 --rate 200
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from loadtests.routing_run import PickerProcess
+from loadtests.routing.run import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
@@ -40,7 +40,7 @@ EXTRA_ARMS = ("picker-tls",)  # on request (--arms): the real picker with --secu
 
 class PickerChild:
     """A minimal ext_proc module in its own process: `python -m <command> --endpoints ... --port P`, ready at its
-    `ready:` line (the real `autonomic picker` runs as `loadtests.routing_run.PickerProcess`)."""
+    `ready:` line (the real `autonomic picker` runs as `loadtests.routing.run.PickerProcess`)."""
 
     def __init__(self, command: Sequence[str], endpoints: Sequence[str]):
         self.port = free_port()

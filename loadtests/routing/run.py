@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtests.replay import replay
-from loadtests.summary import summarize
+from loadtests.routing.figures import summarize
+from loadtests.routing.replay import replay
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
@@ -30,7 +30,7 @@ from sim.fleet.trace import TraceRequest
 from sim.netutil import find_base_port, free_port
 
 ROUTERS = ("envoy-round-robin", "picker", "picker-precise")
-PRECISE_CONFIG = Path(__file__).resolve().parents[1] / "scorer" / "precise-config.yaml"
+PRECISE_CONFIG = Path(__file__).resolve().parents[2] / "scorer" / "precise-config.yaml"
 ProgressFn = Callable[[str], None]
 
 
@@ -137,7 +137,7 @@ async def run_routing(
     progress: ProgressFn | None = None,
     num_gpu_blocks: int | None = None,
 ) -> dict[str, Any]:
-    """Replay `trace` through `router` in front of a fresh fleet; returns the summary (see loadtests.summary)."""
+    """Replay `trace` through `router` in front of a fresh fleet; returns its figures (loadtests.routing.figures)."""
     if router not in ROUTERS:
         raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
     say = progress or (lambda _msg: None)
