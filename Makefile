@@ -23,7 +23,7 @@ test: $(STAMP) prometheus kubectl
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy autonomic controller scorer sim loadtests
+	$(BIN)/mypy autonomic controller scorer sim loadtests harness
 
 # Prometheus + promtool (Debian packages) for the cluster twin and its tests; a no-op when installed
 prometheus:
