@@ -18,23 +18,25 @@ never read after its ready line (a chatty child then blocks on a full pipe), one
 - `async with Child(...) as child:` starts it, waits until ready, and stops it on the way out.
 
 `die_with_parent=True` (Linux) also has the kernel send SIGTERM to the child if the thread that started it dies
-(PR_SET_PDEATHSIG), so nothing outlives a crashed test; start such children from a thread that lives as long.
+(PR_SET_PDEATHSIG), so nothing outlives a crashed test; start such children from a thread that lives as long. It is
+set by a tiny exec wrapper, not a `preexec_fn`: that would make subprocess fork() instead of vfork(), and a fork of
+a process with gRPC threads runs gRPC's fork handlers in the child, which sometimes abort it (SIGABRT) before exec.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from harness.output import OutputLines
 from harness.probes import Probe, poll
@@ -55,14 +57,14 @@ class ChildError(RuntimeError):
         self.output = list(output)
 
 
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None  # resolved before fork
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: one libc call, so no lock held by the parent's threads is needed."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# argv: the parent's pid, then the command; exec'd in place, so the pid (and the signals) stay the child's
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('die_with_parent: the parent died before the child started')\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 class _Protocol(asyncio.SubprocessProtocol):
@@ -163,18 +165,16 @@ class Child:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._output = self._new_output(self.log_path.open("ab", buffering=0))
-        extra: dict[str, Any] = {"preexec_fn": _die_with_parent} if self.die_with_parent else {}
         try:
             transport, _ = await asyncio.get_running_loop().subprocess_exec(
                 lambda: _Protocol(self),
-                *self.argv,
+                *self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=self.process_group,
-                **extra,
             )
         except OSError as exc:
             self._stopped = True
@@ -247,6 +247,14 @@ class Child:
         if self.process_group:
             self._signal(signal.SIGKILL)  # whatever it left behind in its group
         await _within(self._closed, _OUTPUT_GRACE_S)  # its last output, still in the pipe
+
+    def _command(self) -> list[str]:
+        if not (self.die_with_parent and sys.platform.startswith("linux")):
+            return self.argv
+        binary = shutil.which(self.argv[0], path=(self.env or os.environ).get("PATH"))
+        if binary is None:
+            raise FileNotFoundError(f"no such executable: {self.argv[0]}")
+        return [sys.executable, "-I", "-c", _DIE_WITH_PARENT, str(os.getpid()), binary, *self.argv[1:]]
 
     def _signal(self, sig: int) -> None:
         pid = self.pid

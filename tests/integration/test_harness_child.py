@@ -14,7 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health
 
 from harness.child import Child, ChildError
 from harness.output import CUT, MAX_LINE
@@ -261,3 +264,50 @@ async def test_a_failing_line_callback_does_not_stop_the_draining() -> None:
 
     async with Child(script(SLEEPER), ready="^ready$", on_line=explode) as child:
         assert child.output == ["ready"]
+
+
+async def test_die_with_parent_takes_the_child_down_with_a_killed_parent() -> None:
+    """A parent (itself a Child here) starts a grandchild with die_with_parent, then is SIGKILLed: no stop() ever
+    runs for the grandchild, yet the kernel sends it SIGTERM."""
+    parent = """
+        import asyncio, sys
+        from harness.child import Child
+
+        async def main():
+            sleeper = "import os, time; print(f'pid {os.getpid()}', flush=True); time.sleep(600)"
+            child = Child([sys.executable, "-c", sleeper], ready=r"^pid (\\d+)$", die_with_parent=True)
+            await child.start()
+            print(f"grandchild {child.ready_match.group(1)}", flush=True)
+            await asyncio.sleep(600)
+
+        asyncio.run(main())
+    """
+    async with Child(script(parent), ready=r"^grandchild (\d+)$") as child:
+        assert child.ready_match is not None and child.pid is not None
+        grandchild = int(child.ready_match.group(1))
+        assert not gone(grandchild)
+        os.kill(child.pid, signal.SIGKILL)
+        assert await asyncio.wait_for(child.wait(), 30) == -signal.SIGKILL
+        await until(lambda: gone(grandchild), "the grandchild to die with its parent")
+
+
+async def test_die_with_parent_children_start_cleanly_beside_live_grpc_threads() -> None:
+    """With a preexec_fn, subprocess fork()s, and gRPC's fork handlers then sometimes abort the child before exec
+    (SIGABRT, seen ~1 in 100 here with a stream open); the exec wrapper keeps vfork(): every child exits 0."""
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    await server.start()
+    codes = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            for _ in range(150):
+                child = Child([sys.executable, "-I", "-c", "pass"], die_with_parent=True)
+                await child.start()
+                codes.append(await asyncio.wait_for(child.wait(), 30))
+                await child.stop()
+            stream.cancel()
+    finally:
+        await server.stop(None)
+    assert codes == [0] * 150
