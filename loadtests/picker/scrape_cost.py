@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from harness.child import Child
 from loadtests.report.writer import pct
 from scorer.config import default_config
 from scorer.director import Director
@@ -36,38 +37,21 @@ async def twin_exposition() -> str:
 
 
 class MetricsStub:
+    """`python -m loadtests.picker.metrics_stub` serving `text_file` on `ports` loopback ports, as a child process."""
+
     def __init__(self, ports: int, text_file: Path):
-        self.cmd = [
-            sys.executable,
-            "-m",
-            "loadtests.picker.metrics_stub",
-            "--ports",
-            str(ports),
-            "--text",
-            str(text_file),
-        ]
-        self.proc: asyncio.subprocess.Process | None = None
+        cmd = [sys.executable, "-m", "loadtests.picker.metrics_stub", "--ports", str(ports), "--text", str(text_file)]
+        self._child = Child(cmd, name="metrics stub", ready=r"^ready: (\S+)$", ready_timeout_s=60.0)
         self.addresses: list[str] = []
 
     async def __aenter__(self) -> MetricsStub:
-        self.proc = await asyncio.create_subprocess_exec(*self.cmd, stdout=asyncio.subprocess.PIPE)
-        assert self.proc.stdout is not None
-        line = (await asyncio.wait_for(self.proc.stdout.readline(), 60)).decode()
-        if not line.startswith("ready: "):
-            await self.__aexit__()
-            raise RuntimeError(f"metrics stub did not start: {line!r}")
-        self.addresses = [f"127.0.0.1:{p}" for p in line.removeprefix("ready: ").strip().split(",")]
+        await self._child.start()
+        assert self._child.ready_match is not None
+        self.addresses = [f"127.0.0.1:{p}" for p in self._child.ready_match.group(1).split(",")]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await self._child.stop()
 
 
 async def scrape_cost(endpoints: int, interval_s: float, seconds: float, text_file: Path) -> dict[str, Any]:

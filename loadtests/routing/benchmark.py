@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.envoy import LocalEnvoy
+from harness.picker import PickerProcess
 from loadtests.report.writer import Table, command_line, fmt, pct, plot_cdf, write_json, write_report
 from loadtests.routing.bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
 from loadtests.routing.cli import ENVOY_POLICIES, OPTIONS, shipped_profiles
@@ -24,9 +26,7 @@ from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
 from loadtests.routing.peers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
 from loadtests.routing.replay import ReplayRecord, replay
-from loadtests.routing.run import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.profile import load_profile
 from sim.fleet.trace import TraceRequest, load_trace
 from sim.netutil import free_port

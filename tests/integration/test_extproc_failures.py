@@ -23,8 +23,8 @@ from envoy_fixture import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from harness.envoy import LocalEnvoy
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import ExtProcServicer, serve_extproc
 from sim.fleet.fleet import Fleet

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.routing.run import PickerProcess
+from harness.envoy import LocalEnvoy
+from harness.picker import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
 from sim.netutil import find_base_port, free_port
 

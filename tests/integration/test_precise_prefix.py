@@ -18,7 +18,7 @@ import aiohttp
 import grpc
 import pytest
 
-from loadtests.routing.run import PickerProcess
+from harness.picker import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams
