@@ -24,7 +24,7 @@ test: $(STAMP) prometheus kubectl helm
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy autonomic common controller scorer sim loadtests proto
+	$(BIN)/mypy autonomic common controller scorer sim loadtests harness proto
 	$(BIN)/lint-imports --no-cache
 
 # Prometheus + promtool (Debian packages) for the cluster twin and its tests; a no-op when installed
@@ -53,19 +53,19 @@ proto: $(STAMP)
 
 # picker cost benchmarks (figures in BENCHMARKS.md); not part of `make test`
 bench-schedule: $(STAMP)
-	$(BIN)/python -m loadtests.bench_schedule
+	$(BIN)/python -m loadtests.picker.schedule_latency
 
 bench-extproc: $(STAMP)
-	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --rate 100
-	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --rate 400
-	$(BIN)/python -m loadtests.bench_extproc --requests 2000 --concurrency 16
+	$(BIN)/python -m loadtests.picker.envoy_hop --requests 2000 --rate 100
+	$(BIN)/python -m loadtests.picker.envoy_hop --requests 2000 --rate 400
+	$(BIN)/python -m loadtests.picker.envoy_hop --requests 2000 --concurrency 16
 
 # rebalancer benchmarks (figures in BENCHMARKS.md, "Controller"); not part of `make test`
 bench-rebalance: $(STAMP) prometheus
 	$(BIN)/autonomic bench rebalance --nodes 12 --vms 40 --hot-nodes 2 --hot-factor 4 --duration 900 --out out/bench-rebalance
 
 bench-plan: $(STAMP)
-	$(BIN)/python -m loadtests.bench_plan --cycles 5 --sizes 100,1000
+	$(BIN)/python -m loadtests.rebalance.plan_time --cycles 5 --sizes 100,1000
 
 # routing benchmark (issue 7): every router on a fresh fleet of 8 twins, the Mooncake conversation trace at a load
 # where round robin queues, in real time; the peers come from `make peers` (skipped, with the reason, if absent).

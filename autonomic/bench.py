@@ -14,9 +14,9 @@ import sys
 
 # benchmark -> module with add_arguments(parser) and run(args, argv)
 BENCHMARKS = {
-    "rebalance": "loadtests.bench_rebalance",
-    "routing": "loadtests.bench_routing",
-    "picker": "loadtests.bench_picker",
+    "rebalance": "loadtests.rebalance.cli",
+    "routing": "loadtests.routing.cli",
+    "picker": "loadtests.picker.cli",
 }
 
 

@@ -8,7 +8,7 @@ model time, e2e, throughput, spread), writes `summary.json` and a TTFT CDF plot.
 
 Rebalance part: the cluster twin's default scenario (a hotspot on worker-0) with its real Prometheus, three times
 on a fresh twin: no controller (the baseline), the controller with `descheduler-compatible`, then with
-`psi-relief`, each for the same model minutes with the same cycle interval (`loadtests/rebalance_run.py`). Prints
+`psi-relief`, each for the same model minutes with the same cycle interval (`loadtests/rebalance/run.py`). Prints
 node-minutes over the pressure threshold, migrations and VMs moved more than once side by side, adds them to
 `summary.json` and plots the hottest node's pressure over time (`pressure.png`). `--parts` picks the parts.
 """
@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from common.logs import JsonFormatter
-from loadtests.rebalance_report import json_safe, results_json, text_table
-from loadtests.rebalance_report import plot as plot_pressure
-from loadtests.rebalance_run import RunSettings, default_scenario, run_policies
-from loadtests.routing_run import run_routing
+from loadtests.rebalance.report import json_safe, results_json, text_table
+from loadtests.rebalance.report import plot as plot_pressure
+from loadtests.rebalance.run import RunSettings, default_scenario, run_policies
+from loadtests.routing.run import run_routing
 from sim.cluster.prometheus import TelemetryError
 from sim.fleet.profile import ProfileError, load_profile
 from sim.fleet.trace import load_trace, oracle_hit_ratio

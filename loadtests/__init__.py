@@ -1,1 +1,2 @@
-"""Load tests (locust), trace replay and benchmark runners."""
+"""Benchmarks and load tests, grouped by what they measure: routing/, picker/, rebalance/, locust/; report/ writes
+what every benchmark leaves behind. The product never imports this package."""

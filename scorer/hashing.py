@@ -11,7 +11,8 @@ Scheme (all xxh64):
 - blocks are `block_size` bytes of the prompt's UTF-8 encoding (characters, for ASCII text);
 - a trailing partial block is ignored (the server caches only full blocks), and at most `max_blocks` are hashed.
 
-Cost: one `encode()` and one C call per block; about 0.5 ms for a 128k-character prompt (loadtests/bench_schedule).
+Cost: one `encode()` and one C call per block; about 0.5 ms for a 128k-character prompt
+(loadtests/picker/schedule_latency.py).
 """
 
 from __future__ import annotations

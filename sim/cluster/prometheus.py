@@ -4,32 +4,27 @@ descheduler's recording rules. `start_telemetry` is the hook `sim/cluster/server
 Why it exists: the controller reads node pressure through PromQL, exactly as in a cluster, so the twin runs
 the real thing (the Debian `prometheus` package, 2.42): a temporary directory holds prometheus.yml, the
 rendered rules, the file_sd target list and the TSDB; Prometheus listens on 127.0.0.1 only, is ready when
-`/-/ready` answers 200, and is stopped (SIGTERM, then SIGKILL) with the twin. On Linux it also gets SIGTERM if
-the twin dies without stopping it (PR_SET_PDEATHSIG), so no Prometheus outlives a crashed test.
+`/-/ready` answers 200, and is stopped (SIGTERM, then SIGKILL) with the twin (harness.child). On Linux it also gets
+SIGTERM if the twin dies without stopping it (PR_SET_PDEATHSIG), so no Prometheus outlives a crashed test.
 Without a Prometheus binary it fails with a message naming `make prometheus`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ctypes
 import logging
 import os
-import signal
-import sys
 import tempfile
 from pathlib import Path
 
-import aiohttp
-
+from harness.child import Child, ChildError
+from harness.netutil import free_port
+from harness.probes import http_ready
 from sim.cluster.exporter import KSM_PATH, NodeExporter
 from sim.cluster.prometheus_config import RULES_PATH, RuleWindows, render_config, render_rules, scrape_timeout
 from sim.cluster.scenario_load import LoadSettings
 from sim.cluster.state_view import ClusterView, TelemetryOptions
 from sim.cluster.telemetry_state import LoadError, LoadTelemetry
 from sim.cluster.vm_trace import TraceError, load_vm_trace
-from sim.netutil import free_port
 
 log = logging.getLogger("autonomic.cluster.prometheus")
 PROMETHEUS_ENV = "AUTONOMIC_PROMETHEUS"
@@ -50,20 +45,10 @@ def prometheus_binary(configured: str | None = None) -> Path:
     return path
 
 
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None  # resolved before fork
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: one libc call, so no lock of the parent's threads is needed."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class PrometheusProcess:
     def __init__(self, binary: Path, workdir: Path, *, port: int, retention: str) -> None:
         self.binary, self.workdir, self.port, self.retention = binary, workdir, port, retention
-        self.proc: asyncio.subprocess.Process | None = None
+        self._child: Child | None = None
         self.log_path = workdir / "prometheus.log"
 
     @property
@@ -79,41 +64,16 @@ class PrometheusProcess:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
         ]
-        with self.log_path.open("wb") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_die_with_parent
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while True:
-                if self.proc.returncode is not None:
-                    raise TelemetryError(f"Prometheus exited with {self.proc.returncode}:\n{self._log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(f"{self.url}/-/ready") as resp:
-                        if resp.status == 200:
-                            return
-                if loop.time() > deadline:
-                    await self.stop()
-                    raise TelemetryError(f"Prometheus not ready after {timeout_s:.0f}s:\n{self._log_tail()}")
-                await asyncio.sleep(0.05)
-
-    def _log_tail(self, lines: int = 15) -> str:
+        ready = http_ready(f"{self.url}/-/ready")
+        self._child = Child(args, name="Prometheus", ready=ready, log_path=self.log_path, die_with_parent=True)
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+            await self._child.start(timeout_s)
+        except ChildError as exc:
+            raise TelemetryError(str(exc)) from None
 
     async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if self._child is not None:
+            await self._child.stop()
 
 
 class TwinTelemetry:

@@ -2,21 +2,21 @@
 
 The twin is CPU-bound Python; in the same event loop as a load generator (or a picker) it would compete for one core
 and fall behind the wall clock. In its own process it gets a core of its own, and what the client measures is what
-crosses a real socket. Tests that need to reach into servers keep using the in-process `Fleet`.
+crosses a real socket. Tests that need to reach into servers keep using the in-process `Fleet`. The process itself
+(ready line, output drained, TERM then KILL) is harness.child's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
-import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from harness.child import Child, ChildError
 
 _SERVER = re.compile(r"^server (\d+): (\S+)\s+kv-events: (\S+)")
 _CONTROL = re.compile(r"^control: (\S+)")
@@ -37,8 +37,7 @@ class FleetProcess:
     urls: list[str] = field(default_factory=list)
     kv_endpoints: list[str] = field(default_factory=list)
     control_url: str = ""
-    _proc: asyncio.subprocess.Process | None = None
-    _drain: asyncio.Task[None] | None = None
+    _child: Child | None = None
 
     async def start(self, timeout_s: float = 60.0) -> None:
         cmd = [sys.executable, "-m", "autonomic", "fleet", "--servers", str(self.servers)]
@@ -49,54 +48,25 @@ class FleetProcess:
             cmd += ["--num-gpu-blocks", str(self.num_gpu_blocks)]
         cmd += self.extra_args
         env = dict(os.environ, AUTONOMIC_LOG_LEVEL=os.environ.get("AUTONOMIC_LOG_LEVEL", "warning"))
-        self._proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
-        )
+        self.urls, self.kv_endpoints, self.control_url = [], [], ""
+        self._child = Child(cmd, name="autonomic fleet", env=env, ready=r"^ready:", on_line=self._read_banner)
         try:
-            await asyncio.wait_for(self._read_banner(), timeout_s)
-        except (TimeoutError, FleetStartError):
-            await self.stop()
-            raise
-        self._drain = asyncio.create_task(self._drain_output())
+            await self._child.start(timeout_s)
+        except ChildError as exc:
+            raise FleetStartError(str(exc)) from exc
 
-    async def _read_banner(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        lines: list[str] = []
-        while True:
-            raw = await self._proc.stdout.readline()
-            if not raw:
-                raise FleetStartError("fleet exited before it was ready:\n" + "\n".join(lines[-20:]))
-            line = raw.decode(errors="replace").rstrip()
-            lines.append(line)
-            if m := _SERVER.match(line):
-                self.urls.append(m.group(2))
-                self.kv_endpoints.append(m.group(3))
-            elif m := _CONTROL.match(line):
-                self.control_url = m.group(1)
-            elif line.startswith("ready:"):
-                return
-
-    async def _drain_output(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        while await self._proc.stdout.readline():
-            pass
+    def _read_banner(self, line: str) -> None:
+        if self._child is not None and self._child.ready_match is not None:
+            return  # the banner ends at the ready line
+        if m := _SERVER.match(line):
+            self.urls.append(m.group(2))
+            self.kv_endpoints.append(m.group(3))
+        elif m := _CONTROL.match(line):
+            self.control_url = m.group(1)
 
     async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if self._drain is not None:
-            self._drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain
+        if self._child is not None:
+            await self._child.stop()
 
     async def describe(self) -> list[dict[str, Any]]:
         async with aiohttp.ClientSession() as s, s.get(f"{self.control_url}/servers") as r:

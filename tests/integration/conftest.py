@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from harness.netutil import find_base_port
 from sim.fleet.fleet import Fleet
 from sim.fleet.profile import load_profile
-from sim.netutil import find_base_port
 
 
 @pytest.fixture

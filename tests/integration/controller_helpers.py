@@ -14,7 +14,7 @@ from kubernetes import client, watch
 from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
 from controller.service import ControllerOptions
-from loadtests.rebalance_run import ControllerThread
+from loadtests.rebalance.run import ControllerThread
 from sim.cluster.twin import ClusterTwin
 
 FAST_LEASE = {"lease_duration_s": 2.0, "renew_deadline_s": 1.5, "retry_s": 0.2}
@@ -55,7 +55,7 @@ def twin_options(twin: ClusterTwin, config: ControllerConfig, prometheus_url: st
 
 
 class BackgroundController(ControllerThread):
-    """The benchmark's controller thread (loadtests/rebalance_run.py) as tests use it: `start()` returns the
+    """The benchmark's controller thread (loadtests/rebalance/run.py) as tests use it: `start()` returns the
     controller, `stop()` raises what the controller failed with, a context manager, and metric samples."""
 
     def start(self, timeout_s: float = 30.0) -> BackgroundController:

@@ -24,13 +24,13 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.envoy import LocalEnvoy
+from harness.netutil import free_port
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.exchange import PickBackend
-from scorer.extproc.local_envoy import LocalEnvoy
 from scorer.extproc.server import ExtProcHandle, serve_extproc
 from scorer.types import Endpoint, EndpointMetrics
 from sim.fleet.fleet import Fleet
-from sim.netutil import free_port
 
 
 def fleet_addresses(fleet: Fleet) -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from autonomic.cli import main as autonomic_main
-from loadtests.bench_routing import DEFAULT_TRACE
-from loadtests.peer_routers import missing_reason
+from loadtests.routing.cli import DEFAULT_TRACE
+from loadtests.routing.peers import missing_reason
 
 ROUTER_KEYS = {
     "hit_ratio",

@@ -21,9 +21,9 @@ from cluster_helpers import api_client, wait_for
 from controller_helpers import BackgroundController, controller_config, twin_options
 from kubernetes import client
 
+from harness.netutil import free_port
 from sim.cluster.scenario import parse_scenario
 from sim.cluster.twin import ClusterTwin
-from sim.netutil import free_port
 
 DOWN = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 ROOT = Path(__file__).resolve().parents[2]

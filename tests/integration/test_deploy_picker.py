@@ -25,13 +25,15 @@ import yaml
 from cluster_helpers import api_client
 from kubernetes import client
 
-from loadtests.routing_run import PickerProcess
-from scorer.extproc.local_envoy import envoy_binary
+from harness.child import Child
+from harness.envoy import envoy_binary
+from harness.netutil import free_port, port_free
+from harness.picker import PickerProcess
+from harness.probes import http_ready
 from sim.cluster.scenario import parse_scenario
 from sim.cluster.twin import ClusterTwin
 from sim.fleet.profile import load_profile
 from sim.fleet.server import ModelServer
-from sim.netutil import free_port, port_free
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from deploy_helpers import DEPLOY, render
@@ -111,27 +113,13 @@ def _envoy_config(text: str, picker_port: int, listen: int, admin: int) -> str:
 
 @contextlib.asynccontextmanager
 async def _envoy(config: str, workdir: Path, admin: int) -> AsyncIterator[None]:
+    """Envoy on the deploy manifest's own config (not one rendered from EnvoyOptions), ready at its admin /ready."""
     path = workdir / "envoy.yaml"
     path.write_text(config)
-    log = (workdir / "envoy.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
-        stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):  # Envoy's admin /ready (a bound against a hang, not a timing assertion)
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{admin}/ready") as r:
-                        if r.status == 200:
-                            break
-                assert proc.returncode is None, (workdir / "envoy.log").read_text()
-                await asyncio.sleep(0.05)
+    argv = [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"]
+    ready = http_ready(f"http://127.0.0.1:{admin}/ready")
+    async with Child(argv, name="envoy", ready=ready, log_path=workdir / "envoy.log"):
         yield
-    finally:
-        proc.terminate()
-        await proc.wait()
-        log.close()
 
 
 async def test_rendered_pool_picker_and_envoy_route_a_request(tmp_path: Path):
@@ -162,7 +150,7 @@ async def test_rendered_pool_picker_and_envoy_route_a_request(tmp_path: Path):
         picker.port, picker.health_port, picker.metrics_port = ports["grpc"], ports["health"], ports["metrics"]
         try:
             await picker.start()
-            ready = next(line for line in picker.output if line.startswith("ready:"))
+            ready = picker.ready_line
             assert "endpoints=2" in ready and ready.endswith("tls=self-signed"), ready
             listen, admin = free_port(), free_port()
             envoy_config = _envoy_config(objs["EnvoyConfig"]["data"]["envoy.yaml"], ports["grpc"], listen, admin)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.envoy import envoy_binary
 from scorer.extproc.envoy_config import EnvoyOptions, main, render, render_yaml
-from scorer.extproc.local_envoy import envoy_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "local"
 CHECKED_IN = {

@@ -23,12 +23,12 @@ from envoy_fixture import (
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from harness.envoy import LocalEnvoy
+from harness.netutil import free_port
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import ExtProcServicer, serve_extproc
 from sim.fleet.fleet import Fleet
-from sim.netutil import free_port
 
 
 async def _post_until(url: str, body: dict[str, Any], want: int, within: float) -> list[int]:

@@ -15,11 +15,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.netutil import free_port
 from scorer.extproc import protocol as p
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import EXTPROC_SERVICE, ExtProcHandle, serve_extproc
 from scorer.types import SchedulingResult
-from sim.netutil import free_port
 
 A, B = "10.0.0.1:8000", "10.0.0.2:8000"
 BODY = json.dumps({"model": "m", "prompt": "hi"}).encode()

@@ -22,12 +22,12 @@ import grpc
 import pytest
 from cluster_helpers import wait_for
 
+from harness.netutil import free_port
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from sim.cluster.scenario import parse_scenario
 from sim.cluster.twin import ClusterTwin
 from sim.fleet.fleet import Fleet
-from sim.netutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PRECISE_CONFIG = ROOT / "scorer" / "precise-config.yaml"

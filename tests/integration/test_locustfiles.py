@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.routing_run import PickerProcess
+from harness.envoy import LocalEnvoy
+from harness.netutil import find_base_port, free_port
+from harness.picker import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
-from sim.netutil import find_base_port, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ async def fleet() -> AsyncIterator[FleetProcess]:
 async def locust(locustfile: str, host: str, out: Path, *args: str, seconds: int = 4) -> dict[tuple[str, str], dict]:
     """Run locust headless; returns the stats CSV rows by (type, name). Fails the test with locust's output."""
     prefix = out / "run"
-    cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / locustfile), "--headless"]
+    cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtests" / "locust" / locustfile), "--headless"]
     cmd += ["--host", host, "-t", f"{seconds}s", "--csv", str(prefix), "--html", str(out / "run.html")]
     cmd += ["--only-summary", "--loglevel", "WARNING", *args]
     proc = await asyncio.create_subprocess_exec(
@@ -63,7 +63,7 @@ async def test_gateway_users_multi_turn_streaming(fleet: FleetProcess, tmp_path:
         EnvoyOptions(listen_port=free_port(), admin_port=free_port(), picker_port=None, pool=pool)
     ) as envoy:
         rows = await locust(
-            "locust_gateway.py", envoy.url, tmp_path, "-u", "3", "-r", "3", "--shape", "multi-turn", "--max-tokens", "4"
+            "gateway.py", envoy.url, tmp_path, "-u", "3", "-r", "3", "--shape", "multi-turn", "--max-tokens", "4"
         )
     check(rows, ("POST", "multi-turn /v1/chat/completions"))
     check(rows, ("TTFT", "multi-turn /v1/chat/completions"))
@@ -89,7 +89,7 @@ async def test_gateway_users_replay_a_trace_without_streaming(fleet: FleetProces
         "1",
         "--no-stream",
     ]
-    rows = await locust("locust_gateway.py", fleet.urls[0], tmp_path, *args, seconds=20)
+    rows = await locust("gateway.py", fleet.urls[0], tmp_path, *args, seconds=20)
     assert check(rows, ("POST", "trace /v1/completions")) == 10  # every request once; the run stops by itself
     assert ("TTFT", "trace /v1/completions") not in rows
 
@@ -98,7 +98,7 @@ async def test_picker_users_speak_ext_proc(fleet: FleetProcess, tmp_path: Path) 
     picker = PickerProcess([u.removeprefix("http://") for u in fleet.urls])
     await picker.start()
     try:
-        rows = await locust("locust_picker.py", f"127.0.0.1:{picker.port}", tmp_path, "-u", "2", "-r", "2", seconds=3)
+        rows = await locust("picker.py", f"127.0.0.1:{picker.port}", tmp_path, "-u", "2", "-r", "2", seconds=3)
     finally:
         await picker.stop()
     check(rows, ("ext_proc", "decision"), at_least=5)

@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from harness.netutil import find_base_port, free_port
 from sim.fleet.fleet import KV_OFFSET, Fleet
 from sim.fleet.profile import load_profile
-from sim.netutil import find_base_port, free_port
 
 pytestmark = pytest.mark.peers
 

@@ -19,7 +19,8 @@ import pytest
 from cluster_helpers import admin, api_client
 from kubernetes import client
 
-from loadtests.routing_run import PickerProcess
+from harness.netutil import free_port, port_free
+from harness.picker import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer.config import load_config
@@ -31,7 +32,6 @@ from sim.cluster.scenario import parse_scenario
 from sim.cluster.twin import ClusterTwin
 from sim.fleet.profile import load_profile
 from sim.fleet.server import ModelServer
-from sim.netutil import free_port, port_free
 
 NS, POOL, DRIVER, NODE = "llm", "llama", "gpu.nvidia.com", "node-a"
 DRA_CONFIG = Path(__file__).resolve().parents[2] / "scorer" / "dra-config.yaml"
@@ -287,7 +287,7 @@ async def test_the_shipped_dra_profile_through_the_cli_follows_taints(tmp_path: 
             picker = PickerProcess([], config=DRA_CONFIG, scrape_interval_s=0.05, extra_args=args)
             await picker.start()
             try:
-                assert any("endpoints=2" in line for line in picker.output)
+                assert "endpoints=2" in picker.ready_line
                 model = fleet[0].model_name
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{picker.port}") as channel:
                     stub = pb_grpc.PickerStub(channel)

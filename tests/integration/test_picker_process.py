@@ -1,6 +1,6 @@
 """`autonomic picker` as a real process, in front of the fleet twin, behind the real Envoy.
 
-The picker is started exactly as the demo starts it (`loadtests.routing_run.PickerProcess`: CLI flags, `ready:`
+The picker is started exactly as the demo starts it (`harness.picker.PickerProcess`: CLI flags, `ready:`
 line, metrics port). Which endpoint it picked is read from its own `/metrics` (`autonomic_picker_picks_total`), which
 twin served a request from the fleet's request log, and whether a prefix was reused from the twins' `cached_tokens`.
 """
@@ -23,13 +23,14 @@ from envoy_fixture import completion_body, fleet_addresses, new_request_id, post
 from prometheus_client.parser import text_string_to_metric_families
 
 from autonomic.cli import build_parser
-from loadtests.routing_run import PickerProcess
+from harness.envoy import LocalEnvoy
+from harness.netutil import find_base_port, free_port
+from harness.picker import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer import cli
 from scorer.config import default_config
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import serve_extproc
 from scorer.service import PickerOptions, StartupError, run_picker
@@ -37,7 +38,6 @@ from scorer.types import Endpoint
 from sim.fleet.fleet import Fleet
 from sim.fleet.profile import load_profile
 from sim.fleet.synth import prompt_text
-from sim.netutil import find_base_port, free_port
 
 DEFAULT_SCORERS = ["prefix-cache-scorer", "ttft-estimate-scorer", "queue-scorer", "kv-cache-utilization-scorer"]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -15,13 +15,13 @@ import pytest
 from aiohttp import web
 from envoy_fixture import fleet_addresses
 
+from harness.netutil import free_port
 from scorer.config import default_config
 from scorer.director import Director
 from scorer.scheduler import Scheduler
 from scorer.sources.scraper import MetricsScraper, ScrapeResult
 from scorer.types import Endpoint, LLMRequest
 from sim.fleet.fleet import Fleet
-from sim.netutil import free_port
 
 GOOD = "vllm:num_requests_running 2\nvllm:num_requests_waiting 1\nvllm:kv_cache_usage_perc 0.5\n"
 

@@ -18,14 +18,14 @@ import pytest
 from envoy_fixture import completion_body, fleet_addresses, new_request_id, post_completion, served_by
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loadtests.routing_run import PickerProcess
+from harness.envoy import LocalEnvoy
+from harness.netutil import free_port
+from harness.picker import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import serve_extproc
 from scorer.extproc.tls import CertSource, self_signed
 from sim.fleet.fleet import Fleet
-from sim.netutil import free_port
 
 EXTPROC = "envoy.service.ext_proc.v3.ExternalProcessor"
 
@@ -82,7 +82,7 @@ async def test_self_signed_picker_routes_through_envoy(fleet2: Fleet, tmp_path: 
     picker = PickerProcess(fleet_addresses(fleet2), scrape_interval_s=0.2, extra_args=["--secure-serving"])
     await picker.start()
     try:
-        assert any(line.startswith("ready:") and line.endswith("tls=self-signed") for line in picker.output)
+        assert picker.ready_line.endswith("tls=self-signed")
         assert len(await _route_one(fleet2, picker, picker_tls=True)) == 1
         # the kubelet's probe port answers in plaintext; the main port refuses plaintext
         async with grpc.aio.insecure_channel(f"127.0.0.1:{picker.health_port}") as channel:
@@ -105,7 +105,7 @@ async def test_provided_certificate_verified_by_envoy(fleet2: Fleet, tmp_path: P
     picker = PickerProcess(fleet_addresses(fleet2), scrape_interval_s=0.2, extra_args=args)
     await picker.start()
     try:
-        assert any(line.endswith(f"tls={cert}") for line in picker.output)
+        assert picker.ready_line.endswith(f"tls={cert}")
         verified = {"picker_tls": True, "picker_ca_file": str(cert), "picker_sni": "autonomic-picker.autonomic.svc"}
         assert len(await _route_one(fleet2, picker, **verified)) == 1
         code, out = await _explain(

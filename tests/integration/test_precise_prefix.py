@@ -19,7 +19,8 @@ import grpc
 import pytest
 
 from common.kv_event_types import BlockStored, EventBatch
-from loadtests.routing_run import PickerProcess
+from harness.netutil import find_base_port, free_port
+from harness.picker import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams, PreciseState
@@ -33,7 +34,6 @@ from sim.fleet.fleet import Fleet
 from sim.fleet.kv_publisher import KVEventPublisher
 from sim.fleet.profile import load_profile
 from sim.fleet.synth import prompt_text
-from sim.netutil import find_base_port, free_port
 
 WAIT = 20.0
 BLOCKS = 96

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from autonomic.cli import main as autonomic
-from loadtests.bench_rebalance import main as bench
-from loadtests.rebalance_report import SCHEMA_KEYS
+from loadtests.rebalance.cli import main as bench
+from loadtests.rebalance.report import SCHEMA_KEYS
 from sim.cluster.prometheus import DEFAULT_BINARY
 
 pytestmark = pytest.mark.skipif(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench_report import Table, command_line, fmt
-from loadtests.replay import ReplayRecord
-from loadtests.routing_bench import router_overhead_ms, scale_trace
+from loadtests.report.writer import Table, command_line, fmt
+from loadtests.routing.benchmark import router_overhead_ms, scale_trace
+from loadtests.routing.replay import ReplayRecord
 from sim.fleet.trace import TraceRequest
 
 

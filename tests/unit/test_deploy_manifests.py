@@ -23,9 +23,9 @@ from deploy_helpers import DEPLOY, ROOT, Obj, components, kustomizations, name_o
 
 from autonomic.cli import build_parser
 from controller.config import load_config as load_controller_config
+from harness.envoy import envoy_binary
 from scorer.config import load_config as load_picker_config
 from scorer.extproc.envoy_config import main as render_envoy
-from scorer.extproc.local_envoy import envoy_binary
 
 DIRS = kustomizations()
 IDS = [str(p.relative_to(DEPLOY)) for p in DIRS]

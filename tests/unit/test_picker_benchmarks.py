@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests import bench_schedule, sim_routing
+from loadtests.picker import schedule_latency
+from loadtests.routing import in_process
 
 
 def _rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
 
 
-def test_bench_schedule_prints_one_row_per_cell(capsys: pytest.CaptureFixture[str]):
-    bench_schedule.main(["--picks", "20", "--endpoints", "2", "5", "--tokens", "64", "--fill", "0.001"])
+def test_schedule_latency_prints_one_row_per_cell(capsys: pytest.CaptureFixture[str]):
+    schedule_latency.main(["--picks", "20", "--endpoints", "2", "5", "--tokens", "64", "--fill", "0.001"])
     header, *rows = _rows(capsys.readouterr().out)
     assert header[:2] == ["endpoints", "prompt tokens"] and len(header) == 9
     assert [(r[0], r[1]) for r in rows] == [("2", "64"), ("5", "64")]
@@ -20,9 +21,9 @@ def test_bench_schedule_prints_one_row_per_cell(capsys: pytest.CaptureFixture[st
         assert all(float(v) >= 0 for v in row[2:6]) and row[6].endswith("x") and row[7].endswith("x")
 
 
-@pytest.mark.skipif(not sim_routing.TRACE.exists(), reason="trace not available")
-def test_sim_routing_replays_a_few_requests(capsys: pytest.CaptureFixture[str]):
-    sim_routing.main(["--minutes", "0.05", "--servers", "2", "--only", "random", "--default"])
+@pytest.mark.skipif(not in_process.TRACE.exists(), reason="trace not available")
+def test_in_process_routing_replays_a_few_requests(capsys: pytest.CaptureFixture[str]):
+    in_process.main(["--minutes", "0.05", "--servers", "2", "--only", "random", "--default"])
     header, *rows = _rows(capsys.readouterr().out)
     assert header[0] == "profile" and [r[0] for r in rows] == ["random", "default-config.yaml"]
     for row in rows:

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from loadtests.rebalance_bound import BoundNode, BoundVm, cpu_room, min_moves
-from loadtests.rebalance_figures import MigrationRecord, migration_figures, pressure_figures, ratio
+from loadtests.rebalance.bound import BoundNode, BoundVm, cpu_room, min_moves
+from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures, ratio
 from sim.cluster.psi import PsiParams, ThreadGroup, cpu_contention
 
 GIB = 2**30

@@ -1,4 +1,4 @@
-"""The pooled-capacity bound: one shared LRU prefix cache of the fleet's capacity (loadtests.routing_bounds)."""
+"""The pooled-capacity bound: one shared LRU prefix cache of the fleet's capacity (loadtests.routing.bounds)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadtests.routing_bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
+from loadtests.routing.bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
 from sim.fleet.trace import TraceRequest
 
 

@@ -1,11 +1,11 @@
 """The routing benchmark's machinery: each router on a fresh fleet twin, the trace replayed, figures and report.
 
-Why it exists: `loadtests.bench_routing` (the command) stays light to import (`autonomic` builds every parser at
+Why it exists: `loadtests.routing.cli` (the command) stays light to import (`autonomic` builds every parser at
 start); the work is here. For a router: a fresh `autonomic fleet` process, then what the router needs in front of it
 (Envoy with one of its own lb policies; the picker process + Envoy with ext_proc; or a peer router process), the
-trace replayed open loop in time order (loadtests.replay), the twins' model-time logs summarized
-(loadtests.summary); everything stopped before the next router starts. The report is written by
-loadtests.bench_report: report.md, ttft_cdf.png, results.json (issue 7's schema) and details.json.
+trace replayed open loop in time order (loadtests.routing.replay), the twins' model-time logs summarized
+(loadtests.routing.figures); everything stopped before the next router starts. The report is written by
+loadtests.report.writer: report.md, ttft_cdf.png, results.json (issue 7's schema) and details.json.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench_report import Table, command_line, fmt, plot_cdf, write_json, write_report
-from loadtests.bench_routing import ENVOY_POLICIES, OPTIONS, shipped_profiles
-from loadtests.fleet_group import FleetGroup
-from loadtests.peer_routers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
-from loadtests.replay import ReplayRecord, replay
-from loadtests.routing_bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
-from loadtests.routing_run import PickerProcess
-from loadtests.summary import pct, summarize
+from harness.envoy import LocalEnvoy
+from harness.netutil import free_port
+from harness.picker import PickerProcess
+from loadtests.report.writer import Table, command_line, fmt, pct, plot_cdf, write_json, write_report
+from loadtests.routing.bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
+from loadtests.routing.cli import ENVOY_POLICIES, OPTIONS, shipped_profiles
+from loadtests.routing.figures import summarize
+from loadtests.routing.fleet_group import FleetGroup
+from loadtests.routing.peers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
+from loadtests.routing.replay import ReplayRecord, replay
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.profile import load_profile
 from sim.fleet.trace import TraceRequest, load_trace
-from sim.netutil import free_port
 
 
 def scale_trace(trace: list[TraceRequest], rate_scale: float, duration_s: float | None) -> list[TraceRequest]:
@@ -108,7 +108,7 @@ async def _start_router(
 async def run_router(
     name: str, trace: list[TraceRequest], args: argparse.Namespace, model: str, block_size: int
 ) -> dict[str, Any]:
-    """One router on a fresh fleet: its summary (loadtests.summary) plus overhead and lag."""
+    """One router on a fresh fleet: its summary (loadtests.routing.figures) plus overhead and lag."""
     fleet = FleetGroup(args.servers, args.time_scale)  # one process per server, as a real fleet
     stack: list[Any] = []
     try:

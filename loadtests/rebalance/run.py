@@ -11,8 +11,8 @@ load trace, same model time) and is measured the same way. A run:
    twin's model clock, the same model interval for every policy) for `duration` model seconds; the `no-op` arm
    runs no controller at all: the baseline;
 4. reads the per-node CPU PSI and the descheduler score back from Prometheus (a range query over the run) and
-   the migrations from the twin, and computes the figures of `rebalance_figures.py`;
-5. stops everything. The lower bound on moves (`rebalance_bound.py`) is computed from the demands at step 3.
+   the migrations from the twin, and computes the figures of `figures.py`;
+5. stops everything. The lower bound on moves (`bound.py`) is computed from the demands at step 3.
 
 Synchronous (the twin and the controller run on threads of their own): call it from a thread in async code.
 """
@@ -36,8 +36,8 @@ from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
 from controller.model import Plan
 from controller.service import ControllerOptions, RunningController, run_controller
-from loadtests.rebalance_bound import BoundNode, BoundVm, min_moves
-from loadtests.rebalance_figures import MigrationRecord, migration_figures, pressure_figures
+from loadtests.rebalance.bound import BoundNode, BoundVm, min_moves
+from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures
 from sim.cluster.kv_objects import LIVE_MIGRATABLE
 from sim.cluster.prometheus import TwinTelemetry, start_telemetry
 from sim.cluster.resources import EVENTS, VMIS

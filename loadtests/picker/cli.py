@@ -4,17 +4,17 @@ Why it exists: the picker sits on every request (../shared/docs/benchmarks.md, s
 three costs and writes them like the routing benchmark does (report.md, results.json, a CDF plot in --out):
 
 1. scheduling, in process: `Director.pick()` p50/p99 with the shipped default profile against a `random-picker`
-   profile on the same endpoints and prompts (loadtests.bench_schedule), per pool size and prompt length;
+   profile on the same endpoints and prompts (loadtests.picker.schedule_latency), per pool size and prompt length;
 2. the hop through Envoy: the same small completions, open loop at each stated rate, through Envoy's own round
    robin (baseline), the ext_proc shell with a round-robin backend (the protocol's cost) and the real
-   `autonomic picker` process (loadtests.bench_extproc); added p50/p99 latency over the baseline;
+   `autonomic picker` process (loadtests.picker.envoy_hop); added p50/p99 latency over the baseline;
 3. scraping: the picker's MetricsScraper feeding a Director, against N cheap metrics endpoints serving a real
-   twin's exposition (loadtests.metrics_stub), at the stated interval: CPU per scrape and cores used, with a small
-   pool measured alongside as the baseline.
+   twin's exposition (loadtests.picker.scrape_cost, loadtests.picker.metrics_stub), at the stated interval: CPU per
+   scrape and cores used, with a small pool measured alongside as the baseline.
 
     autonomic bench picker --out out/bench-picker
 
-This module is the command (light to import); loadtests.picker_bench does the work.
+This module is the command (light to import); loadtests.picker.benchmark does the work.
 """
 
 from __future__ import annotations
@@ -88,14 +88,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from loadtests.picker_bench import bench
+    from loadtests.picker.benchmark import bench
 
     results = asyncio.run(bench(args))
     return 1 if any("skipped" in r for r in results["extproc"]) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_picker", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m loadtests.picker.cli", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
     args.prog = p.prog

@@ -1,34 +1,21 @@
 """The picker benchmark's machinery: schedule() cells, the Envoy hop at stated rates, the scraping cost, the report.
 
-Why it exists: `loadtests.bench_picker` (the command) stays light to import; the work is here, reusing
-loadtests.bench_schedule (in-process picks), loadtests.bench_extproc (Envoy arms) and loadtests.metrics_stub
-(cheap metrics endpoints), and loadtests.bench_report for the output directory.
+Why it exists: `loadtests.picker.cli` (the command) stays light to import; the work is here, reusing
+loadtests.picker.schedule_latency (in-process picks), loadtests.picker.envoy_hop (Envoy arms) and
+loadtests.picker.scrape_cost (the scraper against cheap metrics endpoints), and loadtests.report.writer for the
+output directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import random
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from loadtests import bench_extproc, bench_schedule
-from loadtests.bench_picker import OPTIONS
-from loadtests.bench_report import Table, command_line, fmt, plot_cdf, write_json, write_report
-from loadtests.summary import pct
-from scorer.config import default_config
-from scorer.director import Director
-from scorer.scheduler import Scheduler
-from scorer.sources.scraper import MetricsScraper, ScrapeResult
-from scorer.types import Endpoint
-from sim.fleet.process import FleetProcess
-from sim.netutil import find_base_port
+from loadtests.picker import envoy_hop, schedule_latency
+from loadtests.picker.cli import OPTIONS
+from loadtests.picker.scrape_cost import scrape_rows
+from loadtests.report.writer import Table, command_line, fmt, pct, plot_cdf, write_json, write_report
 
 
 # ---- 1. schedule() ----------------------------------------------------------------------------------------
@@ -39,14 +26,14 @@ def schedule_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
         addresses = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:8000" for i in range(count)]
         for tokens in args.tokens:
             rng = random.Random(count * 100_003 + tokens)
-            workload = bench_schedule.Workload(tokens, rng)
-            ours = bench_schedule.build(None, addresses, 1)
-            base = bench_schedule.build(bench_schedule.BASELINE, addresses, 1)
-            bench_schedule.warm(ours, workload, 0.5, rng)
-            bench_schedule.measure(ours, workload, 20, "warmup")
-            bench_schedule.measure(base, workload, 20, "warmup")
-            ours_s = bench_schedule.measure(ours, workload, args.picks, "ours")
-            base_s = bench_schedule.measure(base, workload, args.picks, "base")
+            workload = schedule_latency.Workload(tokens, rng)
+            ours = schedule_latency.build(None, addresses, 1)
+            base = schedule_latency.build(schedule_latency.BASELINE, addresses, 1)
+            schedule_latency.warm(ours, workload, 0.5, rng)
+            schedule_latency.measure(ours, workload, 20, "warmup")
+            schedule_latency.measure(base, workload, 20, "warmup")
+            ours_s = schedule_latency.measure(ours, workload, args.picks, "ours")
+            base_s = schedule_latency.measure(base, workload, args.picks, "base")
             cell = {
                 "endpoints": count,
                 "prompt_tokens": tokens,
@@ -77,9 +64,9 @@ async def extproc_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             time_scale=1000.0,
             max_tokens=2,
             envoy_concurrency=1,
-            arms=list(bench_extproc.ARMS),
+            arms=list(envoy_hop.ARMS),
         )
-        results = await bench_extproc.main_async(ns)
+        results = await envoy_hop.main_async(ns)
         base = results.get("envoy-round-robin", {})
         for arm, r in results.items():
             row: dict[str, Any] = {"rate_rps": rate, "arm": arm}
@@ -93,86 +80,6 @@ async def extproc_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                     row["p50_ratio"] = r["p50_ms"] / base["p50_ms"]
                     row["p99_ratio"] = r["p99_ms"] / base["p99_ms"]
             rows.append(row)
-    return rows
-
-
-# ---- 3. scraping ------------------------------------------------------------------------------------------
-async def twin_exposition() -> str:
-    """A real twin's /metrics text (one fresh server)."""
-    async with FleetProcess(servers=1, base_port=find_base_port(1)) as fleet, aiohttp.ClientSession() as http:
-        response = await http.get(fleet.urls[0] + "/metrics")
-        return await response.text()
-
-
-class MetricsStub:
-    def __init__(self, ports: int, text_file: Path):
-        self.cmd = [sys.executable, "-m", "loadtests.metrics_stub", "--ports", str(ports), "--text", str(text_file)]
-        self.proc: asyncio.subprocess.Process | None = None
-        self.addresses: list[str] = []
-
-    async def __aenter__(self) -> MetricsStub:
-        self.proc = await asyncio.create_subprocess_exec(*self.cmd, stdout=asyncio.subprocess.PIPE)
-        assert self.proc.stdout is not None
-        line = (await asyncio.wait_for(self.proc.stdout.readline(), 60)).decode()
-        if not line.startswith("ready: "):
-            await self.__aexit__()
-            raise RuntimeError(f"metrics stub did not start: {line!r}")
-        self.addresses = [f"127.0.0.1:{p}" for p in line.removeprefix("ready: ").strip().split(",")]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
-async def scrape_cost(endpoints: int, interval_s: float, seconds: float, text_file: Path) -> dict[str, Any]:
-    """The scraper's CPU (this process, nothing else runs in it meanwhile) over `seconds` of scraping."""
-    async with MetricsStub(endpoints, text_file) as stub:
-        director = Director(Scheduler(default_config()), staleness_s=1e9)
-        director.set_endpoints([Endpoint(a) for a in stub.addresses])
-        results: list[ScrapeResult] = []
-        async with MetricsScraper(director, stub.addresses, interval_s=interval_s, on_result=results.append) as s:
-            await s.scrape_all()
-            task = asyncio.create_task(s.run())
-            await asyncio.sleep(interval_s * 2)  # every loop has started
-            first, cpu0, wall0 = len(results), time.process_time(), time.monotonic()
-            await asyncio.sleep(seconds)
-            cpu, wall, window = time.process_time() - cpu0, time.monotonic() - wall0, results[first:]
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    ok = [r for r in window if r.ok]
-    target = endpoints / interval_s
-    per_scrape_ms = cpu / len(window) * 1e3 if window else float("nan")
-    return {
-        "endpoints": endpoints,
-        "interval_s": interval_s,
-        "target_scrapes_per_s": target,
-        "scrapes_per_s": len(window) / wall,
-        "failed": len(window) - len(ok),
-        "cpu_cores": cpu / wall,
-        "cpu_ms_per_scrape": per_scrape_ms,
-        "projected_cores_at_target": per_scrape_ms * target / 1e3,
-        "scrape_p50_ms": pct([r.seconds for r in ok], 50) * 1e3,
-        "scrape_p99_ms": pct([r.seconds for r in ok], 99) * 1e3,
-    }
-
-
-async def scrape_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    text_file = args.out / "twin-metrics.txt"
-    text_file.write_text(await twin_exposition())
-    rows = []
-    for n in dict.fromkeys([min(8, args.scrape_endpoints), args.scrape_endpoints]):
-        rows.append(await scrape_cost(n, args.scrape_interval, args.scrape_seconds, text_file))
-        print(f"[bench picker] scraping {n} endpoints: {rows[-1]['cpu_ms_per_scrape']:.3f} CPU ms per scrape")
-    for row in rows:
-        row["cpu_per_scrape_ratio"] = row["cpu_ms_per_scrape"] / rows[0]["cpu_ms_per_scrape"]
     return rows
 
 
@@ -249,9 +156,10 @@ def tables(results: dict[str, Any]) -> list[Table]:
             ]
         )
     scrape.notes = [
-        "The picker's MetricsScraper + Director in this process against loadtests.metrics_stub serving a real twin's "
-        "exposition; CPU is this process's over the window. Cores at target: CPU per scrape x endpoints / interval "
-        "(when the stub cannot keep up, fewer scrapes than the target happen). The smaller pool is the baseline.",
+        "The picker's MetricsScraper + Director in this process against loadtests.picker.metrics_stub serving a real "
+        "twin's exposition; CPU is this process's over the window. Cores at target: CPU per scrape x endpoints / "
+        "interval (when the stub cannot keep up, fewer scrapes than the target happen). The smaller pool is the "
+        "baseline.",
     ]
     return [sched, hop, scrape]
 

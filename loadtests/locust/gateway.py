@@ -17,7 +17,7 @@ Streaming by default (`--no-stream` for plain JSON answers). With streaming, tim
 own locust metric (request type `TTFT`), measured at the first SSE chunk that carries text; the request itself is
 reported as usual (its time is the whole stream).
 
-    locust -f loadtests/locust_gateway.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:8081 \
+    locust -f loadtests/locust/gateway.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:8081 \
         --shape multi-turn --csv out/locust/gateway --html out/locust/gateway.html
 """
 
@@ -39,7 +39,7 @@ from locust.exception import StopUser
 from sim.fleet.synth import prompt_text
 from sim.fleet.trace import TraceRequest, load_trace
 
-DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared/data/traces/mooncake_conversation_first30min.jsonl"
+DEFAULT_TRACE = Path(__file__).resolve().parents[3] / "shared/data/traces/mooncake_conversation_first30min.jsonl"
 SHAPES = ("trace", "system-prompts", "multi-turn", "tool-agent")
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class Table:
@@ -31,6 +33,11 @@ class Table:
         if self.notes:
             lines += ["", *self.notes]
         return "\n".join(lines)
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`; NaN when there are none (a table shows it as '-')."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 def fmt(value: float | int | None, spec: str = ".3f", suffix: str = "") -> str:

@@ -5,9 +5,9 @@ and the full demo (fleet processes, Envoy, ext_proc) takes the trace's real dura
 (`sim.fleet.engine.Engine`, the calibrated vLLM model) are stepped by a discrete-event loop, the Director is driven
 with the simulated clock, metrics are "scraped" every `scrape_interval_s`, and a run of ten trace minutes takes
 about a minute of CPU. Same engine model as the demo, no network: a fast way to rank profiles, not a benchmark of
-the picker's overhead (see loadtests/bench_schedule.py for that).
+the picker's overhead (see loadtests/picker/schedule_latency.py for that).
 
-    python -m loadtests.sim_routing --minutes 10 --compress 4 --servers 8
+    python -m loadtests.routing.in_process --minutes 10 --compress 4 --servers 8
 """
 
 from __future__ import annotations

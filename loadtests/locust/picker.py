@@ -11,7 +11,7 @@ failure. Prompts: a shared document out of a few plus a unique question, so pref
 The highest rate per CPU core: run closed loop (`wait_time` 0) with enough users to saturate, and the picker pinned
 to one core (`taskset -c 1 autonomic picker ...`): the RPS locust reports is that rate (see loadtests/README.md).
 
-    locust -f loadtests/locust_picker.py --headless -u 8 -r 8 -t 30s --host 127.0.0.1:9002 \
+    locust -f loadtests/locust/picker.py --headless -u 8 -r 8 -t 30s --host 127.0.0.1:9002 \
         --csv out/locust/picker --html out/locust/picker.html
 """
 

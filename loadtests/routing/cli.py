@@ -5,7 +5,7 @@ Mooncake trace in time order through Envoy's own policies (round-robin, random, 
 the less busy of two random servers, by Envoy's own in-flight count), our picker with each shipped profile (through
 a real Envoy, ext_proc), and the real peers (sglang-router cache_aware, vllm-router cache_aware and kv_aware, from
 their own venvs; skipped with the reason when not installed), and reports the hit ratio against two bounds computed
-from the trace (the oracle and the pooled-capacity bound, loadtests.routing_bounds), TTFT and e2e in model time,
+from the trace (the oracle and the pooled-capacity bound, loadtests.routing.bounds), TTFT and e2e in model time,
 client TTFT, the router's own overhead, throughput, failures and load imbalance, all from the same run.
 
 Load: `--rate-scale R` divides the trace's inter-arrival times (R times the request rate, same requests) and
@@ -17,7 +17,7 @@ seconds after rate scaling (the first S x R trace seconds, about S / X wall seco
 
 Output in --out: report.md, ttft_cdf.png, results.json (the schema of issue 7) and details.json (every figure of
 every router, skipped routers with their reasons, the arguments). This module is the command (light to import);
-loadtests.routing_bench does the work.
+loadtests.routing.benchmark does the work.
 """
 
 from __future__ import annotations
@@ -28,22 +28,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtests.peer_routers import PEERS
+from loadtests.routing.peers import PEERS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TRACE = REPO.parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"
 ENVOY_POLICIES = {"round-robin": "ROUND_ROBIN", "random": "RANDOM", "least-queue": "LEAST_REQUEST"}
-PROFILE_DIRS = (REPO / "scorer", REPO / "scorer" / "profiles")
+PROFILES = REPO / "scorer"  # the shipped picker profiles: scorer/NAME-config.yaml
 OPTIONS = ("trace", "servers", "time_scale", "rate_scale", "duration", "routers", "out")  # echoed in the report
 
 
 def shipped_profiles() -> dict[str, Path]:
-    """Picker profiles shipped in scorer/ (`NAME-config.yaml`) and scorer/profiles/ (`NAME.yaml`), by name."""
-    found: dict[str, Path] = {}
-    for directory in PROFILE_DIRS:
-        for path in sorted(directory.glob("*.yaml")):
-            found.setdefault(path.stem.removesuffix("-config"), path)
-    return found
+    """Picker profiles shipped in scorer/ (`NAME-config.yaml`), by name."""
+    return {path.stem.removesuffix("-config"): path for path in sorted(PROFILES.glob("*-config.yaml"))}
 
 
 def all_routers() -> list[str]:
@@ -90,7 +86,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
 
     `argv` (autonomic.bench's interface) is not needed: the report spells out every option from `args`.
     """
-    from loadtests.routing_bench import bench
+    from loadtests.routing.benchmark import bench
     from sim.fleet.trace import TraceFormatError
 
     try:
@@ -103,7 +99,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_routing", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m loadtests.routing.cli", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
     args.prog = p.prog

@@ -10,7 +10,7 @@ shared documents and unique conversation blocks; every endpoint has scraped metr
 shared document (3/4 of the prompt) plus a conversation (1/4) plus a unique turn, at ~4 characters per token, and
 its response is completed after the pick (outside the timing) so the in-flight table stays steady.
 
-    python -m loadtests.bench_schedule [--picks 400] [--fill 0.5]
+    python -m loadtests.picker.schedule_latency [--picks 400] [--fill 0.5]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why it exists: the capacity-aware profile (`scorer/dra-config.yaml`) claims that weighting load by the size of the
 GPU behind each endpoint serves a mixed pool better than treating every replica alike. The fleet twin's servers all
-model one whole H100, so this runs `loadtests/sim_routing.py`'s discrete-event loop (`replay`) with two engine
+model one whole H100, so this runs `loadtests/routing/in_process.py`'s discrete-event loop (`replay`) with two engine
 profiles: the shipped H100 profile, and a 3g.40gb slice of it (stated scaling below). Every endpoint carries the DRA
 hints discovery would give it (a whole GPU of 132 SMs / 80 GiB, a MIG slice of 60 SMs / 40 GiB) and reports its own
 `num_gpu_blocks`. Each profile replays the same trace in the same run, on fresh engines.
@@ -12,7 +12,7 @@ compute terms (`linear_s_per_token`, `attn_s_per_token_pair`, `decode_s_per_seq`
 (`weights_read_s`, `kv_read_s_per_token`) x 2; `num_gpu_blocks` = (0.9 x 40 GiB - 16.2 GiB weights and activations)
 / 2 MiB per block = 9,945 instead of 28,150; `max_num_seqs` 256 (vLLM's default below 70 GiB).
 
-    python -m loadtests.sim_capacity --minutes 10 --compress 6 --big 2 --small 4
+    python -m loadtests.routing.mixed_pool --minutes 10 --compress 6 --big 2 --small 4
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from loadtests.sim_routing import TRACE, RunStats, replay
+from loadtests.routing.in_process import TRACE, RunStats, replay
 from scorer.config import default_config, load_config
 from scorer.device_hints import DeviceHints, DeviceInfo
 from scorer.types import Endpoint
@@ -29,7 +29,7 @@ from sim.fleet.profile import EngineProfile, load_profile
 from sim.fleet.trace import load_trace
 
 GIB = 1 << 30
-SCORER = Path(__file__).resolve().parents[1] / "scorer"
+SCORER = Path(__file__).resolve().parents[2] / "scorer"
 
 
 def mig_3g40gb(whole: EngineProfile) -> EngineProfile:

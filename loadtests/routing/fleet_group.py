@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from harness.netutil import find_base_port
 from sim.fleet.process import FleetProcess
-from sim.netutil import find_base_port
 
 _OFFSETS = (0, 1000, 2000, 3000)
 

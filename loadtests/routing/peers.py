@@ -8,16 +8,14 @@ tests/integration/test_peers.py and docs/peers.md do (each from its own venv und
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import signal
-import time
 from pathlib import Path
 
-from sim.netutil import free_port
+from harness.child import Child, ChildError
+from harness.netutil import free_port
+from harness.probes import NotReady
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PEERS_DIR = Path(os.environ.get("PEERS_DIR", REPO / ".venv-peers"))
 
 # benchmark name -> (venv, binary, policy)
@@ -64,66 +62,40 @@ def peer_command(
 
 
 class PeerRouter:
-    """One peer process; `start()` returns once a completion has gone through it."""
+    """One peer process in its own process group (it spawns workers); `start()` returns once a completion has gone
+    through it. Its output goes to `log` (truncated at start)."""
 
     def __init__(self, cmd: list[str], log: Path, model: str):
         self.cmd, self.log, self.model = cmd, log, model
         self.port = int(cmd[cmd.index("--port") + 1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    def tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        self._child: Child | None = None
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        with self.log.open("wb") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.cmd,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.log.write_bytes(b"")
+        name = Path(self.cmd[0]).name
+        self._child = Child(
+            self.cmd, name=name, ready=self._proxies, log_path=self.log, process_group=True, poll_interval_s=0.5
+        )
         try:
-            await self._wait_ready(timeout_s)
-        except BaseException:
-            await self.stop()
-            raise
+            await self._child.start(timeout_s)
+        except ChildError as exc:
+            raise PeerError(str(exc)) from exc
 
-    async def _wait_ready(self, timeout_s: float) -> None:
+    async def _proxies(self) -> bool:
+        """A completion through the peer reaches a worker (it may answer `/health` before its workers register)."""
         import aiohttp  # here: the benchmark's command imports this module, and must stay light
 
         body = {"model": self.model, "prompt": "ready check", "max_tokens": 2, "request_id": "bench-ready"}
-        deadline = time.monotonic() + timeout_s
-        last = ""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            while time.monotonic() < deadline:
-                assert self.proc is not None
-                if self.proc.returncode is not None:
-                    raise PeerError(f"peer exited with {self.proc.returncode}: {self.tail()}")
-                try:
-                    async with http.post(f"{self.url}/v1/completions", json=body) as r:
-                        if r.status == 200:
-                            await r.read()
-                            return
-                        last = f"HTTP {r.status} {(await r.text())[:200]}"
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    last = repr(exc)
-                await asyncio.sleep(0.5)
-        raise PeerError(f"peer not ready after {timeout_s:g} s (last: {last}): {self.tail()}")
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.post(f"{self.url}/v1/completions", json=body) as r,
+        ):
+            if r.status != 200:
+                raise NotReady(f"HTTP {r.status} {(await r.text())[:200]}")
+            await r.read()
+            return True
 
     async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=10)
-                return
-            except TimeoutError:
-                continue
+        if self._child is not None:
+            await self._child.stop()

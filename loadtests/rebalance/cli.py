@@ -1,10 +1,10 @@
 """Rebalancing benchmark: no-op, descheduler-compatible and psi-relief on identical fresh cluster twins.
 
 Why it exists: users choose a rebalancer on evidence (../shared/docs/benchmarks.md). One command runs each policy in
-turn on a fresh cluster twin with a real Prometheus (`loadtests/rebalance_run.py`), over the same model time and
+turn on a fresh cluster twin with a real Prometheus (`loadtests/rebalance/run.py`), over the same model time and
 load trace, and reports node-minutes over the pressure threshold, peak and p95 pressure, migrations, failed
 migrations, VMs moved more than once and GiB moved, beside the exact lower bound on moves
-(`loadtests/rebalance_bound.py`).
+(`loadtests/rebalance/bound.py`).
 
 Cluster: the twin's default scenario (a hotspot on worker-0), or with `--nodes N --vms M` a generated one
 (`sim/cluster/generator.py`: 8-core nodes, VMs packed unevenly; `--hot-nodes` (default 1) of its most-subscribed
@@ -93,8 +93,8 @@ def validate(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    from loadtests.rebalance_report import text_table, write_report
-    from loadtests.rebalance_run import RunSettings, default_scenario, run_policies, with_hotspots, with_trace
+    from loadtests.rebalance.report import text_table, write_report
+    from loadtests.rebalance.run import RunSettings, default_scenario, run_policies, with_hotspots, with_trace
     from sim.cluster.generator import generate
     from sim.cluster.prometheus import TelemetryError
     from sim.cluster.scenario import ScenarioError, load_scenario

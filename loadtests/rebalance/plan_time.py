@@ -11,7 +11,7 @@ hot nodes (1%, at least 3) loaded to ~95% CPU; node PSI = utilisation^6; the sco
 (3 x positive distance from the mean, capped at 1); 5% of the VMs migrated in the last two days, 1% not
 live-migratable, three migrations in flight.
 
-    python -m loadtests.bench_plan [--cycles 5] [--sizes 100,1000]
+    python -m loadtests.rebalance.plan_time [--cycles 5] [--sizes 100,1000]
 """
 
 from __future__ import annotations

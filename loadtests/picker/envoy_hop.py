@@ -10,17 +10,15 @@ thresholds: it reports. Each picker runs in its own process, as deployed.
 Two load shapes: closed loop (`--concurrency C` requests always in flight: the highest rate each arm sustains) and
 open loop (`--rate R`: requests start every 1/R s whatever the answers, the latency added at a stated rate).
 
-    python -m loadtests.bench_extproc --requests 2000 --concurrency 16
-    python -m loadtests.bench_extproc --requests 2000 --rate 200
+    python -m loadtests.picker.envoy_hop --requests 2000 --concurrency 16
+    python -m loadtests.picker.envoy_hop --requests 2000 --rate 200
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -28,11 +26,12 @@ from typing import Any
 
 import aiohttp
 
-from loadtests.routing_run import PickerProcess
+from harness.child import Child
+from harness.envoy import LocalEnvoy
+from harness.netutil import find_base_port, free_port
+from harness.picker import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
-from sim.netutil import find_base_port, free_port
 
 ARMS = ("envoy-round-robin", "picker-round-robin", "picker")
 EXTRA_ARMS = ("picker-tls",)  # on request (--arms): the real picker with --secure-serving, Envoy dialling it over TLS
@@ -40,36 +39,18 @@ EXTRA_ARMS = ("picker-tls",)  # on request (--arms): the real picker with --secu
 
 class PickerChild:
     """A minimal ext_proc module in its own process: `python -m <command> --endpoints ... --port P`, ready at its
-    `ready:` line (the real `autonomic picker` runs as `loadtests.routing_run.PickerProcess`)."""
+    `ready:` line (the real `autonomic picker` runs as `harness.picker.PickerProcess`)."""
 
     def __init__(self, command: Sequence[str], endpoints: Sequence[str]):
         self.port = free_port()
-        self.cmd = [sys.executable, "-m", *command, "--endpoints", ",".join(endpoints), "--port", str(self.port)]
-        self.proc: asyncio.subprocess.Process | None = None
+        cmd = [sys.executable, "-m", *command, "--endpoints", ",".join(endpoints), "--port", str(self.port)]
+        self._child = Child(cmd, ready=r"^ready:")
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        assert self.proc.stdout is not None
-        lines: list[str] = []
-        while not lines or not lines[-1].startswith("ready:"):
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), 30)
-            if not raw:
-                raise RuntimeError("picker exited:\n" + "\n".join(lines[-20:]))
-            lines.append(raw.decode(errors="replace").strip())
+        await self._child.start()
 
     async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await self._child.stop()
 
 
 def _percentile(values: list[float], q: float) -> float:

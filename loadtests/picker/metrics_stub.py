@@ -5,7 +5,7 @@ alike, on a 2-core machine; 100 fleet twins would spend the CPU being measured. 
 (captured by the caller), so the scraper parses exactly what it parses in production. Prints `ready: P1,P2,...` once
 every port listens; stops on SIGTERM.
 
-    python -m loadtests.metrics_stub --ports 100 --text metrics.txt
+    python -m loadtests.picker.metrics_stub --ports 100 --text metrics.txt
 """
 
 from __future__ import annotations

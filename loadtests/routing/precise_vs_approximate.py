@@ -1,13 +1,13 @@
 """Precise versus approximate prefix scoring: the same replay through Envoy, same run, fresh fleet per arm.
 
 Why it exists: issue 6 asks whether following the servers' KV events beats guessing their caches from what the
-picker sent. Each arm (`loadtests.routing_run`) meets a fresh fleet of twins behind a real Envoy and the same
+picker sent. Each arm (`loadtests.routing.run`) meets a fresh fleet of twins behind a real Envoy and the same
 trace at the same times: Envoy's round robin, the picker with the default profile (approximate prefix index) and
 the picker with `scorer/precise-config.yaml` (precise index from KV events). Figures are reported as ratios to the
 approximate picker and to round robin measured in this run. `--num-gpu-blocks` shrinks the twins' caches so that
 eviction, which the approximate index cannot see, matters.
 
-    python -m loadtests.precise_bench --minutes 4 --num-gpu-blocks 8000 --out out/precise
+    python -m loadtests.routing.precise_vs_approximate --minutes 4 --num-gpu-blocks 8000 --out out/precise
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loadtests.routing_run import ROUTERS, run_routing
+from loadtests.routing.run import ROUTERS, run_routing
 from sim.fleet.profile import load_profile
 from sim.fleet.trace import load_trace, oracle_hit_ratio
 
-DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared/data/traces/mooncake_conversation_first30min.jsonl"
+DEFAULT_TRACE = Path(__file__).resolve().parents[3] / "shared/data/traces/mooncake_conversation_first30min.jsonl"
 ARMS = ("envoy-round-robin", "picker", "picker-precise")
 FIGURES = (
     ("hit_ratio", "prefix-cache hit ratio", "{:.1%}"),
@@ -37,7 +37,9 @@ FIGURES = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.precise_bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.routing.precise_vs_approximate", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     p.add_argument("--minutes", type=float, default=4.0)
     p.add_argument("--servers", type=int, default=4)

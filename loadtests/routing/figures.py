@@ -10,13 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from loadtests.replay import ReplayRecord
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+from loadtests.report.writer import pct
+from loadtests.routing.replay import ReplayRecord
 
 
 def summarize(

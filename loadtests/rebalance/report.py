@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from loadtests.rebalance_figures import ratio
+from loadtests.rebalance.figures import ratio
 
 SCHEMA_KEYS = (
     "node_minutes_over",
@@ -194,7 +194,7 @@ def write_report(
         "Ratios in parentheses: pressure figures to `no-op`, migration figures to `descheduler-compatible`, "
         "both measured in this run.",
         "",
-        "Fewest moves possible (MILP, `loadtests/rebalance_bound.py`): "
+        "Fewest moves possible (MILP, `loadtests/rebalance/bound.py`): "
         + (
             f"{bound} move(s): no placement of the VMs' demands at the start brings every node under the threshold "
             "with fewer (a lower bound: it ignores selectors, taints and time)."

@@ -1,0 +1,79 @@
+"""`autonomic picker` as a child process on loopback, started as a user would start it, for tests, demo and bench.
+
+Why it exists: the demo, the routing and picker benchmarks and the picker's process tests all run the real picker
+process (its CLI flags, its `ready:` line, its ports) in front of a fleet twin; this is the one place that knows its
+command line. Each instance takes three free ports (ext_proc + Picker API, gRPC health, /metrics).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.child import Child
+from harness.netutil import free_port
+
+
+class PickerProcess:
+    """`autonomic picker` as a child process; ready once it prints its `ready:` line."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        config: Path | None = None,
+        scrape_interval_s: float | None = None,
+        extra_args: Sequence[str] = (),  # e.g. --secure-serving
+    ):
+        self.endpoints = endpoints
+        self.extra_args = list(extra_args)
+        self.config = config
+        self.scrape_interval_s = scrape_interval_s
+        self.port = free_port()
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self._child: Child | None = None
+
+    @property
+    def output(self) -> list[str]:
+        """Its last lines of output (stdout and its JSON logs on stderr)."""
+        return self._child.output if self._child is not None else []
+
+    @property
+    def ready_line(self) -> str:
+        """The `ready: ext_proc=... health=... metrics=...` line it printed."""
+        if self._child is None or self._child.ready_match is None:
+            raise RuntimeError("the picker is not ready")
+        return self._child.ready_match.string
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Start it; raises ChildError (a RuntimeError) with its last output if it exits or is not ready in time."""
+        cmd = [sys.executable, "-m", "autonomic", "picker", "--endpoints", ",".join(self.endpoints)]
+        cmd += ["--port", str(self.port), "--health-port", str(self.health_port)]
+        cmd += ["--metrics-port", str(self.metrics_port)]
+        if self.config:
+            cmd += ["--config", str(self.config)]
+        if self.scrape_interval_s:
+            cmd += ["--scrape-interval", str(self.scrape_interval_s)]
+        cmd += self.extra_args
+        env = dict(os.environ, AUTONOMIC_LOG_LEVEL=os.environ.get("AUTONOMIC_LOG_LEVEL", "warning"))
+        self._child = Child(cmd, name="autonomic picker", env=env, ready=r"^ready:")
+        await self._child.start(timeout_s)
+
+    async def metrics_text(self) -> str:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            return await r.text()
+
+    async def stop(self) -> None:
+        if self._child is not None:
+            await self._child.stop()
+
+    async def __aenter__(self) -> PickerProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,7 @@
+"""Picker: what the endpoint picker costs, against baselines measured in the same run.
+
+- cli.py: `autonomic bench picker` (light to import), benchmark.py: its machinery and report, from three parts:
+  schedule_latency.py (`Director.pick()` in process), envoy_hop.py (the ext_proc hop through a real Envoy) and
+  scrape_cost.py (the scraper against metrics_stub.py's cheap endpoints); the first two also run on their own
+  (`python -m loadtests.picker.schedule_latency`, `python -m loadtests.picker.envoy_hop`).
+"""

@@ -1,0 +1,99 @@
+"""What the picker's scraping costs: its MetricsScraper feeding a Director, against N cheap metrics endpoints.
+
+Why it exists: the picker scrapes every model server's `/metrics` every interval, so its CPU grows with the pool.
+This measures the scraper in this process (nothing else runs in it meanwhile) against `loadtests.picker.metrics_stub`
+serving a real twin's exposition on N loopback ports: CPU per scrape and cores used, with a small pool measured
+alongside as the baseline. Part 3 of `autonomic bench picker`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from harness.child import Child
+from harness.netutil import find_base_port
+from loadtests.report.writer import pct
+from scorer.config import default_config
+from scorer.director import Director
+from scorer.scheduler import Scheduler
+from scorer.sources.scraper import MetricsScraper, ScrapeResult
+from scorer.types import Endpoint
+from sim.fleet.process import FleetProcess
+
+
+async def twin_exposition() -> str:
+    """A real twin's /metrics text (one fresh server)."""
+    async with FleetProcess(servers=1, base_port=find_base_port(1)) as fleet, aiohttp.ClientSession() as http:
+        response = await http.get(fleet.urls[0] + "/metrics")
+        return await response.text()
+
+
+class MetricsStub:
+    """`python -m loadtests.picker.metrics_stub` serving `text_file` on `ports` loopback ports, as a child process."""
+
+    def __init__(self, ports: int, text_file: Path):
+        cmd = [sys.executable, "-m", "loadtests.picker.metrics_stub", "--ports", str(ports), "--text", str(text_file)]
+        self._child = Child(cmd, name="metrics stub", ready=r"^ready: (\S+)$", ready_timeout_s=60.0)
+        self.addresses: list[str] = []
+
+    async def __aenter__(self) -> MetricsStub:
+        await self._child.start()
+        assert self._child.ready_match is not None
+        self.addresses = [f"127.0.0.1:{p}" for p in self._child.ready_match.group(1).split(",")]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._child.stop()
+
+
+async def scrape_cost(endpoints: int, interval_s: float, seconds: float, text_file: Path) -> dict[str, Any]:
+    """The scraper's CPU (this process, nothing else runs in it meanwhile) over `seconds` of scraping."""
+    async with MetricsStub(endpoints, text_file) as stub:
+        director = Director(Scheduler(default_config()), staleness_s=1e9)
+        director.set_endpoints([Endpoint(a) for a in stub.addresses])
+        results: list[ScrapeResult] = []
+        async with MetricsScraper(director, stub.addresses, interval_s=interval_s, on_result=results.append) as s:
+            await s.scrape_all()
+            task = asyncio.create_task(s.run())
+            await asyncio.sleep(interval_s * 2)  # every loop has started
+            first, cpu0, wall0 = len(results), time.process_time(), time.monotonic()
+            await asyncio.sleep(seconds)
+            cpu, wall, window = time.process_time() - cpu0, time.monotonic() - wall0, results[first:]
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    ok = [r for r in window if r.ok]
+    target = endpoints / interval_s
+    per_scrape_ms = cpu / len(window) * 1e3 if window else float("nan")
+    return {
+        "endpoints": endpoints,
+        "interval_s": interval_s,
+        "target_scrapes_per_s": target,
+        "scrapes_per_s": len(window) / wall,
+        "failed": len(window) - len(ok),
+        "cpu_cores": cpu / wall,
+        "cpu_ms_per_scrape": per_scrape_ms,
+        "projected_cores_at_target": per_scrape_ms * target / 1e3,
+        "scrape_p50_ms": pct([r.seconds for r in ok], 50) * 1e3,
+        "scrape_p99_ms": pct([r.seconds for r in ok], 99) * 1e3,
+    }
+
+
+async def scrape_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    text_file = args.out / "twin-metrics.txt"
+    text_file.write_text(await twin_exposition())
+    rows = []
+    for n in dict.fromkeys([min(8, args.scrape_endpoints), args.scrape_endpoints]):
+        rows.append(await scrape_cost(n, args.scrape_interval, args.scrape_seconds, text_file))
+        print(f"[bench picker] scraping {n} endpoints: {rows[-1]['cpu_ms_per_scrape']:.3f} CPU ms per scrape")
+    for row in rows:
+        row["cpu_per_scrape_ratio"] = row["cpu_ms_per_scrape"] / rows[0]["cpu_ms_per_scrape"]
+    return rows
