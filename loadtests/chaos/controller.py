@@ -65,14 +65,16 @@ def controller_config(scenario: Scenario) -> dict[str, Any]:
 class Controller:
     """One `autonomic controller` child: its log lines, and its /metrics read every 0.5 s while it runs."""
 
-    def __init__(self, stack: Stack, config: Path, identity: str, election: bool, log_dir: Path) -> None:
+    def __init__(
+        self, stack: Stack, config: Path, identity: str, election: bool, log_dir: Path, lease: tuple[str, ...] = ()
+    ) -> None:
         self.identity, self.metrics_text, self.url = identity, "", ""
         self.lines: list[str] = []
         argv = [sys.executable, "-m", "autonomic", "--log-format", "json", "controller"]
         argv += ["--kubeconfig", str(stack.twin.kubeconfig_path), "--prometheus-url", stack.prometheus_url]
         argv += ["--config", str(config), "--interval", "1", "--min-interval", "0.5", "--twin-clock"]
         argv += ["--metrics-host", "127.0.0.1", "--metrics-port", "0", "--identity", identity]
-        argv += [] if election else ["--no-leader-election"]
+        argv += [*lease] if election else ["--no-leader-election"]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.child = Child(
             argv,
@@ -163,7 +165,7 @@ async def run_scenario(scenario: Scenario, out: Path, progress: Callable[[str], 
         config.write_text(yaml.safe_dump(controller_config(scenario)))
 
         async def launch(identity: str) -> Controller:
-            c = Controller(stack, config, identity, scenario.replicas > 1, log_dir)
+            c = Controller(stack, config, identity, scenario.replicas > 1, log_dir, scenario.lease)
             controllers.append(c)
             return await c.start()
 
