@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus kubectl helm bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan
+.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus kubectl helm bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan chaos-controller
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-extproc: $(STAMP)
 # rebalancer benchmarks (figures in BENCHMARKS.md, "Controller"); not part of `make test`
 bench-rebalance: $(STAMP) prometheus
 	$(BIN)/autonomic bench rebalance --nodes 12 --vms 40 --hot-nodes 2 --hot-factor 4 --duration 900 --out out/bench-rebalance
+
+# chaos campaign for the controller (issue 16, RELIABILITY.md): every scenario on a fresh twin + Prometheus, ~6 min
+chaos-controller: $(STAMP) prometheus
+	nice -n 10 $(BIN)/autonomic --log-level warning chaos controller --out out/chaos-controller
 
 bench-plan: $(STAMP)
 	$(BIN)/python -m loadtests.rebalance.plan_time --cycles 5 --sizes 100,1000

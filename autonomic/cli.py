@@ -38,6 +38,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "fleet": Subcommand("sim.fleet.cli", "run a fleet of vLLM-compatible twin servers", False),
     "cluster-sim": Subcommand("sim.cluster.cli", "run the Kubernetes + KubeVirt API twin", False),
     "demo": Subcommand("autonomic.demo", "run the demo on the embedded twins and print a summary", False),
+    "chaos": Subcommand(
+        "loadtests.chaos.cli",
+        "run a chaos campaign against a service on the twins and judge it (report.md, results.json)",
+        False,
+    ),
     "bench": Subcommand(
         "autonomic.bench", "run a benchmark and write its report (report.md, plots, results.json)", False
     ),

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from common.kube_watch import read_json
 from controller.clock import Clock, ScaledClock, WallClock
@@ -151,18 +152,29 @@ async def _serve(opts: ControllerOptions) -> int:
     return 0
 
 
-def twin_clock(kubeconfig: Path | None) -> Clock:
-    """The twin's model clock: its start (namespace `default`'s creationTimestamp) plus its model time now."""
+def twin_clock(kubeconfig: Path | None, timeout_s: float = 60.0) -> Clock:
+    """The twin's model clock: its start (namespace `default`'s creationTimestamp) plus its model time now. A
+    transient answer (5xx, 429: an API under load, or a fault storm) is retried for up to `timeout_s`, as the
+    caches' first sync is; anything else fails at once."""
     api = kube_client(kubeconfig)
+    deadline, pause = time.monotonic() + timeout_s, 0.2
     try:
-        host = api.configuration.host.rstrip("/")
-        with urllib.request.urlopen(f"{host}/_twin/state", timeout=10) as resp:
-            state = json.loads(resp.read())
-        read_at = time.monotonic()
-        namespace: Any = client.CoreV1Api(api).read_namespace("default", _preload_content=False)
-        created = timestamp(read_json(namespace)["metadata"].get("creationTimestamp"))
-    except Exception as exc:
-        raise StartupError(f"--twin-clock: cannot read the twin's clock: {exc}") from None
+        while True:
+            try:
+                host = api.configuration.host.rstrip("/")
+                with urllib.request.urlopen(f"{host}/_twin/state", timeout=10) as resp:
+                    state = json.loads(resp.read())
+                read_at = time.monotonic()
+                namespace: Any = client.CoreV1Api(api).read_namespace("default", _preload_content=False)
+                created = timestamp(read_json(namespace)["metadata"].get("creationTimestamp"))
+                break
+            except ApiException as exc:
+                if not (exc.status == 429 or (exc.status or 0) >= 500) or time.monotonic() + pause > deadline:
+                    raise StartupError(f"--twin-clock: cannot read the twin's clock: {exc}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            except Exception as exc:
+                raise StartupError(f"--twin-clock: cannot read the twin's clock: {exc}") from None
     finally:
         api.close()
     if created is None:

@@ -6,7 +6,7 @@ never by reaching into objects. Routes (JSON bodies; errors answer 400 `{"error"
     GET  /_twin/state                         resourceVersion, model time, faults, object counts
     PUT  /_twin/faults/api                    {"errorRate": 0.2, "errorStatus": 503, "latencyMs": 50}
     PUT  /_twin/faults/migrations             {"count": 2, "reason": "..."}  the next 2 migrations fail
-    PUT  /_twin/faults/scrape                 {"node": "worker-1", "mode": "error"|"stall"|"none"}  scrape gaps
+    PUT  /_twin/faults/scrape                 {"node": "worker-1", "mode": "error"}  scrape faults (faults.py)
     POST /_twin/faults/reset                  all fault knobs off
     POST /_twin/load/hotspot                  {"node": "worker-1", "cpuFactor": 3, "memoryFactor": 1} or
                                               {"vms": ["ns/name"], ...}: load factors of the VMIs on that node now

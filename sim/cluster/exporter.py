@@ -10,7 +10,8 @@ node series are at `/kube-state-metrics/metrics`.
 
 Load and PSI advance every `tick_s` real seconds and on every scrape (telemetry_state.py). The scrape-gap fault
 knob (`PUT /_twin/faults/scrape`) makes a node's endpoint answer 503 ("error") or answer only after
-`stall_s`, longer than Prometheus' scrape timeout ("stall").
+`stall_s`, longer than Prometheus' scrape timeout ("stall"), or answer with bad data ("nan", "inflate", "frozen":
+sim/cluster/scrape_faults.py).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import contextlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from sim.cluster.exposition import render_kube_state, render_node
+from sim.cluster.scrape_faults import VALUE_MODES, corrupt, freeze
 from sim.cluster.state_view import ClusterView
 from sim.cluster.telemetry_state import LoadTelemetry
 
@@ -57,6 +60,7 @@ class NodeExporter:
     ) -> None:
         self.telemetry, self.view = telemetry, view
         self.host, self.port, self.tick_s, self.stall_s = host, port, tick_s, stall_s
+        self._frozen: dict[str, str] = {}  # node -> the body a "frozen" fault keeps serving
         self.targets_path = targets_path
         self._nodes: list[str] | None = None
         self._runner: web.AppRunner | None = None
@@ -130,7 +134,17 @@ class NodeExporter:
         node = sample.nodes.get(name)
         if node is None:
             return web.Response(status=404, text=f"no node {name!r}\n")
-        body = render_node(node, self.telemetry.counters, sample.vms)
+        if fault != "frozen":
+            self._frozen.pop(name, None)
+        if fault == "frozen":
+            if name not in self._frozen:
+                body = render_node(node, self.telemetry.counters, sample.vms)
+                self._frozen[name] = freeze(body, int(time.time() * 1000))
+            body = self._frozen[name]
+        else:
+            body = render_node(node, self.telemetry.counters, sample.vms)
+            if fault in VALUE_MODES:
+                body = corrupt(body, fault)
         return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _kube_state(self, request: web.Request) -> web.Response:

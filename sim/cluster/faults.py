@@ -4,7 +4,8 @@ Why it exists: a controller must survive a flaky apiserver (errors, latency, dro
 NotReady and migrations that fail; tests turn these on deliberately instead of hoping for them.
 
 - `error_rate` / `error_status`: that fraction of resource requests (not discovery, not `/_twin`) is answered
-  with a 500 InternalError or 503 ServiceUnavailable Status before reaching the store;
+  with a 500 InternalError, 503 ServiceUnavailable or 429 TooManyRequests Status before reaching the store, or,
+  for 409, that fraction of writes (POST, PUT, PATCH, DELETE) with a 409 Conflict (a read cannot conflict);
 - `latency_s`: real seconds added before every resource request is handled (latency is a property of the
   network, so it is not scaled by --time-scale);
 - `fail_next_migrations`: the next N migrations that reach Running fail (`failureReason` says so); the source
@@ -12,6 +13,8 @@ NotReady and migrations that fail; tests turn these on deliberately instead of h
 - `scrape`: node name (or "*" for every node) -> how its node-exporter endpoint misbehaves: "error" answers
   503, "stall" answers only after the scrape has timed out. Prometheus records `up == 0` and the node's series
   go stale: the gaps a controller must tolerate (ref §5 pain 6). The node's counters keep counting meanwhile.
+  "nan", "inflate" and "frozen" answer 200 with bad data: NaN pressure, pressure counters x 100 (rates above 1),
+  or the same samples with an old explicit timestamp (scrape_faults.py).
 Node NotReady and dropped watches are actions, not state; the admin API performs them directly.
 """
 
@@ -21,7 +24,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-SCRAPE_MODES = ("error", "stall")
+SCRAPE_MODES = ("error", "stall", "nan", "inflate", "frozen")  # the last three: sim/cluster/scrape_faults.py
+API_STATUSES = (409, 429, 500, 503)
 
 
 class FaultError(ValueError):
@@ -38,7 +42,9 @@ class FaultState:
     scrape: dict[str, str] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
-    def api_error_now(self) -> bool:
+    def api_error_now(self, method: str = "GET") -> bool:
+        if self.error_status == 409 and method in ("GET", "HEAD"):
+            return False
         return self.error_rate > 0 and self.rng.random() < self.error_rate
 
     def take_migration_failure(self) -> str | None:
@@ -65,7 +71,8 @@ class FaultState:
         self.scrape.clear()
 
     def apply_api(self, body: Any) -> None:
-        """Set API faults from `{"errorRate": 0..1, "errorStatus": 500|503, "latencyMs": >=0}` (all optional)."""
+        """Set API faults from `{"errorRate": 0..1, "errorStatus": 409|429|500|503, "latencyMs": >=0}` (all
+        optional)."""
         if not isinstance(body, dict):
             raise FaultError("body must be a JSON object")
         unknown = set(body) - {"errorRate", "errorStatus", "latencyMs"}
@@ -75,8 +82,8 @@ class FaultState:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
             raise FaultError(f"errorRate: must be a number in [0, 1], got {rate!r}")
         status = body.get("errorStatus", self.error_status)
-        if status not in (500, 503):
-            raise FaultError(f"errorStatus: must be 500 or 503, got {status!r}")
+        if status not in API_STATUSES:
+            raise FaultError(f"errorStatus: must be one of {', '.join(map(str, API_STATUSES))}, got {status!r}")
         latency = body.get("latencyMs", self.latency_s * 1000)
         if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
             raise FaultError(f"latencyMs: must be a number >= 0, got {latency!r}")
@@ -95,7 +102,7 @@ class FaultState:
         self.fail_next_migrations, self.fail_reason = count, reason
 
     def apply_scrape(self, body: Any) -> None:
-        """`{"node": "worker-1" | "*", "mode": "error" | "stall" | "none"}`: that node's scrapes fail (or not)."""
+        """`{"node": "worker-1" | "*", "mode": <a SCRAPE_MODES entry> | "none"}`: that node's scrapes fail (or not)."""
         if not isinstance(body, dict):
             raise FaultError("body must be a JSON object")
         unknown = set(body) - {"node", "mode"}
@@ -105,7 +112,7 @@ class FaultState:
         if not isinstance(node, str) or not node:
             raise FaultError('node: must be a node name or "*"')
         if mode not in (*SCRAPE_MODES, "none"):
-            raise FaultError(f"mode: must be one of error, stall, none; got {mode!r}")
+            raise FaultError(f"mode: must be one of {', '.join(SCRAPE_MODES)}, none; got {mode!r}")
         if mode == "none":
             self.scrape.pop(node, None)
         else:

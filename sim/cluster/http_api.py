@@ -117,10 +117,8 @@ class ApiServer:
             rt, namespace, name, sub = self._route(group, version, rest)
             if self.faults.latency_s > 0:
                 await asyncio.sleep(self.faults.latency_s)
-            if self.faults.api_error_now():
-                if self.faults.error_status == 503:
-                    raise errors.unavailable()
-                raise errors.internal("injected fault")
+            if self.faults.api_error_now(request.method):
+                raise _injected(self.faults.error_status, rt, name)
             return await self._dispatch(request, rt, namespace, name, sub)
         except errors.ApiError as err:
             return status_response(err)
@@ -233,3 +231,16 @@ async def _json_body(request: web.Request) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+
+
+def _injected(status: int, rt: ResourceType, name: str | None) -> errors.ApiError:
+    """The Status an API fault answers with (faults.py): what kube-apiserver says for that code."""
+    if status == 503:
+        return errors.unavailable()
+    if status == 429:
+        return errors.too_many_requests(
+            "the server has received too many requests and has asked us to try again later", reason="TooManyRequests"
+        )
+    if status == 409:
+        return errors.conflict(rt.plural, rt.group, name or "")
+    return errors.internal("injected fault")

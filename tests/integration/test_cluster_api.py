@@ -316,6 +316,15 @@ def test_fault_knobs(twin: ClusterTwin, api: client.ApiClient) -> None:
             core.list_node()
         assert exc.value.status == 503 and _status(exc.value)["reason"] == "ServiceUnavailable"
         client.VersionApi(api).get_code()  # discovery is not affected
+        admin(twin, "PUT", "faults/api", {"errorStatus": 429})
+        with pytest.raises(ApiException) as exc:
+            core.list_node()
+        assert exc.value.status == 429 and _status(exc.value)["reason"] == "TooManyRequests"
+        admin(twin, "PUT", "faults/api", {"errorStatus": 409})
+        assert core.list_node().items  # a read cannot conflict
+        with pytest.raises(ApiException) as exc:
+            core.patch_node("worker-1", {"metadata": {"labels": {"x": "y"}}})
+        assert exc.value.status == 409 and _status(exc.value)["reason"] == "Conflict"
     finally:
         admin(twin, "POST", "faults/reset", {})
     assert core.list_node().items

@@ -165,3 +165,26 @@ def test_cli_exits_2_on_a_bad_configuration(process_env: dict[str, str], tmp_pat
     done = subprocess.run(args, capture_output=True, text=True, env=process_env, timeout=60)
     assert done.returncode == 2 and done.stdout == ""
     assert f"error: {bad}: limits.maxInFlightTotal: Input should be greater than or equal to 0" in done.stderr
+
+
+def test_twin_clock_retries_through_a_503_storm(twin: ClusterTwin) -> None:
+    """Found by `autonomic chaos controller` (scenario 503+drops+sigkill): a controller restarted during an API storm
+    read the twin's clock once, got a 503 and exited 1 before it was ready."""
+    import threading
+
+    from cluster_helpers import admin
+
+    from controller.cli import twin_clock
+    from controller.service import StartupError
+
+    admin(twin, "PUT", "faults/api", {"errorRate": 1.0, "errorStatus": 503})
+    try:
+        with pytest.raises(StartupError, match=r"cannot read the twin's clock: \(503\)"):
+            twin_clock(twin.kubeconfig_path, timeout_s=0.5)  # a storm longer than the patience still fails
+        requests = threading.Timer(1.0, admin, (twin, "POST", "faults/reset"))
+        requests.start()
+        clock = twin_clock(twin.kubeconfig_path, timeout_s=30)  # retried until the storm ended
+        requests.join()
+    finally:
+        admin(twin, "POST", "faults/reset")
+    assert clock.now() > 0

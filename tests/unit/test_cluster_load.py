@@ -242,7 +242,7 @@ def test_load_section_errors_have_paths(tmp_path: Path) -> None:
         "load.hotspots[2]: exactly one of node and vms is required",
         "load.hotspots[3].vms[0]: unknown VM 'vms/q'",
         "faults.api: errorRate: must be a number in [0, 1], got 2",
-        "faults.scrape[0]: mode: must be one of error, stall, none; got 'later'",
+        "faults.scrape[0]: mode: must be one of error, stall, nan, inflate, frozen, none; got 'later'",
     ]
     with pytest.raises(ScenarioError) as exc:
         parse_scenario({"vms": [{"name": "v", "cpuLoad": 1.5}], "load": {"traceSpeed": 0}})

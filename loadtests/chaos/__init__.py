@@ -1,0 +1,1 @@
+"""Chaos campaigns: the real services under injected faults, judged against goals (`autonomic chaos ...`)."""
