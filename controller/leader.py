@@ -43,8 +43,8 @@ class LeaseElector:
         name: str,
         identity: str,
         *,
-        lease_duration_s: float = 15.0,
-        renew_deadline_s: float = 10.0,
+        lease_duration_s: float = 10.0,
+        renew_deadline_s: float = 7.0,
         retry_s: float = 2.0,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:

@@ -37,7 +37,7 @@ class Scenario:
     notready_mid_migration: bool = False  # the target node of the first migration goes NotReady while it runs
     kill_mid_migration: bool = False  # SIGKILL the controller while its first migration runs, start another
     replicas: int = 1  # 2: leader election on, the leader is SIGKILLed once it has acted
-    lease: tuple[str, ...] = ()  # extra lease flags for the replicas (default: the controller's, 15/10/2 s)
+    lease: tuple[str, ...] = ()  # extra lease flags for the replicas (default: the controller's, 10/7/2 s)
     config: dict[str, Any] = field(default_factory=dict)  # merged into the controller's configuration
     fast: bool = False  # in the test suite's short form
 
@@ -89,14 +89,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("sigkill-restart", "SIGKILL mid-migration, restarted", "acting", kill_mid_migration=True, fast=True),
     Scenario(
-        "leader-sigkill", "two replicas (lease 15/10/2 s), the leader SIGKILLed after acting", "acting", replicas=2
-    ),
-    Scenario(
-        "leader-sigkill-lease10",
-        "two replicas (lease 10/7/2 s), the leader SIGKILLed after acting",
+        "leader-sigkill",
+        "two replicas (default lease 10/7/2 s), the leader SIGKILLed after acting",
         "acting",
         replicas=2,
-        lease=("--lease-duration", "10", "--renew-deadline", "7", "--retry-period", "2"),
     ),
     Scenario(
         "partial+latency",

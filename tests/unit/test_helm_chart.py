@@ -638,7 +638,7 @@ REFUSED = [  # (what is wrong, values (over POOL unless they set inferencePool),
     (
         "lease timings",
         {"controller": {"enabled": True, "leaderElection": {"enabled": True, "retryPeriod": 20}}},
-        "retryPeriod (20) < renewDeadline (10) < leaseDuration (15)",
+        "retryPeriod (20) < renewDeadline (7) < leaseDuration (10)",
     ),
     ("custom config of another kind", {"picker": {"config": {"custom": "kind: Pod\n"}}}, "picker.config.custom"),
     ("custom config not YAML", {"picker": {"config": {"custom": "a: [\n"}}}, "picker.config.custom: not a YAML"),
