@@ -86,7 +86,10 @@ class MetricsConfig(_Section):
     # the age of each node's data: an instant query stamps results with the query time, so the shell asks for
     # the timestamp of a raw series (and of a bare recording-rule name); "" relies on the rule's timestamp alone
     freshness_query: str = DEFAULT_FRESHNESS_QUERY
-    max_age_seconds: Annotated[float, Field(gt=0, description="older samples make the cycle skip")] = 60.0
+    max_age_seconds: Annotated[float, Field(gt=0, description="a node with older samples is left out")] = 60.0
+    # a node whose metrics are missing, stale, non-finite or out of range is left out of the cycle; the whole cycle
+    # is skipped when fewer than 2, or fewer than this fraction of the population, remain trusted
+    min_trusted_fraction: Annotated[float, Field(ge=0, le=1, description="of the population, to act at all")] = 0.5
     timeout_seconds: Annotated[float, Field(gt=0, description="per query; a timeout skips the cycle")] = 10.0
 
 

@@ -8,8 +8,9 @@ Why it exists: it is the thin async shell around the pure planner (docs/architec
    requests the cache has not shown yet counted as in flight;
 4. `plan(snapshot, config, now)` in a worker thread (the exact search may take a while on a large cluster and must
    not stall lease renewals or health checks);
-5. carry out the moves, then the taint changes, through the actuator (real or dry-run), re-checking leadership
-   before each write; every action is a metric, a log line and, for real, an Event.
+5. warn once, naming them, about the nodes the plan left out as untrusted (their metrics missing, invalid, out of
+   range or stale); carry out the moves, then the taint changes, through the actuator (real or dry-run),
+   re-checking leadership before each write; every action is a metric, a log line and, for real, an Event.
 A skipped cycle writes nothing, taints included. Cycles run every `interval_s`, and sooner (but not within
 `min_interval_s` of the previous start) when the cluster source reports a change that matters (a migration ended,
 a node changed) and `wake_on_events` is on, or when this replica becomes the leader. The service turns event
@@ -32,6 +33,7 @@ from controller.clock import Clock
 from controller.config import ControllerConfig
 from controller.metrics import ControllerMetrics
 from controller.model import Plan
+from controller.plan import UNTRUSTED
 from controller.plan import plan as make_plan
 from controller.sources.cluster import ClusterSource
 from controller.sources.prometheus import PressureReading, PrometheusSource
@@ -117,6 +119,7 @@ class Controller:
             self._skip(plan.skip_code or "", plan.skipped or "", log_level=logging.WARNING)
         else:
             self.last_skip = None
+            self._warn_untrusted(plan)
             self.metrics.cycles.labels("acted" if plan.moves or plan.taint_changes else plan.skip_code or "idle").inc()
             results = await self._carry_out(plan)
             self._log_plan(plan, results, time.perf_counter() - t0)
@@ -135,6 +138,19 @@ class Controller:
         if reading.error:
             snapshot = replace(snapshot, metrics_error=reading.error)
         return make_plan(snapshot, self.config, self.clock.now()), len(snapshot.migrations)
+
+    def _warn_untrusted(self, plan: Plan) -> None:
+        """One warning per cycle naming the nodes left out (a skipped cycle's own warning names them already)."""
+        untrusted = [n for n in plan.nodes if n.classification == UNTRUSTED]
+        if untrusted:
+            log.warning(
+                f"{len(untrusted)} node(s) untrusted, left out of this cycle: "
+                + "; ".join(f"{n.node} ({n.note})" for n in untrusted),
+                extra={
+                    "untrusted": {n.node: n.code for n in untrusted},
+                    "policy": self.config.policy,
+                },
+            )
 
     def _skip(self, code: str, reason: str, *, log_level: int = logging.WARNING) -> Plan | None:
         self.last_skip = (code, reason)

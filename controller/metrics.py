@@ -14,6 +14,9 @@ lists them with their labels):
 - `autonomic_controller_migrations_in_flight`, `autonomic_controller_refusals` (last cycle);
 - `autonomic_controller_node_pressure{node, signal}` (`score`, `psi_cpu`, ..., as read) and
   `autonomic_controller_node_signal{node}` (the policy's own value, percent or fraction);
+- `autonomic_controller_untrusted_nodes{reason}` (last cycle: population nodes left out because their metrics are
+  missing, invalid, out of range or stale, by rule; 0 for the rules no node failed) and
+  `autonomic_controller_untrusted_node{node, reason}` (1 per such node);
 - `autonomic_controller_leader` (1 on the replica that acts), `autonomic_controller_last_cycle_timestamp_seconds`;
 - `descheduler_pods_evicted_total{result, strategy, profile, namespace, node}`: the descheduler's own series, so the
   recording rules' eviction cooldown (ref §1.4) counts this controller's moves (`background` when started,
@@ -33,7 +36,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from controller.model import Plan
+from controller.plan import UNTRUSTED
 from controller.sources.prometheus import PressureReading
+from controller.validate import NODE_CODES
 
 log = logging.getLogger("autonomic.controller")
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -54,6 +59,14 @@ class ControllerMetrics:
         self.refusals = Gauge(p + "refusals", "Moves refused by the budget or safety (last cycle)", registry=r)
         self.pressure = Gauge(p + "node_pressure", "Node pressure as read", ["node", "signal"], registry=r)
         self.signal = Gauge(p + "node_signal", "The policy's signal per node", ["node", "policy"], registry=r)
+        self.untrusted = Gauge(
+            p + "untrusted_nodes", "Nodes left out as untrusted (last cycle)", ["reason"], registry=r
+        )
+        self.untrusted_node = Gauge(
+            p + "untrusted_node", "1 for a node left out as untrusted (last cycle)", ["node", "reason"], registry=r
+        )
+        for code in NODE_CODES:
+            self.untrusted.labels(code).set(0)
         self.leader = Gauge(p + "leader", "1 when this replica holds the lease", registry=r)
         self.last_cycle = Gauge(p + "last_cycle_timestamp_seconds", "End of the last cycle (Unix)", registry=r)
         self.evicted = Counter(
@@ -64,6 +77,7 @@ class ControllerMetrics:
         )
         self._pressure_labels: set[tuple[str, str]] = set()
         self._signal_labels: set[tuple[str, str]] = set()
+        self._untrusted_labels: set[tuple[str, str]] = set()
 
     def observe_reading(self, reading: PressureReading) -> None:
         seen = set()
@@ -88,6 +102,14 @@ class ControllerMetrics:
         for gone in self._signal_labels - seen:
             self.signal.remove(*gone)
         self._signal_labels = seen
+        untrusted = {(n.node, n.code) for n in plan.nodes if n.classification == UNTRUSTED}
+        for code in NODE_CODES:
+            self.untrusted.labels(code).set(sum(1 for _, c in untrusted if c == code))
+        for labels in untrusted:
+            self.untrusted_node.labels(*labels).set(1)
+        for gone in self._untrusted_labels - untrusted:
+            self.untrusted_node.remove(*gone)
+        self._untrusted_labels = untrusted
 
     def descheduler_eviction(self, result: str, vm: str, node: str) -> None:
         self.evicted.labels(result, "LowNodeUtilization", "KubeVirtRelieveAndMigrate", vm.split("/", 1)[0], node).inc()

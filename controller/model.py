@@ -194,11 +194,12 @@ class Refusal:
 @dataclass(frozen=True, slots=True)
 class NodeExplanation:
     node: str
-    classification: str  # "under" | "appropriate" | "over" | "excluded"
+    classification: str  # "under" | "appropriate" | "over" | "excluded" | "untrusted"
     value: float | None  # the policy's signal (percent for descheduler-compatible, fraction for psi-relief)
     low: float | None
     high: float | None
     note: str = ""
+    code: str = ""  # for an untrusted node, the rule it failed (metrics-stale, ...), a metric label
 
 
 @dataclass(frozen=True, slots=True)

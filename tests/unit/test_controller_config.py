@@ -71,6 +71,16 @@ def test_threshold_presets_resolve_as_the_operator_does(customization, expected)
         pytest.param(
             {"metrics": {"maxAgeSeconds": 0}}, ["metrics.maxAgeSeconds: Input should be greater than 0"], id="zero-age"
         ),
+        pytest.param(
+            {"metrics": {"minTrustedFraction": 1.5}},
+            ["metrics.minTrustedFraction: Input should be less than or equal to 1"],
+            id="fraction-above-one",
+        ),
+        pytest.param(
+            {"metrics": {"minTrustedFraction": -0.1}},
+            ["metrics.minTrustedFraction: Input should be greater than or equal to 0"],
+            id="negative-fraction",
+        ),
     ],
 )
 def test_invalid_documents_report_every_error_with_its_path(document, errors):
@@ -79,6 +89,12 @@ def test_invalid_documents_report_every_error_with_its_path(document, errors):
     assert len(raised.value.errors) == len(errors)
     for got, want in zip(raised.value.errors, errors, strict=True):
         assert got.startswith(want), got
+
+
+def test_min_trusted_fraction_defaults_to_half_and_accepts_its_bounds():
+    assert parse_config({}).metrics.min_trusted_fraction == 0.5
+    for fraction in (0, 1):
+        assert parse_config({"metrics": {"minTrustedFraction": fraction}}).metrics.min_trusted_fraction == fraction
 
 
 def test_psi_relief_on_raw_psi_is_valid_and_needs_psi_fields():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
-from controller_builders import NOW, config, make_node, make_snapshot, make_vm, psi_config
+from controller_builders import NOW, config, in_flight, make_node, make_snapshot, make_vm, psi_config
 
 from controller.config import SoftTaintsConfig
 from controller.model import Taint, TaintChange
@@ -92,3 +94,54 @@ def test_dry_run_plans_exactly_what_a_real_run_would():
     real, dry = plan(snapshot, config(**doc), NOW), plan(snapshot, config(**doc, dryRun=True), NOW)
     assert (real.moves, real.taint_changes, real.refusals) == (dry.moves, dry.taint_changes, dry.refusals)
     assert (real.dry_run, dry.dry_run) == (False, True)
+
+
+def two_hot_nodes(bad: str | None = None, fault: str = "", migrations=()):
+    """n0, n1 cold; hot0, hot1 hot; `bad`'s metrics broken by `fault`."""
+    spec = {"n0": (0.0, 0.1), "n1": (0.0, 0.1), "hot0": (0.6, 0.95), "hot1": (0.6, 0.95)}
+    nodes = []
+    for name, (psi, util) in spec.items():
+        kw: dict = {"psi_cpu": psi, "util_cpu": util}
+        if name == bad:
+            kw = {
+                "stale": {**kw, "age": 95},
+                "nan": {**kw, "psi_cpu": math.nan},
+                "out-of-range": {**kw, "psi_cpu": 60.0},
+                "missing": {"pressure": False},
+            }[fault]
+        nodes.append(make_node(name, psi, **kw))
+    vms = [make_vm(f"{h}-v{i}", h, cpu=4, usage=4.0) for h in ("hot0", "hot1") for i in range(4)]
+    return make_snapshot(nodes, [*vms, make_vm("w", "n0", usage=3.0)], migrations)
+
+
+FAULTS = {
+    "stale": ("metrics-stale", "metrics stale: last sample 95s old > 60s"),
+    "nan": ("metrics-invalid", "metrics invalid: psi_cpu is nan"),
+    "out-of-range": ("metrics-out-of-range", "metrics out of range: psi_cpu 60 outside [0, 1]"),
+    "missing": ("metrics-missing", "metrics missing: absent from the query results"),
+}
+
+
+@pytest.mark.parametrize("bad", ["hot0", "n0"], ids=["hot-node-untrusted", "cold-node-untrusted"])
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("cfg", [psi_config(), config()], ids=["psi-relief", "descheduler-compatible"])
+def test_an_untrusted_node_is_left_out_and_the_others_are_still_relieved(cfg, fault, bad):
+    result = plan(two_hot_nodes(bad, fault), cfg, NOW)
+    code, reason = FAULTS[fault]
+    assert result.skip_code is None and result.moves
+    assert [(n.node, n.classification, n.code, n.note) for n in result.nodes if n.node == bad] == [
+        (bad, "untrusted", code, reason)
+    ]
+    hot = {"hot0", "hot1"} - {bad}
+    assert {m.source for m in result.moves} <= hot and hot & {m.source for m in result.moves}
+    assert all(bad not in (m.source, m.target) for m in result.moves)  # never a source, never a target
+    assert all(change.node != bad for change in result.taint_changes)  # its taints untouched
+
+
+def test_in_flight_migrations_of_an_untrusted_node_still_count_against_the_budget():
+    flights = (in_flight("default/hot0-v0", "hot0", "n1"),)
+    cfg = psi_config()
+    limited = config(**{**cfg.model_dump(by_alias=True), "limits": {"maxInFlightTotal": 1, "maxInFlightPerNode": 1}})
+    result = plan(two_hot_nodes("hot0", "stale", flights), limited, NOW)
+    assert result.moves == () and result.skip_code == "no-admissible-move"
+    assert plan(two_hot_nodes("hot0", "stale"), limited, NOW).moves  # without the flight, hot1 gets its move
