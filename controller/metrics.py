@@ -16,7 +16,8 @@ lists them with their labels):
   `autonomic_controller_node_signal{node}` (the policy's own value, percent or fraction);
 - `autonomic_controller_untrusted_nodes{reason}` (last cycle: population nodes left out because their metrics are
   missing, invalid, out of range or stale, by rule; 0 for the rules no node failed) and
-  `autonomic_controller_untrusted_node{node, reason}` (1 per such node);
+  `autonomic_controller_untrusted_node{node, reason}` (1 per such node), and the counter
+  `autonomic_controller_untrusted_node_cycles_total{reason}` (one per node per cycle it was left out);
 - `autonomic_controller_leader` (1 on the replica that acts), `autonomic_controller_last_cycle_timestamp_seconds`;
 - `descheduler_pods_evicted_total{result, strategy, profile, namespace, node}`: the descheduler's own series, so the
   recording rules' eviction cooldown (ref §1.4) counts this controller's moves (`background` when started,
@@ -65,8 +66,12 @@ class ControllerMetrics:
         self.untrusted_node = Gauge(
             p + "untrusted_node", "1 for a node left out as untrusted (last cycle)", ["node", "reason"], registry=r
         )
+        self.untrusted_cycles = Counter(
+            p + "untrusted_node_cycles", "Node-cycles left out as untrusted, by reason", ["reason"], registry=r
+        )
         for code in NODE_CODES:
             self.untrusted.labels(code).set(0)
+            self.untrusted_cycles.labels(code)
         self.leader = Gauge(p + "leader", "1 when this replica holds the lease", registry=r)
         self.last_cycle = Gauge(p + "last_cycle_timestamp_seconds", "End of the last cycle (Unix)", registry=r)
         self.evicted = Counter(
@@ -107,6 +112,7 @@ class ControllerMetrics:
             self.untrusted.labels(code).set(sum(1 for _, c in untrusted if c == code))
         for labels in untrusted:
             self.untrusted_node.labels(*labels).set(1)
+            self.untrusted_cycles.labels(labels[1]).inc()
         for gone in self._untrusted_labels - untrusted:
             self.untrusted_node.remove(*gone)
         self._untrusted_labels = untrusted

@@ -1,7 +1,7 @@
 """Chaos for the controller: each scenario of scenarios.py on a fresh cluster twin and real Prometheus, with the
 real `autonomic controller` as child process(es), and its figures judged against the goals.
 
-Why it exists: the controller's safety claims (untrusted inputs mean no action, no VM migrated twice, limits hold
+Why it exists: the controller's safety claims (untrusted inputs mean no action there, no VM migrated twice, limits hold
 across restarts, a standby takes over) are only worth what a run under faults shows. Figures come from the twin's
 store (stack.Observer, Stack.writes, the Lease) and from the controller's /metrics and logs, never its word alone:
 
@@ -13,7 +13,12 @@ store (stack.Observer, Stack.writes, the Lease) and from the controller's /metri
   reason, at least 3;
 - max_in_flight (goal: within the configured limits, 2 and 1 per source node): most unfinished VMIMs at once;
 - takeover_s (goal <= 15 s): SIGKILL of the leader to the standby holding the Lease (twin);
-- acted / recovered_s (goal: yes): a migration of ours exists; untrusted: seconds from clearing the fault to one.
+- acted / recovered_s (goal: yes): a migration of ours exists; untrusted: seconds from clearing the fault to one;
+- degraded (one node's metrics broken): the node reported untrusted with the expected reason only (/metrics:
+  `autonomic_controller_untrusted_node{node, reason}`, `..._untrusted_node_cycles_total{reason}` >= 3), no skipped
+  cycle, untrusted_actions (goal 0) = our VMIMs created while it was untrusted whose source or target is that node
+  (twin) + taint changes on it in that window (twin), a migration from the other hot node(s) in that window
+  (acted_elsewhere), and once cleared the node trusted again (trusted_again_s) and, when hot, acted on.
 """
 
 from __future__ import annotations
@@ -36,13 +41,15 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.child import Child
-from loadtests.chaos.scenarios import LIMITS, Scenario
+from loadtests.chaos.scenarios import HOT_NODES, LIMITS, Scenario
 from loadtests.chaos.stack import Observer, Stack, until
 
 ROOT = Path(__file__).resolve().parents[2]
 TAKEOVER_GOAL_S = 15.0
 MIN_SKIPS = 3
 ACT_TIMEOUT_S = 60.0
+UNTRUSTED_CYCLES = "autonomic_controller_untrusted_node_cycles_total"  # {reason}
+UNTRUSTED_NODE = "autonomic_controller_untrusted_node"  # {node, reason}: 1 while left out
 SHORT_WINDOWS = {
     "psiQueries": {"cpu": "avg by (instance) (rate(node_pressure_cpu_waiting_seconds_total[3s]))"},
     "vmQueries": {"cpuUsage": "rate(kubevirt_vmi_cpu_usage_seconds_total[3s])"},
@@ -145,6 +152,7 @@ class Result:
     goals: dict[str, bool] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    window: set[str] = field(default_factory=set)  # degraded: our VMIMs created while the bad node was untrusted
 
     @property
     def passed(self) -> bool:
@@ -172,6 +180,8 @@ async def run_scenario(scenario: Scenario, out: Path, progress: Callable[[str], 
         try:
             if scenario.kind == "untrusted":
                 await _untrusted(scenario, stack, launch, result, progress)
+            elif scenario.kind == "degraded":
+                await _degraded(scenario, stack, launch, observer, result, progress)
             else:
                 await _acting(scenario, stack, launch, observer, result, tasks, progress)
         except Exception as exc:  # the scenario could not be run to its end: reported, the campaign goes on
@@ -219,6 +229,54 @@ async def _untrusted(scenario: Scenario, stack: Stack, launch: Any, result: Resu
         await asyncio.to_thread(stack.twin.run, stack.telemetry.prometheus.start())
     await until(lambda: bool(stack.ours()), ACT_TIMEOUT_S + 30, "a migration after the fault was cleared")
     result.figures["recovered_s"] = round(time.monotonic() - cleared, 1)
+
+
+async def _degraded(
+    scenario: Scenario, stack: Stack, launch: Any, observer: Observer, result: Result, say: Callable[[str], None]
+) -> None:
+    bad, figures = scenario.bad_node, result.figures
+    assert bad is not None
+    others = {n for n in HOT_NODES if n != bad}
+    if scenario.api:
+        stack.admin("PUT", "faults/api", scenario.api)
+    await _break_metrics(scenario, stack)
+    say(f"{scenario.name}: fault on {bad} seen in Prometheus, controller starting")
+    before = await asyncio.to_thread(stack.writes)
+    controller = await launch("chaos-a")
+    reported: set[str] = set()
+
+    def untrusted_cycles() -> int:
+        return controller.counter(UNTRUSTED_CYCLES).get(scenario.expect_untrusted or "", 0)
+
+    def acted_elsewhere() -> list[str]:
+        return [name for name, (source, _) in observer.endpoints.items() if source in others]
+
+    def enough() -> bool:
+        reported.update(k for k, v in controller.counter(UNTRUSTED_NODE).items() if v)
+        return untrusted_cycles() >= MIN_SKIPS and bool(acted_elsewhere())
+
+    with contextlib.suppress(TimeoutError):  # judged below: a missed goal, not an aborted run
+        await until(enough, ACT_TIMEOUT_S, f"{bad} untrusted x{MIN_SKIPS} and a migration from {sorted(others)}")
+    await asyncio.sleep(1.0)  # a few more cycles with the fault on
+    enough()
+    after = await asyncio.to_thread(stack.writes)
+    window = {m["metadata"]["name"] for m in stack.ours()}
+    taints = {k: after[k] - before[k] for k in set(after) | set(before) if k.startswith(f"taint {bad}:")}
+    figures["untrusted"] = {k: v for k, v in controller.counter(UNTRUSTED_CYCLES).items() if v}
+    figures["untrusted_reported"] = sorted(reported)
+    figures["skips"] = dict(controller.counter("autonomic_controller_skipped_cycles_total"))
+    figures["taint_changes_on_bad_node"] = sum(abs(v) for v in taints.values())
+    figures["acted_elsewhere"] = len(acted_elsewhere())
+    result.window = window
+    say(f"{scenario.name}: {figures['untrusted']}, {figures['acted_elsewhere']} migration(s) elsewhere; clearing")
+    cleared = time.monotonic()
+    stack.admin("POST", "faults/reset")
+    with contextlib.suppress(TimeoutError):
+        await until(lambda: not controller.counter(UNTRUSTED_NODE).get(f"{bad},{scenario.expect_untrusted}"), 30, "")
+        figures["trusted_again_s"] = round(time.monotonic() - cleared, 1)
+        if bad in HOT_NODES:
+            await until(lambda: any(s == bad for s, _ in observer.endpoints.values()), ACT_TIMEOUT_S, f"{bad} acted on")
+            figures["recovered_s"] = round(time.monotonic() - cleared, 1)
 
 
 async def _break_metrics(scenario: Scenario, stack: Stack) -> None:
@@ -314,6 +372,10 @@ async def _drop_watches(stack: Stack, every_s: float) -> None:
 def _judge(scenario: Scenario, result: Result, controllers: list[Controller], observer: Observer) -> None:
     figures, goals = result.figures, result.goals
     actions: Counter[str] = sum((c.counter("autonomic_controller_actions_total") for c in controllers), Counter())
+    if scenario.kind == "degraded" and scenario.bad_node:
+        touching = observer.touching(result.window, scenario.bad_node)
+        figures["untrusted_actions"] = len(touching) + figures.get("taint_changes_on_bad_node", 1)
+        figures["touching_bad_node"] = touching
     if scenario.kind == "acting":
         figures["skips"] = dict(
             sum((c.counter("autonomic_controller_skipped_cycles_total") for c in controllers), Counter())
@@ -336,6 +398,17 @@ def _judge(scenario: Scenario, result: Result, controllers: list[Controller], ob
             skips[scenario.expect_skip] >= MIN_SKIPS
         )
         goals["acted once the fault cleared"] = "recovered_s" in figures
+    elif scenario.kind == "degraded":
+        bad, reason = scenario.bad_node, scenario.expect_untrusted
+        goals[f"{bad} untrusted: only {reason}"] = figures.get("untrusted_reported") == [f"{bad},{reason}"] and set(
+            figures.get("untrusted", {})
+        ) == {reason}
+        goals["no skipped cycle"] = not any(figures.get("skips", {"?": 1}).values())
+        goals[f"nothing written touching {bad} while untrusted"] = figures.get("untrusted_actions", 1) == 0
+        goals["acted on the other hot node(s)"] = figures.get("acted_elsewhere", 0) > 0
+        goals[f"{bad} trusted again once cleared"] = "trusted_again_s" in figures
+        if bad in HOT_NODES:
+            goals[f"{bad} relieved once cleared"] = "recovered_s" in figures
     else:
         goals["acted"] = figures.get("migrations", 0) > 0
     if scenario.replicas > 1:

@@ -13,19 +13,37 @@ from typing import Any
 
 from loadtests.chaos.controller import Result
 
-COLUMNS = ("scenario", "result", "duplicates", "untrusted actions", "skips", "max in flight", "takeover s", "acted")
+COLUMNS = (
+    "scenario",
+    "result",
+    "duplicates",
+    "untrusted actions",
+    "skips",
+    "untrusted nodes",
+    "max in flight",
+    "takeover s",
+    "acted",
+)
 
 
 def _row(r: Result) -> list[str]:
     f = r.figures
     skips = ", ".join(f"{k} {v}" for k, v in sorted((f.get("skips") or {}).items())) or "-"
     acted = f"after {f['recovered_s']} s" if "recovered_s" in f else (f"{f.get('migrations', 0)} migr.")
+    if r.scenario.kind == "degraded":
+        acted = f"{f.get('acted_elsewhere', 0)} migr. elsewhere" + (
+            f"; {r.scenario.bad_node} after {f['recovered_s']} s" if "recovered_s" in f else ""
+        )
+    untrusted = ", ".join(f"{n.replace(',', ' ')}" for n in f.get("untrusted_reported", []))
+    cycles = sum((f.get("untrusted") or {}).values())
+    untrusted = f"{untrusted} x{cycles}" if untrusted else "-"
     return [
         r.scenario.name,
         "PASS" if r.passed else "FAIL",
         str(f.get("duplicates", "?")),
         str(f.get("untrusted_actions", "-")),
         skips,
+        untrusted,
         f"{f.get('max_in_flight', '?')} ({f.get('max_in_flight_per_node', '?')}/node)",
         str(f.get("takeover_s", "-")),
         acted,
@@ -60,6 +78,7 @@ def as_json(r: Result) -> dict[str, Any]:
         "what": s.what,
         "kind": s.kind,
         "expect_skip": s.expect_skip,
+        "expect_untrusted": s.expect_untrusted,
         "passed": r.passed,
         "goals": r.goals,
         "figures": r.figures,

@@ -1,12 +1,17 @@
 """The controller chaos campaign's scenarios: which faults, when, and what the controller should say about them.
 
 Why it exists: a scenario is data, so that the campaign, its short form in the test suite and the report read the
-same list. Two kinds:
+same list. Three kinds:
 
-- `untrusted`: the fault makes the metrics untrustworthy. It is switched on and seen in Prometheus before the
-  controller starts on a cluster with two hot nodes (it wants to act); every cycle must be skipped with
-  `expect_skip` and nothing written. Then the fault is cleared and the controller must act (`recovered_s`), which
-  proves it wanted to all along.
+- `untrusted`: the fault makes every node's metrics (or Prometheus itself) untrustworthy. It is switched on and
+  seen in Prometheus before the controller starts on a cluster with two hot nodes (it wants to act); every cycle
+  must be skipped with `expect_skip` and nothing written. Then the fault is cleared and the controller must act
+  (`recovered_s`), which proves it wanted to all along.
+- `degraded`: the fault breaks one node's metrics (`bad_node`), seen in Prometheus before the controller starts.
+  The controller must report that node untrusted with `expect_untrusted` (its /metrics), skip no cycle, never
+  write anything touching it while it is untrusted (no migration from or to it, no taint change on it: the
+  twin's record), and still relieve the other hot node(s). Then the fault is cleared: the node must be trusted
+  again and, when it is hot, relieved (`recovered_s`).
 - `acting`: the metrics are good and the controller acts while the API, the watches, the nodes, the migrations or
   the controller process itself fail. It must relieve the hot nodes without a duplicate migration and without
   exceeding the limits; skip reasons are reported (they are the controller's response to the fault).
@@ -27,8 +32,9 @@ KUBEVIRT_LIMITS = {"total": 5, "perNode": 2}  # parallelMigrationsPerCluster, pa
 class Scenario:
     name: str
     what: str  # one line for the report
-    kind: str  # "untrusted" | "acting"
+    kind: str  # "untrusted" | "degraded" | "acting"
     expect_skip: str | None = None  # untrusted: the only skip reason allowed while the fault is on
+    expect_untrusted: str | None = None  # degraded: the reason the bad node must be reported untrusted with
     scrape: tuple[tuple[str, str], ...] = ()  # (node, mode) pairs for PUT /_twin/faults/scrape
     prometheus_down: bool = False
     api: dict[str, Any] = field(default_factory=dict)  # PUT /_twin/faults/api body
@@ -40,6 +46,11 @@ class Scenario:
     lease: tuple[str, ...] = ()  # extra lease flags for the replicas (default: the controller's, 10/7/2 s)
     config: dict[str, Any] = field(default_factory=dict)  # merged into the controller's configuration
     fast: bool = False  # in the test suite's short form
+
+    @property
+    def bad_node(self) -> str | None:
+        """degraded: the one node whose metrics the fault breaks."""
+        return self.scrape[0][0] if self.kind == "degraded" and self.scrape else None
 
 
 # the PSI queries of the stale scenario: a rate window long enough that the frozen node still has a rate
@@ -60,20 +71,32 @@ SCENARIOS: tuple[Scenario, ...] = (
         fast=True,
     ),
     Scenario("scrapes-stopped", "every node's scrape stalls", "untrusted", "metrics-missing", scrape=(("*", "stall"),)),
-    Scenario("partial", f"{COLD}'s scrapes fail (503)", "untrusted", "metrics-missing", scrape=((COLD, "error"),)),
-    Scenario("nan", "worker-0's PSI is NaN", "untrusted", "metrics-invalid", scrape=(("worker-0", "nan"),)),
+    Scenario(
+        "partial",
+        f"{COLD}'s scrapes fail (503)",
+        "degraded",
+        expect_untrusted="metrics-missing",
+        scrape=((COLD, "error"),),
+    ),
+    Scenario(
+        "nan",
+        "worker-0's PSI is NaN (worker-1 hot too)",
+        "degraded",
+        expect_untrusted="metrics-invalid",
+        scrape=(("worker-0", "nan"),),
+    ),
     Scenario(
         "out-of-range",
-        "worker-0's PSI counters x100 (rate > 1)",
-        "untrusted",
-        "metrics-out-of-range",
+        "worker-0's PSI counters x100 (rate > 1; worker-1 hot too)",
+        "degraded",
+        expect_untrusted="metrics-out-of-range",
         scrape=(("worker-0", "inflate"),),
     ),
     Scenario(
         "stale",
         f"{COLD}'s samples frozen with an old timestamp (120 s rate windows, maxAgeSeconds 8)",
-        "untrusted",
-        "metrics-stale",
+        "degraded",
+        expect_untrusted="metrics-stale",
         scrape=((COLD, "frozen"),),
         config={"metrics": LONG_WINDOWS},
     ),
@@ -97,8 +120,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "partial+latency",
         f"{COLD}'s scrapes fail and every API request is 300 ms late",
-        "untrusted",
-        "metrics-missing",
+        "degraded",
+        expect_untrusted="metrics-missing",
         scrape=((COLD, "error"),),
         api={"latencyMs": 300},
     ),

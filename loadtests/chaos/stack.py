@@ -160,6 +160,8 @@ class Observer:
     samples: int = 0
     last_open: int = 0
     final: dict[str, Any] = field(default_factory=dict)
+    # our VMIMs by name: (source, target) as first seen (source: the VMI's node before the migration ran)
+    endpoints: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def sample(self) -> list[dict[str, Any]]:
         vmims = self.stack.migrations()
@@ -167,6 +169,7 @@ class Observer:
             f"{v['metadata']['namespace']}/{v['metadata']['name']}": (v.get("status") or {}).get("nodeName", "?")
             for v in self.stack.store(VMIS)
         }
+        self._endpoints(vmims, where)
         open_ = [m for m in vmims if (m.get("status") or {}).get("phase") not in TERMINAL]
         vms = Counter(f"{m['metadata']['namespace']}/{m['spec']['vmiName']}" for m in open_)
         nodes = Counter(
@@ -181,6 +184,23 @@ class Observer:
         self.samples += 1
         self.last_open = len(open_)
         return vmims
+
+    def _endpoints(self, vmims: list[dict[str, Any]], where: dict[str, str]) -> None:
+        for m in vmims:
+            if not (m["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL):
+                continue
+            name, status = m["metadata"]["name"], m.get("status") or {}
+            state = status.get("migrationState") or {}
+            added = (m.get("spec") or {}).get("addedNodeSelector") or {}
+            source, target = self.endpoints.get(name, (None, None))
+            if source is None and status.get("phase") not in TERMINAL:
+                source = state.get("sourceNode") or where.get(f"{m['metadata']['namespace']}/{m['spec']['vmiName']}")
+            target = target or state.get("targetNode") or added.get("kubernetes.io/hostname")
+            self.endpoints[name] = (source, target)
+
+    def touching(self, names: set[str], node: str) -> list[str]:
+        """Those of our VMIMs `names` whose source or target is `node`."""
+        return sorted(name for name in names if node in self.endpoints.get(name, (None, None)))
 
     def sample_open(self) -> int:
         return self.last_open

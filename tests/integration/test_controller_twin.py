@@ -1,5 +1,6 @@
 """The controller against the cluster twin and its real Prometheus (1 s scrapes, 3 s rate windows), one stack for
-the module, tests in order: dry-run and untrusted metrics (a scrape gap, frozen samples) write nothing at all; a
+the module, tests in order: dry-run writes nothing; a scrape gap leaves its node out of the cycle (or skips it when
+every node is required) and frozen samples on every node skip it, writing nothing; a
 hotspot is relieved by psi-relief across a controller restart mid-migration, with no duplicate migration; with
 Prometheus down the controller skips every cycle and says why. worker-0 runs 12 busy vCPUs on 8 cores (CPU PSI
 about 0.45); the migration link is slow (64 MiB/s) so that a migration lasts seconds."""
@@ -127,16 +128,39 @@ def test_dry_run_records_every_action_and_writes_nothing(stack: Stack) -> None:
     assert len(vmims(stack.twin)) == migrations
 
 
-def test_a_scrape_gap_skips_the_cycle_and_writes_nothing(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_scrape_gap_leaves_that_node_out_and_the_hot_node_is_still_relieved(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     admin(stack.twin, "PUT", "faults/scrape", {"node": "worker-2", "mode": "error"})
     try:
         wait_for(lambda: "worker-2" not in stack.cpu_psi(), timeout=30, what="worker-2's series gone stale")
         before = resource_version(stack.twin)
-        options = twin_options(stack.twin, psi_relief(), stack.prometheus_url, leader_election=False)
+        # every node required: too few trusted nodes, the whole cycle is skipped and nothing written
+        strict = psi_relief(metrics={"minTrustedFraction": 1.0})
+        options = twin_options(stack.twin, strict, stack.prometheus_url, leader_election=False)
         with caplog.at_level(logging.WARNING, "autonomic.controller"), BackgroundController(options) as ctl:
             wait_for(lambda: ctl.skipped("metrics-missing") >= 3, timeout=30, what="3 skipped cycles")
         assert resource_version(stack.twin) == before  # the hot worker-0 was left alone
-        assert any("metrics missing for worker-2 (1 of 4 nodes)" in r.getMessage() for r in caplog.records)
+        needed = "1 of 4 nodes untrusted (need 4 trusted): worker-2 (metrics missing: absent from the query results)"
+        assert any(needed in r.getMessage() for r in caplog.records)
+        # the default (half the population): worker-2 is left out, worker-0 relieved elsewhere (dry-run: the
+        # later tests need the hotspot)
+        caplog.clear()
+        options = twin_options(stack.twin, psi_relief(dryRun=True), stack.prometheus_url, leader_election=False)
+        with caplog.at_level(logging.WARNING, "autonomic.controller"), BackgroundController(options) as ctl:
+            assert ctl.running is not None and ctl.running.recorder is not None
+            recorder = ctl.running.recorder
+            wait_for(lambda: any(r.result.action == "migrate" for r in recorder.records), timeout=30, what="a move")
+            untrusted = ctl.sample("autonomic_controller_untrusted_node", node="worker-2", reason="metrics-missing")
+            assert untrusted == 1 and ctl.sample("autonomic_controller_untrusted_nodes", reason="metrics-missing") == 1
+            assert ctl.skipped("metrics-missing") == 0
+        results = [r.result for r in recorder.records]
+        moves = [r for r in results if r.action == "migrate"]
+        assert moves and all("from worker-0 to worker-" in r.detail and "worker-2" not in r.detail for r in moves)
+        assert all(r.subject != "worker-2" for r in results if r.action == "taint")  # its taints untouched
+        assert resource_version(stack.twin) == before
+        warned = [r.getMessage() for r in caplog.records if "untrusted, left out of this cycle" in r.getMessage()]
+        assert warned and all("worker-2 (metrics missing: " in m for m in warned)
     finally:
         admin(stack.twin, "POST", "faults/reset")
     wait_for(lambda: len(stack.cpu_psi()) == 4, timeout=30, what="worker-2 scraped again")
@@ -159,7 +183,7 @@ def test_frozen_samples_are_stale_and_skip_the_cycle(stack: Stack, caplog: pytes
     with caplog.at_level(logging.WARNING, "autonomic.controller"), BackgroundController(options) as ctl:
         wait_for(lambda: ctl.skipped("metrics-stale") >= 3, timeout=30, what="3 stale cycles")
     assert resource_version(stack.twin) == before
-    assert any("metrics stale: worker-0 last sample" in r.getMessage() for r in caplog.records)
+    assert any("worker-0 (metrics stale: last sample" in r.getMessage() for r in caplog.records)
 
 
 def test_hotspot_relieved_across_a_restart_mid_migration_without_duplicates(stack: Stack) -> None:
