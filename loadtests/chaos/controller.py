@@ -256,7 +256,7 @@ async def _degraded(
         return untrusted_cycles() >= MIN_SKIPS and bool(acted_elsewhere())
 
     with contextlib.suppress(TimeoutError):  # judged below: a missed goal, not an aborted run
-        await until(enough, ACT_TIMEOUT_S, f"{bad} untrusted x{MIN_SKIPS} and a migration from {sorted(others)}")
+        await until(enough, scenario.act_timeout_s, f"{bad} untrusted and a migration from {sorted(others)}")
     await asyncio.sleep(1.0)  # a few more cycles with the fault on
     enough()
     after = await asyncio.to_thread(stack.writes)
