@@ -226,6 +226,23 @@ async def test_fault_hang_times_out_then_releases(fleet2: Fleet) -> None:
     assert await _fault(fleet2, 0, {"mode": "ok"}) == 200
 
 
+async def test_kv_event_drops_leave_a_gap_that_replay_still_holds(fleet2: Fleet) -> None:
+    server = fleet2.servers[0]
+    assert server.publisher is not None
+    async with aiohttp.ClientSession() as s:
+        for bad in ({"drop": -1}, {"drop": "2"}, {"drop": 1, "x": 1}, [1]):
+            async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json=bad) as r:
+                assert r.status == 400, bad
+        async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json={"drop": 2}) as r:
+            assert r.status == 200 and await r.json() == {"index": 0, "pending": 2, "dropped": 0}
+    before = server.publisher.next_seq
+    c = client(fleet2)
+    for i in range(3):  # each new prompt stores blocks: at least one batch each
+        await c.completions.create(model=server.model_name, prompt=prompt_text([950 + i], 256), max_tokens=2)
+    assert server.publisher.dropped == 2 and server.drop_kv_batches == 0
+    assert server.publisher.next_seq - before >= 3  # the dropped batches kept their sequence numbers
+
+
 @pytest.mark.parametrize(
     "body", [{"mode": "explode"}, {"mode": "slow"}, {"mode": "error", "status": 200}, {"mode": "ok", "x": 1}]
 )
