@@ -12,6 +12,7 @@ vocabulary (a scorer's name, `tie`, `single_candidate`, `below_max`), so it can 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ class PickerMetrics:
             ["method", "code"],
             registry=reg,
         )
+        reg.register(_LoopCollector())
 
     def observe_pick(self, result: SchedulingResult, weights: Mapping[str, float], seconds: float) -> str:
         reason = decision_reason(result, weights)
@@ -171,6 +173,21 @@ class _PoolCollector:
         yield stale
         yield in_flight
         yield GaugeMetricFamily("autonomic_picker_in_flight_requests", "Requests picked, not yet completed.", total)
+
+
+class _LoopCollector:
+    """The picker's asyncio task count, read when Prometheus scrapes (on the event loop, in the /metrics handler):
+    a count that keeps growing under steady load is a task leak (`autonomic soak` watches it)."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = asyncio.all_tasks()
+        except RuntimeError:  # collected outside the event loop (a test's registry read): nothing to say
+            return
+        yield GaugeMetricFamily("autonomic_picker_asyncio_tasks", "asyncio tasks alive in the picker.", len(tasks))
 
 
 async def serve_metrics(
