@@ -5,7 +5,8 @@ Server i serves HTTP on base_port+i, publishes KV events on base_port+1000+i and
 base_port+2000+i. The control API (base_port+3000 unless given) lists servers and sets faults:
 `GET /servers`, `POST /servers/{i}/fault` with `{"mode": "stop|hang|error|slow|ok", ...}`, and
 `POST /servers/{i}/kv_events` with `{"drop": N}` (the next N KV-event batches are lost live, replay keeps them: a
-sequence gap for subscribers), `GET /servers/{i}/requests` (model-time timings of finished requests, for benchmarks) and `GET /servers/{i}/kv_cache`
+sequence gap for subscribers), `GET /servers/{i}/requests` (model-time timings of finished requests, for
+benchmarks) and `GET /servers/{i}/kv_cache`
 (read-only: the blocks its prefix cache holds now, for checking a KV-event consumer against the truth).
 """
 
