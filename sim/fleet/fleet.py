@@ -5,8 +5,8 @@ Server i serves HTTP on base_port+i, publishes KV events on base_port+1000+i and
 base_port+2000+i. The control API (base_port+3000 unless given) lists servers and sets faults:
 `GET /servers`, `POST /servers/{i}/fault` with `{"mode": "stop|hang|error|slow|ok", ...}`, and
 `POST /servers/{i}/kv_events` with `{"drop": N}` (the next N KV-event batches are lost live, replay keeps them: a
-sequence gap for subscribers), `GET /servers/{i}/requests` (model-time timings of finished requests, for
-benchmarks) and `GET /servers/{i}/kv_cache`
+sequence gap for subscribers) or `{"restart": true}` (a new publisher: seq from 0, empty replay buffer),
+`GET /servers/{i}/requests` (model-time timings of finished requests, for benchmarks) and `GET /servers/{i}/kv_cache`
 (read-only: the blocks its prefix cache holds now, for checking a KV-event consumer against the truth).
 """
 
@@ -155,19 +155,27 @@ class Fleet:
 
     async def _kv_events(self, request: web.Request) -> web.Response:
         """`{"drop": N}`: the server's next N KV-event batches are not sent live (replay still has them), so a
-        subscriber sees a sequence gap; answers how many drops are pending and how many batches were dropped so far."""
+        subscriber sees a sequence gap; `{"restart": true}`: the publisher is closed and opened again (sequence numbers
+        from 0, nothing to replay). Answers how many drops are pending and how many batches were dropped so far."""
         server = self._server(request)
+        usage = 'body must be {"drop": N} with 0 <= N <= 1000000, or {"restart": true}'
         try:
             body = json.loads(await request.read() or b"null")
         except json.JSONDecodeError as exc:
             return web.json_response({"error": f"invalid JSON: {exc}"}, status=400)
+        restart = isinstance(body, dict) and body == {"restart": True}
         drop = body.get("drop") if isinstance(body, dict) and set(body) == {"drop"} else None
-        if not isinstance(drop, int) or isinstance(drop, bool) or not 0 <= drop <= 1_000_000:
-            return web.json_response({"error": 'body must be {"drop": N} with 0 <= N <= 1000000'}, status=400)
+        if not restart and (not isinstance(drop, int) or isinstance(drop, bool) or not 0 <= drop <= 1_000_000):
+            return web.json_response({"error": usage}, status=400)
         if server.publisher is None:
             return web.json_response({"error": f"server {server.index} publishes no KV events"}, status=409)
-        server.drop_kv_batches = drop
-        return web.json_response({"index": server.index, "pending": drop, "dropped": server.publisher.dropped})
+        if restart:
+            await server.restart_publisher()
+        else:
+            server.drop_kv_batches = drop
+        assert server.publisher is not None
+        pending, dropped = server.drop_kv_batches, server.publisher.dropped
+        return web.json_response({"index": server.index, "pending": pending, "dropped": dropped})
 
     async def _fault(self, request: web.Request) -> web.Response:
         server = self._server(request)

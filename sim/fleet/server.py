@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
 
+import zmq
 from aiohttp import web
 
 from common.kv_event_types import EventBatch
@@ -137,6 +138,26 @@ class ModelServer:
             await self._runner.cleanup()
         if self.publisher:
             self.publisher.close()
+
+    async def restart_publisher(self) -> None:
+        """Close the KV-event publisher and open a new one on the same ports (fault injection): its sequence numbers
+        start at 0 again and its replay buffer is empty, as after a vLLM restart (the engine's cache is kept)."""
+        if self.publisher is None:
+            raise RuntimeError(f"server {self.index} publishes no KV events")
+        await self.publisher.aclose()
+        replay = f"tcp://{self.host}:{self.replay_port}" if self.replay_port else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while True:  # ZMQ releases the old sockets' ports in its I/O thread, a moment after close()
+            try:
+                self.publisher = KVEventPublisher(self.kv_endpoint or "", replay_endpoint=replay)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or loop.time() > deadline:
+                    self.publisher = None
+                    raise
+                await asyncio.sleep(0.02)
+        log.info("KV-event publisher restarted", extra={"server": self.index})
 
     async def set_fault(self, fault: Fault) -> None:
         """Apply a fault mode (see faults.py); `stop` closes the listener, anything else reopens it."""

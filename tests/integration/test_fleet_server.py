@@ -9,6 +9,8 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+import zmq
+import zmq.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from sim.fleet.fleet import Fleet
@@ -226,7 +228,7 @@ async def test_fault_hang_times_out_then_releases(fleet2: Fleet) -> None:
     assert await _fault(fleet2, 0, {"mode": "ok"}) == 200
 
 
-async def test_kv_event_drops_leave_a_gap_that_replay_still_holds(fleet2: Fleet) -> None:
+async def test_kv_event_drops_leave_a_gap_and_a_restart_counts_from_0(fleet2: Fleet) -> None:
     server = fleet2.servers[0]
     assert server.publisher is not None
     async with aiohttp.ClientSession() as s:
@@ -241,6 +243,21 @@ async def test_kv_event_drops_leave_a_gap_that_replay_still_holds(fleet2: Fleet)
         await c.completions.create(model=server.model_name, prompt=prompt_text([950 + i], 256), max_tokens=2)
     assert server.publisher.dropped == 2 and server.drop_kv_batches == 0
     assert server.publisher.next_seq - before >= 3  # the dropped batches kept their sequence numbers
+    old = server.publisher
+    ctx = zmq.asyncio.Context.instance()
+    sub = ctx.socket(zmq.SUB)  # a connected subscriber keeps the port busy a moment after the close
+    sub.connect(server.kv_endpoint or "")
+    await old.wait_for_peers(1)
+    async with aiohttp.ClientSession() as s:
+        for bad in ({"restart": False}, {"restart": True, "drop": 1}):
+            async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json=bad) as r:
+                assert r.status == 400, bad
+        async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json={"restart": True}) as r:
+            assert r.status == 200 and (await r.json())["dropped"] == 0
+    assert server.publisher is not old and server.publisher.next_seq == 0  # a new publisher counts from 0
+    await c.completions.create(model=server.model_name, prompt=prompt_text([960], 256), max_tokens=2)
+    assert server.publisher.next_seq >= 1  # and the server publishes through it
+    sub.close(linger=0)
 
 
 @pytest.mark.parametrize(
