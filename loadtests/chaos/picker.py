@@ -12,6 +12,7 @@ Scenarios (`--scenarios`, comma-separated; default all):
 - `replica-hang`: server 1 accepts requests and /metrics scrapes and never answers (fault `hang`): scrapes time out;
 - `replica-error`: server 1 answers its API with 500 while /metrics still answers (a wedged vLLM);
 - `kv-gap`: server 0 drops `--kv-drops` live KV-event batches per second (the picker must see gaps and replay them);
+- `kv-restart`: server 0's KV-event publisher restarts (sequence numbers from 0, nothing to replay) at the start;
 - `picker-cpu`: the picker's threads pinned to CPU 0 with `--hogs` busy loops on the same core.
 
 Per scenario: requests sent and failed (before / during / after the fault) and what they were answered, the time to
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("replica-stop", "replica-hang", "replica-error", "kv-gap", "picker-cpu")
+SCENARIOS = ("replica-stop", "replica-hang", "replica-error", "kv-gap", "kv-restart", "picker-cpu")
 OPTIONS = (
     "scenarios",
     "servers",
@@ -140,6 +141,9 @@ def faults(args: argparse.Namespace) -> dict[str, Fault]:
     async def drop_kv(stack: RoutingStack) -> None:
         await stack.control("/servers/0/kv_events", {"drop": args.kv_drops})
 
+    async def restart_kv(stack: RoutingStack) -> None:
+        await stack.control("/servers/0/kv_events", {"restart": True})
+
     async def nothing(_: RoutingStack) -> None:
         return None
 
@@ -149,6 +153,7 @@ def faults(args: argparse.Namespace) -> dict[str, Fault]:
         "replica-hang": Fault("server 1 answers nothing, /metrics included", 1, fault(1, {"mode": "hang"}), ok),
         "replica-error": Fault("server 1 answers 500, /metrics still 200", 1, fault(1, {"mode": "error"}), ok),
         "kv-gap": Fault(f"server 0 drops {args.kv_drops} live KV-event batches per second", 0, drop_kv, nothing),
+        "kv-restart": Fault("server 0's KV-event publisher restarts (seq from 0)", 0, restart_kv, nothing),
         "picker-cpu": Fault(f"picker pinned to CPU 0 with {args.hogs} busy loops", None, starve, unstarve),
     }
 
