@@ -169,10 +169,10 @@ class Fleet:
             return web.json_response({"error": usage}, status=400)
         if server.publisher is None:
             return web.json_response({"error": f"server {server.index} publishes no KV events"}, status=409)
-        if restart:
-            await server.restart_publisher()
-        else:
+        if isinstance(drop, int):
             server.drop_kv_batches = drop
+        else:
+            await server.restart_publisher()
         assert server.publisher is not None
         pending, dropped = server.drop_kv_batches, server.publisher.dropped
         return web.json_response({"index": server.index, "pending": pending, "dropped": dropped})
