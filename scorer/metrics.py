@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from scorer.sources.scraper import ScrapeResult
@@ -133,15 +133,21 @@ class PickerMetrics:
     def observe_response(self, status: int) -> None:
         self.responses.labels(f"{status // 100}xx").inc()
 
-    def watch_pool(self, endpoints: Callable[[], list[EndpointState]], staleness: Callable[[str], float]) -> None:
+    def watch_pool(
+        self,
+        endpoints: Callable[[], list[EndpointState]],
+        staleness: Callable[[str], float],
+        ejections: Callable[[], dict[str, int]] = dict,
+    ) -> None:
         """Export pool state read at collection time: readiness, scrape staleness, in-flight per endpoint."""
-        self.registry.register(_PoolCollector(endpoints, staleness))
+        self.registry.register(_PoolCollector(endpoints, staleness, ejections))
 
 
 @dataclass(eq=False)  # registries key collectors by identity
 class _PoolCollector:
     endpoints: Callable[[], list[EndpointState]]
     staleness: Callable[[str], float]
+    ejections: Callable[[], dict[str, int]]
 
     def describe(self) -> list[Metric]:
         return []  # unchecked collector: nothing is collected at registration
@@ -149,7 +155,7 @@ class _PoolCollector:
     def collect(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily(
             "autonomic_picker_endpoint_ready",
-            "1 if the endpoint is a candidate (its last scrape succeeded and is fresh).",
+            "1 if the endpoint is a candidate (its last scrape succeeded and is fresh, and it is not ejected).",
             labels=["endpoint"],
         )
         stale = GaugeMetricFamily(
@@ -162,9 +168,16 @@ class _PoolCollector:
             "Requests picked for the endpoint, not yet completed.",
             labels=["endpoint"],
         )
+        ejected = CounterMetricFamily(
+            "autonomic_picker_endpoint_ejections",
+            "Times the endpoint was taken out for answering 5xx too many times in a row (passive health).",
+            labels=["endpoint"],
+        )
+        for address, count in self.ejections().items():
+            ejected.add_metric([address], count)
         total = 0
         for state in self.endpoints():
-            ok = state.metrics is not None and state.error is None and not state.stale
+            ok = state.metrics is not None and state.error is None and not state.stale and not state.ejected
             ready.add_metric([state.address], 1.0 if ok else 0.0)
             stale.add_metric([state.address], self.staleness(state.address))
             in_flight.add_metric([state.address], state.in_flight)
@@ -172,6 +185,7 @@ class _PoolCollector:
         yield ready
         yield stale
         yield in_flight
+        yield ejected
         yield GaugeMetricFamily("autonomic_picker_in_flight_requests", "Requests picked, not yet completed.", total)
 
 
