@@ -314,6 +314,7 @@ def figures(
             "scrapes_connect": delta("autonomic_picker_scrapes_total", endpoint=victim or "", result="connect"),
             "stale_fallback_decisions": delta("autonomic_picker_stale_fallback_decisions_total"),
             "immediate_responses": delta("autonomic_picker_extproc_immediate_responses_total"),
+            "ejections": delta("autonomic_picker_endpoint_ejections_total", endpoint=victim or ""),
             "kv_gaps": delta("autonomic_picker_kv_events_gaps_total"),
             "kv_gaps_repaired": delta("autonomic_picker_kv_events_gaps_repaired_total"),
             "kv_resyncs": delta("autonomic_picker_kv_events_resyncs_total"),

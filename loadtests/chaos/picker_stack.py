@@ -36,6 +36,7 @@ Samples = dict[tuple[str, Labels], float]
 POLLED = (
     "autonomic_picker_picks_total",
     "autonomic_picker_endpoint_ready",
+    "autonomic_picker_endpoint_ejections_total",
     "autonomic_picker_scrapes_total",
     "autonomic_picker_kv_events_",
     "autonomic_picker_precise_index_blocks",
