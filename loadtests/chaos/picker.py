@@ -5,7 +5,8 @@ shows what clients see when the real processes fail under load, and how fast rou
 (small completions, `--rate` req/s) goes through a real Envoy and `autonomic picker` (precise-prefix profile: KV events
 and /tokenize) to a time-scaled fleet twin in its own process. Each scenario runs on a fresh stack: a baseline, the
 fault for `--fault-seconds`, then the fault is lifted and the run waits (up to `--recover-seconds`) until the victim
-receives traffic again and no request has failed for `--quiet-seconds`.
+receives traffic again (KV scenarios: its KV events are followed again) and no request has failed for
+`--quiet-seconds`.
 
 Scenarios (`--scenarios`, comma-separated; default all):
 - `replica-stop`: server 1 closes its listener (fault `stop`, connections refused), then comes back (`ok`);
@@ -84,12 +85,14 @@ def validate(args: argparse.Namespace) -> list[str]:
 @dataclass
 class Fault:
     """What a scenario does to the stack: `inject` at the fault's start, `heal` at its end; `victim` is the server
-    whose traffic is watched (None: the picker itself)."""
+    whose traffic is watched (None: the picker itself); `back` says what recovery means besides no failures for
+    `--quiet-seconds`: the victim is picked again (`traffic`), its KV events are followed again (`synced`)."""
 
     what: str
     victim: int | None
     inject: Callable[[Any], Awaitable[None]]
     heal: Callable[[Any], Awaitable[None]]
+    back: str = "traffic"
 
 
 @dataclass
@@ -152,9 +155,11 @@ def faults(args: argparse.Namespace) -> dict[str, Fault]:
         "replica-stop": Fault("server 1 stops listening (refused), then restarts", 1, fault(1, {"mode": "stop"}), ok),
         "replica-hang": Fault("server 1 answers nothing, /metrics included", 1, fault(1, {"mode": "hang"}), ok),
         "replica-error": Fault("server 1 answers 500, /metrics still 200", 1, fault(1, {"mode": "error"}), ok),
-        "kv-gap": Fault(f"server 0 drops {args.kv_drops} live KV-event batches per second", 0, drop_kv, nothing),
-        "kv-restart": Fault("server 0's KV-event publisher restarts (seq from 0)", 0, restart_kv, nothing),
-        "picker-cpu": Fault(f"picker pinned to CPU 0 with {args.hogs} busy loops", None, starve, unstarve),
+        "kv-gap": Fault(
+            f"server 0 drops {args.kv_drops} live KV-event batches per second", 0, drop_kv, nothing, "synced"
+        ),
+        "kv-restart": Fault("server 0's KV-event publisher restarts (seq from 0)", 0, restart_kv, nothing, "synced"),
+        "picker-cpu": Fault(f"picker pinned to CPU 0 with {args.hogs} busy loops", None, starve, unstarve, ""),
     }
 
 
@@ -188,7 +193,7 @@ async def campaign(args: argparse.Namespace, names: Sequence[str]) -> list[dict[
 
 
 async def run_scenario(stack: Any, name: str, fault: Fault, args: argparse.Namespace) -> dict[str, Any]:
-    from loadtests.chaos.picker_stack import OpenLoopLoad, PickerPoller
+    from loadtests.chaos.picker_stack import OpenLoopLoad, PickerPoller, value
 
     load = OpenLoopLoad(stack.url, stack.model, args.rate)
     poller = PickerPoller(stack.metrics_url, load.t0, interval_s=0.1)
@@ -210,7 +215,12 @@ async def run_scenario(stack: Any, name: str, fault: Fault, args: argparse.Names
         picks_at_end = _victim_picks(poller, victim)
 
         def recovered() -> bool:
-            back = victim is None or _victim_picks(poller, victim) > picks_at_end
+            if fault.back == "traffic":
+                back = _victim_picks(poller, victim) > picks_at_end
+            elif fault.back == "synced":
+                back = value(poller.latest(), "autonomic_picker_kv_events_synced", endpoint=victim or "") == 1
+            else:
+                back = True
             quiet_since = max(fault_end, _last_failure_end(load.outcomes))
             return back and load.now() - quiet_since >= args.quiet_seconds and load.in_flight < args.rate * 2
 

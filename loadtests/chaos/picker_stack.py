@@ -60,10 +60,9 @@ def parse_samples(text: str, prefixes: Iterable[str] = POLLED) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    """One series' value; with no labels given, the sum over every label set of `name`."""
-    if labels:
-        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-    return sum(v for (n, _), v in samples.items() if n == name)
+    """The sum of `name` over every series that carries `labels` (all of them when none is given)."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= set(have))
 
 
 @dataclass(frozen=True)
