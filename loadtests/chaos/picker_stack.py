@@ -187,6 +187,7 @@ class StackOptions:
     precise: bool = True  # the precise-prefix profile (KV events + /tokenize), else the shipped default
     scrape_interval_s: float = 0.1
     envoy_workers: int = 1
+    num_gpu_blocks: int | None = None  # the twins' KV-cache size (None: the profile's, 28,150 blocks)
 
 
 class RoutingStack:
@@ -195,7 +196,10 @@ class RoutingStack:
     def __init__(self, opts: StackOptions) -> None:
         self.opts = opts
         self.fleet = FleetProcess(
-            servers=opts.servers, base_port=find_base_port(opts.servers), time_scale=opts.time_scale
+            servers=opts.servers,
+            base_port=find_base_port(opts.servers),
+            time_scale=opts.time_scale,
+            num_gpu_blocks=opts.num_gpu_blocks,
         )
         self.picker: PickerProcess | None = None
         self.envoy: LocalEnvoy | None = None

@@ -26,6 +26,7 @@ OPTIONS = (
     "rate",
     "servers",
     "time_scale",
+    "num_gpu_blocks",
     "nodes",
     "vms",
     "cluster_time_scale",
@@ -40,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=20.0, help="open-loop requests per second (default 20)")
     p.add_argument("--servers", type=int, default=3, help="fleet twin servers (default 3)")
     p.add_argument("--time-scale", type=float, default=20.0, help="the fleet twin's time scale (default 20)")
+    p.add_argument(
+        "--num-gpu-blocks",
+        type=int,
+        default=2048,
+        help="the fleet twins' KV-cache blocks (default 2048: full within the warm-up, so the caches and the "
+        "picker's index of them reach their steady size before growth is judged; the profile's 28150 take ~35 min)",
+    )
     p.add_argument("--nodes", type=int, default=6, help="cluster twin nodes (default 6)")
     p.add_argument("--vms", type=int, default=24, help="cluster twin VMs (default 24)")
     p.add_argument("--cluster-time-scale", type=float, default=10.0, help="the cluster twin's time scale (default 10)")
@@ -56,8 +64,13 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError("--minutes must be > 0 and --warmup-minutes in [0, minutes)")
     if args.sample_seconds <= 0 or args.sample_seconds > args.minutes * 60:
         raise ValueError("--sample-seconds must be > 0 and at most the soak's length")
-    if min(args.rate, args.time_scale, args.cluster_time_scale) <= 0 or args.servers < 1 or args.nodes < 2:
-        raise ValueError("--rate and the time scales must be > 0, --servers >= 1, --nodes >= 2")
+    if (
+        min(args.rate, args.time_scale, args.cluster_time_scale) <= 0
+        or args.servers < 1
+        or args.nodes < 2
+        or args.num_gpu_blocks < 64
+    ):
+        raise ValueError("--rate and the time scales must be > 0, --servers >= 1, --nodes >= 2, --num-gpu-blocks >= 64")
 
 
 def run(args: argparse.Namespace) -> int:
