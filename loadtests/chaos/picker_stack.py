@@ -188,6 +188,7 @@ class StackOptions:
     scrape_interval_s: float = 0.1
     envoy_workers: int = 1
     num_gpu_blocks: int | None = None  # the twins' KV-cache size (None: the profile's, 28,150 blocks)
+    request_log: int | None = None  # finished requests each twin keeps for benchmarks (None: its 200,000)
 
 
 class RoutingStack:
@@ -200,6 +201,7 @@ class RoutingStack:
             base_port=find_base_port(opts.servers),
             time_scale=opts.time_scale,
             num_gpu_blocks=opts.num_gpu_blocks,
+            extra_args=["--request-log", str(opts.request_log)] if opts.request_log else [],
         )
         self.picker: PickerProcess | None = None
         self.envoy: LocalEnvoy | None = None

@@ -86,7 +86,8 @@ async def _metrics(http: aiohttp.ClientSession, url: str, prefixes: tuple[str, .
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     duration_s, warmup_s = args.minutes * 60, args.warmup_minutes * 60
-    opts = StackOptions(servers=args.servers, time_scale=args.time_scale, num_gpu_blocks=args.num_gpu_blocks)
+    # the twins' benchmark request log (~1 KB a request, up to 200,000 per server) is kept short: nobody reads it here
+    opts = StackOptions(args.servers, args.time_scale, num_gpu_blocks=args.num_gpu_blocks, request_log=1000)
     stack = RoutingStack(opts)
     control = ClusterAndController(args.nodes, args.vms, args.cluster_time_scale)
     samples: list[dict[str, Any]] = []

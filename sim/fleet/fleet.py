@@ -40,6 +40,7 @@ class Fleet:
         kv_events: bool = True,
         control_port: int | None = None,
         host: str = "127.0.0.1",
+        request_log: int = 200_000,
     ) -> None:
         if servers < 1:
             raise ValueError("servers must be at least 1")
@@ -62,6 +63,7 @@ class Fleet:
                 replay_port=base_port + REPLAY_OFFSET + i if kv_events else None,
                 time_scale=time_scale,
                 lora_names=lora_names,
+                request_log=request_log,
             )
             for i in range(servers)
         ]

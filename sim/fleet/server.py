@@ -59,6 +59,7 @@ class ModelServer:
         time_scale: float = 1.0,
         lora_names: tuple[str, ...] = (),
         served_model_name: str | None = None,
+        request_log: int = 200_000,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -96,7 +97,8 @@ class ModelServer:
         self._unhang = asyncio.Event()
         self._seq = 0
         # model-time record of finished requests, read by benchmarks through the fleet control API
-        self.finished_log: deque[dict[str, Any]] = deque(maxlen=200_000)
+        # finished requests' timings for GET /servers/{i}/requests (~1 KB each: 200 MB per server when full)
+        self.finished_log: deque[dict[str, Any]] = deque(maxlen=request_log)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     @property

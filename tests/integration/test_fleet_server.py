@@ -13,7 +13,9 @@ import zmq
 import zmq.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.netutil import find_base_port
 from sim.fleet.fleet import Fleet
+from sim.fleet.profile import load_profile
 from sim.fleet.synth import prompt_text
 
 SHARED = prompt_text([11, 12, 13], 3 * 512)  # 1,536 tokens shared by the requests below
@@ -283,3 +285,22 @@ async def test_slow_fault_raises_model_time_latency(fleet2: Fleet) -> None:
     assert await _fault(fleet2, 0, {"mode": "slow", "factor": 4}) == 200
     slow = await prefill_of(prompt_text([902], 512))
     assert slow == pytest.approx(normal * 4, rel=0.05)
+
+
+async def test_the_request_log_keeps_only_the_last_n_requests() -> None:
+    """The benchmark request log is bounded (`--request-log`): a long-running twin does not grow with it forever."""
+    profile = load_profile(num_gpu_blocks=512)
+    fleet = Fleet(servers=1, base_port=find_base_port(1), profile=profile, time_scale=1000.0, request_log=2)
+    await fleet.start()
+    try:
+        c = client(fleet)
+        for i in range(3):
+            body = {"request_id": f"log-{i}"}
+            await c.completions.create(
+                model=fleet.servers[0].model_name, prompt=f"log {i}", max_tokens=2, extra_body=body
+            )
+        async with aiohttp.ClientSession() as s, s.get(f"{fleet.control_url}/servers/0/requests") as r:
+            kept = [e["request_id"] for e in await r.json()]
+        assert len(kept) == 2 and kept[0].startswith("log-1") and kept[1].startswith("log-2")
+    finally:
+        await fleet.stop()
