@@ -30,7 +30,7 @@ def test_a_short_soak_samples_every_process_and_meets_the_growth_goals(tmp_path:
     assert last["picker"]["asyncio_tasks"] > 0 and last["picker"]["precise_index_blocks"] > 0
     assert last["controller"]["cycles"] >= 2  # the controller kept cycling against the twin
     assert set(results["growth"]) == PROCESSES
-    for name in PROCESSES - {"soak driver"}:
+    for name in PROCESSES - {"soak driver", "prometheus"}:  # reported, not judged (third party, load generator)
         assert results["growth"][name]["rss_mb"]["growth_pct"] <= 10, name
         assert results["growth"][name]["fds"]["growth_pct"] <= 10, name
     assert (out / "soak.png").stat().st_size > 10_000
