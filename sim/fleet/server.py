@@ -143,10 +143,12 @@ class ModelServer:
 
     async def restart_publisher(self) -> None:
         """Close the KV-event publisher and open a new one on the same ports (fault injection): its sequence numbers
-        start at 0 again and its replay buffer is empty, as after a vLLM restart (the engine's cache is kept)."""
-        if self.publisher is None:
+        start at 0 again and its replay buffer is empty, as after a vLLM restart (the engine's cache is kept). Events
+        of the steps taken while the ports are rebound are lost, as a restarting server's would be."""
+        old, self.publisher = self.publisher, None  # the engine loop publishes nothing while there is none
+        if old is None:
             raise RuntimeError(f"server {self.index} publishes no KV events")
-        await self.publisher.aclose()
+        await old.aclose()  # the engine loop keeps stepping meanwhile: it must never see the closed one
         replay = f"tcp://{self.host}:{self.replay_port}" if self.replay_port else None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5.0

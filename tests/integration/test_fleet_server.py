@@ -262,6 +262,42 @@ async def test_kv_event_drops_leave_a_gap_and_a_restart_counts_from_0(fleet2: Fl
     sub.close(linger=0)
 
 
+async def test_a_publisher_restart_during_generation_leaves_the_engine_serving() -> None:
+    """The engine keeps stepping (and storing blocks) while the publisher's ports are rebound: it must never publish
+    through the closed publisher (that raised in the engine loop, which died: every request then hung)."""
+    profile = load_profile(num_gpu_blocks=4096)
+    fleet = Fleet(servers=1, base_port=find_base_port(1), profile=profile, time_scale=20.0)
+    await fleet.start()
+    server = fleet.servers[0]
+    sub = zmq.asyncio.Context.instance().socket(zmq.SUB)  # keeps the old port busy a moment: the rebind retries
+    try:
+        assert server.publisher is not None
+        sub.connect(server.kv_endpoint or "")
+        await server.publisher.wait_for_peers(1)
+        c = client(fleet)
+        body = {"min_tokens": 400}
+        generating = [  # decoding stores a block every 16 tokens: events all through the restart
+            asyncio.create_task(
+                c.completions.create(model=server.model_name, prompt=f"long {i}", max_tokens=400, extra_body=body)
+            )
+            for i in range(4)
+        ]
+        while not server.engine.running:  # noqa: ASYNC110 - the engine offers no event to wait on
+            await asyncio.sleep(0.005)
+        for _ in range(3):
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(f"{fleet.control_url}/servers/0/kv_events", json={"restart": True}) as r,
+            ):
+                assert r.status == 200
+        done = await asyncio.wait_for(asyncio.gather(*generating), 30)
+        assert all(d.usage is not None and d.usage.completion_tokens == 400 for d in done)
+        await asyncio.wait_for(c.completions.create(model=server.model_name, prompt="after", max_tokens=2), 10)
+    finally:
+        sub.close(linger=0)
+        await fleet.stop()
+
+
 @pytest.mark.parametrize(
     "body", [{"mode": "explode"}, {"mode": "slow"}, {"mode": "error", "status": 200}, {"mode": "ok", "x": 1}]
 )
