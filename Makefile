@@ -78,7 +78,7 @@ bench-picker: $(STAMP)
 	$(BIN)/autonomic bench picker --out out/bench-picker
 
 # reliability campaign (RELIABILITY.md); not part of `make test`, whose short forms are tests/integration/test_chaos_picker.py
-# and test_soak.py. chaos-picker: ~3 minutes; soak: 30 minutes plus start-up
+# and test_soak.py. chaos-picker: ~4 minutes; soak: 30 minutes plus start-up
 chaos-picker: $(STAMP)
 	nice -n 10 $(BIN)/python -m loadtests.chaos.picker --out out/chaos-picker
 
