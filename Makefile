@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus kubectl helm bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan chaos-controller
+.PHONY: demo test lint fmt setup peers test-peers clean proto prometheus kubectl helm bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan chaos-controller chaos-picker soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -80,6 +80,14 @@ bench-routing: $(STAMP) peers
 # picker benchmark (issue 7): schedule() latencies, the Envoy hop at 100 and 400 req/s, scraping 100 endpoints
 bench-picker: $(STAMP)
 	$(BIN)/autonomic bench picker --out out/bench-picker
+
+# reliability campaign (RELIABILITY.md); not part of `make test`, whose short forms are tests/integration/test_chaos_picker.py
+# and test_soak.py. chaos-picker: ~4 minutes; soak: 30 minutes plus start-up
+chaos-picker: $(STAMP)
+	nice -n 10 $(BIN)/python -m loadtests.chaos.picker --out out/chaos-picker
+
+soak: $(STAMP) prometheus
+	nice -n 10 $(BIN)/autonomic soak --minutes 30 --out out/soak
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

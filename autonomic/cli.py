@@ -46,6 +46,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "bench": Subcommand(
         "autonomic.bench", "run a benchmark and write its report (report.md, plots, results.json)", False
     ),
+    "soak": Subcommand(
+        "loadtests.soak.cli",
+        "run the picker and the controller under steady load for minutes and report resource growth",
+        False,
+    ),
 }
 
 # packages a source checkout has and the product image does not

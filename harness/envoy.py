@@ -57,6 +57,11 @@ class LocalEnvoy:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.opts.admin_port}"
 
+    @property
+    def pid(self) -> int | None:
+        """Envoy's process id while it runs (the `envoy` script execs the binary, so this is Envoy itself)."""
+        return self._child.pid if self._child is not None else None
+
     def log_tail(self, lines: int = 40) -> str:
         return self._child.tail(lines) if self._child is not None else ""
 

@@ -51,6 +51,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "picker",
@@ -71,6 +78,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scrape-timeout", type=_positive, default=1.0, help="per-scrape timeout in seconds (default 1)")
     p.add_argument(
         "--staleness", type=_positive, default=2.0, help="metrics older than this take an endpoint out (default 2)"
+    )
+    p.add_argument(
+        "--eject-after-errors",
+        type=_non_negative_int,
+        default=5,
+        help="consecutive 5xx responses that take an endpoint out for --ejection-seconds (0: never; default 5)",
+    )
+    p.add_argument(
+        "--ejection-seconds", type=_positive, default=5.0, help="how long an ejected endpoint stays out (default 5)"
     )
     p.add_argument(
         "--drain-seconds", type=_non_negative, default=5.0, help="grace for open streams at shutdown (default 5)"
@@ -138,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         scrape_timeout_s=args.scrape_timeout,
         staleness_s=args.staleness,
         drain_s=args.drain_seconds,
+        eject_after_errors=args.eject_after_errors,
+        ejection_s=args.ejection_seconds,
     )
     try:
         asyncio.run(_serve(opts))

@@ -16,6 +16,13 @@ its alert say it is happening. A subset hint (`envoy.lb.subset_hint`, ip:port or
 candidates further; an empty hint, or one that matches no candidate, is `NoEndpointError` (the shell answers 503),
 as GIE's protocol says.
 
+Passive health (outlier ejection): an endpoint whose responses ended with a 5xx `eject_after_errors` times in a row
+is out for `ejection_s`, then back on probation (the next run of errors takes it out again). A scrape cannot see
+this failure: a wedged vLLM answers every request with 500 while its /metrics still answers (the picker chaos
+campaign's replica-error scenario: a third of the requests failed for the whole fault before this rule). Status 0
+(the stream ended before response headers: a client cancel) and expired entries are not judged. Ejection never
+empties the pool: when it would leave no candidate, the ejected endpoints are candidates again.
+
 In-flight accounting: `pick` charges the primary target (in_flight + 1, in_flight_tokens + prompt tokens,
 dispatched_since_scrape + 1); `response_complete` releases that same charge exactly once. When Envoy retried down
 the fallback list, the served endpoint differs from the primary: the charge is still released where it was made
@@ -52,6 +59,9 @@ LOST_RESPONSE_STATUS = 504  # what response hooks are told about a request whose
 class _Tracked:
     state: EndpointState
     received_at: float = float("-inf")  # clock time of the last successful scrape
+    errors_in_row: int = 0  # responses that ended with a 5xx since the last one that did not
+    ejected_until: float = float("-inf")
+    ejections: int = 0
 
 
 class Director:
@@ -62,12 +72,16 @@ class Director:
         rng: random.Random | None = None,
         staleness_s: float = 5.0,
         inflight_ttl_s: float = 600.0,
+        eject_after_errors: int = 5,  # 0: never eject
+        ejection_s: float = 5.0,
     ):
         self.scheduler = scheduler
         self.clock = clock
         self.rng = rng if rng is not None else random.Random()
         self._explain_rng = random.Random(self.rng.getrandbits(64))  # Explain never advances the picks' rng
         self.staleness_s = staleness_s
+        self.eject_after_errors = eject_after_errors
+        self.ejection_s = ejection_s
         self.inflight = InFlightTable(inflight_ttl_s)
         self._tracked: dict[str, _Tracked] = {}
         self._lock = threading.Lock()
@@ -144,20 +158,43 @@ class Director:
             if entry is None:
                 return
             self._release(entry)
-            self.scheduler.response_complete(entry.request, served or entry.address, status, usage, self.clock())
+            now = self.clock()
+            self._judge(served or entry.address, status, now)
+            self.scheduler.response_complete(entry.request, served or entry.address, status, usage, now)
 
     def in_flight_requests(self) -> int:
         return len(self.inflight)
 
+    def ejections(self) -> dict[str, int]:
+        """How many times each member was ejected for answering errors (for the metrics)."""
+        with self._lock:
+            return {address: t.ejections for address, t in self._tracked.items()}
+
     # ---- helpers -----------------------------------------------------------------------------------------
+    def _judge(self, address: str, status: int, now: float) -> None:
+        tracked = self._tracked.get(address)
+        if tracked is None or status < 100:
+            return
+        if status < 500:
+            tracked.errors_in_row = 0
+            return
+        tracked.errors_in_row += 1
+        if self.eject_after_errors and tracked.errors_in_row >= self.eject_after_errors:
+            tracked.errors_in_row = 0
+            tracked.ejected_until = now + self.ejection_s
+            tracked.ejections += 1
+
     def _refresh(self, tracked: _Tracked, now: float) -> bool:
-        """Update the stale flag; True when the endpoint is a candidate."""
+        """Update the stale and ejected flags; True when the endpoint is a candidate (ejection aside)."""
         state = tracked.state
         state.stale = state.metrics is not None and now - tracked.received_at > self.staleness_s
+        state.ejected = now < tracked.ejected_until
         return state.metrics is not None and state.error is None and not state.stale
 
     def _candidates(self, subset: Sequence[str] | None, now: float) -> list[EndpointState]:
         eligible = [t.state for t in self._tracked.values() if self._refresh(t, now)]
+        healthy = [s for s in eligible if not s.ejected]
+        eligible = healthy or eligible  # ejection never empties the pool
         if not eligible:  # last resort: the endpoints whose last scrape succeeded, however old
             eligible = [s for t in self._tracked.values() if (s := t.state).metrics is not None and s.error is None]
             if not eligible:

@@ -12,13 +12,14 @@ vocabulary (a scorer's name, `tie`, `single_candidate`, `below_max`), so it can 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from scorer.sources.scraper import ScrapeResult
@@ -114,6 +115,7 @@ class PickerMetrics:
             ["method", "code"],
             registry=reg,
         )
+        reg.register(_LoopCollector())
 
     def observe_pick(self, result: SchedulingResult, weights: Mapping[str, float], seconds: float) -> str:
         reason = decision_reason(result, weights)
@@ -131,15 +133,21 @@ class PickerMetrics:
     def observe_response(self, status: int) -> None:
         self.responses.labels(f"{status // 100}xx").inc()
 
-    def watch_pool(self, endpoints: Callable[[], list[EndpointState]], staleness: Callable[[str], float]) -> None:
+    def watch_pool(
+        self,
+        endpoints: Callable[[], list[EndpointState]],
+        staleness: Callable[[str], float],
+        ejections: Callable[[], dict[str, int]] = dict,
+    ) -> None:
         """Export pool state read at collection time: readiness, scrape staleness, in-flight per endpoint."""
-        self.registry.register(_PoolCollector(endpoints, staleness))
+        self.registry.register(_PoolCollector(endpoints, staleness, ejections))
 
 
 @dataclass(eq=False)  # registries key collectors by identity
 class _PoolCollector:
     endpoints: Callable[[], list[EndpointState]]
     staleness: Callable[[str], float]
+    ejections: Callable[[], dict[str, int]]
 
     def describe(self) -> list[Metric]:
         return []  # unchecked collector: nothing is collected at registration
@@ -147,7 +155,7 @@ class _PoolCollector:
     def collect(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily(
             "autonomic_picker_endpoint_ready",
-            "1 if the endpoint is a candidate (its last scrape succeeded and is fresh).",
+            "1 if the endpoint is a candidate (its last scrape succeeded and is fresh, and it is not ejected).",
             labels=["endpoint"],
         )
         stale = GaugeMetricFamily(
@@ -160,9 +168,16 @@ class _PoolCollector:
             "Requests picked for the endpoint, not yet completed.",
             labels=["endpoint"],
         )
+        ejected = CounterMetricFamily(
+            "autonomic_picker_endpoint_ejections",
+            "Times the endpoint was taken out for answering 5xx too many times in a row (passive health).",
+            labels=["endpoint"],
+        )
+        for address, count in self.ejections().items():
+            ejected.add_metric([address], count)
         total = 0
         for state in self.endpoints():
-            ok = state.metrics is not None and state.error is None and not state.stale
+            ok = state.metrics is not None and state.error is None and not state.stale and not state.ejected
             ready.add_metric([state.address], 1.0 if ok else 0.0)
             stale.add_metric([state.address], self.staleness(state.address))
             in_flight.add_metric([state.address], state.in_flight)
@@ -170,7 +185,23 @@ class _PoolCollector:
         yield ready
         yield stale
         yield in_flight
+        yield ejected
         yield GaugeMetricFamily("autonomic_picker_in_flight_requests", "Requests picked, not yet completed.", total)
+
+
+class _LoopCollector:
+    """The picker's asyncio task count, read when Prometheus scrapes (on the event loop, in the /metrics handler):
+    a count that keeps growing under steady load is a task leak (`autonomic soak` watches it)."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = asyncio.all_tasks()
+        except RuntimeError:  # collected outside the event loop (a test's registry read): nothing to say
+            return
+        yield GaugeMetricFamily("autonomic_picker_asyncio_tasks", "asyncio tasks alive in the picker.", len(tasks))
 
 
 async def serve_metrics(

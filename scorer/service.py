@@ -50,6 +50,8 @@ class PickerOptions:
     scrape_timeout_s: float = 1.0
     staleness_s: float = 2.0  # GIE's MetricsStalenessThreshold
     drain_s: float = 5.0
+    eject_after_errors: int = 5  # consecutive 5xx responses that take an endpoint out (0: never)
+    ejection_s: float = 5.0
     health_interval_s: float = 0.5
     pool: PoolRef | None = None  # follow an InferencePool's pods instead of the fixed `endpoints`
     tls: CertSource | None = None  # serve ext_proc + Picker API over TLS (health port stays plaintext)
@@ -80,7 +82,12 @@ async def run_picker(
 ) -> None:
     """Serve until `stop` is set, then shut down gracefully. Raises `StartupError` if a port cannot be bound."""
     runtime = PluginRuntime()  # the plugins' run-time inputs, fed below (KV events, tokenizer)
-    director = Director(Scheduler(opts.config, runtime), staleness_s=opts.staleness_s)
+    director = Director(
+        Scheduler(opts.config, runtime),
+        staleness_s=opts.staleness_s,
+        eject_after_errors=opts.eject_after_errors,
+        ejection_s=opts.ejection_s,
+    )
     director.set_endpoints(list(opts.endpoints))
     metrics = PickerMetrics()
     backend = ObservedDirector(director, metrics)
@@ -98,7 +105,7 @@ async def run_picker(
         follow_pool(opts.pool, director, scraper),
         precise_inputs(director, backend, runtime, metrics.registry) as precise,
     ):
-        metrics.watch_pool(director.endpoints, scraper.staleness)
+        metrics.watch_pool(director.endpoints, scraper.staleness, director.ejections)
         results = await scraper.scrape_all()
         log.info(
             "first scrape done",

@@ -64,6 +64,7 @@ class EndpointState:
     in_flight_tokens: int = 0  # prompt tokens (estimated) of in-flight requests not yet answered
     dispatched_since_scrape: int = 0  # requests sent here after the last successful scrape (not yet in `waiting`)
     error: str | None = None  # why the last scrape failed (None when it succeeded)
+    ejected: bool = False  # answered 5xx too many times in a row: out until its ejection ends (Director)
 
     @property
     def address(self) -> str:

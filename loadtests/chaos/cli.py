@@ -6,6 +6,8 @@ printed per scenario with pass/fail against each goal, `results.json` and `repor
 status is 1 when a goal is missed (2 for bad options).
 
     autonomic chaos controller [--scenarios all|fast|NAME,...] [--repeat N] [--out out/chaos-controller]
+
+`autonomic chaos picker` runs the picker's campaign (loadtests/chaos/picker.py, also `python -m`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chaos", help=HELP, description=HELP)
     targets = p.add_subparsers(dest="target", metavar="TARGET", required=True)
     add_arguments(targets.add_parser("controller", help=__doc__.splitlines()[0], description=__doc__.splitlines()[0]))
+    from loadtests.chaos import picker  # light: its machinery is imported when it runs
+
+    first = (picker.__doc__ or "picker").splitlines()[0]
+    picker.add_arguments(targets.add_parser("picker", help=first, description=first))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    if getattr(args, "target", "controller") == "picker":
+        from loadtests.chaos import picker
+
+        return picker.run(args)
     from loadtests.chaos.report import summary_table, write_report
     from loadtests.chaos.scenarios import by_name
 

@@ -28,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-gpu-blocks", type=int, default=None, help="override the profile's KV-cache size")
     p.add_argument("--lora", action="append", default=[], metavar="NAME", help="serve a LoRA adapter (repeatable)")
     p.add_argument("--no-kv-events", action="store_true", help="do not publish KV-cache events")
+    p.add_argument(
+        "--request-log",
+        type=int,
+        default=200_000,
+        help="finished requests kept per server for GET /servers/{i}/requests (~1 KB each; default 200000)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.servers < 1 or args.time_scale <= 0:
-        print("error: --servers must be >= 1 and --time-scale > 0", file=sys.stderr)
+    if args.servers < 1 or args.time_scale <= 0 or args.request_log < 1:
+        print("error: --servers and --request-log must be >= 1 and --time-scale > 0", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_serve(args, profile))
@@ -54,6 +60,7 @@ async def _serve(args: argparse.Namespace, profile: object) -> int:
         time_scale=args.time_scale,
         lora_names=tuple(args.lora),
         kv_events=not args.no_kv_events,
+        request_log=args.request_log,
     )
     await fleet.start()
     stop = asyncio.Event()

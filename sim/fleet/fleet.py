@@ -4,6 +4,8 @@ Why it exists: benchmarks and tests need several independent vLLM-compatible ser
 Server i serves HTTP on base_port+i, publishes KV events on base_port+1000+i and answers replay requests on
 base_port+2000+i. The control API (base_port+3000 unless given) lists servers and sets faults:
 `GET /servers`, `POST /servers/{i}/fault` with `{"mode": "stop|hang|error|slow|ok", ...}`, and
+`POST /servers/{i}/kv_events` with `{"drop": N}` (the next N KV-event batches are lost live, replay keeps them: a
+sequence gap for subscribers) or `{"restart": true}` (a new publisher: seq from 0, empty replay buffer),
 `GET /servers/{i}/requests` (model-time timings of finished requests, for benchmarks) and `GET /servers/{i}/kv_cache`
 (read-only: the blocks its prefix cache holds now, for checking a KV-event consumer against the truth).
 """
@@ -38,6 +40,7 @@ class Fleet:
         kv_events: bool = True,
         control_port: int | None = None,
         host: str = "127.0.0.1",
+        request_log: int = 200_000,
     ) -> None:
         if servers < 1:
             raise ValueError("servers must be at least 1")
@@ -60,6 +63,7 @@ class Fleet:
                 replay_port=base_port + REPLAY_OFFSET + i if kv_events else None,
                 time_scale=time_scale,
                 lora_names=lora_names,
+                request_log=request_log,
             )
             for i in range(servers)
         ]
@@ -82,6 +86,7 @@ class Fleet:
             app = web.Application()
             app.router.add_get("/servers", self._list)
             app.router.add_post("/servers/{i}/fault", self._fault)
+            app.router.add_post("/servers/{i}/kv_events", self._kv_events)
             app.router.add_get("/servers/{i}/requests", self._requests)
             app.router.add_get("/servers/{i}/kv_cache", self._kv_cache)
             self._control = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -149,6 +154,30 @@ class Fleet:
                 "blocks": [[h, n] for h, n in cache.cached_hashes().items()],
             }
         )
+
+    async def _kv_events(self, request: web.Request) -> web.Response:
+        """`{"drop": N}`: the server's next N KV-event batches are not sent live (replay still has them), so a
+        subscriber sees a sequence gap; `{"restart": true}`: the publisher is closed and opened again (sequence numbers
+        from 0, nothing to replay). Answers how many drops are pending and how many batches were dropped so far."""
+        server = self._server(request)
+        usage = 'body must be {"drop": N} with 0 <= N <= 1000000, or {"restart": true}'
+        try:
+            body = json.loads(await request.read() or b"null")
+        except json.JSONDecodeError as exc:
+            return web.json_response({"error": f"invalid JSON: {exc}"}, status=400)
+        restart = isinstance(body, dict) and body == {"restart": True}
+        drop = body.get("drop") if isinstance(body, dict) and set(body) == {"drop"} else None
+        if not restart and (not isinstance(drop, int) or isinstance(drop, bool) or not 0 <= drop <= 1_000_000):
+            return web.json_response({"error": usage}, status=400)
+        if server.publisher is None:
+            return web.json_response({"error": f"server {server.index} publishes no KV events"}, status=409)
+        if isinstance(drop, int):
+            server.drop_kv_batches = drop
+        else:
+            await server.restart_publisher()
+        assert server.publisher is not None
+        pending, dropped = server.drop_kv_batches, server.publisher.dropped
+        return web.json_response({"index": server.index, "pending": pending, "dropped": dropped})
 
     async def _fault(self, request: web.Request) -> web.Response:
         server = self._server(request)

@@ -35,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import time
 from collections import deque
 from dataclasses import replace
 from typing import Any
@@ -101,6 +103,7 @@ class KVEventPublisher:
         self._monitor = self._pub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self._router: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._connected = connect
         try:
             if connect:
                 self._pub.connect(endpoint)
@@ -230,11 +233,24 @@ class KVEventPublisher:
         self._close_sockets()
 
     async def aclose(self) -> None:
-        """close(), then wait for the tasks to finish."""
+        """close(), then wait for the tasks to finish and for the bound ports to be free again.
+
+        ZMQ closes sockets on its I/O thread, after `close()` returns: a publisher started on the same ports at once
+        (a server restart) could find them still bound (EADDRINUSE, seen under CPU load). So this waits, up to
+        `RELEASE_TIMEOUT_S`, until each bound TCP port can be bound again."""
         self.close()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        bound = [self.replay_endpoint] if self._router is not None else []
+        if not self._connected:
+            bound.append(self.endpoint)
+        deadline = time.monotonic() + RELEASE_TIMEOUT_S
+        for endpoint in bound:
+            while True:
+                if _tcp_port_free(endpoint) or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.01)
 
     def _close_sockets(self) -> None:
         with contextlib.suppress(zmq.ZMQError):
@@ -249,3 +265,20 @@ class KVEventPublisher:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+RELEASE_TIMEOUT_S = 5.0
+
+
+def _tcp_port_free(endpoint: str | None) -> bool:
+    """True when `tcp://host:port` can be bound now (as ZMQ binds: SO_REUSEADDR); other transports count as free."""
+    if not endpoint or not endpoint.startswith("tcp://"):
+        return True
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]") or "127.0.0.1", int(port)))
+        except (OSError, ValueError):
+            return False
+    return True

@@ -55,6 +55,11 @@ class FleetProcess:
         except ChildError as exc:
             raise FleetStartError(str(exc)) from exc
 
+    @property
+    def pid(self) -> int | None:
+        """The fleet process' id while it runs (for /proc sampling)."""
+        return self._child.pid if self._child is not None else None
+
     def _read_banner(self, line: str) -> None:
         if self._child is not None and self._child.ready_match is not None:
             return  # the banner ends at the ready line

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
 
+import zmq
 from aiohttp import web
 
 from common.kv_event_types import EventBatch
@@ -58,6 +59,7 @@ class ModelServer:
         time_scale: float = 1.0,
         lora_names: tuple[str, ...] = (),
         served_model_name: str | None = None,
+        request_log: int = 200_000,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -95,7 +97,8 @@ class ModelServer:
         self._unhang = asyncio.Event()
         self._seq = 0
         # model-time record of finished requests, read by benchmarks through the fleet control API
-        self.finished_log: deque[dict[str, Any]] = deque(maxlen=200_000)
+        # finished requests' timings for GET /servers/{i}/requests (~1 KB each: 200 MB per server when full)
+        self.finished_log: deque[dict[str, Any]] = deque(maxlen=request_log)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     @property
@@ -137,6 +140,28 @@ class ModelServer:
             await self._runner.cleanup()
         if self.publisher:
             self.publisher.close()
+
+    async def restart_publisher(self) -> None:
+        """Close the KV-event publisher and open a new one on the same ports (fault injection): its sequence numbers
+        start at 0 again and its replay buffer is empty, as after a vLLM restart (the engine's cache is kept). Events
+        of the steps taken while the ports are rebound are lost, as a restarting server's would be."""
+        old, self.publisher = self.publisher, None  # the engine loop publishes nothing while there is none
+        if old is None:
+            raise RuntimeError(f"server {self.index} publishes no KV events")
+        await old.aclose()  # the engine loop keeps stepping meanwhile: it must never see the closed one
+        replay = f"tcp://{self.host}:{self.replay_port}" if self.replay_port else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while True:  # ZMQ releases the old sockets' ports in its I/O thread, a moment after close()
+            try:
+                self.publisher = KVEventPublisher(self.kv_endpoint or "", replay_endpoint=replay)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or loop.time() > deadline:
+                    self.publisher = None
+                    raise
+                await asyncio.sleep(0.02)
+        log.info("KV-event publisher restarted", extra={"server": self.index})
 
     async def set_fault(self, fault: Fault) -> None:
         """Apply a fault mode (see faults.py); `stop` closes the listener, anything else reopens it."""

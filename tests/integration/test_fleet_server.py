@@ -9,9 +9,13 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+import zmq
+import zmq.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.netutil import find_base_port
 from sim.fleet.fleet import Fleet
+from sim.fleet.profile import load_profile
 from sim.fleet.synth import prompt_text
 
 SHARED = prompt_text([11, 12, 13], 3 * 512)  # 1,536 tokens shared by the requests below
@@ -226,6 +230,74 @@ async def test_fault_hang_times_out_then_releases(fleet2: Fleet) -> None:
     assert await _fault(fleet2, 0, {"mode": "ok"}) == 200
 
 
+async def test_kv_event_drops_leave_a_gap_and_a_restart_counts_from_0(fleet2: Fleet) -> None:
+    server = fleet2.servers[0]
+    assert server.publisher is not None
+    async with aiohttp.ClientSession() as s:
+        for bad in ({"drop": -1}, {"drop": "2"}, {"drop": 1, "x": 1}, [1]):
+            async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json=bad) as r:
+                assert r.status == 400, bad
+        async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json={"drop": 2}) as r:
+            assert r.status == 200 and await r.json() == {"index": 0, "pending": 2, "dropped": 0}
+    before = server.publisher.next_seq
+    c = client(fleet2)
+    for i in range(3):  # each new prompt stores blocks: at least one batch each
+        await c.completions.create(model=server.model_name, prompt=prompt_text([950 + i], 256), max_tokens=2)
+    assert server.publisher.dropped == 2 and server.drop_kv_batches == 0
+    assert server.publisher.next_seq - before >= 3  # the dropped batches kept their sequence numbers
+    old = server.publisher
+    ctx = zmq.asyncio.Context.instance()
+    sub = ctx.socket(zmq.SUB)  # a connected subscriber keeps the port busy a moment after the close
+    sub.connect(server.kv_endpoint or "")
+    await old.wait_for_peers(1)
+    async with aiohttp.ClientSession() as s:
+        for bad in ({"restart": False}, {"restart": True, "drop": 1}):
+            async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json=bad) as r:
+                assert r.status == 400, bad
+        async with s.post(f"{fleet2.control_url}/servers/0/kv_events", json={"restart": True}) as r:
+            assert r.status == 200 and (await r.json())["dropped"] == 0
+    assert server.publisher is not old and server.publisher.next_seq == 0  # a new publisher counts from 0
+    await c.completions.create(model=server.model_name, prompt=prompt_text([960], 256), max_tokens=2)
+    assert server.publisher.next_seq >= 1  # and the server publishes through it
+    sub.close(linger=0)
+
+
+async def test_a_publisher_restart_during_generation_leaves_the_engine_serving() -> None:
+    """The engine keeps stepping (and storing blocks) while the publisher's ports are rebound: it must never publish
+    through the closed publisher (that raised in the engine loop, which died: every request then hung)."""
+    profile = load_profile(num_gpu_blocks=4096)
+    fleet = Fleet(servers=1, base_port=find_base_port(1), profile=profile, time_scale=20.0)
+    await fleet.start()
+    server = fleet.servers[0]
+    sub = zmq.asyncio.Context.instance().socket(zmq.SUB)  # keeps the old port busy a moment: the rebind retries
+    try:
+        assert server.publisher is not None
+        sub.connect(server.kv_endpoint or "")
+        await server.publisher.wait_for_peers(1)
+        c = client(fleet)
+        body = {"min_tokens": 400}
+        generating = [  # decoding stores a block every 16 tokens: events all through the restart
+            asyncio.create_task(
+                c.completions.create(model=server.model_name, prompt=f"long {i}", max_tokens=400, extra_body=body)
+            )
+            for i in range(4)
+        ]
+        while not server.engine.running:  # noqa: ASYNC110 - the engine offers no event to wait on
+            await asyncio.sleep(0.005)
+        for _ in range(3):
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(f"{fleet.control_url}/servers/0/kv_events", json={"restart": True}) as r,
+            ):
+                assert r.status == 200
+        done = await asyncio.wait_for(asyncio.gather(*generating), 30)
+        assert all(d.usage is not None and d.usage.completion_tokens == 400 for d in done)
+        await asyncio.wait_for(c.completions.create(model=server.model_name, prompt="after", max_tokens=2), 10)
+    finally:
+        sub.close(linger=0)
+        await fleet.stop()
+
+
 @pytest.mark.parametrize(
     "body", [{"mode": "explode"}, {"mode": "slow"}, {"mode": "error", "status": 200}, {"mode": "ok", "x": 1}]
 )
@@ -249,3 +321,22 @@ async def test_slow_fault_raises_model_time_latency(fleet2: Fleet) -> None:
     assert await _fault(fleet2, 0, {"mode": "slow", "factor": 4}) == 200
     slow = await prefill_of(prompt_text([902], 512))
     assert slow == pytest.approx(normal * 4, rel=0.05)
+
+
+async def test_the_request_log_keeps_only_the_last_n_requests() -> None:
+    """The benchmark request log is bounded (`--request-log`): a long-running twin does not grow with it forever."""
+    profile = load_profile(num_gpu_blocks=512)
+    fleet = Fleet(servers=1, base_port=find_base_port(1), profile=profile, time_scale=1000.0, request_log=2)
+    await fleet.start()
+    try:
+        c = client(fleet)
+        for i in range(3):
+            body = {"request_id": f"log-{i}"}
+            await c.completions.create(
+                model=fleet.servers[0].model_name, prompt=f"log {i}", max_tokens=2, extra_body=body
+            )
+        async with aiohttp.ClientSession() as s, s.get(f"{fleet.control_url}/servers/0/requests") as r:
+            kept = [e["request_id"] for e in await r.json()]
+        assert len(kept) == 2 and kept[0].startswith("log-1") and kept[1].startswith("log-2")
+    finally:
+        await fleet.stop()

@@ -238,3 +238,15 @@ async def test_publish_never_blocks_without_subscribers_and_close_is_final() -> 
 def test_publisher_needs_a_running_loop() -> None:
     with pytest.raises(RuntimeError):
         KVEventPublisher("tcp://127.0.0.1:*")
+
+
+async def test_a_restarted_publisher_binds_the_ports_its_predecessor_just_released() -> None:
+    """A server restart rebinds the same ports at once: aclose() returns only once ZMQ's I/O thread has let them go
+    (it closes sockets after close() returns; under CPU load a rebind right away failed with EADDRINUSE)."""
+    first = KVEventPublisher("tcp://127.0.0.1:*", replay_endpoint="tcp://127.0.0.1:*")
+    events, replay = first.endpoint, first.replay_endpoint
+    assert events and replay and not events.endswith(":*")
+    await first.aclose()
+    for _ in range(20):
+        again = KVEventPublisher(events, replay_endpoint=replay)  # raises ZMQError if a port is still held
+        await again.aclose()

@@ -234,3 +234,48 @@ def test_session_affinity_through_the_director(clock: Clock):
     director.response_complete("t1", None, 200, None)
     second = director.pick(req("t2", prompt="something else", headers={"x-session-id": "chat"}))
     assert second.addresses[0] == first.addresses[0]
+
+
+def _answer(director: Director, rid: str, status: int, served: str | None = None) -> str:
+    """Pick for `rid`, then end its response with `status` (on `served`, else where it was picked); the primary."""
+    primary = director.pick(req(rid, prompt=f"{rid} distinct prompt")).targets[0].address
+    director.response_complete(rid, served or primary, status, None)
+    return primary
+
+
+def test_an_endpoint_answering_5xx_in_a_row_is_ejected_then_back_after_the_ejection(clock: Clock):
+    director = make(clock, eject_after_errors=3, ejection_s=5.0)
+    for i, status in enumerate([500, 503, 200, 500, 500]):  # a success resets the run: not ejected yet
+        director.pick(req(f"r{i}"))
+        director.response_complete(f"r{i}", A, status, None)
+        assert not any(s.ejected for s in director.endpoints())
+    director.pick(req("r5"))
+    director.response_complete("r5", A, 502, None)  # the third 5xx in a row (0 = a cancel, not judged)
+    assert {s.address: s.ejected for s in director.endpoints()} == {A: True, B: False, C: False}
+    assert director.ejections() == {A: 1, B: 0, C: 0}
+    assert {_answer(director, f"x{i}", 200) for i in range(12)} <= {B, C}  # no traffic while ejected
+    clock.now += 5.0
+    assert not any(s.ejected for s in director.endpoints())
+    assert A in {_answer(director, f"y{i}", 200) for i in range(12)}  # back after the ejection
+
+
+def test_ejection_never_empties_the_pool_and_cancels_are_not_errors(clock: Clock):
+    director = make(clock, addresses=(A, B), eject_after_errors=2)
+    for i in range(2):
+        director.pick(req(f"c{i}"))
+        director.response_complete(f"c{i}", A, 0, None)  # ended before response headers: not judged
+    assert director.ejections() == {A: 0, B: 0}
+    for address in (A, B):
+        for i in range(2):
+            director.pick(req(f"{address}{i}"))
+            director.response_complete(f"{address}{i}", address, 500, None)
+    assert all(s.ejected for s in director.endpoints())
+    assert _answer(director, "last", 200) in (A, B)  # every endpoint ejected: they all route again
+
+
+def test_no_ejection_when_disabled(clock: Clock):
+    director = make(clock, eject_after_errors=0)
+    for i in range(20):
+        director.pick(req(f"e{i}"))
+        director.response_complete(f"e{i}", A, 500, None)
+    assert director.ejections() == {A: 0, B: 0, C: 0} and not any(s.ejected for s in director.endpoints())
