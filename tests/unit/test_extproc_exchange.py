@@ -147,6 +147,17 @@ def test_bad_body_is_400_and_nothing_is_picked():
     assert not rr.completions
 
 
+def test_a_nesting_bomb_is_the_clients_fault_400_and_an_info_line(caplog):
+    caplog.set_level(logging.INFO, logger="autonomic.extproc")
+    ex = Exchange(RoundRobinBackend([A]))
+    ex.handle(req_headers())
+    (out,) = ex.handle(req_body(b'{"model":"m","prompt":' + b"[" * 100_000, True))
+    assert out.immediate_response.status.code == 400
+    assert b"nested more than 128 levels deep" in out.immediate_response.body
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert caplog.records[0].getMessage() == "request rejected"
+
+
 def test_subset_is_honoured_and_empty_subset_is_503():
     rr = RoundRobinBackend([A, B])
     ex = Exchange(rr)

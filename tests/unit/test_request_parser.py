@@ -201,3 +201,22 @@ def test_bad_requests(path, body, needle):
     with pytest.raises(BadRequestError) as err:
         _parse(path, body)
     assert needle in err.value.message
+
+
+def test_a_nesting_bomb_is_a_bad_request():
+    for bomb in (b"[" * 100_000, b'{"model":"m","prompt":' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}"):
+        with pytest.raises(BadRequestError) as err:
+            _parse("/v1/completions", bomb)
+        assert "nested more than 128 levels deep" in err.value.message
+
+
+def test_nesting_up_to_the_limit_parses_and_brackets_in_strings_do_not_count():
+    def deep(n: int) -> object:
+        return {"a": deep(n - 1)} if n else 1
+
+    ok = _parse(
+        "/v1/chat/completions", {"model": "m", "messages": [{"role": "u", "content": "[{" * 500}], "t": deep(127)}
+    )
+    assert ok.prompt == "u\n" + "[{" * 500 + "\n"
+    with pytest.raises(BadRequestError):
+        _parse("/v1/chat/completions", {"model": "m", "messages": [{"role": "u", "content": "x"}], "t": deep(128)})
