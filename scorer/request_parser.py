@@ -120,7 +120,7 @@ def _json_object(text: str) -> dict[str, Any]:
         doc = json.loads(text)
     except RecursionError:  # a nesting bomb, deeper than the interpreter's stack allows
         raise too_deep from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits (sys.get_int_max_str_digits)
         raise BadRequestError(f"request body is not valid JSON: {exc}") from None
     # only a text with more brackets than the limit can nest deeper than it (the usual case costs two C scans)
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nests_deeper(doc, MAX_JSON_DEPTH):

@@ -220,3 +220,10 @@ def test_nesting_up_to_the_limit_parses_and_brackets_in_strings_do_not_count():
     assert ok.prompt == "u\n" + "[{" * 500 + "\n"
     with pytest.raises(BadRequestError):
         _parse("/v1/chat/completions", {"model": "m", "messages": [{"role": "u", "content": "x"}], "t": deep(128)})
+
+
+def test_an_integer_too_long_to_convert_is_a_bad_request():
+    body = b'{"model":"m","prompt":"x","max_tokens":' + b"9" * 5000 + b"}"
+    with pytest.raises(BadRequestError) as err:
+        _parse("/v1/completions", body)
+    assert "not valid JSON" in err.value.message and "4300 digits" in err.value.message
