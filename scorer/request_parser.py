@@ -88,6 +88,9 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id
     max_tokens = _optional_count(doc, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_count(doc, "max_tokens")
+    if "\\ud" in text or "\\uD" in text:  # a \uXXXX escape of a surrogate: is each one half of a pair?
+        _check_unicode(model, "model")
+        _check_unicode(prompt, "prompt" if kind == "completions" else "messages")
     return LLMRequest(
         request_id=request_id,
         model=model,
@@ -109,7 +112,7 @@ def _json_text(body: bytes) -> str:
     if not body.strip():
         raise BadRequestError("request body is empty; expected a JSON object")
     try:
-        return body.decode(json.detect_encoding(body), "surrogatepass")
+        return body.decode(json.detect_encoding(body))  # strict: an encoded surrogate is not UTF-8
     except UnicodeDecodeError as exc:
         raise BadRequestError(f"request body is not valid JSON: {exc}") from None
 
@@ -140,6 +143,14 @@ def _nests_deeper(doc: Any, limit: int) -> bool:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def _check_unicode(value: str, param: str) -> None:
+    """An unpaired surrogate escape (`"\\ud800"`) decodes to a str with no UTF-8 form: nothing could hash it."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequestError(f"'{param}' is not valid Unicode: it holds an unpaired surrogate escape", param) from None
 
 
 def _priority(headers: Mapping[str, str]) -> int:

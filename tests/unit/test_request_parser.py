@@ -227,3 +227,23 @@ def test_an_integer_too_long_to_convert_is_a_bad_request():
     with pytest.raises(BadRequestError) as err:
         _parse("/v1/completions", body)
     assert "not valid JSON" in err.value.message and "4300 digits" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/completions", b'{"model":"m","prompt":"a\\ud800b"}', "prompt"),
+        ("/v1/completions", b'{"model":"m\\uDFFF","prompt":"a"}', "model"),
+        ("/v1/chat/completions", b'{"model":"m","messages":[{"role":"user","content":"\\ud83d"}]}', "messages"),
+        ("/v1/completions", b'{"model":"m","prompt":"a\xed\xa0\x80b"}', None),  # an encoded surrogate: not UTF-8
+    ],
+)
+def test_unpaired_surrogates_are_a_bad_request(path, body, param):
+    with pytest.raises(BadRequestError) as err:
+        _parse(path, body)
+    assert err.value.param == param
+
+
+def test_escaped_surrogate_pairs_are_text():
+    req = _parse("/v1/completions", b'{"model":"m","prompt":"smile \\ud83d\\ude00"}')
+    assert req.prompt == "smile \U0001f600"
