@@ -52,15 +52,23 @@ class RequestHead:
     end_of_stream: bool  # no body follows (e.g. a GET)
 
 
+def header_int(value: str) -> int | None:
+    """A header's decimal value (`content-length`, `:status`), None unless it is 1 to 18 ASCII digits.
+
+    `str.isdigit` alone is not enough: it is true for "²" and other Unicode digits that `int` refuses, and for
+    digit strings longer than `int` converts (4300).
+    """
+    return int(value) if 0 < len(value) <= 18 and value.isascii() and value.isdigit() else None
+
+
 def read_request_head(msg: pb.HttpHeaders) -> RequestHead:
     headers = header_dict(msg.headers)
-    length = headers.get("content-length", "")
     return RequestHead(
         headers=headers,
         path=headers.get(":path", "/"),
         method=headers.get(":method", "GET").upper(),
         request_id=headers.get("x-request-id") or None,
-        content_length=int(length) if length.isdigit() else None,
+        content_length=header_int(headers.get("content-length", "")),
         end_of_stream=msg.end_of_stream,
     )
 
@@ -74,9 +82,8 @@ class ResponseHead:
 
 def read_response_head(msg: pb.HttpHeaders) -> ResponseHead:
     headers = header_dict(msg.headers)
-    status = headers.get(":status", "")
     return ResponseHead(
-        status=int(status) if status.isdigit() else 0,
+        status=header_int(headers.get(":status", "")) or 0,
         streaming="text/event-stream" in headers.get("content-type", "").lower(),
         end_of_stream=msg.end_of_stream,
     )

@@ -45,6 +45,12 @@ def test_request_head_reads_raw_and_plain_values():
     assert (plain.path, plain.request_id, plain.content_length, plain.end_of_stream) == ("/x", None, None, True)
 
 
+@pytest.mark.parametrize("value", ["²", "١٢", "9" * 5000, "-1", "1e3", ""])
+def test_odd_numbers_in_headers_read_as_absent(value):
+    assert p.read_request_head(headers_msg({"content-length": value})).content_length is None
+    assert p.read_response_head(headers_msg({":status": value})).status == 0
+
+
 def test_response_head():
     head = p.read_response_head(headers_msg({":status": "200", "content-type": "text/event-stream; charset=utf-8"}))
     assert (head.status, head.streaming) == (200, True)
