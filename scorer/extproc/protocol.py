@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, get_args
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -30,6 +30,11 @@ SERVED_KEY = "x-gateway-destination-endpoint-served"
 BodyMode = Literal["NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED", "GRPC"]
 Phase = Literal["request_headers", "response_headers", "request_body", "response_body"]
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_BODY_MODES: dict[int, BodyMode] = {
+    v.number: cast(BodyMode, v.name)
+    for v in processing_mode_pb2.ProcessingMode.BodySendMode.DESCRIPTOR.values
+    if v.name in get_args(BodyMode)
+}
 
 
 # ---- reading what Envoy sends ---------------------------------------------------------------------------------
@@ -90,12 +95,14 @@ def read_response_head(msg: pb.HttpHeaders) -> ResponseHead:
 
 
 def body_modes(req: pb.ProcessingRequest) -> tuple[BodyMode | None, BodyMode | None]:
-    """(request, response) body modes Envoy announced in `protocol_config` (first message only), else Nones."""
+    """(request, response) body modes Envoy announced in `protocol_config` (first message only), else Nones.
+
+    A value this build of the protos does not name (proto3 enums are open: a newer Envoy may send one) is None too.
+    """
     if not req.HasField("protocol_config"):
         return None, None
-    name = processing_mode_pb2.ProcessingMode.BodySendMode.Name
     cfg = req.protocol_config
-    return name(cfg.request_body_mode), name(cfg.response_body_mode)
+    return _BODY_MODES.get(cfg.request_body_mode), _BODY_MODES.get(cfg.response_body_mode)
 
 
 def subset_hint(req: pb.ProcessingRequest) -> list[str] | None:

@@ -103,6 +103,14 @@ def test_modes_announced_by_envoy_win():
     assert ex.request_mode == "BUFFERED"
 
 
+def test_an_unknown_announced_mode_keeps_the_configured_one():
+    ex = Exchange(RoundRobinBackend([A]), request_mode="BUFFERED")
+    first = req_headers()
+    first.protocol_config.request_body_mode = 99
+    assert kinds(ex.handle(first)) == ["request_headers"]
+    assert ex.request_mode == "BUFFERED"
+
+
 def test_request_without_body_is_routed_at_headers():
     rr = RoundRobinBackend([A, B])
     ex = Exchange(rr)

@@ -146,6 +146,16 @@ def test_body_modes_from_protocol_config():
     req.protocol_config.request_body_mode = 2  # BUFFERED
     req.protocol_config.response_body_mode = 4  # FULL_DUPLEX_STREAMED
     assert p.body_modes(req) == ("BUFFERED", "FULL_DUPLEX_STREAMED")
+    req.protocol_config.request_body_mode = 5
+    req.protocol_config.response_body_mode = 0
+    assert p.body_modes(req) == ("GRPC", "NONE")
+
+
+def test_a_body_mode_this_build_does_not_know_is_not_announced():
+    req = pb.ProcessingRequest()
+    req.protocol_config.request_body_mode = 99  # proto3 enums are open: a newer Envoy may send a new mode
+    req.protocol_config.response_body_mode = 1
+    assert p.body_modes(req) == (None, "STREAMED")
 
 
 # ---- usage --------------------------------------------------------------------------------------------------
