@@ -236,8 +236,8 @@ class Exchange:
         if self.reported or not self.targets:
             return
         self.reported = True
-        usage = self.usage.usage() if self.usage is not None else None
-        try:
+        try:  # it runs in the shell's `finally`: nothing may escape it
+            usage = self.usage.usage() if self.usage is not None else None
             self.backend.response_complete(self.request_id, self.served, self.status, usage)
         except Exception:
             log.exception("response_complete failed", extra={"request_id": self.request_id})

@@ -111,6 +111,19 @@ def test_an_unknown_announced_mode_keeps_the_configured_one():
     assert ex.request_mode == "BUFFERED"
 
 
+def test_a_hostile_response_body_is_echoed_and_reported_once():
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr)
+    ex.handle(req_headers())
+    ex.handle(req_body(BODY, True))
+    ex.handle(resp_headers())
+    bomb = b'{"usage":' + b"[" * 100_000
+    out = ex.handle(resp_body(bomb, True))
+    assert b"".join(o.response_body.response.body_mutation.streamed_response.body for o in out) == bomb
+    ex.finish()
+    assert [(c.request_id, c.usage) for c in rr.completions] == [("r1", None)]
+
+
 def test_request_without_body_is_routed_at_headers():
     rr = RoundRobinBackend([A, B])
     ex = Exchange(rr)

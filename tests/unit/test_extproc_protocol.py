@@ -193,6 +193,22 @@ def test_usage_from_json_body_and_garbage():
     assert usage_from_dict(None) is None
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"usage":' + b"[" * 100_000,
+        b'{"usage":' + b"9" * 5000 + b"}",
+        b"\xff\xfe",
+        b'{"usage": {"prompt_tokens": 1e999}}',
+    ],
+)
+def test_usage_reader_never_raises_on_a_servers_body(body):
+    for streaming, data in ((False, body), (True, b"data: " + body + b"\n"), (True, b"data: " + body)):
+        reader = UsageReader(streaming=streaming)
+        reader.feed(data)
+        assert reader.usage() in (None, Usage(None, None, None))
+
+
 def test_usage_reader_limit():
     reader = UsageReader(streaming=True, limit=64)
     reader.feed(b"data: " + b"x" * 100)  # an over-long line is skipped...
