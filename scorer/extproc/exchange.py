@@ -6,6 +6,9 @@ then sends Headers -> Body chunks; in BUFFERED it answers the headers with CONTI
 body answer. The response is passed through as it comes. The machine tolerates odd input (body before headers,
 duplicate end_of_stream — GIE #2988 / envoy #46237, a request that ends at its headers) and guarantees that a
 request the backend picked for is reported back to `response_complete` exactly once, whatever happens.
+
+The body the picker holds is bounded: a request body over `max_body_bytes` (announced by its content-length or
+found while buffering) is answered 413 at once and nothing more of it is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from scorer.request_parser import BadRequestError, parse_request, request_kind
 from scorer.types import LLMRequest, NoEndpointError, SchedulingResult
 
 log = logging.getLogger("autonomic.extproc")
+
+MAX_BODY_BYTES = 32 * 1024 * 1024  # ~8M tokens of text, or a few large images in base64: beyond any model's context
 
 
 class PickBackend(Protocol):
@@ -47,10 +52,12 @@ class Exchange:
         *,
         request_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
         response_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
+        max_body_bytes: int = MAX_BODY_BYTES,
     ):
         self.backend = backend
         self.request_mode: p.BodyMode = request_mode
         self.response_mode: p.BodyMode = response_mode
+        self.max_body_bytes = max_body_bytes
         self.head: p.RequestHead | None = None
         self.request_id = ""
         self.subset: list[str] | None = None
@@ -105,6 +112,8 @@ class Exchange:
         if kind == "request_body":
             if self.request_mode == "FULL_DUPLEX_STREAMED" and not req.request_body.end_of_stream:
                 return None
+            if len(self.body) + len(req.request_body.body) > self.max_body_bytes:
+                return None
             body = bytes(self.body) + req.request_body.body
         elif kind == "request_trailers":
             body = bytes(self.body)
@@ -128,6 +137,8 @@ class Exchange:
             # no body to read before routing (a GET, or a mode that forwards headers before the body)
             self.body_done = self.head.end_of_stream
             return self._decide(body_follows=False)
+        if (self.head.content_length or 0) > self.max_body_bytes:
+            return self._too_large(self.head.content_length)
         if self.request_mode == "FULL_DUPLEX_STREAMED":
             return []  # the headers answer waits for the body
         return [p.continue_response("request_headers")]  # BUFFERED: headers stay held until the body answer
@@ -148,6 +159,8 @@ class Exchange:
             if self.request_mode == "FULL_DUPLEX_STREAMED":
                 return p.streamed_body_responses(msg.body, end_of_stream=msg.end_of_stream)
             return [p.continue_response("request_body")]
+        if len(self.body) + len(msg.body) > self.max_body_bytes:
+            return self._too_large(len(self.body) + len(msg.body))
         self.body += msg.body
         if self.request_mode == "FULL_DUPLEX_STREAMED" and not msg.end_of_stream:
             return []
@@ -196,6 +209,11 @@ class Exchange:
             p.route_headers_response(self.targets, len(body)),
             *p.streamed_body_responses(body, end_of_stream=not trailers_follow),
         ]
+
+    def _too_large(self, size: int | None) -> Out:
+        self.body = bytearray()
+        message = f"request body of {size} bytes or more exceeds the picker's limit of {self.max_body_bytes} bytes"
+        return self._reject(413, message, "body_too_large")
 
     def _reject(self, status: int, message: str, reason: str, param: str | None = None) -> Out:
         self.closed = True

@@ -207,7 +207,13 @@ def streamed_body_responses(
 
 
 # ---- immediate responses ---------------------------------------------------------------------------------------
-_ERROR_TYPES = {400: "BadRequestError", 429: "RateLimitError", 500: "InternalServerError", 503: "ServiceUnavailable"}
+_ERROR_TYPES = {
+    400: "BadRequestError",
+    413: "RequestTooLargeError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
 
 
 def error_body(status: int, message: str, param: str | None = None) -> bytes:

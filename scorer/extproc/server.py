@@ -22,7 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from scorer.extproc.exchange import Exchange, PickBackend
+from scorer.extproc.exchange import MAX_BODY_BYTES, Exchange, PickBackend
 from scorer.extproc.protocol import BodyMode, immediate_response
 from scorer.extproc.tls import CertSource, server_credentials
 
@@ -45,15 +45,22 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         *,
         request_mode: BodyMode = "FULL_DUPLEX_STREAMED",
         response_mode: BodyMode = "FULL_DUPLEX_STREAMED",
+        max_body_bytes: int = MAX_BODY_BYTES,
     ):
         self.backend = backend
         self.request_mode: BodyMode = request_mode
         self.response_mode: BodyMode = response_mode
+        self.max_body_bytes = max_body_bytes
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        exchange = Exchange(self.backend, request_mode=self.request_mode, response_mode=self.response_mode)
+        exchange = Exchange(
+            self.backend,
+            request_mode=self.request_mode,
+            response_mode=self.response_mode,
+            max_body_bytes=self.max_body_bytes,
+        )
         prepare = getattr(self.backend, "prepare", None)  # optional async step before a decision (tokenize)
         if not getattr(self.backend, "preparers", True):  # nothing to prepare: no parse ahead, no body copy
             prepare = None
@@ -130,18 +137,21 @@ async def serve_extproc(
     services: Sequence[Callable[[grpc.aio.Server], None]] = (),
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     tls: CertSource | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> ExtProcHandle:
     """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`.
 
     `services` add more gRPC services to the same server (each is called with it, e.g. a generated
     `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server. `tls`: serve
-    the main port over TLS with that certificate source (the health-only port stays plaintext).
+    the main port over TLS with that certificate source (the health-only port stays plaintext). A request body over
+    `max_body_bytes` is answered 413.
     """
     state = HealthState(backend, interval=health_interval)
     await state.update()
     server = grpc.aio.server(interceptors=list(interceptors) or None, options=_NO_PORT_SHARING)
     pb_grpc.add_ExternalProcessorServicer_to_server(
-        ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode), server
+        ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode, max_body_bytes=max_body_bytes),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
     for add_service in services:

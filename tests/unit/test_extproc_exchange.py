@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Sequence
 
+import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
@@ -122,6 +123,29 @@ def test_a_hostile_response_body_is_echoed_and_reported_once():
     assert b"".join(o.response_body.response.body_mutation.streamed_response.body for o in out) == bomb
     ex.finish()
     assert [(c.request_id, c.usage) for c in rr.completions] == [("r1", None)]
+
+
+def test_a_body_over_the_limit_is_413_and_not_kept(caplog):
+    caplog.set_level(logging.INFO, logger="autonomic.extproc")
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr, max_body_bytes=100)
+    ex.handle(req_headers())
+    assert ex.handle(req_body(b"x" * 60, False)) == []
+    (out,) = ex.handle(req_body(b"x" * 60, False))
+    assert out.immediate_response.status.code == 413
+    assert json.loads(out.immediate_response.body)["error"]["type"] == "RequestTooLargeError"
+    assert ex.closed and not ex.body and not rr.picks
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", "request rejected")]
+
+
+@pytest.mark.parametrize("mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
+def test_a_content_length_over_the_limit_is_413_at_the_headers(mode):
+    ex = Exchange(RoundRobinBackend([A]), request_mode=mode, max_body_bytes=100)
+    (out,) = ex.handle(req_headers(**{"content-length": "101"}))
+    assert out.immediate_response.status.code == 413
+    ok = Exchange(RoundRobinBackend([A]), request_mode=mode, max_body_bytes=len(BODY))
+    ok.handle(req_headers(**{"content-length": str(len(BODY))}))
+    assert "immediate_response" not in kinds(ok.handle(req_body(BODY, True)))
 
 
 def test_request_without_body_is_routed_at_headers():
