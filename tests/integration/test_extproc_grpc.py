@@ -66,6 +66,23 @@ async def exchange(port: int, messages: list[pb.ProcessingRequest], expect: int)
         return out
 
 
+async def whole_stream(
+    port: int, messages: list[pb.ProcessingRequest]
+) -> tuple[list[pb.ProcessingResponse], grpc.StatusCode]:
+    """Write every message, half-close, read every answer: the answers and the call's final status."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = pb_grpc.ExternalProcessorStub(channel).Process()
+        out: list[pb.ProcessingResponse] = []
+        try:
+            for m in messages:
+                await call.write(m)
+            await call.done_writing()
+            out = [answer async for answer in call]
+        except grpc.aio.AioRpcError:
+            pass
+        return out, await call.code()
+
+
 def destination(resp: pb.ProcessingResponse) -> str:
     (h,) = [h for h in resp.request_headers.response.header_mutation.set_headers if h.header.key == p.DESTINATION_KEY]
     return h.header.raw_value.decode()
@@ -132,6 +149,18 @@ async def test_odd_streams_do_not_break_the_server(picker):
         await exchange(handle.port, messages, expect=n)
     out = await exchange(handle.port, [headers("ok"), body(b'{"model": "m", "prompt": "x"}'), body(b"dup")], expect=2)
     assert destination(out[0]) in (A, B)
+
+
+async def test_messages_after_an_immediate_response_do_not_fail_the_call(picker):
+    """Envoy may have sent more of the body when the answer comes (e.g. a 503 at the headers in STREAMED mode);
+    ending the call under the client's writes made a gRPC client report status INTERNAL."""
+    handle, backend = picker
+    late = [body(b"more", eos=False)] * 20
+    for first in ([headers("bad"), body(b"{not json")], [headers("none", eos=True, subset=[])]):
+        out, code = await whole_stream(handle.port, [*first, *late])
+        assert code == grpc.StatusCode.OK
+        assert [o.immediate_response.status.code for o in out] in ([400], [503])
+    assert not backend.picks
 
 
 async def test_health_services(picker):
