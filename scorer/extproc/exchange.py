@@ -99,6 +99,12 @@ class Exchange:
         log.warning("ext_proc message without a request part", extra={"request_id": self.request_id})
         return []
 
+    def malformed(self, error: str) -> Out:
+        """A message that does not decode as a ProcessingRequest: the client's fault, a 400 that ends the exchange."""
+        if self.closed:
+            return []
+        return self._reject(400, f"malformed ext_proc message: {error}", "bad_message")
+
     def pending_request(self, req: pb.ProcessingRequest) -> LLMRequest | None:
         """The inference request this message completes, parsed, when handling it will ask for a decision.
 

@@ -74,7 +74,12 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         answered = False  # an ImmediateResponse ended the exchange: what the client still sends is read and dropped
         try:
             while not exchange.closed:
-                req = await context.read()  # not the iterator: a message that fails to decode would end it
+                try:
+                    req = await context.read()  # not the iterator: a message that fails to decode would end it
+                except DecodeError as exc:  # not a ProcessingRequest: the client's fault
+                    for answer in exchange.malformed(str(exc)):
+                        yield answer
+                    continue
                 if req is grpc.aio.EOF:
                     return
                 if prepare is not None and (pending := exchange.pending_request(req)) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -161,6 +162,36 @@ async def test_messages_after_an_immediate_response_do_not_fail_the_call(picker)
         assert code == grpc.StatusCode.OK
         assert [o.immediate_response.status.code for o in out] in ([400], [503])
     assert not backend.picks
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x12\x07\n\x05",  # truncated
+        b"\x12\x07\n\x05\n\x03\n\x01\xff",  # a header key (a proto3 string) that is not UTF-8
+    ],
+)
+async def test_a_message_that_does_not_decode_is_the_clients_fault(picker, raw, caplog):
+    caplog.set_level(logging.INFO, logger="autonomic.extproc")
+    handle, backend = picker
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+        call = channel.stream_stream(
+            "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.ProcessingResponse.FromString,
+        )()
+        for message in (headers("m").SerializeToString(), raw, body().SerializeToString()):
+            await call.write(message)
+        await call.done_writing()
+        out = [answer async for answer in call]
+        assert await call.code() == grpc.StatusCode.OK
+    assert [o.immediate_response.status.code for o in out] == [400]
+    assert b"malformed ext_proc message" in out[0].immediate_response.body
+    assert not backend.picks
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "autonomic.extproc"][-1:] == [
+        ("INFO", "request rejected")
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_health_services(picker):

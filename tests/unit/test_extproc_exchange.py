@@ -148,6 +148,16 @@ def test_a_content_length_over_the_limit_is_413_at_the_headers(mode):
     assert "immediate_response" not in kinds(ok.handle(req_body(BODY, True)))
 
 
+def test_a_malformed_message_ends_the_exchange_with_a_400_once():
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr)
+    ex.handle(req_headers())
+    (out,) = ex.malformed("Wire format was corrupt")
+    assert out.immediate_response.status.code == 400 and ex.closed
+    assert ex.malformed("again") == []
+    assert not rr.picks
+
+
 def test_request_without_body_is_routed_at_headers():
     rr = RoundRobinBackend([A, B])
     ex = Exchange(rr)
