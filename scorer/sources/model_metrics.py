@@ -91,7 +91,8 @@ def _samples(text: str) -> dict[str, list[Sample]]:
             for sample in family.samples:
                 if sample.name in SERIES:
                     out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
-    except (ValueError, TypeError, IndexError) as exc:  # what the parser raises on a malformed line
+    # what the parser raises on a malformed line; OverflowError: an integer value too large for a float ("9" * 400)
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
         raise MetricsError(f"malformed exposition: {exc}") from None
     return out
 

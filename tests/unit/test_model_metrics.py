@@ -116,6 +116,7 @@ def test_parses(text: str, expected: dict[str, object]):
         pytest.param(BASE.replace(" 0.5\n", " 1.5\n"), "must be a fraction in [0, 1]", id="kv-over-1"),
         pytest.param(BASE.replace(" 2\n", " two\n"), "malformed exposition", id="not-a-number"),
         pytest.param(BASE.replace("waiting 2", 'waiting{model_name="m} 2'), "malformed exposition", id="bad-labels"),
+        pytest.param(BASE.replace(" 2\n", f" {'9' * 400}\n"), "malformed exposition", id="int-beyond-float"),
     ],
 )
 def test_refuses(text: str, message: str):
