@@ -268,6 +268,8 @@ def load_config(source: str | Path) -> ControllerConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"yaml: {exc}".replace("\n", " ")]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively: "[" * 5000
+        raise ConfigError(["yaml: collections nested too deeply"]) from None
     return parse_config(data)
 
 
