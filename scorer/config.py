@@ -218,6 +218,6 @@ def _read(source: str | Path) -> str:
         path = Path(source)
         try:
             return path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise ConfigError([f"{path}: {getattr(exc, 'strerror', None) or exc}"]) from None
     return source
