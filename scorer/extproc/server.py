@@ -34,6 +34,7 @@ LIVENESS, READINESS = "liveness", "readiness"
 # grpcio binds with SO_REUSEPORT by default: a second picker on a taken port would start and share its traffic
 _NO_PORT_SHARING = (("grpc.so_reuseport", 0),)
 DRAIN_S = 1.0  # after an ImmediateResponse, how long the client may take to end its side of the stream
+_MESSAGE_SLACK = 1 << 20  # what a ProcessingRequest carries besides its body (headers, metadata, attributes)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -184,7 +185,10 @@ async def serve_extproc(
     """
     state = HealthState(backend, interval=health_interval)
     await state.update()
-    server = grpc.aio.server(interceptors=list(interceptors) or None, options=_NO_PORT_SHARING)
+    # one message may carry a whole buffered body (BUFFERED mode): up to the body limit it reaches the Exchange, which
+    # answers 413 beyond it, rather than gRPC's default 4 MiB cap failing the stream with RESOURCE_EXHAUSTED
+    max_message = ("grpc.max_receive_message_length", max_body_bytes + _MESSAGE_SLACK)
+    server = grpc.aio.server(interceptors=list(interceptors) or None, options=[*_NO_PORT_SHARING, max_message])
     pb_grpc.add_ExternalProcessorServicer_to_server(
         ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode, max_body_bytes=max_body_bytes),
         server,

@@ -194,6 +194,23 @@ async def test_a_message_that_does_not_decode_is_the_clients_fault(picker, raw, 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_body_up_to_the_limit_may_come_in_one_message():
+    """BUFFERED mode sends the whole body in one message: over gRPC's default 4 MiB cap it failed the stream with
+    RESOURCE_EXHAUSTED, while the same body in chunks was routed; the picker's own limit decides now (413 beyond)."""
+    backend = RoundRobinBackend([A])
+    handle = await serve_extproc(backend, port=0, max_body_bytes=6 << 20)
+    try:
+        big = json.dumps({"model": "m", "prompt": "x" * (5 << 20)}).encode()
+        for data, status in ((big, 0), (big + b" " * (1 << 20), 413)):
+            out, code = await whole_stream(handle.port, [headers("big"), body(data)])
+            assert code == grpc.StatusCode.OK
+            assert out[0].immediate_response.status.code == status
+            if not status:
+                assert destination(out[0]) == A
+    finally:
+        await handle.stop(0)
+
+
 async def test_health_services(picker):
     handle, backend = picker
     for port in (handle.port, handle.health_port):
