@@ -22,6 +22,7 @@ from scorer.extproc import protocol as p
 from scorer.request_parser import PRIORITY_HEADER
 
 A, B = "10.0.0.1:8000", "10.0.0.2:8000"
+BOMB_DEPTH = 5000  # deep enough for any recursion limit, small enough (~120 KB) to stay under a message cap
 ADDRESSES = (A, B)
 
 PATHS = st.sampled_from(["/v1/completions", "/v1/chat/completions", "/v1/models", "/", "", "/v1/completions?x=1"])
@@ -75,7 +76,9 @@ def request_body(draw: st.DrawFn) -> bytes:
         | JSON
     )
     text = json.dumps(doc).encode("utf-8", "surrogatepass")
-    return draw(st.sampled_from([text, text, text]) | nested() | st.binary(max_size=64) | st.just(b"9" * 4400))
+    return draw(
+        st.sampled_from([text, text, text]) | nested(BOMB_DEPTH) | st.binary(max_size=64) | st.just(b"9" * 4400)
+    )
 
 
 @st.composite
@@ -87,7 +90,7 @@ def response_body(draw: st.DrawFn) -> bytes:
     }
     doc = json.dumps({"usage": usage, "choices": []}).encode()
     sse = b"data: " + doc + b"\n\ndata: [DONE]\n\n"
-    bomb = b'{"usage":' + draw(nested())
+    bomb = b'{"usage":' + draw(nested(BOMB_DEPTH))
     bigint = b'{"usage":' + b"9" * 4400 + b"}"
     return draw(
         st.sampled_from([doc, sse, bomb, b"data: " + bomb + b"\n", bigint, b"data: " + bigint + b"\n", b""])

@@ -68,10 +68,13 @@ JSON = st.recursive(
 )
 
 
+DEPTHS = (1, 50, 99, 100, 101, 127, 128, 129, 500, 999, 1000, 5000, 100_000)
+
+
 @st.composite
-def nested(draw: st.DrawFn) -> bytes:
+def nested(draw: st.DrawFn, max_depth: int = 100_000) -> bytes:
     """Deep nesting with an optional valid prefix/suffix: the nesting bomb and its near misses."""
-    depth = draw(st.sampled_from([1, 50, 99, 100, 101, 127, 128, 129, 500, 999, 1000, 5000, 100_000]))
+    depth = draw(st.sampled_from([d for d in DEPTHS if d <= max_depth]))
     opener = draw(st.sampled_from([b"[", b'{"a":', b'{"model":"m","prompt":[', b'{"messages":[{"content":']))
     closer = {b"[": b"]", b'{"a":': b"}"}.get(opener, b"")
     close = draw(st.booleans())

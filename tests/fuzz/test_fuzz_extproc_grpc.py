@@ -41,7 +41,7 @@ from scorer.observed import ExtProcStreamMetrics
 from scorer.types import LLMRequest, SchedulingResult
 
 METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
-LIMIT = 4096
+LIMIT = 4096  # the server's message cap is this + 1 MiB: every message drawn here stays under it
 T = TypeVar("T")
 GARBAGE = st.sampled_from([b"\x12\x07\n\x05", b"\x12\x07\n\x05\n\x03\n\x01\xff", b"\xff\xff\xff", b"\x08"]) | st.binary(
     min_size=1, max_size=16
