@@ -94,6 +94,9 @@ _SCHEMAS: Final[dict[str, tuple[tuple[str, object], ...]]] = {
 }
 # Fields a decoder cannot do without (the rest default to None when absent, as in older vLLM versions).
 _MIN_FIELDS: Final[dict[str, int]] = {"BlockStored": 4, "BlockRemoved": 1, "AllBlocksCleared": 0}
+# An extra_keys entry is a tuple of LoRA names, cache salts and multimodal ids (a few levels at most); anything deeper
+# than this is refused before turning it into tuples recursively could exhaust the interpreter's stack.
+_MAX_EXTRA_KEY_DEPTH: Final = 32
 
 
 class KVWireError(ValueError):
@@ -219,8 +222,12 @@ def _int_list(value: Any, where: str) -> list[int]:
     return out
 
 
-def _tupled(value: Any) -> Any:
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+def _tupled(value: Any, where: str, depth: int = 1) -> Any:
+    if not isinstance(value, list):
+        return value
+    if depth > _MAX_EXTRA_KEY_DEPTH:
+        raise KVWireError(f"{where}: arrays nested more than {_MAX_EXTRA_KEY_DEPTH} deep")
+    return tuple(_tupled(v, where, depth + 1) for v in value)
 
 
 def _extra_keys(value: Any, where: str) -> list[tuple[Any, ...] | None] | None:
@@ -232,7 +239,7 @@ def _extra_keys(value: Any, where: str) -> list[tuple[Any, ...] | None] | None:
     for i, entry in enumerate(value):
         if entry is not None and not isinstance(entry, list):
             raise KVWireError(f"{where}[{i}]: expected array or nil, got {type(entry).__name__}")
-        out.append(None if entry is None else _tupled(entry))
+        out.append(None if entry is None else _tupled(entry, f"{where}[{i}]"))
     return out
 
 

@@ -265,12 +265,14 @@ def load_config(source: str | Path) -> ControllerConfig:
     is_path = isinstance(source, Path) or ("\n" not in source and source.strip().endswith((".yaml", ".yml")))
     try:
         text = Path(source).read_text(encoding="utf-8") if is_path else str(source)
-    except OSError as exc:
-        raise ConfigError([f"{source}: {exc.strerror or exc}"]) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ConfigError([f"{source}: {getattr(exc, 'strerror', None) or exc}"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"yaml: {exc}".replace("\n", " ")]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively: "[" * 5000
+        raise ConfigError(["yaml: collections nested too deeply"]) from None
     return parse_config(data)
 
 

@@ -93,6 +93,8 @@ def load_config(source: str | Path, registry: PluginRegistry | None = None) -> P
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"yaml: {exc}".replace("\n", " ")]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively: "[" * 5000
+        raise ConfigError(["yaml: collections nested too deeply"]) from None
     return parse_config(data, registry)
 
 
@@ -245,6 +247,6 @@ def _read(source: str | Path) -> str:
         path = Path(source)
         try:
             return path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise ConfigError([f"{path}: {getattr(exc, 'strerror', None) or exc}"]) from None
     return source

@@ -50,6 +50,7 @@ import xxhash
 from scorer.owner_bits import clear_bit, longest_prefix
 
 _xxh64 = xxhash.xxh64_intdigest
+_TOKEN_ID_LIMIT = 2**32  # token ids are hashed as unsigned 32-bit integers (array "I"), as the request parser checks
 
 
 def root_key(block_size: int, lora_name: str | None) -> int:
@@ -221,6 +222,8 @@ class PreciseIndex:
             raise EventError(f"BlockStored.block_size must be a positive integer, got {bs!r}")
         if len(tokens) != len(hashes) * bs:
             raise EventError(f"BlockStored: {len(hashes)} blocks of {bs} tokens but {len(tokens)} token ids")
+        if tokens and not (min(tokens) >= 0 and max(tokens) < _TOKEN_ID_LIMIT):  # array("I") holds uint32
+            raise EventError(f"BlockStored: token ids must be in [0, 2**32), got {min(tokens)}..{max(tokens)}")
         extra_keys = getattr(ev, "extra_keys", None)
         if extra_keys is not None and len(extra_keys) != len(hashes):
             raise EventError(f"BlockStored: {len(extra_keys)} extra_keys entries for {len(hashes)} blocks")

@@ -39,6 +39,10 @@ CHAT_TEMPLATE_FIELDS = (
 )
 _TOKEN_ID_LIMIT = 2**32  # ids are matched as unsigned 32-bit integers, as the servers' KV events carry them
 _PATH_KINDS: dict[str, RequestKind] = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
+# Nesting a body may have: far beyond any OpenAI body (a tool's JSON schema nests ~10-20 levels), far below the ~1000
+# at which json.loads, json.dumps (the precise scorer's cache key) or a walk over the document would hit the
+# interpreter's recursion limit. A deeper body is the client's fault (a nesting bomb): 400.
+MAX_JSON_DEPTH = 128
 
 
 class BadRequestError(ValueError):
@@ -65,7 +69,8 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id
         return LLMRequest(
             request_id=request_id, model="", kind="other", headers=lower, priority=priority, body_size=len(body)
         )
-    doc = _json_object(body)
+    text = _json_text(body)
+    doc = _json_object(text)
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequestError("'model' is required and must be a non-empty string", "model")
@@ -83,6 +88,9 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id
     max_tokens = _optional_count(doc, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_count(doc, "max_tokens")
+    if "\\ud" in text or "\\uD" in text:  # a \uXXXX escape of a surrogate: is each one half of a pair?
+        _check_unicode(model, "model")
+        _check_unicode(prompt, "prompt" if kind == "completions" else "messages")
     return LLMRequest(
         request_id=request_id,
         model=model,
@@ -99,16 +107,50 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id
     )
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def _json_text(body: bytes) -> str:
+    """The body as text, decoded as `json.loads` would (UTF-8, or UTF-16/32 by their byte patterns)."""
     if not body.strip():
         raise BadRequestError("request body is empty; expected a JSON object")
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return body.decode(json.detect_encoding(body))  # strict: an encoded surrogate is not UTF-8
+    except UnicodeDecodeError as exc:
         raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    too_deep = BadRequestError(f"request body is not valid JSON: nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        doc = json.loads(text)
+    except RecursionError:  # a nesting bomb, deeper than the interpreter's stack allows
+        raise too_deep from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+    # only a text with more brackets than the limit can nest deeper than it (the usual case costs two C scans)
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nests_deeper(doc, MAX_JSON_DEPTH):
+        raise too_deep
     if not isinstance(doc, dict):
         raise BadRequestError(f"request body must be a JSON object, got {type(doc).__name__}")
     return doc
+
+
+def _nests_deeper(doc: Any, limit: int) -> bool:
+    """Whether the arrays and objects of a parsed document nest more than `limit` deep (iteratively: no recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _check_unicode(value: str, param: str) -> None:
+    """An unpaired surrogate escape (`"\\ud800"`) decodes to a str with no UTF-8 form: nothing could hash it."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequestError(f"'{param}' is not valid Unicode: it holds an unpaired surrogate escape", param) from None
 
 
 def _priority(headers: Mapping[str, str]) -> int:

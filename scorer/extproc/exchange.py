@@ -6,6 +6,9 @@ then sends Headers -> Body chunks; in BUFFERED it answers the headers with CONTI
 body answer. The response is passed through as it comes. The machine tolerates odd input (body before headers,
 duplicate end_of_stream — GIE #2988 / envoy #46237, a request that ends at its headers) and guarantees that a
 request the backend picked for is reported back to `response_complete` exactly once, whatever happens.
+
+The body the picker holds is bounded: a request body over `max_body_bytes` (announced by its content-length or
+found while buffering) is answered 413 at once and nothing more of it is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from scorer.request_parser import BadRequestError, parse_request, request_kind
 from scorer.types import LLMRequest, NoEndpointError, SchedulingResult
 
 log = logging.getLogger("autonomic.extproc")
+
+MAX_BODY_BYTES = 32 * 1024 * 1024  # ~8M tokens of text, or a few large images in base64: beyond any model's context
 
 
 class PickBackend(Protocol):
@@ -47,10 +52,12 @@ class Exchange:
         *,
         request_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
         response_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
+        max_body_bytes: int = MAX_BODY_BYTES,
     ):
         self.backend = backend
         self.request_mode: p.BodyMode = request_mode
         self.response_mode: p.BodyMode = response_mode
+        self.max_body_bytes = max_body_bytes
         self.head: p.RequestHead | None = None
         self.request_id = ""
         self.subset: list[str] | None = None
@@ -92,6 +99,12 @@ class Exchange:
         log.warning("ext_proc message without a request part", extra={"request_id": self.request_id})
         return []
 
+    def malformed(self, error: str) -> Out:
+        """A message that does not decode as a ProcessingRequest: the client's fault, a 400 that ends the exchange."""
+        if self.closed:
+            return []
+        return self._reject(400, f"malformed ext_proc message: {error}", "bad_message")
+
     def pending_request(self, req: pb.ProcessingRequest) -> LLMRequest | None:
         """The inference request this message completes, parsed, when handling it will ask for a decision.
 
@@ -104,6 +117,8 @@ class Exchange:
             return None
         if kind == "request_body":
             if self.request_mode == "FULL_DUPLEX_STREAMED" and not req.request_body.end_of_stream:
+                return None
+            if len(self.body) + len(req.request_body.body) > self.max_body_bytes:
                 return None
             body = bytes(self.body) + req.request_body.body
         elif kind == "request_trailers":
@@ -128,6 +143,8 @@ class Exchange:
             # no body to read before routing (a GET, or a mode that forwards headers before the body)
             self.body_done = self.head.end_of_stream
             return self._decide(body_follows=False)
+        if (self.head.content_length or 0) > self.max_body_bytes:
+            return self._too_large(self.head.content_length)
         if self.request_mode == "FULL_DUPLEX_STREAMED":
             return []  # the headers answer waits for the body
         return [p.continue_response("request_headers")]  # BUFFERED: headers stay held until the body answer
@@ -148,6 +165,8 @@ class Exchange:
             if self.request_mode == "FULL_DUPLEX_STREAMED":
                 return p.streamed_body_responses(msg.body, end_of_stream=msg.end_of_stream)
             return [p.continue_response("request_body")]
+        if len(self.body) + len(msg.body) > self.max_body_bytes:
+            return self._too_large(len(self.body) + len(msg.body))
         self.body += msg.body
         if self.request_mode == "FULL_DUPLEX_STREAMED" and not msg.end_of_stream:
             return []
@@ -197,6 +216,11 @@ class Exchange:
             *p.streamed_body_responses(body, end_of_stream=not trailers_follow),
         ]
 
+    def _too_large(self, size: int | None) -> Out:
+        self.body = bytearray()
+        message = f"request body of {size} bytes or more exceeds the picker's limit of {self.max_body_bytes} bytes"
+        return self._reject(413, message, "body_too_large")
+
     def _reject(self, status: int, message: str, reason: str, param: str | None = None) -> Out:
         self.closed = True
         path = self.head.path if self.head else ""
@@ -236,8 +260,8 @@ class Exchange:
         if self.reported or not self.targets:
             return
         self.reported = True
-        usage = self.usage.usage() if self.usage is not None else None
-        try:
+        try:  # it runs in the shell's `finally`: nothing may escape it
+            usage = self.usage.usage() if self.usage is not None else None
             self.backend.response_complete(self.request_id, self.served, self.status, usage)
         except Exception:
             log.exception("response_complete failed", extra={"request_id": self.request_id})

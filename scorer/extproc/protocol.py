@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, get_args
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -30,6 +30,11 @@ SERVED_KEY = "x-gateway-destination-endpoint-served"
 BodyMode = Literal["NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED", "GRPC"]
 Phase = Literal["request_headers", "response_headers", "request_body", "response_body"]
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_BODY_MODES: dict[int, BodyMode] = {
+    v.number: cast(BodyMode, v.name)
+    for v in processing_mode_pb2.ProcessingMode.BodySendMode.DESCRIPTOR.values
+    if v.name in get_args(BodyMode)
+}
 
 
 # ---- reading what Envoy sends ---------------------------------------------------------------------------------
@@ -52,15 +57,23 @@ class RequestHead:
     end_of_stream: bool  # no body follows (e.g. a GET)
 
 
+def header_int(value: str) -> int | None:
+    """A header's decimal value (`content-length`, `:status`), None unless it is 1 to 18 ASCII digits.
+
+    `str.isdigit` alone is not enough: it is true for "²" and other Unicode digits that `int` refuses, and for
+    digit strings longer than `int` converts (4300).
+    """
+    return int(value) if 0 < len(value) <= 18 and value.isascii() and value.isdigit() else None
+
+
 def read_request_head(msg: pb.HttpHeaders) -> RequestHead:
     headers = header_dict(msg.headers)
-    length = headers.get("content-length", "")
     return RequestHead(
         headers=headers,
         path=headers.get(":path", "/"),
         method=headers.get(":method", "GET").upper(),
         request_id=headers.get("x-request-id") or None,
-        content_length=int(length) if length.isdigit() else None,
+        content_length=header_int(headers.get("content-length", "")),
         end_of_stream=msg.end_of_stream,
     )
 
@@ -74,21 +87,22 @@ class ResponseHead:
 
 def read_response_head(msg: pb.HttpHeaders) -> ResponseHead:
     headers = header_dict(msg.headers)
-    status = headers.get(":status", "")
     return ResponseHead(
-        status=int(status) if status.isdigit() else 0,
+        status=header_int(headers.get(":status", "")) or 0,
         streaming="text/event-stream" in headers.get("content-type", "").lower(),
         end_of_stream=msg.end_of_stream,
     )
 
 
 def body_modes(req: pb.ProcessingRequest) -> tuple[BodyMode | None, BodyMode | None]:
-    """(request, response) body modes Envoy announced in `protocol_config` (first message only), else Nones."""
+    """(request, response) body modes Envoy announced in `protocol_config` (first message only), else Nones.
+
+    A value this build of the protos does not name (proto3 enums are open: a newer Envoy may send one) is None too.
+    """
     if not req.HasField("protocol_config"):
         return None, None
-    name = processing_mode_pb2.ProcessingMode.BodySendMode.Name
     cfg = req.protocol_config
-    return name(cfg.request_body_mode), name(cfg.response_body_mode)
+    return _BODY_MODES.get(cfg.request_body_mode), _BODY_MODES.get(cfg.response_body_mode)
 
 
 def subset_hint(req: pb.ProcessingRequest) -> list[str] | None:
@@ -193,7 +207,13 @@ def streamed_body_responses(
 
 
 # ---- immediate responses ---------------------------------------------------------------------------------------
-_ERROR_TYPES = {400: "BadRequestError", 429: "RateLimitError", 500: "InternalServerError", 503: "ServiceUnavailable"}
+_ERROR_TYPES = {
+    400: "BadRequestError",
+    413: "RequestTooLargeError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
 
 
 def error_body(status: int, message: str, param: str | None = None) -> bytes:

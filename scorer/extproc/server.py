@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from scorer.extproc.exchange import Exchange, PickBackend
+from scorer.extproc.exchange import MAX_BODY_BYTES, Exchange, PickBackend
 from scorer.extproc.protocol import BodyMode, immediate_response
 from scorer.extproc.tls import CertSource, server_credentials
 
@@ -32,12 +33,17 @@ EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 LIVENESS, READINESS = "liveness", "readiness"
 # grpcio binds with SO_REUSEPORT by default: a second picker on a taken port would start and share its traffic
 _NO_PORT_SHARING = (("grpc.so_reuseport", 0),)
+DRAIN_S = 1.0  # after an ImmediateResponse, how long the client may take to end its side of the stream
+_MESSAGE_SLACK = 1 << 20  # what a ProcessingRequest carries besides its body (headers, metadata, attributes)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
-    """One `Exchange` per stream. `request_mode`/`response_mode` apply when Envoy does not announce its modes."""
+    """One `Exchange` per stream. `request_mode`/`response_mode` apply when Envoy does not announce its modes.
+
+    After an ImmediateResponse the stream is read to its end (at most `drain_s` seconds) before the call ends.
+    """
 
     def __init__(
         self,
@@ -45,32 +51,70 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         *,
         request_mode: BodyMode = "FULL_DUPLEX_STREAMED",
         response_mode: BodyMode = "FULL_DUPLEX_STREAMED",
+        max_body_bytes: int = MAX_BODY_BYTES,
+        drain_s: float = DRAIN_S,
     ):
         self.backend = backend
         self.request_mode: BodyMode = request_mode
         self.response_mode: BodyMode = response_mode
+        self.max_body_bytes = max_body_bytes
+        self.drain_s = drain_s
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        exchange = Exchange(self.backend, request_mode=self.request_mode, response_mode=self.response_mode)
+        exchange = Exchange(
+            self.backend,
+            request_mode=self.request_mode,
+            response_mode=self.response_mode,
+            max_body_bytes=self.max_body_bytes,
+        )
         prepare = getattr(self.backend, "prepare", None)  # optional async step before a decision (tokenize)
         if not getattr(self.backend, "preparers", True):  # nothing to prepare: no parse ahead, no body copy
             prepare = None
+        answered = False  # an ImmediateResponse ended the exchange: what the client still sends is read and dropped
         try:
-            async for req in request_iterator:
+            while not exchange.closed:
+                try:
+                    req = await context.read()  # not the iterator: a message that fails to decode would end it
+                except DecodeError as exc:  # not a ProcessingRequest: the client's fault
+                    for answer in exchange.malformed(str(exc)):
+                        yield answer
+                    continue
+                if req is grpc.aio.EOF:
+                    return
                 if prepare is not None and (pending := exchange.pending_request(req)) is not None:
                     await prepare(pending)
                 for answer in exchange.handle(req):
                     yield answer
-                if exchange.closed:
-                    return
+            answered = True
         except Exception:  # one odd stream must not take anything else down
             log.exception("ext_proc stream failed", extra={"request_id": exchange.request_id})
             if not exchange.targets and not exchange.closed:  # still unanswered: do not leave the client hanging
                 yield immediate_response(500, "the endpoint picker failed", reason="picker_error")
+                answered = True
         finally:
             exchange.finish()  # stream end, client cancel or error: the backend hears about the request once
+        if answered:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_drain(context), self.drain_s)
+
+
+async def _drain(context: grpc.aio.ServicerContext) -> None:
+    """Read until the client ends its side of the stream.
+
+    Returning while the client still writes ends the call under its pending writes, which a gRPC client reports as
+    status INTERNAL. Envoy half-closes and resets the stream as soon as it has an ImmediateResponse, so this ends
+    at once with Envoy; a client that neither writes nor half-closes gets the end of the call after `drain_s`.
+    """
+    while True:
+        try:
+            if await context.read() is grpc.aio.EOF:
+                return
+        except DecodeError:  # a malformed message: dropped like the others
+            continue
+        except Exception:  # the stream is broken: nothing more will come
+            return
 
 
 @dataclass
@@ -130,18 +174,24 @@ async def serve_extproc(
     services: Sequence[Callable[[grpc.aio.Server], None]] = (),
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     tls: CertSource | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> ExtProcHandle:
     """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`.
 
     `services` add more gRPC services to the same server (each is called with it, e.g. a generated
     `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server. `tls`: serve
-    the main port over TLS with that certificate source (the health-only port stays plaintext).
+    the main port over TLS with that certificate source (the health-only port stays plaintext). A request body over
+    `max_body_bytes` is answered 413.
     """
     state = HealthState(backend, interval=health_interval)
     await state.update()
-    server = grpc.aio.server(interceptors=list(interceptors) or None, options=_NO_PORT_SHARING)
+    # one message may carry a whole buffered body (BUFFERED mode): up to the body limit it reaches the Exchange, which
+    # answers 413 beyond it, rather than gRPC's default 4 MiB cap failing the stream with RESOURCE_EXHAUSTED
+    max_message = ("grpc.max_receive_message_length", max_body_bytes + _MESSAGE_SLACK)
+    server = grpc.aio.server(interceptors=list(interceptors) or None, options=[*_NO_PORT_SHARING, max_message])
     pb_grpc.add_ExternalProcessorServicer_to_server(
-        ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode), server
+        ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode, max_body_bytes=max_body_bytes),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
     for add_service in services:

@@ -73,11 +73,7 @@ class UsageReader:
     def _sse_line(self, line: bytes) -> None:
         if not line.startswith(b"data:") or b'"usage"' not in line:
             return
-        payload = line[5:].strip()
-        try:
-            doc = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return
+        doc = _json(line[5:].strip())
         if isinstance(doc, dict):
             found = usage_from_dict(doc.get("usage"))
             if found is not None:
@@ -91,10 +87,15 @@ class UsageReader:
                 self._buf.clear()
             return self._usage
         if self._usage is None and self._buf and not self._overflow:
-            try:
-                doc = json.loads(bytes(self._buf))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                return None
+            doc = _json(bytes(self._buf))
             if isinstance(doc, dict):
                 self._usage = usage_from_dict(doc.get("usage"))
         return self._usage
+
+
+def _json(data: bytes) -> Any:
+    """The decoded document, or None for anything that is not JSON: a model server's body is not ours to trust."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, an over-long integer, a nesting bomb
+        return None

@@ -13,9 +13,11 @@ Series read (vLLM V1 names, as `sim/fleet/metrics.py` and docs/fleet-metrics.md 
   largest value is the current one (as GIE reads it);
 - block_size, num_gpu_blocks: labels of `vllm:cache_config_info`; optional, `"None"` means unknown.
 
-Required values must be finite and non-negative (KV usage at most 1): NaN, a negative queue or a missing series
-raise `MetricsError`. Optional series that are malformed are ignored and reported in `ParsedMetrics.warnings`, so a
-LoRA label typo cannot take a healthy replica out of rotation.
+Required values must be finite and non-negative (KV usage at most 1), and a queue at most `MAX_COUNT`: NaN, a
+negative or impossibly long queue or a missing series raise `MetricsError`. Integers are bounded so that whatever a
+scorer computes from them stays a float (1e308 waiting requests would overflow its arithmetic). Optional series
+that are malformed (or out of bounds) are ignored and reported in `ParsedMetrics.warnings`, so a LoRA label typo
+cannot take a healthy replica out of rotation.
 
 Parsing uses `prometheus_client.parser` on the lines of those series only: a vLLM exposition is ~400 lines of
 histograms, and parsing all of it costs ~15x more (measured ~13 ms vs ~0.8 ms per scrape) for nothing.
@@ -39,6 +41,7 @@ LORA_INFO = "vllm:lora_requests_info"
 CACHE_CONFIG = "vllm:cache_config_info"
 SERIES = (WAITING, RUNNING, KV_USAGE, KV_USAGE_LEGACY, LORA_INFO, CACHE_CONFIG)
 _TYPE_PREFIXES = tuple(f"# TYPE {name} " for name in SERIES)
+MAX_COUNT = 2**31 - 1  # a queue, a block count or a block size beyond this is no real server's
 
 
 class MetricsError(ValueError):
@@ -91,7 +94,8 @@ def _samples(text: str) -> dict[str, list[Sample]]:
             for sample in family.samples:
                 if sample.name in SERIES:
                     out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
-    except (ValueError, TypeError, IndexError) as exc:  # what the parser raises on a malformed line
+    # what the parser raises on a malformed line; OverflowError: an integer value too large for a float ("9" * 400)
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
         raise MetricsError(f"malformed exposition: {exc}") from None
     return out
 
@@ -116,7 +120,10 @@ def _finite(name: str, value: float) -> float:
 
 
 def _count(samples: dict[str, list[Sample]], name: str) -> int:
-    return round(sum(_finite(name, v) for _labels, v in _required(samples, name)))
+    total = sum(_finite(name, v) for _labels, v in _required(samples, name))
+    if total > MAX_COUNT:  # inf too, when the engines' values add up beyond a float
+        raise MetricsError(f"{name}: must be at most {MAX_COUNT}, got {total}")
+    return round(total)
 
 
 def _names(value: str) -> frozenset[str]:
@@ -130,10 +137,10 @@ def _lora(found: list[Sample], warnings: list[str]) -> tuple[frozenset[str], fro
     labels, _ = max(usable, key=lambda s: s[1])
     try:
         max_loras = int(labels.get("max_lora", "0"))
-        if max_loras < 0:
+        if not 0 <= max_loras <= MAX_COUNT:
             raise ValueError(max_loras)
     except ValueError:
-        warnings.append(f"{LORA_INFO}: max_lora is not a non-negative integer: {labels.get('max_lora')!r}")
+        warnings.append(f"{LORA_INFO}: max_lora is not an integer in [0, {MAX_COUNT}]: {labels.get('max_lora')!r}")
         return frozenset(), frozenset(), 0
     return _names(labels.get("running_lora_adapters", "")), _names(labels.get("waiting_lora_adapters", "")), max_loras
 
@@ -153,7 +160,7 @@ def _positive(labels: dict[str, str], key: str, warnings: list[str]) -> int | No
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
-        warnings.append(f"{CACHE_CONFIG}: {key} is not a positive integer: {raw!r}")
+    if not 1 <= value <= MAX_COUNT:
+        warnings.append(f"{CACHE_CONFIG}: {key} is not a positive integer up to {MAX_COUNT}: {raw!r}")
         return None
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -64,6 +65,23 @@ async def exchange(port: int, messages: list[pb.ProcessingRequest], expect: int)
         out = [await call.read() for _ in range(expect)]
         await call.done_writing()
         return out
+
+
+async def whole_stream(
+    port: int, messages: list[pb.ProcessingRequest]
+) -> tuple[list[pb.ProcessingResponse], grpc.StatusCode]:
+    """Write every message, half-close, read every answer: the answers and the call's final status."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = pb_grpc.ExternalProcessorStub(channel).Process()
+        out: list[pb.ProcessingResponse] = []
+        try:
+            for m in messages:
+                await call.write(m)
+            await call.done_writing()
+            out = [answer async for answer in call]
+        except grpc.aio.AioRpcError:
+            pass
+        return out, await call.code()
 
 
 def destination(resp: pb.ProcessingResponse) -> str:
@@ -132,6 +150,65 @@ async def test_odd_streams_do_not_break_the_server(picker):
         await exchange(handle.port, messages, expect=n)
     out = await exchange(handle.port, [headers("ok"), body(b'{"model": "m", "prompt": "x"}'), body(b"dup")], expect=2)
     assert destination(out[0]) in (A, B)
+
+
+async def test_messages_after_an_immediate_response_do_not_fail_the_call(picker):
+    """Envoy may have sent more of the body when the answer comes (e.g. a 503 at the headers in STREAMED mode);
+    ending the call under the client's writes made a gRPC client report status INTERNAL."""
+    handle, backend = picker
+    late = [body(b"more", eos=False)] * 20
+    for first in ([headers("bad"), body(b"{not json")], [headers("none", eos=True, subset=[])]):
+        out, code = await whole_stream(handle.port, [*first, *late])
+        assert code == grpc.StatusCode.OK
+        assert [o.immediate_response.status.code for o in out] in ([400], [503])
+    assert not backend.picks
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x12\x07\n\x05",  # truncated
+        b"\x12\x07\n\x05\n\x03\n\x01\xff",  # a header key (a proto3 string) that is not UTF-8
+    ],
+)
+async def test_a_message_that_does_not_decode_is_the_clients_fault(picker, raw, caplog):
+    caplog.set_level(logging.INFO, logger="autonomic.extproc")
+    handle, backend = picker
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+        call = channel.stream_stream(
+            "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.ProcessingResponse.FromString,
+        )()
+        for message in (headers("m").SerializeToString(), raw, body().SerializeToString()):
+            await call.write(message)
+        await call.done_writing()
+        out = [answer async for answer in call]
+        assert await call.code() == grpc.StatusCode.OK
+    assert [o.immediate_response.status.code for o in out] == [400]
+    assert b"malformed ext_proc message" in out[0].immediate_response.body
+    assert not backend.picks
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "autonomic.extproc"][-1:] == [
+        ("INFO", "request rejected")
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_body_up_to_the_limit_may_come_in_one_message():
+    """BUFFERED mode sends the whole body in one message: over gRPC's default 4 MiB cap it failed the stream with
+    RESOURCE_EXHAUSTED, while the same body in chunks was routed; the picker's own limit decides now (413 beyond)."""
+    backend = RoundRobinBackend([A])
+    handle = await serve_extproc(backend, port=0, max_body_bytes=6 << 20)
+    try:
+        big = json.dumps({"model": "m", "prompt": "x" * (5 << 20)}).encode()
+        for data, status in ((big, 0), (big + b" " * (1 << 20), 413)):
+            out, code = await whole_stream(handle.port, [headers("big"), body(data)])
+            assert code == grpc.StatusCode.OK
+            assert out[0].immediate_response.status.code == status
+            if not status:
+                assert destination(out[0]) == A
+    finally:
+        await handle.stop(0)
 
 
 async def test_health_services(picker):

@@ -108,6 +108,10 @@ def test_yaml_text_is_loaded_and_bad_yaml_is_a_config_error():
     assert (c.policy, c.dry_run, c.psi_relief.high, c.psi_relief.low) == ("psi-relief", True, 0.4, 0.2)
     with pytest.raises(ConfigError, match="yaml"):
         load_config("policy: [unclosed")
+    with pytest.raises(ConfigError, match="yaml: collections nested too deeply"):  # was a RecursionError
+        load_config("psiRelief: " + "[" * 5000)
+    with pytest.raises(ConfigError, match="embedded null byte"):  # a path Path.read_text refuses with ValueError
+        load_config("x\x00.yaml")
 
 
 def test_a_config_file_is_read_by_path_and_a_missing_one_is_a_config_error(tmp_path):

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Sequence
 
+import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
@@ -103,6 +104,60 @@ def test_modes_announced_by_envoy_win():
     assert ex.request_mode == "BUFFERED"
 
 
+def test_an_unknown_announced_mode_keeps_the_configured_one():
+    ex = Exchange(RoundRobinBackend([A]), request_mode="BUFFERED")
+    first = req_headers()
+    first.protocol_config.request_body_mode = 99
+    assert kinds(ex.handle(first)) == ["request_headers"]
+    assert ex.request_mode == "BUFFERED"
+
+
+def test_a_hostile_response_body_is_echoed_and_reported_once():
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr)
+    ex.handle(req_headers())
+    ex.handle(req_body(BODY, True))
+    ex.handle(resp_headers())
+    bomb = b'{"usage":' + b"[" * 100_000
+    out = ex.handle(resp_body(bomb, True))
+    assert b"".join(o.response_body.response.body_mutation.streamed_response.body for o in out) == bomb
+    ex.finish()
+    assert [(c.request_id, c.usage) for c in rr.completions] == [("r1", None)]
+
+
+def test_a_body_over_the_limit_is_413_and_not_kept(caplog):
+    caplog.set_level(logging.INFO, logger="autonomic.extproc")
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr, max_body_bytes=100)
+    ex.handle(req_headers())
+    assert ex.handle(req_body(b"x" * 60, False)) == []
+    (out,) = ex.handle(req_body(b"x" * 60, False))
+    assert out.immediate_response.status.code == 413
+    assert json.loads(out.immediate_response.body)["error"]["type"] == "RequestTooLargeError"
+    assert ex.closed and not ex.body and not rr.picks
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", "request rejected")]
+
+
+@pytest.mark.parametrize("mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
+def test_a_content_length_over_the_limit_is_413_at_the_headers(mode):
+    ex = Exchange(RoundRobinBackend([A]), request_mode=mode, max_body_bytes=100)
+    (out,) = ex.handle(req_headers(**{"content-length": "101"}))
+    assert out.immediate_response.status.code == 413
+    ok = Exchange(RoundRobinBackend([A]), request_mode=mode, max_body_bytes=len(BODY))
+    ok.handle(req_headers(**{"content-length": str(len(BODY))}))
+    assert "immediate_response" not in kinds(ok.handle(req_body(BODY, True)))
+
+
+def test_a_malformed_message_ends_the_exchange_with_a_400_once():
+    rr = RoundRobinBackend([A])
+    ex = Exchange(rr)
+    ex.handle(req_headers())
+    (out,) = ex.malformed("Wire format was corrupt")
+    assert out.immediate_response.status.code == 400 and ex.closed
+    assert ex.malformed("again") == []
+    assert not rr.picks
+
+
 def test_request_without_body_is_routed_at_headers():
     rr = RoundRobinBackend([A, B])
     ex = Exchange(rr)
@@ -145,6 +200,17 @@ def test_bad_body_is_400_and_nothing_is_picked():
     assert ex.closed and not rr.picks
     ex.finish()
     assert not rr.completions
+
+
+def test_a_nesting_bomb_is_the_clients_fault_400_and_an_info_line(caplog):
+    caplog.set_level(logging.INFO, logger="autonomic.extproc")
+    ex = Exchange(RoundRobinBackend([A]))
+    ex.handle(req_headers())
+    (out,) = ex.handle(req_body(b'{"model":"m","prompt":' + b"[" * 100_000, True))
+    assert out.immediate_response.status.code == 400
+    assert b"nested more than 128 levels deep" in out.immediate_response.body
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert caplog.records[0].getMessage() == "request rejected"
 
 
 def test_subset_is_honoured_and_empty_subset_is_503():

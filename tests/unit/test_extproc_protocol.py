@@ -45,6 +45,12 @@ def test_request_head_reads_raw_and_plain_values():
     assert (plain.path, plain.request_id, plain.content_length, plain.end_of_stream) == ("/x", None, None, True)
 
 
+@pytest.mark.parametrize("value", ["²", "١٢", "9" * 5000, "-1", "1e3", ""])
+def test_odd_numbers_in_headers_read_as_absent(value):
+    assert p.read_request_head(headers_msg({"content-length": value})).content_length is None
+    assert p.read_response_head(headers_msg({":status": value})).status == 0
+
+
 def test_response_head():
     head = p.read_response_head(headers_msg({":status": "200", "content-type": "text/event-stream; charset=utf-8"}))
     assert (head.status, head.streaming) == (200, True)
@@ -140,6 +146,16 @@ def test_body_modes_from_protocol_config():
     req.protocol_config.request_body_mode = 2  # BUFFERED
     req.protocol_config.response_body_mode = 4  # FULL_DUPLEX_STREAMED
     assert p.body_modes(req) == ("BUFFERED", "FULL_DUPLEX_STREAMED")
+    req.protocol_config.request_body_mode = 5
+    req.protocol_config.response_body_mode = 0
+    assert p.body_modes(req) == ("GRPC", "NONE")
+
+
+def test_a_body_mode_this_build_does_not_know_is_not_announced():
+    req = pb.ProcessingRequest()
+    req.protocol_config.request_body_mode = 99  # proto3 enums are open: a newer Envoy may send a new mode
+    req.protocol_config.response_body_mode = 1
+    assert p.body_modes(req) == (None, "STREAMED")
 
 
 # ---- usage --------------------------------------------------------------------------------------------------
@@ -175,6 +191,22 @@ def test_usage_from_json_body_and_garbage():
     assert bad.usage() is None
     assert usage_from_dict({"prompt_tokens": True, "completion_tokens": -1}) == Usage(None, None, None)
     assert usage_from_dict(None) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"usage":' + b"[" * 100_000,
+        b'{"usage":' + b"9" * 5000 + b"}",
+        b"\xff\xfe",
+        b'{"usage": {"prompt_tokens": 1e999}}',
+    ],
+)
+def test_usage_reader_never_raises_on_a_servers_body(body):
+    for streaming, data in ((False, body), (True, b"data: " + body + b"\n"), (True, b"data: " + body)):
+        reader = UsageReader(streaming=streaming)
+        reader.feed(data)
+        assert reader.usage() in (None, Usage(None, None, None))
 
 
 def test_usage_reader_limit():

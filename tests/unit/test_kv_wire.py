@@ -324,3 +324,21 @@ def test_matches_msgspec(fmt: EventFormat) -> None:
     batches += [EventBatch(ts=9.5, events=[ev]) for ev in EVENTS.values()]
     for batch in batches:
         assert encode_batch(batch, event_format=fmt) == encode(batch)
+
+
+def test_deeply_nested_extra_keys_are_a_wire_error_not_a_recursion_error():
+    def nested(depth: int) -> Any:
+        value: Any = 1
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    def payload(depth: int) -> bytes:
+        event = {"type": "BlockStored", "block_hashes": [1], "parent_block_hash": None, "token_ids": [1],
+                 "block_size": 1, "extra_keys": [nested(depth)]}  # fmt: skip
+        return msgpack.packb([1.0, [event], 0])
+
+    (stored,) = decode_batch(payload(32)).events
+    assert isinstance(stored, BlockStored) and stored.extra_keys is not None
+    with pytest.raises(KVWireError, match=r"events\[0\]\.extra_keys\[0\]: arrays nested more than 32 deep"):
+        decode_batch(payload(500))

@@ -116,6 +116,13 @@ def test_parses(text: str, expected: dict[str, object]):
         pytest.param(BASE.replace(" 0.5\n", " 1.5\n"), "must be a fraction in [0, 1]", id="kv-over-1"),
         pytest.param(BASE.replace(" 2\n", " two\n"), "malformed exposition", id="not-a-number"),
         pytest.param(BASE.replace("waiting 2", 'waiting{model_name="m} 2'), "malformed exposition", id="bad-labels"),
+        pytest.param(BASE.replace(" 2\n", f" {'9' * 400}\n"), "malformed exposition", id="int-beyond-float"),
+        pytest.param(
+            BASE.replace("waiting 2", 'waiting{engine="0"} 1e308\nvllm:num_requests_waiting{engine="1"} 1e308'),
+            "vllm:num_requests_waiting: must be at most 2147483647, got inf",
+            id="engines-add-up-beyond-a-float",
+        ),
+        pytest.param(BASE.replace(" 1\n", " 1e12\n"), "vllm:num_requests_running: must be at most", id="huge-queue"),
     ],
 )
 def test_refuses(text: str, message: str):
@@ -130,6 +137,11 @@ def test_refuses(text: str, message: str):
         ('vllm:lora_requests_info{max_lora="x",running_lora_adapters="a",waiting_lora_adapters=""} 5\n', "max_lora"),
         ('vllm:cache_config_info{block_size="0",num_gpu_blocks="12"} 1\n', "block_size"),
         ('vllm:cache_config_info{block_size="16",num_gpu_blocks="lots"} 1\n', "num_gpu_blocks"),
+        (f'vllm:cache_config_info{{block_size="16",num_gpu_blocks="{"1" * 400}"}} 1\n', "num_gpu_blocks"),
+        (
+            'vllm:lora_requests_info{max_lora="99999999999",running_lora_adapters="",waiting_lora_adapters=""} 5\n',
+            "max",
+        ),
     ],
 )
 def test_malformed_optional_series_are_warnings_not_errors(extra: str, warning: str):

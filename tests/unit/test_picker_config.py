@@ -247,6 +247,8 @@ def test_each_error_is_reported_with_its_path(body: str, expected: str):
         ("apiVersion: autonomic.dev/v1alpha1\nkind: Pod\nschedulingProfiles: [{name: d}]\n", "kind: must be"),
         ("- just\n- a list\n", "document: must be a mapping, got list"),
         ("a: [unclosed\n", "yaml: "),
+        ("[" * 5000, "yaml: collections nested too deeply"),  # was a RecursionError out of yaml.safe_load
+        ("x\x00.yaml", "x\x00.yaml: embedded null byte"),  # a path Path.read_text refuses with ValueError
     ],
 )
 def test_document_level_errors(text: str, expected: str):

@@ -165,6 +165,9 @@ def test_inconsistent_event_changes_nothing() -> None:
         index.apply("e1", BlockStored([10], None, A, BS, extra_keys=[None, None]))
     with pytest.raises(EventError, match="block_size"):
         index.apply("e1", BlockStored([10], None, A, 0))
+    for bad in (-1, 2**32):  # they reached array("I") as an OverflowError, which ended the endpoint's event stream
+        with pytest.raises(EventError, match=r"token ids must be in \[0, 2\*\*32\)"):
+            index.apply("e1", BlockStored([10], None, [1, 2, 3, bad], BS))
     assert index.engine_hashes("e1") == {} and index.stats().keys == 0
 
 

@@ -201,3 +201,49 @@ def test_bad_requests(path, body, needle):
     with pytest.raises(BadRequestError) as err:
         _parse(path, body)
     assert needle in err.value.message
+
+
+def test_a_nesting_bomb_is_a_bad_request():
+    for bomb in (b"[" * 100_000, b'{"model":"m","prompt":' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}"):
+        with pytest.raises(BadRequestError) as err:
+            _parse("/v1/completions", bomb)
+        assert "nested more than 128 levels deep" in err.value.message
+
+
+def test_nesting_up_to_the_limit_parses_and_brackets_in_strings_do_not_count():
+    def deep(n: int) -> object:
+        return {"a": deep(n - 1)} if n else 1
+
+    ok = _parse(
+        "/v1/chat/completions", {"model": "m", "messages": [{"role": "u", "content": "[{" * 500}], "t": deep(127)}
+    )
+    assert ok.prompt == "u\n" + "[{" * 500 + "\n"
+    with pytest.raises(BadRequestError):
+        _parse("/v1/chat/completions", {"model": "m", "messages": [{"role": "u", "content": "x"}], "t": deep(128)})
+
+
+def test_an_integer_too_long_to_convert_is_a_bad_request():
+    body = b'{"model":"m","prompt":"x","max_tokens":' + b"9" * 5000 + b"}"
+    with pytest.raises(BadRequestError) as err:
+        _parse("/v1/completions", body)
+    assert "not valid JSON" in err.value.message and "4300 digits" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/completions", b'{"model":"m","prompt":"a\\ud800b"}', "prompt"),
+        ("/v1/completions", b'{"model":"m\\uDFFF","prompt":"a"}', "model"),
+        ("/v1/chat/completions", b'{"model":"m","messages":[{"role":"user","content":"\\ud83d"}]}', "messages"),
+        ("/v1/completions", b'{"model":"m","prompt":"a\xed\xa0\x80b"}', None),  # an encoded surrogate: not UTF-8
+    ],
+)
+def test_unpaired_surrogates_are_a_bad_request(path, body, param):
+    with pytest.raises(BadRequestError) as err:
+        _parse(path, body)
+    assert err.value.param == param
+
+
+def test_escaped_surrogate_pairs_are_text():
+    req = _parse("/v1/completions", b'{"model":"m","prompt":"smile \\ud83d\\ude00"}')
+    assert req.prompt == "smile \U0001f600"
