@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtests.entry import module_main
+
 SCENARIOS = ("replica-stop", "replica-hang", "replica-error", "kv-gap", "kv-restart", "picker-cpu")
 OPTIONS = (
     "scenarios",
@@ -351,11 +353,7 @@ def summary_line(r: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.chaos.picker", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    args.prog = p.prog
-    return run(args)
+    return module_main("python -m loadtests.chaos.picker", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from loadtests.entry import module_main
+
 OPTIONS = (  # echoed in the report
     "endpoints",
     "tokens",
@@ -95,11 +97,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.picker.cli", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    args.prog = p.prog
-    return run(args)
+    return module_main("python -m loadtests.picker.cli", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

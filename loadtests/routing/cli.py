@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from loadtests.entry import module_main
 from loadtests.routing.peers import PEERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,11 +100,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.routing.cli", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    args.prog = p.prog
-    return run(args)
+    return module_main("python -m loadtests.routing.cli", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from loadtests.entry import module_main
+
 HELP = "run the picker and the controller under steady load for minutes and report resource growth"
 OPTIONS = (
     "minutes",
@@ -87,11 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.soak.cli", description=HELP)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    args.prog = p.prog
-    return run(args)
+    return module_main("python -m loadtests.soak.cli", HELP, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
