@@ -15,6 +15,7 @@ from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
 from controller.service import ControllerOptions
 from loadtests.rebalance.run import ControllerThread
+from sim.cluster.scenario import Scenario, parse_scenario
 from sim.cluster.twin import ClusterTwin
 
 FAST_LEASE = {"lease_duration_s": 2.0, "renew_deadline_s": 1.5, "retry_s": 0.2}
@@ -27,6 +28,17 @@ SHORT_WINDOWS = {
     },
     "vmQueries": {"cpuUsage": "rate(kubevirt_vmi_cpu_usage_seconds_total[3s])"},
 }
+
+
+def two_nodes_one_vm() -> Scenario:
+    """The smallest cluster a controller process can start against: worker-0 and worker-1, one VM on worker-0."""
+    return parse_scenario(
+        {
+            "namespaces": ["vms"],
+            "nodes": [{"name": "worker-0"}, {"name": "worker-1"}],
+            "vms": [{"name": "vm-0", "namespace": "vms", "cpu": 2, "memory": "2Gi", "node": "worker-0"}],
+        }
+    )
 
 
 def controller_config(**doc: Any) -> ControllerConfig:

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 from cluster_helpers import api_client, wait_for
-from controller_helpers import BackgroundController, controller_config, twin_options
+from controller_helpers import BackgroundController, controller_config, twin_options, two_nodes_one_vm
 from kubernetes import client
 
 from harness.netutil import free_port
-from sim.cluster.scenario import parse_scenario
 from sim.cluster.twin import ClusterTwin
 
 DOWN = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -31,14 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[ClusterTwin]:
-    scenario = parse_scenario(
-        {
-            "namespaces": ["vms"],
-            "nodes": [{"name": "worker-0"}, {"name": "worker-1"}],
-            "vms": [{"name": "vm-0", "namespace": "vms", "cpu": 2, "memory": "2Gi", "node": "worker-0"}],
-        }
-    )
-    with ClusterTwin(scenario, time_scale=10) as t:
+    with ClusterTwin(two_nodes_one_vm(), time_scale=10) as t:
         yield t
 
 

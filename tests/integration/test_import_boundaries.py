@@ -21,11 +21,11 @@ from pathlib import Path
 import grpc
 import pytest
 from cluster_helpers import wait_for
+from controller_helpers import two_nodes_one_vm
 
 from harness.netutil import free_port
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
-from sim.cluster.scenario import parse_scenario
 from sim.cluster.twin import ClusterTwin
 from sim.fleet.fleet import Fleet
 
@@ -102,14 +102,7 @@ async def test_the_running_picker_loads_no_twin_benchmark_controller_or_scipy(fl
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[ClusterTwin]:
-    scenario = parse_scenario(
-        {
-            "namespaces": ["vms"],
-            "nodes": [{"name": "worker-0"}, {"name": "worker-1"}],
-            "vms": [{"name": "vm-0", "namespace": "vms", "cpu": 2, "memory": "2Gi", "node": "worker-0"}],
-        }
-    )
-    with ClusterTwin(scenario, time_scale=10) as t:
+    with ClusterTwin(two_nodes_one_vm(), time_scale=10) as t:
         yield t
 
 
