@@ -101,3 +101,13 @@ def validate(obj: Obj) -> None:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.SchemaNotFoundError as exc:
         raise LookupError(f"{name_of(obj)}: no schema for {key} ({exc.message})") from None
+
+
+def validate_each(objects: tuple[Obj, ...] | list[Obj], source: str) -> None:
+    """Validate every object; the first failure is an AssertionError naming `source`, the object and the field path."""
+    for obj in objects:
+        try:
+            validate(obj)
+        except (jsonschema.ValidationError, LookupError) as exc:
+            where = "/".join(str(p) for p in getattr(exc, "absolute_path", []))
+            raise AssertionError(f"{source}: {name_of(obj)} at {where or '.'}: {exc}") from None

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from deploy_helpers import DEPLOY, ROOT, Obj, components, kustomizations, name_of, render, validate
+from deploy_helpers import DEPLOY, ROOT, Obj, components, kustomizations, name_of, render, validate, validate_each
 
 from autonomic.cli import build_parser
 from controller.config import load_config as load_controller_config
@@ -60,12 +60,7 @@ def test_every_component_is_used_by_an_overlay():
 def test_renders_and_validates(path: Path):
     objects = render(path)
     assert objects
-    for obj in objects:
-        try:
-            validate(obj)
-        except (jsonschema.ValidationError, LookupError) as exc:
-            where = "/".join(str(p) for p in getattr(exc, "absolute_path", []))
-            raise AssertionError(f"{path.relative_to(DEPLOY)}: {name_of(obj)} at {where or '.'}: {exc}") from None
+    validate_each(objects, str(path.relative_to(DEPLOY)))
     keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
     assert len(keys) == len(set(keys)), "an object is defined twice"
 

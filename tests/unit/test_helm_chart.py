@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
-from deploy_helpers import DEPLOY, ROOT, Obj, name_of, render, validate
+from deploy_helpers import DEPLOY, ROOT, Obj, name_of, render, validate_each
 from test_deploy_rbac import COMPONENTS, granted, needed
 
 from autonomic.cli import build_parser
@@ -218,12 +217,8 @@ def test_the_chart_copies_are_current():
 def test_renders_and_validates(case: str):
     objects = template(case)
     assert objects
+    validate_each(objects, case)
     for obj in objects:
-        try:
-            validate(obj)
-        except (jsonschema.ValidationError, LookupError) as exc:
-            where = "/".join(str(p) for p in getattr(exc, "absolute_path", []))
-            raise AssertionError(f"{case}: {name_of(obj)} at {where or '.'}: {exc}") from None
         if not obj["kind"].startswith("Cluster"):
             assert obj["metadata"]["namespace"] == NAMESPACE, f"{case}: {name_of(obj)}"
         else:
