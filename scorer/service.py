@@ -126,7 +126,10 @@ async def run_picker(
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
             raise StartupError(f"gRPC on {opts.host}:{opts.port} / health {opts.health_port}: {exc}") from None
         try:
-            runner, metrics_port = await serve_metrics(metrics, director.ready, opts.host, opts.metrics_port)
+            # /readyz goes 503 once stopping, as gRPC health goes NOT_SERVING: Envoy (which may check /readyz)
+            # and the kubelet stop sending new streams while open ones drain
+            ready = lambda: not stop.is_set() and director.ready()  # noqa: E731
+            runner, metrics_port = await serve_metrics(metrics, ready, opts.host, opts.metrics_port)
         except OSError as exc:
             await handle.stop(0)
             raise StartupError(f"metrics on {opts.host}:{opts.metrics_port}: {exc}") from None

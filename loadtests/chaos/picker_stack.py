@@ -227,7 +227,11 @@ class RoutingStack:
             self.picker = PickerProcess(self.addresses, config=config, scrape_interval_s=self.opts.scrape_interval_s)
             await self.picker.start()
             opts = EnvoyOptions(
-                listen_port=free_port(), admin_port=free_port(), picker_port=self.picker.port, pool=self.addresses
+                listen_port=free_port(),
+                admin_port=free_port(),
+                picker_port=self.picker.port,
+                picker_readyz_port=self.picker.metrics_port,
+                pool=self.addresses,
             )
             self.envoy = LocalEnvoy(opts, concurrency=self.opts.envoy_workers)
             await self.envoy.start()

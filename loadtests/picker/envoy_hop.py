@@ -121,6 +121,7 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         listen_port=free_port(),
         admin_port=free_port(),
         picker_port=picker.port if picker else None,
+        picker_readyz_port=picker.metrics_port if isinstance(picker, PickerProcess) else None,
         pool=pool,
         picker_tls=arm == "picker-tls",
     )

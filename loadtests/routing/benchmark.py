@@ -80,17 +80,18 @@ async def _start_router(
             await peer.start()
             started.append(peer)
             return peer.url, started
-        picker_port = None
+        picker_port = readyz_port = None
         lb = ENVOY_POLICIES.get(name, "ROUND_ROBIN")
         if name.startswith("picker-"):
             picker = PickerProcess(pool, config=shipped_profiles()[name.removeprefix("picker-")])
             await picker.start()
             started.append(picker)
-            picker_port = picker.port
+            picker_port, readyz_port = picker.port, picker.metrics_port
         opts = EnvoyOptions(
             listen_port=free_port(),
             admin_port=free_port(),
             picker_port=picker_port,
+            picker_readyz_port=readyz_port,
             pool=pool,
             failure_mode_allow=False,
             pool_lb_policy=lb,  # type: ignore[arg-type]

@@ -69,6 +69,7 @@ async def run_routing(
             listen_port=free_port(),
             admin_port=free_port(),
             picker_port=picker.port if picker else None,
+            picker_readyz_port=picker.metrics_port if picker else None,
             pool=pool,
             failure_mode_allow=False,
         )

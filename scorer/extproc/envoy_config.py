@@ -60,6 +60,12 @@ class EnvoyOptions:
     # consecutive health-check timeouts or connection failures before Envoy stops asking the picker (NOT_SERVING
     # counts at once): above 1 so that a picker late by a second under CPU starvation keeps routing
     picker_unhealthy_threshold: int = 3
+    # the picker's plain-HTTP port with `/readyz` (`autonomic picker --metrics-port`): Envoy health-checks that
+    # instead of gRPC health on the ext_proc port. Envoy's gRPC health check sends its timeout as `grpc-timeout`, and
+    # the picker's gRPC core answers DEADLINE_EXCEEDED when a starved picker is late; Envoy takes such an answer
+    # for an explicit failure and ejects at once, whatever `picker_unhealthy_threshold` says. Over HTTP a late
+    # answer is a timeout (counted against the threshold) and a 503 still ejects at once. None: gRPC health.
+    picker_readyz_port: int | None = None
     # without a picker: Envoy's own policy over the pool (the routing benchmark's random and least-queue baselines)
     pool_lb_policy: Literal["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"] = "ROUND_ROBIN"
 
@@ -81,8 +87,12 @@ def _metadata_key(key: str) -> dict[str, Any]:
     return {"key": LB_NAMESPACE, "path": [{"key": key}]}
 
 
-def _cluster(name: str, endpoints: Sequence[str], **extra: Any) -> dict[str, Any]:
-    lb_endpoints = [{"endpoint": _address(e)} for e in endpoints]
+_PLAIN_MATCH = {"autonomic.health_check": "plain"}
+
+
+def _cluster(name: str, endpoints: Sequence[str], health_check_port: int | None = None, **extra: Any) -> dict[str, Any]:
+    check = {} if health_check_port is None else {"health_check_config": {"port_value": health_check_port}}
+    lb_endpoints = [{"endpoint": {**_address(e), **check}} for e in endpoints]
     assignment = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
     return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": assignment, **extra}
 
@@ -111,15 +121,23 @@ def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
     # picker starved of CPU for a second is not taken out (fail-closed, that was a 500 for every request)
     every_second = {"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s"}
     health = {**every_second, "unhealthy_threshold": opts.picker_unhealthy_threshold, "healthy_threshold": 1}
-    health["grpc_health_check"] = {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"}
     extra: dict[str, Any] = {}
     if opts.picker_tls:
         extra["transport_socket"] = _picker_tls(opts)
+    if opts.picker_readyz_port is None:
+        health["grpc_health_check"] = {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"}
+    else:
+        health["http_health_check"] = {"path": "/readyz"}
+        if opts.picker_tls:  # /readyz is plain HTTP: the check picks the cluster's plain transport socket
+            health["transport_socket_match_criteria"] = _PLAIN_MATCH
+            raw = _typed("envoy.transport_sockets.raw_buffer", "transport_sockets.raw_buffer.v3.RawBuffer")
+            extra["transport_socket_matches"] = [{"name": "plain", "match": _PLAIN_MATCH, "transport_socket": raw}]
     if not _is_ip(opts.picker_host):
         extra.update(type="STRICT_DNS", dns_lookup_family="V4_PREFERRED")
     return _cluster(
         "picker",
         [f"{opts.picker_host}:{opts.picker_port}"],
+        health_check_port=opts.picker_readyz_port,
         typed_extension_protocol_options={"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
         health_checks=[health],
         common_lb_config={"healthy_panic_threshold": {"value": 0}},
@@ -214,6 +232,8 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
     """The bootstrap as a dict (yaml.safe_dump of it is what Envoy reads)."""
     if not opts.pool and (opts.picker_port is None or opts.routing == "override_host"):
         raise ValueError("this routing needs the pool of model-server addresses")
+    if opts.picker_readyz_port is not None and not 0 < opts.picker_readyz_port < 65536:
+        raise ValueError(f"picker_readyz_port must be a port (1-65535), got {opts.picker_readyz_port}")
     if opts.picker_unhealthy_threshold < 1:
         raise ValueError(f"picker_unhealthy_threshold must be at least 1, got {opts.picker_unhealthy_threshold}")
     clusters = [_pool_cluster(opts)] if opts.pool else []
@@ -261,6 +281,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--picker-tls", action="store_true", help="ext_proc over TLS (not verified without --picker-ca)")
     ap.add_argument("--picker-ca", default=None, help="CA file that verifies the picker's certificate")
     ap.add_argument("--picker-sni", default=None, help="SNI (and name checked with --picker-ca)")
+    ap.add_argument(
+        "--picker-readyz-port",
+        type=int,
+        default=9090,
+        help="the picker's --metrics-port: Envoy health-checks its /readyz over plain HTTP (default 9090; 0: gRPC "
+        "health on the ext_proc port, where a late answer can eject the picker at once, see docs/picker-envoy.md)",
+    )
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
@@ -278,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         picker_tls=a.picker_tls or a.picker_ca is not None,
         picker_ca_file=a.picker_ca,
         picker_sni=a.picker_sni,
+        picker_readyz_port=a.picker_readyz_port or None,
         listen_host=a.listen_host,
         pool=tuple(p for p in a.pool.split(",") if p),
         routing=a.routing,

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.envoy import envoy_binary
 from scorer.extproc.envoy_config import EnvoyOptions, main, render, render_yaml
@@ -34,6 +35,10 @@ VARIANTS = [
     EnvoyOptions(pool=POOL, routing="original_dst", access_log=True),
     EnvoyOptions(pool=(), routing="original_dst"),
     EnvoyOptions(pool=POOL, picker_port=None),
+    EnvoyOptions(pool=POOL, picker_readyz_port=9090),
+    EnvoyOptions(
+        pool=(), routing="original_dst", picker_host="picker.example", picker_tls=True, picker_readyz_port=9090
+    ),
 ]
 
 
@@ -70,3 +75,51 @@ def test_picker_health_check_threshold(threshold: int, error: str | None):
 def test_default_tolerates_one_late_health_check():
     """A picker late for one check (CPU starvation) stays in the path; see test_extproc_failures."""
     assert EnvoyOptions().picker_unhealthy_threshold > 1
+
+
+def _picker_cluster(opts: EnvoyOptions) -> dict:
+    return next(c for c in render(opts)["static_resources"]["clusters"] if c["name"] == "picker")
+
+
+@pytest.mark.parametrize(
+    ("opts", "kind", "port", "plain_match"),
+    [
+        (EnvoyOptions(pool=POOL), "grpc_health_check", None, False),
+        (EnvoyOptions(pool=POOL, picker_readyz_port=9090), "http_health_check", 9090, False),
+        (EnvoyOptions(pool=POOL, picker_tls=True, picker_readyz_port=9191), "http_health_check", 9191, True),
+        (EnvoyOptions(pool=POOL, picker_tls=True), "grpc_health_check", None, False),
+    ],
+)
+def test_picker_health_check_kind(opts: EnvoyOptions, kind: str, port: int | None, plain_match: bool):
+    """/readyz over HTTP on the picker's metrics port when given (a late answer is a timeout, not an explicit
+    failure), on a plain socket even when ext_proc is TLS; gRPC health on the ext_proc port otherwise."""
+    picker = _picker_cluster(opts)
+    (check,) = picker["health_checks"]
+    assert kind in check and {"grpc_health_check", "http_health_check"} - {kind} - check.keys()
+    if kind == "http_health_check":
+        assert check[kind] == {"path": "/readyz"}
+    (endpoint,) = picker["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"].get("health_check_config", {}).get("port_value") == port
+    matches = picker.get("transport_socket_matches", [])
+    assert bool(matches) == plain_match == ("transport_socket_match_criteria" in check)
+    if plain_match:
+        assert matches[0]["match"] == check["transport_socket_match_criteria"]
+        assert matches[0]["transport_socket"]["name"] == "envoy.transport_sockets.raw_buffer"
+        assert picker["transport_socket"]["name"] == "envoy.transport_sockets.tls"  # ext_proc itself stays TLS
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536])
+def test_picker_readyz_port_is_a_port(port: int):
+    with pytest.raises(ValueError, match="picker_readyz_port"):
+        render(EnvoyOptions(pool=POOL, picker_readyz_port=port))
+
+
+@pytest.mark.parametrize(
+    ("args", "port"), [([], 9090), (["--picker-readyz-port", "9191"], 9191), (["--picker-readyz-port", "0"], None)]
+)
+def test_cli_health_checks_readyz_by_default(tmp_path: Path, args: list[str], port: int | None):
+    out = tmp_path / "envoy.yaml"
+    main([*args, "-o", str(out)])
+    picker = next(c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"] if c["name"] == "picker")
+    endpoint = picker["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint.get("health_check_config", {}).get("port_value") == port

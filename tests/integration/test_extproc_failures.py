@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from aiohttp import web
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy_fixture import (
     Stack,
@@ -164,14 +165,14 @@ async def test_hung_picker_is_bounded_by_a_timeout(fleet2: Fleet, body_mode: str
     assert waited < 5.0
 
 
-class _StallingHealth(health.aio.HealthServicer):
-    """Health that, between `stall()` and `resume()`, answers no check until resumed: a picker starved of CPU (its
-    one event loop late by seconds) as Envoy's health checker sees it."""
+class _StallingReadiness:
+    """The picker's `/readyz` as Envoy's health checker sees it when the picker is starved of CPU: between `stall()`
+    and `resume()` no check is answered until resumed (its one event loop late by seconds)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._resumed = asyncio.Event()
         self._resumed.set()
+        self.runner: web.AppRunner | None = None
 
     def stall(self) -> None:
         self._resumed = asyncio.Event()
@@ -179,9 +180,23 @@ class _StallingHealth(health.aio.HealthServicer):
     def resume(self) -> None:
         self._resumed.set()
 
-    async def Check(self, request, context):  # type: ignore[no-untyped-def,override]
+    async def _readyz(self, _: web.Request) -> web.Response:
         await self._resumed.wait()
-        return await super().Check(request, context)
+        return web.Response(text="ready\n")
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get("/readyz", self._readyz)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return int(self.runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        self.resume()
+        if self.runner is not None:
+            await self.runner.cleanup()
 
 
 async def _health_check_stat(envoy: LocalEnvoy, name: str) -> int:
@@ -204,35 +219,45 @@ async def test_a_late_health_check_does_not_take_the_picker_out(fleet2: Fleet):
     """One health check that times out (a starved picker, here one that does not answer it until released) leaves
     the picker in Envoy's path: with `unhealthy_threshold: 1` it was marked unhealthy at once and, fail-closed,
     every request got Envoy's 500 until the next good check (the routing benchmark's 500s under a starved CPU).
-    NOT_SERVING still takes it out at once (test_not_ready_picker_is_skipped_by_envoy)."""
+    Envoy checks the picker's `/readyz` over HTTP: its gRPC health check sends `grpc-timeout`, the picker's gRPC core
+    answered DEADLINE_EXCEEDED as the check timed out, and Envoy took that for an explicit failure and ejected the
+    picker at once (this test failed 4 times in 15 with two CPU hogs until then). A late answer must be a timeout.
+    NOT_SERVING / 503 still takes it out at once (test_not_ready_picker_is_skipped_by_envoy)."""
     addresses = fleet_addresses(fleet2)
-    backend = RoundRobinBackend(addresses)
     server = grpc.aio.server()
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(backend), server)
-    checks = _StallingHealth()
-    await checks.set("envoy.service.ext_proc.v3.ExternalProcessor", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(RoundRobinBackend(addresses)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    opts = EnvoyOptions(listen_port=free_port(), admin_port=free_port(), picker_port=port, pool=tuple(addresses))
+    checks = _StallingReadiness()
+    readyz_port = await checks.start()
+    opts = EnvoyOptions(
+        listen_port=free_port(),
+        admin_port=free_port(),
+        picker_port=port,
+        picker_readyz_port=readyz_port,
+        pool=tuple(addresses),
+    )
     try:
         async with LocalEnvoy(opts) as envoy, asyncio.timeout(120):
             assert (await post_completion(envoy.url, completion_body(fleet2, "before", new_request_id())))[0] == 200
             await _health_check_above(envoy, "success")
-            # Envoy's flags are read between two reads of its failure count. While fewer than the threshold of checks
+            # Envoy's flags are read between two reads of its failure counts. While fewer than the threshold of checks
             # have failed in a row, the picker must still be in the path. On a starved machine the test may read too
             # late (the threshold already reached): that observation says nothing, so the checks recover and the
             # stall starts again.
             conclusive = False
             for _attempt in range(5):
-                failures = await _health_check_stat(envoy, "network_failure")
+                failures = await _health_check_stat(envoy, "failure")
+                timeouts = await _health_check_stat(envoy, "network_failure")
                 checks.stall()
-                await _health_check_above(envoy, "network_failure", failures)  # one check timed out
+                await _health_check_above(envoy, "failure", failures)  # one check failed
                 clusters = await envoy.admin_get("/clusters")
-                in_a_row = await _health_check_stat(envoy, "network_failure") - failures
+                in_a_row = await _health_check_stat(envoy, "failure") - failures
+                late = await _health_check_stat(envoy, "network_failure") - timeouts
                 successes = await _health_check_stat(envoy, "success")
                 checks.resume()
                 await _health_check_above(envoy, "success", successes)  # a good check ends the run
+                assert late == in_a_row, f"{in_a_row} failed checks, only {late} of them timeouts"
                 if in_a_row < opts.picker_unhealthy_threshold:
                     flags = [
                         ln for ln in clusters.splitlines() if ln.startswith("picker::") and "::health_flags::" in ln
@@ -244,4 +269,5 @@ async def test_a_late_health_check_does_not_take_the_picker_out(fleet2: Fleet):
             status, _ = await post_completion(envoy.url, completion_body(fleet2, "after", new_request_id()))
             assert status == 200
     finally:
+        await checks.stop()
         await server.stop(0)

@@ -80,7 +80,13 @@ async def _set_fault(fleet: Fleet, index: int, fault: dict[str, object]) -> None
 
 def _envoy(picker: PickerProcess, pool: list[str]) -> LocalEnvoy:
     return LocalEnvoy(
-        EnvoyOptions(listen_port=free_port(), admin_port=free_port(), picker_port=picker.port, pool=tuple(pool))
+        EnvoyOptions(
+            listen_port=free_port(),
+            admin_port=free_port(),
+            picker_port=picker.port,
+            picker_readyz_port=picker.metrics_port,
+            pool=tuple(pool),
+        )
     )
 
 
@@ -273,7 +279,13 @@ async def test_sigterm_drains_an_open_stream_and_exits_0():
         ready = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
         assert ready.startswith(f"ready: ext_proc=127.0.0.1:{ports[0]} health=127.0.0.1:{ports[1]} ")
         assert f"metrics=127.0.0.1:{ports[2]}" in ready
-        opts = EnvoyOptions(listen_port=free_port(), admin_port=free_port(), picker_port=ports[0], pool=tuple(pool))
+        opts = EnvoyOptions(
+            listen_port=free_port(),
+            admin_port=free_port(),
+            picker_port=ports[0],
+            picker_readyz_port=ports[2],
+            pool=tuple(pool),
+        )
         async with LocalEnvoy(opts) as envoy, aiohttp.ClientSession() as http:
             body = {"model": fleet.servers[0].model_name, "prompt": "drain me", "stream": True}
             body |= {"max_tokens": 60, "min_tokens": 60, "stream_options": {"include_usage": True}}

@@ -68,6 +68,7 @@ async def _route_one(fleet: Fleet, picker: PickerProcess, **envoy: object) -> li
         listen_port=free_port(),
         admin_port=free_port(),
         picker_port=picker.port,
+        picker_readyz_port=picker.metrics_port,
         pool=tuple(fleet_addresses(fleet)),
         **envoy,  # type: ignore[arg-type]
     )

@@ -275,6 +275,8 @@ STANDALONE_ARGS = [
     "--picker-host",
     "autonomic-picker.llm.svc.cluster.local",
     "--picker-tls",
+    "--picker-readyz-port",  # gRPC health: the NetworkPolicy opens the picker's 9090 to monitoring only
+    "0",
     "--listen-host",
     "0.0.0.0",
     "--listen-port",
