@@ -293,7 +293,14 @@ async def test_sigterm_drains_an_open_stream_and_exits_0():
                 assert resp.status == 200
                 first = await resp.content.readline()  # the stream is open and flowing through the picker
                 assert first.startswith(b"data:")
+                async with http.get(f"http://127.0.0.1:{ports[2]}/readyz") as r:
+                    assert r.status == 200
                 proc.send_signal(signal.SIGTERM)
+                readyz = 200
+                while readyz == 200:  # not ready while draining: Envoy and the kubelet stop sending new streams
+                    async with http.get(f"http://127.0.0.1:{ports[2]}/readyz") as r:
+                        readyz = r.status
+                assert readyz == 503
                 rest = await resp.content.read()
             events = [line for line in (first + rest).split(b"\n") if line.startswith(b"data:")]
             assert events[-1] == b"data: [DONE]"
