@@ -8,8 +8,11 @@ from typing import Any
 
 from loadtests.report.writer import Table, command_line, fmt, write_json, write_report
 
-GOAL_PCT = 10.0  # RSS and open fds may grow at most this much after the warm-up
-JUDGED = ("rss_mb", "fds")
+GOAL_PCT = 10.0  # RSS and open fds (besides live TCP connections) may grow at most this much after the warm-up
+# open fds are judged without the live TCP connections (loadtests/soak/sampler.py): keep-alive pools follow the
+# client's concurrency, which rises whenever the machine slows; the raw count and the connections are reported
+JUDGED = ("rss_mb", "held_fds")
+MEASURES = ("rss_mb", "fds", "held_fds", "connections", "threads")
 NOT_JUDGED = {  # sampled and reported, not held to the goal
     "soak driver": "n/a (the load generator)",
     "prometheus": "n/a (third party: its TSDB head grows until the 2-hour compaction)",
@@ -26,7 +29,9 @@ def growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, dict[str
             out[name] = {"gone": True}
             continue
         out[name] = {}
-        for measure in ("rss_mb", "fds", "threads"):
+        for measure in MEASURES:
+            if any(measure not in x for x in series):  # results written before the measure existed
+                continue
             values = [x[measure] for x in series]
             start, end, peak = values[0], values[-1], max(values)
             out[name][measure] = {
@@ -55,22 +60,25 @@ def write(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     ok = goals_met(grown)
     args.out.mkdir(parents=True, exist_ok=True)
     command = command_line(getattr(args, "prog", "autonomic soak"), args, OPTIONS)
-    headers = ["process", "RSS MB warm -> end (peak)", "RSS growth", "fds warm -> end (peak)", "fds growth"]
-    headers += ["threads warm -> end", "goal (<= 10% RSS, fds)"]
+    headers = ["process", "RSS MB warm -> end (peak)", "RSS growth", "fds besides connections warm -> end (peak)"]
+    headers += ["growth", "all fds warm -> end", "live TCP connections warm -> end", "threads warm -> end"]
+    headers += ["goal (<= 10% RSS, fds besides connections)"]
     rows = []
     for name, g in grown.items():
         if g.get("gone"):
-            rows.append([name, "exited during the soak", "-", "-", "-", "-", "FAILED"])
+            rows.append([name, "exited during the soak", *["-"] * (len(headers) - 3), "FAILED"])
             continue
-        r, f, t = g["rss_mb"], g["fds"], g["threads"]
+        r, h, f, c, t = g["rss_mb"], g["held_fds"], g["fds"], g["connections"], g["threads"]
         met = all(g[m]["growth_pct"] <= GOAL_PCT for m in JUDGED)
         rows.append(
             [
                 name,
                 f"{r['warm']:.1f} -> {r['end']:.1f} ({r['peak']:.1f})",
                 f"{r['growth_pct']:+.1f}%",
-                f"{f['warm']} -> {f['end']} ({f['peak']})",
-                f"{f['growth_pct']:+.1f}%",
+                f"{h['warm']} -> {h['end']} ({h['peak']})",
+                f"{h['growth_pct']:+.1f}%",
+                f"{f['warm']} -> {f['end']} ({f['growth_pct']:+.0f}%)",
+                f"{c['warm']} -> {c['end']}",
                 f"{t['warm']} -> {t['end']}",
                 NOT_JUDGED.get(name, "met" if met else "NOT MET"),
             ]
@@ -90,8 +98,9 @@ def write(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
         "",
         f"{last['t_s'] / 60:.1f} minutes, {len(samples)} samples; growth from the first sample after the "
         f"{warmup_s / 60:g}-minute warm-up to the last. Requests sent {load['sent']}, failed {load['failed']}. "
-        f"Goals (RSS and fds growth <= {GOAL_PCT:g}% for every service and twin; Prometheus and the load generator "
-        f"are reported, not judged): {'met' if ok else 'NOT MET'}.",
+        f"Goals (RSS and open fds besides live TCP connections grow <= {GOAL_PCT:g}% for every service and twin; "
+        "live connections follow the client's concurrency and are reported with the raw fd count; Prometheus and "
+        f"the load generator are reported, not judged): {'met' if ok else 'NOT MET'}.",
     ]
     table = Table("Growth per process", headers, rows)
     plot = _plot(args.out / "soak.png", samples, warmup_s)
@@ -121,8 +130,10 @@ def _plot(path: Path, samples: list[dict[str, Any]], warmup_s: float) -> Path | 
     for name in samples[0]["processes"]:
         stats = [s["processes"].get(name) for s in samples]
         ax_rss.plot(minutes, [x["rss_mb"] if x else float("nan") for x in stats], label=name, marker=".")
-        ax_fds.plot(minutes, [x["fds"] if x else float("nan") for x in stats], label=name, marker=".")
-    for ax, label in ((ax_rss, "RSS (MB)"), (ax_fds, "open fds")):
+        (line,) = ax_fds.plot(minutes, [x.get("held_fds", x["fds"]) if x else float("nan") for x in stats], marker=".")
+        all_fds = [x["fds"] if x else float("nan") for x in stats]
+        ax_fds.plot(minutes, all_fds, color=line.get_color(), linestyle=":", linewidth=1)
+    for ax, label in ((ax_rss, "RSS (MB)"), (ax_fds, "fds besides connections\n(dotted: all fds)")):
         ax.axvline(warmup_s / 60, color="grey", linestyle="--", linewidth=1)
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)

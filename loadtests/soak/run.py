@@ -14,6 +14,7 @@ import asyncio
 import re
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ import aiohttp
 from harness.child import Child
 from harness.netutil import free_port
 from loadtests.chaos.picker_stack import OpenLoopLoad, RoutingStack, StackOptions, parse_samples, value
-from loadtests.soak.sampler import children, read_proc
+from loadtests.soak.sampler import children, established_inodes, read_proc
 
 PICKER_GAUGES = {
     "in_flight": "autonomic_picker_in_flight_requests",
@@ -132,9 +133,10 @@ async def _sample(
     load: OpenLoopLoad,
 ) -> dict[str, Any]:
     procs: dict[str, Any] = {}
+    established = established_inodes()
     for name, pid in pids.items():
-        stat = read_proc(pid if pid is not None else _self_pid())
-        procs[name] = None if stat is None else {"rss_mb": stat.rss_mb, "fds": stat.fds, "threads": stat.threads}
+        stat = read_proc(pid if pid is not None else _self_pid(), established)
+        procs[name] = None if stat is None else {**asdict(stat), "held_fds": stat.held_fds}
     picker = await _metrics(http, stack.metrics_url, tuple(PICKER_GAUGES.values()))
     controller = await _metrics(http, control.metrics_url, CONTROLLER_SERIES)
     outcomes = load.outcomes

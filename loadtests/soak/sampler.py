@@ -2,6 +2,11 @@
 
 Why it exists: a soak judges growth of the picker, the controller, Envoy and the twins from outside, as an operator's
 node exporter would, without instrumenting them. Reading /proc costs a few system calls per process.
+
+Open fds are split into live TCP connections (ESTABLISHED in /proc/net/tcp{,6}) and the rest. Keep-alive pools hold
+as many live connections as requests were once in flight at the same time, so their count follows the client's
+concurrency (which rises whenever the machine slows), not time. What a leak leaves behind is in the rest: files,
+pipes, event fds, listening sockets, and sockets whose peer has gone (CLOSE_WAIT) but that were never closed.
 """
 
 from __future__ import annotations
@@ -9,24 +14,60 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+_ESTABLISHED = "01"  # the `st` column of /proc/net/tcp (include/net/tcp_states.h)
+
 
 @dataclass(frozen=True)
 class ProcStat:
     rss_mb: float
     fds: int
     threads: int
+    connections: int = 0  # of the fds, live TCP connections (ESTABLISHED)
+
+    @property
+    def held_fds(self) -> int:
+        """Open fds other than live TCP connections: where a leak shows."""
+        return self.fds - self.connections
 
 
-def read_proc(pid: int) -> ProcStat | None:
-    """The process' RSS (VmRSS), open fds (entries of /proc/PID/fd) and threads; None once it is gone."""
+def established_inodes(tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")) -> set[int]:
+    """Socket inodes of every ESTABLISHED TCP connection in this network namespace."""
+    found: set[int] = set()
+    for table in tables:
+        try:
+            with open(table) as f:
+                next(f, None)  # header
+                for line in f:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[3] == _ESTABLISHED:
+                        found.add(int(cols[9]))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def read_proc(pid: int, established: set[int] | None = None) -> ProcStat | None:
+    """The process' RSS (VmRSS), open fds (entries of /proc/PID/fd), threads and, of its fds, the live TCP
+    connections among `established` (from `established_inodes()`, read once per sample); None once it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        fd_dir = f"/proc/{pid}/fd"
+        entries = os.listdir(fd_dir)
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+    connections = 0
+    if established:
+        for entry in entries:
+            try:
+                target = os.readlink(f"{fd_dir}/{entry}")
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in established:
+                connections += 1
     rss_kb = int(fields.get("VmRSS", "0 kB").split()[0])
-    return ProcStat(rss_mb=rss_kb / 1024, fds=fds, threads=int(fields["Threads"].strip()))
+    threads = int(fields["Threads"].strip())
+    return ProcStat(rss_mb=rss_kb / 1024, fds=len(entries), threads=threads, connections=connections)
 
 
 def children(pid: int) -> dict[int, str]:

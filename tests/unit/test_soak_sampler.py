@@ -1,0 +1,59 @@
+"""The soak's /proc sampler: open fds split into live TCP connections and the rest, read from this very process."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from loadtests.soak.sampler import established_inodes, read_proc
+
+
+def _stat():
+    stat = read_proc(os.getpid(), established_inodes())
+    assert stat is not None
+    return stat
+
+
+def test_live_connections_are_counted_apart_from_other_fds():
+    before = _stat()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        during = _stat()
+        # both ends of the connection live in this process; the listening socket is not a connection
+        assert during.connections - before.connections == 2
+        assert during.fds - before.fds == 3
+        assert during.held_fds - before.held_fds == 1
+        client.close()
+        server.close()
+    after = _stat()
+    assert (after.connections, after.fds) == (before.connections, before.fds)
+
+
+def test_a_half_closed_connection_is_held_not_live():
+    """The peer closed and this side did not: CLOSE_WAIT, what a leaked connection looks like, counts as held."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        before = _stat()
+        client.close()
+        while _stat().connections == before.connections:  # the FIN arrives
+            pass
+        after = _stat()
+        # the client's fd is gone, the server's socket is in CLOSE_WAIT: no longer live, still open
+        assert (after.connections, after.fds) == (before.connections - 2, before.fds - 1)
+        assert after.held_fds == before.held_fds + 1
+        server.close()
+
+
+def test_without_the_connection_table_every_fd_is_held():
+    stat = read_proc(os.getpid())
+    assert stat is not None and stat.connections == 0 and stat.held_fds == stat.fds
+
+
+def test_a_process_that_is_gone_reads_as_none():
+    assert read_proc(2**22 + 12345) is None
