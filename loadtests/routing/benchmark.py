@@ -23,6 +23,7 @@ from harness.picker import PickerProcess
 from loadtests.report.writer import Table, command_line, fmt, pct, plot_cdf, write_json, write_report
 from loadtests.routing.bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
 from loadtests.routing.cli import ENVOY_POLICIES, OPTIONS, shipped_profiles
+from loadtests.routing.extproc_log import phase_summary
 from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
 from loadtests.routing.peers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
@@ -61,6 +62,11 @@ def router_overhead_ms(records: list[ReplayRecord], logs: dict[int, list[dict[st
     return (pct(client, 50) - pct(model, 50)) * 1e3
 
 
+def extproc_log(workdir: Path, name: str) -> Path:
+    """Where Envoy writes the per-request ext_proc account of router `name` (loadtests.routing.extproc_log)."""
+    return workdir / f"{name}-extproc.jsonl"
+
+
 class RouterSkipped(Exception):
     pass
 
@@ -90,6 +96,7 @@ async def _start_router(
         opts = EnvoyOptions(
             listen_port=free_port(),
             admin_port=free_port(),
+            extproc_log_path=str(extproc_log(workdir, name)),
             picker_port=picker_port,
             picker_readyz_port=readyz_port,
             pool=pool,
@@ -137,11 +144,13 @@ async def run_router(
         summary["failed_sent_at_s"] = [round(r.sent_at, 2) for r in records if not r.ok][:50]
         if any(isinstance(thing, PickerProcess) for thing in stack) and summary["failed"]:
             summary["picker_output_tail"] = [ln for t in stack if isinstance(t, PickerProcess) for ln in t.output][-20:]
-        return summary
     finally:
         for thing in reversed(stack):
             await thing.stop()
         await fleet.stop()
+    if name.startswith("picker-"):  # Envoy has flushed its access log on stop
+        summary["extproc_phases"] = phase_summary(extproc_log(args.out, name))
+    return summary
 
 
 def results_entry(s: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +195,21 @@ def report_table(oracle: float, pooled: float, summaries: dict[str, dict[str, An
         "(model s; large values mean the machine, not the router, set the pace). Oracle bound: one infinite cache",
         "shared by all servers. Pooled-capacity bound: one LRU prefix cache of the whole fleet's capacity; LRU is not",
         "optimal, so a router that keeps reused prefixes apart from one-off requests can exceed it slightly.",
+    ]
+    return table
+
+
+def phases_table(phases: dict[str, dict[str, Any]]) -> Table:
+    headers = ["router", "requests", "request path wait p50 ms", "response headers wait p50 ms"]
+    headers += ["wait per response chunk p50 ms", "response chunks p50"]
+    table = Table("Where the picker's time goes (Envoy's ext_proc account)", headers)
+    for name, p in phases.items():
+        row = [name, str(p["requests"]), fmt(p["request_wait_ms"], ".2f"), fmt(p["response_headers_wait_ms"], ".2f")]
+        table.rows.append([*row, fmt(p["response_chunk_wait_ms"], ".2f"), fmt(p["response_chunks"], "g")])
+    table.notes = [
+        "From Envoy's access log (ExtProcLoggingInfo), successful requests. Request path: from the request headers",
+        "sent to the picker to its answer, held until the whole body arrived and the decision was made. The response",
+        "headers and every response body chunk then wait for the picker again; the first chunk is the first token.",
     ]
     return table
 
@@ -260,7 +284,11 @@ async def bench(args: argparse.Namespace, routers: list[str]) -> dict[str, Any]:
     ]
     footer = [f"Skipped: {n}: {why}" for n, why in skipped.items()]
     footer += [f"Plot: {plot.name}" if plot else "Plot: not drawn (matplotlib missing or no data)"]
-    write_report(args.out, "Routing benchmark", intro, [report_table(oracle, pooled, summaries)], footer)
+    tables = [report_table(oracle, pooled, summaries)]
+    phases = {n: s["extproc_phases"] for n, s in summaries.items() if s.get("extproc_phases")}
+    if phases:
+        tables.append(phases_table(phases))
+    write_report(args.out, "Routing benchmark", intro, tables, footer)
     written = "report.md, results.json, details.json" + (", ttft_cdf.png" if plot else "")
     print(f"[bench routing] wrote {written} in {args.out}")
     return results

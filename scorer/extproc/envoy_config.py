@@ -52,6 +52,9 @@ class EnvoyOptions:
     route_timeout_s: int = 86400
     stream_idle_timeout_s: float | None = None  # Envoy's default is 300 s; it is what ends a hung picker's requests
     access_log: bool = False
+    # a JSON line per request with Envoy's own account of the ext_proc stream (per phase: latency waiting for the
+    # picker, calls, gRPC status; `ExtProcLoggingInfo`) keyed by x-request-id: where the picker's time goes
+    extproc_log_path: str | None = None
     # ext_proc over TLS (the in-cluster picker serves TLS): without a CA the picker's certificate is not verified,
     # as GIE's gateways do with the EPP's self-signed one; a picker_host that is not an IP is resolved (STRICT_DNS)
     picker_tls: bool = False
@@ -258,6 +261,20 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
         fmt = {"text_format_source": {"inline_string": line + "%DYNAMIC_METADATA(envoy.lb)%\n"}}
         stderr = _typed("envoy.access_loggers.stderr", "access_loggers.stream.v3.StderrAccessLog", log_format=fmt)
         hcm["access_log"] = [stderr]
+    if opts.extproc_log_path and opts.picker_port is not None:
+        fields = {
+            "request_id": "%REQ(X-REQUEST-ID)%",
+            "status": "%RESPONSE_CODE%",
+            "duration_ms": "%DURATION%",
+            "ext_proc": "%FILTER_STATE(envoy.filters.http.ext_proc:TYPED)%",
+        }
+        file_log = _typed(
+            "envoy.access_loggers.file",
+            "access_loggers.file.v3.FileAccessLog",
+            path=opts.extproc_log_path,
+            log_format={"json_format": fields},
+        )
+        hcm.setdefault("access_log", []).append(file_log)
     hcm_filter = {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
     listener = {"name": "inference", **_address(f"{opts.listen_host}:{opts.listen_port}")}
     listener["filter_chains"] = [{"filters": [hcm_filter]}]
