@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from loadtests.soak.sampler import established_inodes, read_proc
 
@@ -14,31 +16,36 @@ def _stat():
     return stat
 
 
-def test_live_connections_are_counted_apart_from_other_fds():
-    before = _stat()
+@contextmanager
+def _connection() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A listening socket and one loopback connection through it, both ends in this process."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         client = socket.create_connection(listener.getsockname())
         server, _ = listener.accept()
+        try:
+            yield client, server
+        finally:
+            client.close()
+            server.close()
+
+
+def test_live_connections_are_counted_apart_from_other_fds():
+    before = _stat()
+    with _connection():
         during = _stat()
         # both ends of the connection live in this process; the listening socket is not a connection
         assert during.connections - before.connections == 2
         assert during.fds - before.fds == 3
         assert during.held_fds - before.held_fds == 1
-        client.close()
-        server.close()
     after = _stat()
     assert (after.connections, after.fds) == (before.connections, before.fds)
 
 
 def test_a_half_closed_connection_is_held_not_live():
     """The peer closed and this side did not: CLOSE_WAIT, what a leaked connection looks like, counts as held."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
+    with _connection() as (client, _server):
         before = _stat()
         client.close()
         while _stat().connections == before.connections:  # the FIN arrives
@@ -47,7 +54,6 @@ def test_a_half_closed_connection_is_held_not_live():
         # the client's fd is gone, the server's socket is in CLOSE_WAIT: no longer live, still open
         assert (after.connections, after.fds) == (before.connections - 2, before.fds - 1)
         assert after.held_fds == before.held_fds + 1
-        server.close()
 
 
 def test_without_the_connection_table_every_fd_is_held():
