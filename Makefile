@@ -47,7 +47,8 @@ kubectl: $(STAMP)
 helm: $(STAMP)
 	bash scripts/install-helm.sh $(BIN)
 
-# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/
+# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/, and the reference EPP
+# (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh)
 peers:
 	bash scripts/install-peers.sh
 
@@ -101,4 +102,5 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-peers build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	test ! -d .gopath-peers || chmod -R u+w .gopath-peers  # Go keeps its module cache read-only
+	rm -rf $(VENV) .venv-peers .gopath-peers build *.egg-info .pytest_cache .mypy_cache .ruff_cache
