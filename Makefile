@@ -53,7 +53,7 @@ peers:
 	bash scripts/install-peers.sh
 
 test-peers: $(STAMP) peers
-	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py
+	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py tests/integration/test_epp_peer.py
 
 # the committed Python stubs of proto/*.proto (tests/unit/test_proto_stubs.py fails when they are stale)
 proto: $(STAMP)
