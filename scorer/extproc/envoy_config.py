@@ -297,6 +297,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the picker's --metrics-port: Envoy health-checks its /readyz over plain HTTP (default 9090; 0: gRPC "
         "health on the ext_proc port, where a late answer can eject the picker at once, see docs/picker-envoy.md)",
     )
+    ap.add_argument(
+        "--picker-grpc-health-port",
+        type=int,
+        default=None,
+        help="gRPC health of the ext_proc service on this port instead of /readyz (an ext_proc server that answers "
+        "it apart, as the GIE EPP on its --grpc-health-port); overrides --picker-readyz-port",
+    )
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
@@ -314,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         picker_tls=a.picker_tls or a.picker_ca is not None,
         picker_ca_file=a.picker_ca,
         picker_sni=a.picker_sni,
-        picker_readyz_port=a.picker_readyz_port or None,
+        picker_readyz_port=None if a.picker_grpc_health_port else a.picker_readyz_port or None,
+        picker_grpc_health_port=a.picker_grpc_health_port,
         listen_host=a.listen_host,
         pool=tuple(p for p in a.pool.split(",") if p),
         routing=a.routing,

@@ -127,11 +127,18 @@ def test_one_picker_health_check_only():
 
 
 @pytest.mark.parametrize(
-    ("args", "port"), [([], 9090), (["--picker-readyz-port", "9191"], 9191), (["--picker-readyz-port", "0"], None)]
+    ("args", "port", "kind"),
+    [
+        ([], 9090, "http_health_check"),
+        (["--picker-readyz-port", "9191"], 9191, "http_health_check"),
+        (["--picker-readyz-port", "0"], None, "grpc_health_check"),
+        (["--picker-grpc-health-port", "9003"], 9003, "grpc_health_check"),
+    ],
 )
-def test_cli_health_checks_readyz_by_default(tmp_path: Path, args: list[str], port: int | None):
+def test_cli_health_checks_readyz_by_default(tmp_path: Path, args: list[str], port: int | None, kind: str):
     out = tmp_path / "envoy.yaml"
     main([*args, "-o", str(out)])
     picker = next(c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"] if c["name"] == "picker")
     endpoint = picker["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint.get("health_check_config", {}).get("port_value") == port
+    assert kind in picker["health_checks"][0]
