@@ -47,12 +47,13 @@ kubectl: $(STAMP)
 helm: $(STAMP)
 	bash scripts/install-helm.sh $(BIN)
 
-# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/
+# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/, and the reference EPP
+# (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh)
 peers:
 	bash scripts/install-peers.sh
 
 test-peers: $(STAMP) peers
-	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py
+	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py tests/integration/test_epp_peer.py
 
 # the committed Python stubs of proto/*.proto (tests/unit/test_proto_stubs.py fails when they are stale)
 proto: $(STAMP)
@@ -101,4 +102,5 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-peers build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	test ! -d .gopath-peers || chmod -R u+w .gopath-peers  # Go keeps its module cache read-only
+	rm -rf $(VENV) .venv-peers .gopath-peers build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -33,3 +33,20 @@ def find_base_port(n: int, offsets: Iterable[int] = (0, 1000, 2000), extra: Iter
         if all(port_free(p) for p in ports):
             return base
     raise RuntimeError("no free block of loopback ports found")
+
+
+def find_loopback_hosts(n: int, offsets: Iterable[int] = (0, 1000, 2000, 3000)) -> tuple[list[str], int]:
+    """n distinct loopback addresses 127.0.0.x (never 127.0.0.1) and one base port P such that P+o is free on each of
+    them for every offset o: n servers that look like n pods (own IP, same port), as Kubernetes discovery sees them.
+    Linux routes all of 127.0.0.0/8 to the loopback interface."""
+    if not 1 <= n <= 200:
+        raise ValueError(f"between 1 and 200 loopback hosts, got {n}")
+    offs = list(offsets)
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(2, 255 - n)
+        hosts = [f"127.0.0.{first + i}" for i in range(n)]
+        base = rng.randrange(20000, 61000 - max([*offs, 0]))
+        if all(port_free(base + o, h) for h in hosts for o in offs):
+            return hosts, base
+    raise RuntimeError("no port free on a block of loopback addresses")

@@ -33,6 +33,25 @@ def http_ready(url: str, *, timeout_s: float = 2.0) -> Probe:
     return probe
 
 
+def grpc_health_ready(target: str, service: str = "", *, timeout_s: float = 2.0) -> Probe:
+    """Ready once the gRPC health service at `target` (host:port, plaintext) answers SERVING for `service`."""
+
+    async def probe() -> bool:
+        import grpc  # here: importing the harness stays cheap
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            got = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        if got.status == health_pb2.HealthCheckResponse.SERVING:
+            return True
+        raise NotReady(
+            f"gRPC health of {service!r} at {target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(got.status)}"
+        )
+
+    return probe
+
+
 async def poll(probe: Probe, exited: asyncio.Event, timeout_s: float, interval_s: float) -> str | None:
     """Ask `probe` every `interval_s` until it says ready (None), `exited` is set (None: the caller checks), or
     `timeout_s` has passed: then the last reason it was not ready."""

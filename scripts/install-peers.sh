@@ -2,6 +2,8 @@
 # Install the peer routers the routing benchmark compares against, each in its own virtual environment,
 # so their dependencies never meet ours: .venv-peers/sglang (sglang-router, CLI `smg`) and
 # .venv-peers/vllm (vllm-router). Idempotent: a venv that already holds the pinned version is left alone.
+# Then the reference endpoint picker (GIE EPP v1.5.0, a Go binary in .gopath-peers/bin) through
+# scripts/install-epp.sh, when a Go toolchain is available (without one, the epp-* arms are skipped).
 # Used by `make peers`; PY picks the interpreter (default python3), PEERS_DIR the root (default .venv-peers).
 set -euo pipefail
 
@@ -24,3 +26,9 @@ install_peer() {  # name package version binary
 
 install_peer sglang sglang-router 0.3.2 smg
 install_peer vllm vllm-router 0.1.17 vllm-router
+
+if command -v go >/dev/null 2>&1; then
+    bash scripts/install-epp.sh
+else
+    echo "no Go toolchain: the reference EPP (scripts/install-epp.sh) is not installed; the epp-* arms will be skipped"
+fi

@@ -2,7 +2,8 @@
 
 Why it exists: `loadtests.routing.cli` (the command) stays light to import (`autonomic` builds every parser at
 start); the work is here. For a router: a fresh `autonomic fleet` process, then what the router needs in front of it
-(Envoy with one of its own lb policies; the picker process + Envoy with ext_proc; or a peer router process), the
+(Envoy with one of its own lb policies; the picker process + Envoy with ext_proc; the reference EPP on the cluster
+twin + Envoy with ext_proc, loadtests.routing.epp; or a peer router process), the
 trace replayed open loop in time order (loadtests.routing.replay), the twins' model-time logs summarized
 (loadtests.routing.figures); everything stopped before the next router starts. The report is written by
 loadtests.report.writer: report.md, ttft_cdf.png, results.json (issue 7's schema) and details.json.
@@ -23,6 +24,8 @@ from harness.picker import PickerProcess
 from loadtests.report.writer import Table, command_line, fmt, pct, plot_cdf, write_json, write_report
 from loadtests.routing.bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
 from loadtests.routing.cli import ENVOY_POLICIES, OPTIONS, shipped_profiles
+from loadtests.routing.epp import EPP_ARMS, EppArm, wait_until_routed
+from loadtests.routing.epp import missing_reason as epp_missing_reason
 from loadtests.routing.extproc_log import phase_summary
 from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
@@ -86,19 +89,25 @@ async def _start_router(
             await peer.start()
             started.append(peer)
             return peer.url, started
-        picker_port = readyz_port = None
+        picker_port = readyz_port = grpc_health_port = None
         lb = ENVOY_POLICIES.get(name, "ROUND_ROBIN")
         if name.startswith("picker-"):
             picker = PickerProcess(pool, config=shipped_profiles()[name.removeprefix("picker-")])
             await picker.start()
             started.append(picker)
             picker_port, readyz_port = picker.port, picker.metrics_port
+        elif name in EPP_ARMS:  # the EPP finds the servers as Pods: fleet.hosts, one port
+            arm = EppArm(name, fleet.hosts, fleet.port, workdir)
+            await arm.start()
+            started.append(arm)
+            picker_port, grpc_health_port = arm.epp.port, arm.epp.health_port
         opts = EnvoyOptions(
             listen_port=free_port(),
             admin_port=free_port(),
             extproc_log_path=str(extproc_log(workdir, name)),
             picker_port=picker_port,
             picker_readyz_port=readyz_port,
+            picker_grpc_health_port=grpc_health_port,
             pool=pool,
             failure_mode_allow=False,
             pool_lb_policy=lb,  # type: ignore[arg-type]
@@ -106,6 +115,8 @@ async def _start_router(
         envoy = LocalEnvoy(opts)
         await envoy.start()
         started.append(envoy)
+        if name in EPP_ARMS:
+            await wait_until_routed(envoy.url, model)
         return envoy.url, started
     except BaseException:
         for thing in reversed(started):
@@ -117,7 +128,8 @@ async def run_router(
     name: str, trace: list[TraceRequest], args: argparse.Namespace, model: str, block_size: int
 ) -> dict[str, Any]:
     """One router on a fresh fleet: its summary (loadtests.routing.figures) plus overhead and lag."""
-    fleet = FleetGroup(args.servers, args.time_scale)  # one process per server, as a real fleet
+    # one process per server, as a real fleet; for the EPP, each on its own address (it finds them as Pods)
+    fleet = FleetGroup(args.servers, args.time_scale, distinct_hosts=name in EPP_ARMS)
     stack: list[Any] = []
     try:
         await fleet.start()
@@ -126,7 +138,7 @@ async def run_router(
         except (PeerError, RuntimeError, TimeoutError, OSError) as exc:
             last = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else repr(exc)
             raise RouterSkipped(f"could not start: {last}") from exc
-        before = {i: len(es) for i, es in (await fleet.request_logs()).items()}  # a peer's readiness request
+        before = {i: len(es) for i, es in (await fleet.request_logs()).items()}  # a readiness request
         t0 = time.monotonic()
 
         def tick(sent: int, done: int, failed: int) -> None:
@@ -142,13 +154,14 @@ async def run_router(
         summary["router_overhead_p50_ms"] = router_overhead_ms(records, logs, args.time_scale)
         summary["max_engine_lag_model_s"] = max(d["max_lag_model_s"] for d in await fleet.describe())
         summary["failed_sent_at_s"] = [round(r.sent_at, 2) for r in records if not r.ok][:50]
-        if any(isinstance(thing, PickerProcess) for thing in stack) and summary["failed"]:
-            summary["picker_output_tail"] = [ln for t in stack if isinstance(t, PickerProcess) for ln in t.output][-20:]
+        pickers = [t for t in stack if isinstance(t, PickerProcess | EppArm)]
+        if pickers and summary["failed"]:
+            summary["picker_output_tail"] = [ln for t in pickers for ln in t.output][-20:]
     finally:
         for thing in reversed(stack):
             await thing.stop()
         await fleet.stop()
-    if name.startswith("picker-"):  # Envoy has flushed its access log on stop
+    if name.startswith("picker-") or name in EPP_ARMS:  # Envoy has flushed its access log on stop
         summary["extproc_phases"] = phase_summary(extproc_log(args.out, name))
     return summary
 
@@ -230,7 +243,7 @@ async def bench(args: argparse.Namespace, routers: list[str]) -> dict[str, Any]:
     summaries: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     for name in routers:
-        reason = missing_reason(name) if name in PEERS else None
+        reason = missing_reason(name) if name in PEERS else epp_missing_reason(name) if name in EPP_ARMS else None
         if reason:
             skipped[name] = reason
             print(f"[bench routing] {name}: skipped ({reason})", flush=True)

@@ -3,10 +3,12 @@
 Why it exists: users choose a router on evidence (../shared/docs/benchmarks.md, section 1). One command replays a
 Mooncake trace in time order through Envoy's own policies (round-robin, random, least-queue = Envoy's LEAST_REQUEST:
 the less busy of two random servers, by Envoy's own in-flight count), our picker with each shipped profile (through
-a real Envoy, ext_proc), and the real peers (sglang-router cache_aware, vllm-router cache_aware and kv_aware, from
-their own venvs; skipped with the reason when not installed), and reports the hit ratio against two bounds computed
-from the trace (the oracle and the pooled-capacity bound, loadtests.routing.bounds), TTFT and e2e in model time,
-client TTFT, the router's own overhead, throughput, failures and load imbalance, all from the same run.
+a real Envoy, ext_proc), the field's reference endpoint picker behind the same Envoy (epp-default: the Gateway API
+Inference Extension EPP v1.5.0, which finds the servers as Pods of an InferencePool in the cluster twin,
+loadtests.routing.epp), and the real peers (sglang-router cache_aware, vllm-router cache_aware and kv_aware, from
+their own venvs; every peer skipped with the reason when not installed), and reports the hit ratio against two
+bounds computed from the trace (the oracle and the pooled-capacity bound, loadtests.routing.bounds), TTFT and e2e in
+model time, client TTFT, the router's own overhead, throughput, failures and load imbalance, all from the same run.
 
 Load: `--rate-scale R` divides the trace's inter-arrival times (R times the request rate, same requests) and
 `--time-scale X` compresses the result for the twins and the client alike; `--duration S` replays the first S model
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loadtests.entry import module_main
+from loadtests.routing.epp import EPP_ARMS
 from loadtests.routing.peers import PEERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +47,7 @@ def shipped_profiles() -> dict[str, Path]:
 
 
 def all_routers() -> list[str]:
-    return [*ENVOY_POLICIES, *(f"picker-{p}" for p in shipped_profiles()), *PEERS]
+    return [*ENVOY_POLICIES, *(f"picker-{p}" for p in shipped_profiles()), *EPP_ARMS, *PEERS]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

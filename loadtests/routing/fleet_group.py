@@ -6,6 +6,10 @@ timeout then loses all its endpoints together, which a real fleet (one vLLM per 
 process) does not do. Here server i is `autonomic fleet --servers 1` on its own base port, keeping the fleet's port
 convention (HTTP on P, KV events on P+1000, replay on P+2000), and the group answers what `FleetProcess` answers:
 `urls`, `kv_endpoints`, `describe()`, `request_logs()`.
+
+`distinct_hosts=True` puts server i on its own loopback address (127.0.0.x, all on one base port) instead of its own
+port: the shape Kubernetes discovery sees (one IP per pod, one target port), for a router that finds the servers as
+Pods through the cluster twin (the EPP arm, loadtests.routing.epp).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from harness.netutil import find_base_port
+from harness.netutil import find_base_port, find_loopback_hosts
 from sim.fleet.process import FleetProcess
 
 _OFFSETS = (0, 1000, 2000, 3000)
@@ -33,11 +37,12 @@ def _disjoint_bases(n: int) -> list[int]:
 
 
 class FleetGroup:
-    def __init__(self, servers: int, time_scale: float):
+    def __init__(self, servers: int, time_scale: float, *, distinct_hosts: bool = False):
         if servers < 1:
             raise ValueError(f"servers must be >= 1, got {servers}")
         self.servers = servers
         self.time_scale = time_scale
+        self.distinct_hosts = distinct_hosts
         self.members: list[FleetProcess] = []
 
     @property
@@ -48,10 +53,28 @@ class FleetGroup:
     def kv_endpoints(self) -> list[str]:
         return [m.kv_endpoints[0] for m in self.members]
 
+    @property
+    def hosts(self) -> list[str]:
+        return [m.urls[0].removeprefix("http://").rpartition(":")[0] for m in self.members]
+
+    @property
+    def port(self) -> int:
+        """The HTTP port every server shares (distinct_hosts only)."""
+        if not self.distinct_hosts:
+            raise ValueError("the servers share a port only with distinct_hosts=True")
+        return self.members[0].base_port
+
     async def start(self) -> None:
-        self.members = [
-            FleetProcess(servers=1, base_port=b, time_scale=self.time_scale) for b in _disjoint_bases(self.servers)
-        ]
+        if self.distinct_hosts:
+            hosts, base = find_loopback_hosts(self.servers, _OFFSETS)
+            self.members = [
+                FleetProcess(servers=1, base_port=base, time_scale=self.time_scale, extra_args=["--host", h])
+                for h in hosts
+            ]
+        else:
+            self.members = [
+                FleetProcess(servers=1, base_port=b, time_scale=self.time_scale) for b in _disjoint_bases(self.servers)
+            ]
         results = await asyncio.gather(*(m.start() for m in self.members), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:

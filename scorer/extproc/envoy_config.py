@@ -69,6 +69,10 @@ class EnvoyOptions:
     # for an explicit failure and ejects at once, whatever `picker_unhealthy_threshold` says. Over HTTP a late
     # answer is a timeout (counted against the threshold) and a 503 still ejects at once. None: gRPC health.
     picker_readyz_port: int | None = None
+    # gRPC health (service envoy.service.ext_proc.v3.ExternalProcessor) on this port instead of the ext_proc port,
+    # over a plain socket: for an ext_proc server that answers health elsewhere, as the GIE EPP does on its
+    # --grpc-health-port (SERVING once its endpoint pool has synced). Exclusive with picker_readyz_port.
+    picker_grpc_health_port: int | None = None
     # without a picker: Envoy's own policy over the pool (the routing benchmark's random and least-queue baselines)
     pool_lb_policy: Literal["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"] = "ROUND_ROBIN"
 
@@ -131,16 +135,17 @@ def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
         health["grpc_health_check"] = {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"}
     else:
         health["http_health_check"] = {"path": "/readyz"}
-        if opts.picker_tls:  # /readyz is plain HTTP: the check picks the cluster's plain transport socket
-            health["transport_socket_match_criteria"] = _PLAIN_MATCH
-            raw = _typed("envoy.transport_sockets.raw_buffer", "transport_sockets.raw_buffer.v3.RawBuffer")
-            extra["transport_socket_matches"] = [{"name": "plain", "match": _PLAIN_MATCH, "transport_socket": raw}]
+    health_port = opts.picker_readyz_port or opts.picker_grpc_health_port
+    if health_port is not None and opts.picker_tls:  # a plain port: the check picks the cluster's plain socket
+        health["transport_socket_match_criteria"] = _PLAIN_MATCH
+        raw = _typed("envoy.transport_sockets.raw_buffer", "transport_sockets.raw_buffer.v3.RawBuffer")
+        extra["transport_socket_matches"] = [{"name": "plain", "match": _PLAIN_MATCH, "transport_socket": raw}]
     if not _is_ip(opts.picker_host):
         extra.update(type="STRICT_DNS", dns_lookup_family="V4_PREFERRED")
     return _cluster(
         "picker",
         [f"{opts.picker_host}:{opts.picker_port}"],
-        health_check_port=opts.picker_readyz_port,
+        health_check_port=health_port,
         typed_extension_protocol_options={"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
         health_checks=[health],
         common_lb_config={"healthy_panic_threshold": {"value": 0}},
@@ -235,8 +240,12 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
     """The bootstrap as a dict (yaml.safe_dump of it is what Envoy reads)."""
     if not opts.pool and (opts.picker_port is None or opts.routing == "override_host"):
         raise ValueError("this routing needs the pool of model-server addresses")
-    if opts.picker_readyz_port is not None and not 0 < opts.picker_readyz_port < 65536:
-        raise ValueError(f"picker_readyz_port must be a port (1-65535), got {opts.picker_readyz_port}")
+    for field in ("picker_readyz_port", "picker_grpc_health_port"):
+        port = getattr(opts, field)
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"{field} must be a port (1-65535), got {port}")
+    if opts.picker_readyz_port is not None and opts.picker_grpc_health_port is not None:
+        raise ValueError("picker_readyz_port and picker_grpc_health_port are exclusive (one health check)")
     if opts.picker_unhealthy_threshold < 1:
         raise ValueError(f"picker_unhealthy_threshold must be at least 1, got {opts.picker_unhealthy_threshold}")
     clusters = [_pool_cluster(opts)] if opts.pool else []
@@ -305,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the picker's --metrics-port: Envoy health-checks its /readyz over plain HTTP (default 9090; 0: gRPC "
         "health on the ext_proc port, where a late answer can eject the picker at once, see docs/picker-envoy.md)",
     )
+    ap.add_argument(
+        "--picker-grpc-health-port",
+        type=int,
+        default=None,
+        help="gRPC health of the ext_proc service on this port instead of /readyz (an ext_proc server that answers "
+        "it apart, as the GIE EPP on its --grpc-health-port); overrides --picker-readyz-port",
+    )
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
@@ -322,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         picker_tls=a.picker_tls or a.picker_ca is not None,
         picker_ca_file=a.picker_ca,
         picker_sni=a.picker_sni,
-        picker_readyz_port=a.picker_readyz_port or None,
+        picker_readyz_port=None if a.picker_grpc_health_port else a.picker_readyz_port or None,
+        picker_grpc_health_port=a.picker_grpc_health_port,
         listen_host=a.listen_host,
         pool=tuple(p for p in a.pool.split(",") if p),
         routing=a.routing,

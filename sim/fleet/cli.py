@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import signal
 import sys
 
@@ -16,8 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fleet",
         help="run a fleet of vLLM-compatible twin servers",
         description="N independent vLLM-compatible servers in one process. Server i serves HTTP on "
-        f"127.0.0.1:P+i, publishes KV events on tcp://127.0.0.1:P+{KV_OFFSET}+i (replay on "
-        f"P+{REPLAY_OFFSET}+i); a control API on P+{CONTROL_OFFSET} injects faults.",
+        f"HOST:P+i, publishes KV events on tcp://HOST:P+{KV_OFFSET}+i (replay on "
+        f"P+{REPLAY_OFFSET}+i); a control API on P+{CONTROL_OFFSET} injects faults. HOST is 127.0.0.1 by default.",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="loopback address to serve on (default 127.0.0.1); another 127.0.0.x gives the fleet an address of its "
+        "own, as a pod has (the routing benchmark's EPP arm finds each server as a Pod with its own IP)",
     )
     p.add_argument("--servers", type=int, default=4, help="number of servers (default 4)")
     p.add_argument("--base-port", type=int, default=8100, help="HTTP port of server 0 (default 8100)")
@@ -46,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
         print("error: --servers and --request-log must be >= 1 and --time-scale > 0", file=sys.stderr)
         return 2
     try:
+        if not ipaddress.IPv4Address(args.host).is_loopback:
+            raise ValueError
+    except ValueError:
+        print(f"error: --host must be an IPv4 loopback address (127.0.0.0/8), got {args.host!r}", file=sys.stderr)
+        return 2
+    try:
         return asyncio.run(_serve(args, profile))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -61,6 +74,7 @@ async def _serve(args: argparse.Namespace, profile: object) -> int:
         lora_names=tuple(args.lora),
         kv_events=not args.no_kv_events,
         request_log=args.request_log,
+        host=args.host,
     )
     await fleet.start()
     stop = asyncio.Event()

@@ -17,6 +17,7 @@ import pytest
 
 from autonomic.cli import main as autonomic_main
 from loadtests.routing.cli import DEFAULT_TRACE
+from loadtests.routing.epp import missing_reason as epp_missing_reason
 from loadtests.routing.peers import missing_reason
 
 ROUTER_KEYS = {
@@ -105,6 +106,16 @@ def test_bench_routing_short_run_with_peers(tmp_path: Path) -> None:
     code, results, report, out = routing(tmp_path, ",".join(peers))
     assert code == 0, report
     check_routing_report(results, report, out, peers)
+
+
+@pytest.mark.peers
+@pytest.mark.skipif(epp_missing_reason("epp-default") is not None, reason=str(epp_missing_reason("epp-default")))
+def test_bench_routing_short_run_with_the_reference_epp(tmp_path: Path) -> None:
+    """The EPP arm end to end: a fleet on two loopback addresses, the cluster twin serving them as Pods, the EPP."""
+    code, results, report, out = routing(tmp_path, "epp-default")
+    assert code == 0, report
+    check_routing_report(results, report, out, ["epp-default"])
+    assert (out / "epp-default.log").stat().st_size > 0 and (out / "epp-default-cluster.yaml").exists()
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ VARIANTS = [
     EnvoyOptions(
         pool=(), routing="original_dst", picker_host="picker.example", picker_tls=True, picker_readyz_port=9090
     ),
+    EnvoyOptions(pool=POOL, picker_tls=True, picker_grpc_health_port=9003),
 ]
 
 
@@ -88,16 +89,21 @@ def _picker_cluster(opts: EnvoyOptions) -> dict:
         (EnvoyOptions(pool=POOL, picker_readyz_port=9090), "http_health_check", 9090, False),
         (EnvoyOptions(pool=POOL, picker_tls=True, picker_readyz_port=9191), "http_health_check", 9191, True),
         (EnvoyOptions(pool=POOL, picker_tls=True), "grpc_health_check", None, False),
+        (EnvoyOptions(pool=POOL, picker_grpc_health_port=9003), "grpc_health_check", 9003, False),
+        (EnvoyOptions(pool=POOL, picker_tls=True, picker_grpc_health_port=9003), "grpc_health_check", 9003, True),
     ],
 )
 def test_picker_health_check_kind(opts: EnvoyOptions, kind: str, port: int | None, plain_match: bool):
     """/readyz over HTTP on the picker's metrics port when given (a late answer is a timeout, not an explicit
-    failure), on a plain socket even when ext_proc is TLS; gRPC health on the ext_proc port otherwise."""
+    failure), on a plain socket even when ext_proc is TLS; gRPC health on a health port when given (the GIE EPP's
+    --grpc-health-port), also plain; gRPC health on the ext_proc port otherwise."""
     picker = _picker_cluster(opts)
     (check,) = picker["health_checks"]
     assert kind in check and {"grpc_health_check", "http_health_check"} - {kind} - check.keys()
     if kind == "http_health_check":
         assert check[kind] == {"path": "/readyz"}
+    else:
+        assert check[kind] == {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"}
     (endpoint,) = picker["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert endpoint["endpoint"].get("health_check_config", {}).get("port_value") == port
     matches = picker.get("transport_socket_matches", [])
@@ -109,17 +115,30 @@ def test_picker_health_check_kind(opts: EnvoyOptions, kind: str, port: int | Non
 
 
 @pytest.mark.parametrize("port", [0, -1, 65536])
-def test_picker_readyz_port_is_a_port(port: int):
-    with pytest.raises(ValueError, match="picker_readyz_port"):
-        render(EnvoyOptions(pool=POOL, picker_readyz_port=port))
+@pytest.mark.parametrize("field", ["picker_readyz_port", "picker_grpc_health_port"])
+def test_picker_health_ports_are_ports(field: str, port: int):
+    with pytest.raises(ValueError, match=field):
+        render(EnvoyOptions(pool=POOL, **{field: port}))
+
+
+def test_one_picker_health_check_only():
+    with pytest.raises(ValueError, match="exclusive"):
+        render(EnvoyOptions(pool=POOL, picker_readyz_port=9090, picker_grpc_health_port=9003))
 
 
 @pytest.mark.parametrize(
-    ("args", "port"), [([], 9090), (["--picker-readyz-port", "9191"], 9191), (["--picker-readyz-port", "0"], None)]
+    ("args", "port", "kind"),
+    [
+        ([], 9090, "http_health_check"),
+        (["--picker-readyz-port", "9191"], 9191, "http_health_check"),
+        (["--picker-readyz-port", "0"], None, "grpc_health_check"),
+        (["--picker-grpc-health-port", "9003"], 9003, "grpc_health_check"),
+    ],
 )
-def test_cli_health_checks_readyz_by_default(tmp_path: Path, args: list[str], port: int | None):
+def test_cli_health_checks_readyz_by_default(tmp_path: Path, args: list[str], port: int | None, kind: str):
     out = tmp_path / "envoy.yaml"
     main([*args, "-o", str(out)])
     picker = next(c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"] if c["name"] == "picker")
     endpoint = picker["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint.get("health_check_config", {}).get("port_value") == port
+    assert kind in picker["health_checks"][0]
