@@ -29,7 +29,15 @@ from typing import Any, Literal
 
 import yaml
 
-from scorer.extproc.protocol import DESTINATION_KEY, LB_NAMESPACE, SERVED_KEY, SUBSET_KEY, SUBSET_NAMESPACE
+from scorer.extproc.protocol import (
+    DESTINATION_KEY,
+    LB_NAMESPACE,
+    OBSERVER_KEY,
+    OBSERVER_NAMESPACE,
+    SERVED_KEY,
+    SUBSET_KEY,
+    SUBSET_NAMESPACE,
+)
 
 _TYPE = "@type"
 _T = "type.googleapis.com/envoy.extensions."
@@ -52,6 +60,11 @@ class EnvoyOptions:
     route_timeout_s: int = 86400
     stream_idle_timeout_s: float | None = None  # Envoy's default is 300 s; it is what ends a hung picker's requests
     access_log: bool = False
+    # the response body through the picker too (FULL_DUPLEX_STREAMED with the request's, else STREAMED): only to read
+    # token usage, which no shipped plugin uses, and every response chunk then waits for the picker (on a streamed
+    # answer, one round trip per token). Off: the picker sees the response headers (status, served endpoint) and
+    # the stream's end, which Envoy sends when the HTTP stream ends, and that is all the picker needs
+    observe_response_body: bool = False
     # a JSON line per request with Envoy's own account of the ext_proc stream (per phase: latency waiting for the
     # picker, calls, gRPC status; `ExtProcLoggingInfo`) keyed by x-request-id: where the picker's time goes
     extproc_log_path: str | None = None
@@ -181,28 +194,67 @@ def _request_rules(opts: EnvoyOptions) -> list[dict[str, Any]]:
     return rules
 
 
+_EXT_PROC = "filters.http.ext_proc.v3.ExternalProcessor"
+_PICKER_SERVICE = {"envoy_grpc": {"cluster_name": "picker"}, "timeout": "10s"}
+
+
 def _ext_proc(opts: EnvoyOptions) -> dict[str, Any]:
+    """The routing filter: the request (and, with observe_response_body, the whole response) through the picker."""
     full_duplex = opts.body_mode == "FULL_DUPLEX_STREAMED"
+    response_body = ("FULL_DUPLEX_STREAMED" if full_duplex else "STREAMED") if opts.observe_response_body else "NONE"
     mode = {
         "request_header_mode": "SEND",
-        "response_header_mode": "SEND",
+        "response_header_mode": "SEND" if opts.observe_response_body else "SKIP",
         "request_body_mode": opts.body_mode,
-        "response_body_mode": "FULL_DUPLEX_STREAMED" if full_duplex else "STREAMED",
+        "response_body_mode": response_body,
         "request_trailer_mode": "SEND" if full_duplex else "SKIP",
-        "response_trailer_mode": "SEND" if full_duplex else "SKIP",
+        "response_trailer_mode": "SEND" if response_body == "FULL_DUPLEX_STREAMED" else "SKIP",
     }
+    forwarded = [LB_NAMESPACE, SUBSET_NAMESPACE] + ([] if opts.observe_response_body else [OBSERVER_NAMESPACE])
     return _typed(
         "envoy.filters.http.ext_proc",
-        "filters.http.ext_proc.v3.ExternalProcessor",
-        grpc_service={"envoy_grpc": {"cluster_name": "picker"}, "timeout": "10s"},
+        _EXT_PROC,
+        grpc_service=_PICKER_SERVICE,
         failure_mode_allow=opts.failure_mode_allow,
         message_timeout=f"{opts.message_timeout_s}s",
         processing_mode=mode,
         metadata_options={
-            "forwarding_namespaces": {"untyped": [LB_NAMESPACE, SUBSET_NAMESPACE]},
+            "forwarding_namespaces": {"untyped": forwarded},
             "receiving_namespaces": {"untyped": [LB_NAMESPACE]},
         },
     )
+
+
+def _response_observer() -> list[dict[str, Any]]:
+    """Without observe_response_body: a marker on the request (the routing stream ends after the decision and must
+    not report), then an ext_proc filter in observability mode ("send and go": Envoy never waits for it) that sends
+    the request headers (x-request-id) and the response headers (status, served endpoint) and keeps its stream open
+    until the HTTP stream ends (then `deferred_close_timeout`): the picker learns how and when each request ended
+    without any response chunk waiting for it."""
+    marker = _typed(
+        "autonomic.response_observer_marker",
+        "filters.http.set_metadata.v3.Config",
+        metadata=[{"metadata_namespace": OBSERVER_NAMESPACE, "value": {OBSERVER_KEY: True}}],
+    )
+    mode = {
+        "request_header_mode": "SEND",
+        "response_header_mode": "SEND",
+        "request_body_mode": "NONE",
+        "response_body_mode": "NONE",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }
+    observer = _typed(
+        "autonomic.response_observer",
+        _EXT_PROC,
+        grpc_service=_PICKER_SERVICE,
+        observability_mode=True,
+        deferred_close_timeout="0.1s",
+        failure_mode_allow=True,  # it only observes: a picker it cannot reach must not fail the request
+        processing_mode=mode,
+        metadata_options={"forwarding_namespaces": {"untyped": [LB_NAMESPACE]}},
+    )
+    return [marker, observer]
 
 
 def _filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
@@ -210,7 +262,10 @@ def _filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
     router = _typed("envoy.filters.http.router", "filters.http.router.v3.Router")
     if opts.picker_port is None:
         return [router]
-    filters = [_typed("autonomic.request_to_metadata", h2m, request_rules=_request_rules(opts)), _ext_proc(opts)]
+    filters = [_typed("autonomic.request_to_metadata", h2m, request_rules=_request_rules(opts))]
+    if not opts.observe_response_body:
+        filters += _response_observer()
+    filters.append(_ext_proc(opts))
     if opts.routing == "original_dst":
         to_md = {"metadata_namespace": LB_NAMESPACE, "key": SERVED_KEY, "type": "STRING"}
         rules = [{"header": SERVED_KEY, "remove": True, "on_header_present": to_md}]
@@ -328,6 +383,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--fail-open", action="store_true", help="failure_mode_allow: true")
     ap.add_argument("--buffered", action="store_true", help="request body mode BUFFERED (older gateways)")
     ap.add_argument("--subset-from-header", action="store_true")
+    ap.add_argument(
+        "--observe-response-body",
+        action="store_true",
+        help="send the response body through the picker too (only to read token usage; each chunk then waits)",
+    )
     ap.add_argument("-o", "--output", default="-")
     a = ap.parse_args(argv)
     opts = EnvoyOptions(
@@ -346,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         failure_mode_allow=a.fail_open,
         body_mode="BUFFERED" if a.buffered else "FULL_DUPLEX_STREAMED",
         subset_from_header=a.subset_from_header,
+        observe_response_body=a.observe_response_body,
     )
     text = render_yaml(opts)
     if a.output == "-":

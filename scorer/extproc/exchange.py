@@ -9,6 +9,12 @@ request the backend picked for is reported back to `response_complete` exactly o
 
 The body the picker holds is bounded: a request body over `max_body_bytes` (announced by its content-length or
 found while buffering) is answered 413 at once and nothing more of it is kept.
+
+Split streams (EnvoyOptions.observe_response_body off): the routing filter sends only the request, and a second
+ext_proc filter in observability mode sends the request headers (for x-request-id) and the response headers, and
+ends its stream when the HTTP stream ends. The routing stream, marked by `protocol.response_observed_elsewhere`,
+then never reports the outcome; the observer stream answers nothing and reports the status, the served endpoint
+and the end of the response, once.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class Exchange:
         self.usage: UsageReader | None = None
         self.closed = False  # an immediate response ended the exchange
         self.reported = False
+        self.observer = False  # an observability-mode stream: answers nothing, reports the response
+        self.reports = True  # False on a routing stream whose response a separate observer stream reports
         self._first = True
         self._parsed: tuple[int, LLMRequest] | None = None  # (body length, request) parsed ahead by pending_request
 
@@ -79,10 +87,15 @@ class Exchange:
             request_mode, response_mode = p.body_modes(req)
             self.request_mode = request_mode or self.request_mode
             self.response_mode = response_mode or self.response_mode
+            self.observer = req.observability_mode
         if req.HasField("metadata_context"):
             self.subset = p.subset_hint(req) if self.subset is None else self.subset
             self.served = p.served_endpoint(req) or self.served
+            self.reports = self.reports and not p.response_observed_elsewhere(req)
         kind = req.WhichOneof("request")
+        if self.observer:
+            self._observe(req, kind)
+            return []
         if kind == "request_headers":
             return self._request_headers(req.request_headers)
         if kind == "request_body":
@@ -99,9 +112,17 @@ class Exchange:
         log.warning("ext_proc message without a request part", extra={"request_id": self.request_id})
         return []
 
+    def _observe(self, req: pb.ProcessingRequest, kind: str | None) -> None:
+        """An observability-mode message: Envoy does not wait for (and ignores) answers; note what the report needs."""
+        if kind == "request_headers" and self.head is None:
+            self.head = p.read_request_head(req.request_headers)
+            self.request_id = self.head.request_id or ""
+        elif kind == "response_headers":
+            self.status = p.read_response_head(req.response_headers).status
+
     def malformed(self, error: str) -> Out:
         """A message that does not decode as a ProcessingRequest: the client's fault, a 400 that ends the exchange."""
-        if self.closed:
+        if self.closed or self.observer:  # an observer's answers are ignored
             return []
         return self._reject(400, f"malformed ext_proc message: {error}", "bad_message")
 
@@ -113,7 +134,7 @@ class Exchange:
         `handle` answers the error as usual).
         """
         kind = req.WhichOneof("request")
-        if self.head is None or self.targets or self.closed or self.body_done:
+        if self.head is None or self.targets or self.closed or self.body_done or self.observer:
             return None
         if kind == "request_body":
             if self.request_mode == "FULL_DUPLEX_STREAMED" and not req.request_body.end_of_stream:
@@ -256,8 +277,9 @@ class Exchange:
         return [p.continue_response("response_body")]
 
     def finish(self) -> None:
-        """Report the outcome once, if the backend picked for this request (also on cancel or error)."""
-        if self.reported or not self.targets:
+        """Report the outcome once, if the backend picked for this request (also on cancel or error), or, on an
+        observer stream, if it saw the request's id (the backend ignores an id it did not pick for)."""
+        if self.reported or not (self.request_id if self.observer else self.targets and self.reports):
             return
         self.reported = True
         try:  # it runs in the shell's `finally`: nothing may escape it

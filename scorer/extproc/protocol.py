@@ -26,6 +26,10 @@ LB_NAMESPACE = "envoy.lb"
 SUBSET_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_KEY = "x-gateway-destination-endpoint-subset"
 SERVED_KEY = "x-gateway-destination-endpoint-served"
+# set on a request (Envoy's set_metadata filter) when a second ext_proc filter in observability mode reports its
+# response to the picker: the routing stream then ends after the routing decision and must not report the outcome
+OBSERVER_NAMESPACE = "autonomic.extproc"
+OBSERVER_KEY = "response_observer"
 
 BodyMode = Literal["NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED", "GRPC"]
 Phase = Literal["request_headers", "response_headers", "request_body", "response_body"]
@@ -129,6 +133,12 @@ def served_endpoint(req: pb.ProcessingRequest) -> str | None:
     if ns is None or SERVED_KEY not in ns.fields:
         return None
     return ns.fields[SERVED_KEY].string_value or None
+
+
+def response_observed_elsewhere(req: pb.ProcessingRequest) -> bool:
+    """Whether the data plane marked this request as reported by a response observer (see OBSERVER_NAMESPACE)."""
+    ns = req.metadata_context.filter_metadata.get(OBSERVER_NAMESPACE)
+    return ns is not None and OBSERVER_KEY in ns.fields and ns.fields[OBSERVER_KEY].bool_value
 
 
 # ---- building what the picker answers -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from harness.envoy import LocalEnvoy
 from harness.netutil import free_port
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.exchange import PickBackend
+from scorer.extproc.roundrobin import Completion, RoundRobinBackend
 from scorer.extproc.server import ExtProcHandle, serve_extproc
 from scorer.types import Endpoint, EndpointMetrics
 from sim.fleet.fleet import Fleet
@@ -164,6 +165,14 @@ def completion_body(fleet: Fleet, prompt: str, rid: str, **extra: Any) -> dict[s
 async def post_completion(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/completions", json=body, headers=headers) as r:
         return r.status, await r.read()
+
+
+async def completion_of(backend: RoundRobinBackend, request_id: str) -> Completion:
+    """The picker's report of a request's end. Behind Envoy it comes when the HTTP stream has ended (the response
+    observer's stream closes then, plus its deferred_close_timeout), so after the client has its answer: wait."""
+    while (done := backend.completion(request_id)) is None:  # noqa: ASYNC110 (a condition of someone else's)
+        await asyncio.sleep(0.01)
+    return done
 
 
 def new_request_id() -> str:

@@ -36,6 +36,7 @@ VARIANTS = [
     EnvoyOptions(pool=(), routing="original_dst"),
     EnvoyOptions(pool=POOL, picker_port=None),
     EnvoyOptions(pool=POOL, picker_readyz_port=9090),
+    EnvoyOptions(pool=POOL, observe_response_body=True),
     EnvoyOptions(
         pool=(), routing="original_dst", picker_host="picker.example", picker_tls=True, picker_readyz_port=9090
     ),
@@ -54,6 +55,15 @@ def test_envoy_accepts_every_variant(tmp_path: Path, opts: EnvoyOptions):
 def test_shape_of_the_chain():
     chain = render(EnvoyOptions(pool=POOL))["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     names = [f["name"] for f in chain["typed_config"]["http_filters"]]
+    observer = ["autonomic.response_observer_marker", "autonomic.response_observer"]
+    assert names == [
+        "autonomic.request_to_metadata",
+        *observer,
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    whole = render(EnvoyOptions(pool=POOL, observe_response_body=True))["static_resources"]["listeners"][0]
+    names = [f["name"] for f in whole["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]]
     assert names == ["autonomic.request_to_metadata", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
     plain = render(EnvoyOptions(pool=POOL, picker_port=None))["static_resources"]
     assert [c["name"] for c in plain["clusters"]] == ["pool"]
@@ -142,3 +152,38 @@ def test_cli_health_checks_readyz_by_default(tmp_path: Path, args: list[str], po
     endpoint = picker["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint.get("health_check_config", {}).get("port_value") == port
     assert kind in picker["health_checks"][0]
+
+
+def _filters(opts: EnvoyOptions) -> dict[str, dict]:
+    listener = render(opts)["static_resources"]["listeners"][0]
+    return {
+        f["name"]: f["typed_config"] for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    }
+
+
+@pytest.mark.parametrize("body_mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
+def test_no_response_phase_waits_for_the_picker_by_default(body_mode: str):
+    """The routing filter sends only the request; the observer, which Envoy never waits for, sends the request and
+    response headers; the request is marked so that the routing stream does not report its outcome."""
+    filters = _filters(EnvoyOptions(pool=POOL, body_mode=body_mode))  # type: ignore[arg-type]
+    routing = filters["envoy.filters.http.ext_proc"]
+    assert routing["processing_mode"]["response_header_mode"] == "SKIP"
+    assert routing["processing_mode"]["response_body_mode"] == "NONE"
+    assert "autonomic.extproc" in routing["metadata_options"]["forwarding_namespaces"]["untyped"]
+    observer = filters["autonomic.response_observer"]
+    assert observer["observability_mode"] is True and observer["failure_mode_allow"] is True
+    mode = observer["processing_mode"]
+    assert (mode["request_header_mode"], mode["response_header_mode"]) == ("SEND", "SEND")
+    assert (mode["request_body_mode"], mode["response_body_mode"]) == ("NONE", "NONE")
+    marker = filters["autonomic.response_observer_marker"]["metadata"]
+    assert marker == [{"metadata_namespace": "autonomic.extproc", "value": {"response_observer": True}}]
+
+
+@pytest.mark.parametrize(
+    ("body_mode", "response"), [("FULL_DUPLEX_STREAMED", "FULL_DUPLEX_STREAMED"), ("BUFFERED", "STREAMED")]
+)
+def test_observe_response_body_sends_the_whole_response(body_mode: str, response: str):
+    filters = _filters(EnvoyOptions(pool=POOL, body_mode=body_mode, observe_response_body=True))  # type: ignore[arg-type]
+    mode = filters["envoy.filters.http.ext_proc"]["processing_mode"]
+    assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SEND", response)
+    assert "autonomic.response_observer" not in filters

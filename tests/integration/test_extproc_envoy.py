@@ -12,10 +12,12 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from envoy_fixture import (
     EchoUpstream,
     Stack,
     completion_body,
+    completion_of,
     fleet_addresses,
     new_request_id,
     picker_and_envoy,
@@ -42,10 +44,38 @@ async def test_requests_land_on_the_picked_endpoint(fleet2: Fleet, rr_envoy: Sta
         assert status == 200, raw
         (picked,) = next(t for r, t in backend.picks if r == rid)
         assert await served_by(fleet2, rid) == [addresses.index(picked)]
-        done = backend.completion(rid)
+        done = await completion_of(backend, rid)
         assert done is not None and (done.served, done.status) == (picked, 200)
-        assert done.usage is not None and done.usage.completion_tokens == 4
+        assert done.usage is None  # the response body does not pass through the picker (observe_response_body)
     assert {t for _, t in backend.picks} == {(a,) for a in addresses}  # round robin used both
+
+
+async def test_the_response_ends_for_the_picker_when_it_ends_for_the_client(fleet2: Fleet, rr_envoy: Stack):
+    """With the response body kept away from the picker, its stream still ends with the HTTP stream, so in-flight
+    counts are released at the end of the answer, not at its first byte (the decode phase still counts)."""
+    backend = rr_envoy.backend
+    assert isinstance(backend, RoundRobinBackend)
+    rid = new_request_id()
+    body = completion_body(fleet2, "a long answer", rid, stream=True, max_tokens=200, min_tokens=200)
+
+    async def slow(factor: float) -> None:  # every engine step `factor` times longer, on both servers
+        for i in range(len(fleet2.servers)):
+            fault = {"mode": "slow", "factor": factor} if factor > 1 else {"mode": "ok"}
+            async with http.post(f"{fleet2.control_url}/servers/{i}/fault", json=fault) as resp:
+                assert resp.status == 200
+
+    async with aiohttp.ClientSession() as http:
+        await slow(1000)  # model time = wall time: ~10 ms a token
+        async with http.post(f"{rr_envoy.url}/v1/completions", json=body, headers={"x-request-id": rid}) as r:
+            assert r.status == 200
+            assert (await r.content.readline()).startswith(b"data:")  # the first token is out
+            await slow(1e5)  # a second a token: the answer cannot end while the picker is asked
+            assert backend.completion(rid) is None  # still in flight for the picker
+            await slow(1)
+            rest = await r.content.read()
+    assert rest.rstrip().endswith(b"data: [DONE]")
+    done = await completion_of(backend, rid)  # Envoy ends the observer's stream with the HTTP stream
+    assert done is not None and done.status == 200 and done.usage is None
 
 
 async def test_fallback_list_is_retried_in_order(fleet2: Fleet):
@@ -61,7 +91,7 @@ async def test_fallback_list_is_retried_in_order(fleet2: Fleet):
         assert status == 200, raw
         assert next(t for r, t in backend.picks if r == rid) == (addresses[0], addresses[1])
         assert await served_by(fleet2, rid) == [1]
-        done = backend.completion(rid)
+        done = await completion_of(backend, rid)
         assert done is not None and done.served == addresses[1]  # Envoy reported the endpoint that answered
 
 
@@ -170,21 +200,24 @@ async def test_large_bodies_pass_byte_exact_both_ways(echo_upstream: EchoUpstrea
     assert echo_upstream.received[-1]["content_length"] in (None, str(len(body)))
 
 
-async def test_usage_with_cached_tokens_reaches_the_backend(fleet2: Fleet, rr_envoy: Stack):
-    backend = rr_envoy.backend
-    assert isinstance(backend, RoundRobinBackend)
+@pytest.mark.parametrize("body_mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
+async def test_usage_with_cached_tokens_reaches_the_backend(fleet2: Fleet, body_mode: str):
+    """With `observe_response_body` the response passes through the picker, which reads its token usage."""
+    addresses = fleet_addresses(fleet2)
+    backend = RoundRobinBackend(addresses)
     prompt = prompt_text([21, 22, 23], 64)  # 4 blocks of 16 tokens: a repeat hits the prefix cache
     seen = []
-    for stream in (False, False, True, True):  # round robin: requests 1,3 go to one server, 2,4 to the other
-        rid = new_request_id()
-        extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
-        status, _ = await post_completion(
-            rr_envoy.url, completion_body(fleet2, prompt, rid, **extra), {"x-request-id": rid}
-        )
-        assert status == 200
-        done = backend.completion(rid)
-        assert done is not None and done.usage is not None
-        seen.append(done.usage)
+    async with picker_and_envoy(backend, addresses, observe_response_body=True, body_mode=body_mode) as stack:
+        for stream in (False, False, True, True):  # round robin: requests 1,3 go to one server, 2,4 to the other
+            rid = new_request_id()
+            extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+            status, _ = await post_completion(
+                stack.url, completion_body(fleet2, prompt, rid, **extra), {"x-request-id": rid}
+            )
+            assert status == 200
+            done = await completion_of(backend, rid)
+            assert done is not None and done.usage is not None
+            seen.append(done.usage)
     assert [u.cached_tokens for u in seen] == [0, 0, 48, 48]
     assert all(u.prompt_tokens == 64 for u in seen)
 
@@ -201,8 +234,8 @@ async def test_buffered_mode(fleet2: Fleet):
             assert status == 200, raw
             picked = next(t for r, t in backend.picks if r == rid)
             assert await served_by(fleet2, rid) == [addresses.index(picked[0])]
-            done = backend.completion(rid)
-            assert done is not None and done.usage is not None and done.served == picked[0]
+            done = await completion_of(backend, rid)
+            assert done is not None and done.status == 200 and done.served == picked[0]
         status, _ = await post_completion(stack.url, {"model": 1})
         assert status == 400
 
@@ -218,5 +251,5 @@ async def test_original_dst_routing(fleet2: Fleet):
             assert status == 200, raw
             (picked,) = next(t for r, t in backend.picks if r == rid)
             assert await served_by(fleet2, rid) == [addresses.index(picked)]
-            done = backend.completion(rid)
+            done = await completion_of(backend, rid)
             assert done is not None and done.served == picked

@@ -326,3 +326,71 @@ def test_pending_request_is_the_parsed_request_of_the_message_that_decides():
     broken = req_body(b"{not json", True)
     assert bad.pending_request(broken) is None  # the decision answers the 400 as usual
     assert kinds(bad.handle(broken)) == ["immediate_response"]
+
+
+def _observed(msg: pb.ProcessingRequest, **metadata: dict) -> pb.ProcessingRequest:
+    """`msg` as an observability-mode filter sends it, with `metadata` (namespace -> fields) in its context."""
+    out = pb.ProcessingRequest()
+    out.CopyFrom(msg)
+    out.observability_mode = True
+    for namespace, fields in metadata.items():
+        s = struct_pb2.Struct()
+        s.update(fields)
+        out.metadata_context.filter_metadata[namespace].CopyFrom(s)
+    return out
+
+
+def _marked(msg: pb.ProcessingRequest) -> pb.ProcessingRequest:
+    """`msg` on a routing stream whose response a separate observer reports."""
+    out = pb.ProcessingRequest()
+    out.CopyFrom(msg)
+    s = struct_pb2.Struct()
+    s.update({p.OBSERVER_KEY: True})
+    out.metadata_context.filter_metadata[p.OBSERVER_NAMESPACE].CopyFrom(s)
+    return out
+
+
+def test_a_marked_routing_stream_routes_but_leaves_the_report_to_the_observer():
+    rr = RoundRobinBackend([A, B])
+    routing = Exchange(rr)
+    assert routing.handle(_marked(req_headers())) == []
+    assert kinds(routing.handle(req_body(BODY, True))) == ["request_headers", "request_body"]
+    routing.finish()  # Envoy ends the routing stream right after the decision
+    assert not rr.completions and routing.targets == [A]
+    observer = Exchange(rr)
+    for msg in (req_headers(), resp_headers(status="200")):  # what the observer filter sends, never waiting
+        assert observer.handle(_observed(msg, **{p.LB_NAMESPACE: {p.SERVED_KEY: A}})) == []
+    observer.finish()  # the HTTP stream ended
+    observer.finish()
+    assert [(c.request_id, c.served, c.status, c.usage) for c in rr.completions] == [("r1", A, 200, None)]
+    assert len(rr.picks) == 1  # the observer decided nothing
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        ([req_headers()], [("r1", None, 0, None)]),  # the client went away before any response: status 0
+        ([req_headers(), resp_headers(status="503")], [("r1", None, 503, None)]),
+        ([resp_headers(status="200")], []),  # no request id seen: nothing to report
+        ([req_headers(rid="")], []),  # no x-request-id: nothing the routing stream could have recorded
+    ],
+)
+def test_an_observer_stream_reports_what_it_saw_once_at_its_end(messages, expected):
+    rr = RoundRobinBackend([A, B])
+    observer = Exchange(rr)
+    for msg in messages:
+        assert observer.handle(_observed(msg)) == []
+        assert observer.pending_request(_observed(msg)) is None
+    assert observer.malformed("junk") == []  # answers are ignored in observability mode: none is sent
+    observer.finish()
+    assert [(c.request_id, c.served, c.status, c.usage) for c in rr.completions] == expected
+    assert not rr.picks
+
+
+def test_an_unmarked_routing_stream_still_reports_itself():
+    rr = RoundRobinBackend([A, B])
+    ex = Exchange(rr)
+    ex.handle(req_headers())
+    ex.handle(req_body(BODY, True))
+    ex.finish()
+    assert [c.request_id for c in rr.completions] == ["r1"]
