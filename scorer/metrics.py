@@ -96,7 +96,11 @@ class PickerMetrics:
         self.scrape_seconds = Histogram(
             "autonomic_picker_scrape_duration_seconds", "Time of one scrape.", buckets=SCRAPE_BUCKETS, registry=reg
         )
-        self.streams = Counter("autonomic_picker_extproc_streams", "ext_proc streams opened (routing and, where configured, response-observer streams).", registry=reg)
+        self.streams = Counter(
+            "autonomic_picker_extproc_streams",
+            "ext_proc streams opened (routing and, where configured, response-observer streams).",
+            registry=reg,
+        )
         self.active_streams = Gauge("autonomic_picker_extproc_active_streams", "ext_proc streams open.", registry=reg)
         self.immediate = Counter(
             "autonomic_picker_extproc_immediate_responses",
