@@ -146,6 +146,10 @@ PROFILE_VERSIONS: dict[str, dict[str, Any]] = {
 
 
 class DeschedulerCompatibleConfig(_Section):
+    """The `descheduler-compatible` policy's knobs, named after the operator's (ref §1.2-1.3). `profileVersion`
+    picks the defaults of `evictionLimitsNode` and `migrationAware.enabled` (`PROFILE_VERSIONS`); a knob written
+    in the document keeps its value whatever the version."""
+
     profile_version: ProfileVersion = DEFAULT_PROFILE_VERSION
     dev_deviation_thresholds: DeviationPreset | None = None
     dev_low_node_utilization_thresholds: StaticPreset | None = None
