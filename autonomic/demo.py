@@ -7,8 +7,10 @@ time in front of a fresh fleet of vLLM twins: with Envoy's own round robin, with
 model time, e2e, throughput, spread), writes `summary.json` and a TTFT CDF plot.
 
 Rebalance part: the cluster twin's default scenario (a hotspot on worker-0) with its real Prometheus, three times
-on a fresh twin: no controller (the baseline), the controller with `descheduler-compatible`, then with
-`psi-relief`, each for the same model minutes with the same cycle interval (`loadtests/rebalance/run.py`). Prints
+on a fresh twin: no controller (the baseline), the controller with `descheduler-compatible` (the descheduler's
+profile as the operator's main branch generates it: evictionLimits.node 2, KubevirtMigrationAware; the 4.21 GA
+profile is the `descheduler-compatible-ga` arm, run when named), then with `psi-relief`, each for the same model
+minutes with the same cycle interval (`loadtests/rebalance/run.py`, `loadtests/rebalance/arms.py`). Prints
 node-minutes over the pressure threshold, migrations and VMs moved more than once side by side, adds them to
 `summary.json` and plots the hottest node's pressure over time (`pressure.png`). `--parts` picks the parts.
 """
@@ -30,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from common.logs import JsonFormatter
+from loadtests.rebalance.arms import ARMS as REBALANCE_ARMS
+from loadtests.rebalance.arms import DEFAULT_ARMS
 from loadtests.rebalance.report import json_safe, results_json, text_table
 from loadtests.rebalance.report import plot as plot_pressure
 from loadtests.rebalance.run import RunSettings, default_scenario, run_policies
@@ -42,7 +46,6 @@ DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces
 # the picker twice: its default profile (approximate prefix index) and scorer/precise-config.yaml (KV events)
 ARMS = ("envoy-round-robin", "picker", "picker-precise")
 PARTS = ("routing", "rebalance")
-REBALANCE_POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--rebalance-minutes", type=float, default=10.0, help="model minutes each rebalance policy runs (default 10)"
     )
     p.add_argument(
-        "--policies", default=",".join(REBALANCE_POLICIES), help=f"rebalance arms, from {REBALANCE_POLICIES}"
+        "--policies",
+        default=",".join(DEFAULT_ARMS),
+        help=f"rebalance arms, from {', '.join(REBALANCE_ARMS)} (default: %(default)s)",
     )
 
 
@@ -68,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if not parts or any(p not in PARTS for p in parts):
         print(f"error: --parts: {args.parts!r}; choose from {PARTS}", file=sys.stderr)
         return 2
-    if not policies or any(p not in REBALANCE_POLICIES for p in policies) or len(set(policies)) != len(policies):
-        print(f"error: --policies: {args.policies!r}; choose from {REBALANCE_POLICIES}", file=sys.stderr)
+    if not policies or any(p not in REBALANCE_ARMS for p in policies) or len(set(policies)) != len(policies):
+        print(f"error: --policies: {args.policies!r}; choose from {', '.join(REBALANCE_ARMS)}", file=sys.stderr)
         return 2
     if not args.rebalance_minutes > 0:
         print(f"error: --rebalance-minutes must be > 0, got {args.rebalance_minutes}", file=sys.stderr)
@@ -151,6 +156,7 @@ def _rebalance(args: argparse.Namespace, summary: dict[str, Any]) -> bool:
         "settings": dataclasses.asdict(settings),
         **results_json(comparison),
         "moves": {name: r["moves"] for name, r in comparison["policies"].items()},
+        "controllers": {name: r["controller"] for name, r in comparison["policies"].items()},
     }
     path = plot_pressure(
         comparison,

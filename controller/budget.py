@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.config import ControllerConfig, CooldownConfig
+from controller.config import ControllerConfig
+from controller.cooldown import CooldownRule
 from controller.model import Move, Refusal, VMState
 from controller.view import ClusterView
 
@@ -41,37 +42,6 @@ class Refused:
 
 Decision = Admitted | Refused
 ADMITTED = Admitted()
-
-
-@dataclass(frozen=True)
-class CooldownRule:
-    """effective = min(max(base, last duration) * growth^(successful moves in window - 1), max) (ref §4)."""
-
-    base: float
-    growth: float
-    maximum: float
-    window: float
-
-    @classmethod
-    def from_config(cls, c: CooldownConfig) -> CooldownRule:
-        return cls(c.base_seconds, c.growth_factor, c.max_seconds, c.history_window_seconds)
-
-    def effective(self, vm: VMState, now: float) -> float:
-        if not vm.history:
-            return 0.0
-        base = max(self.base, vm.history[-1].duration)
-        count = sum(1 for m in vm.history if m.succeeded and now - m.ended <= self.window)
-        return min(base * self.growth ** max(count - 1, 0), self.maximum) if self.maximum > 0 else base
-
-    def blocking(self, vm: VMState, now: float) -> str | None:
-        """The refusal reason while `vm` is cooling down, else None."""
-        if not vm.history:
-            return None
-        elapsed, effective = now - vm.history[-1].ended, self.effective(vm, now)
-        if elapsed >= effective:
-            return None
-        moves = sum(1 for m in vm.history if m.succeeded and now - m.ended <= self.window)
-        return f"cooldown: {moves} move(s) in {self.window / 3600:g}h, last {elapsed:.0f}s ago < {effective:.0f}s"
 
 
 @dataclass(frozen=True)
@@ -179,8 +149,14 @@ class MigrationBudget:
 
 
 def budget_for(view: ClusterView, config: ControllerConfig) -> MigrationBudget:
-    """The budget with the active policy's cooldown: KubevirtMigrationAware's when enabled, psi-relief's own."""
+    """The budget with the active policy's cooldown: KubevirtMigrationAware's when enabled (profile main, the
+    default; it counts failed migrations too, as the plugin does), psi-relief's own; none for 4.21 GA."""
+    return MigrationBudget(view, config, cooldown_rule(config))
+
+
+def cooldown_rule(config: ControllerConfig) -> CooldownRule | None:
+    """The active policy's per-VM cooldown, or None when it has none."""
     if config.policy == "psi-relief":
-        return MigrationBudget(view, config, CooldownRule.from_config(config.psi_relief.vm_cooldown))
+        return CooldownRule.from_config(config.psi_relief.vm_cooldown)
     aware = config.descheduler_compatible.migration_aware
-    return MigrationBudget(view, config, CooldownRule.from_config(aware) if aware.enabled else None)
+    return CooldownRule.from_config(aware, count_failed=True) if aware.enabled else None

@@ -3,8 +3,10 @@
 Why it exists: the policy, its thresholds, the limits and the cooldowns are data an operator tunes, and a typo must
 stop the controller with `psiRelief.low: must be <= psiRelief.high (0.3)` rather than run with a default. Keys
 are camelCase like the descheduler's policy; unknown keys are errors. Defaults reproduce the OpenShift
-KubeVirtRelieveAndMigrate profile as release-4.21 generates it (docs/reference/descheduler.md §1.2-1.5) so the
-`descheduler-compatible` policy is a drop-in with no configuration at all.
+KubeVirtRelieveAndMigrate profile as the operator's main branch generates it (docs/reference/descheduler.md
+§1.2-1.5, §4: `evictionLimits.node: 2` and the KubevirtMigrationAware evictor), so the `descheduler-compatible`
+policy is a drop-in, and the strongest baseline, with no configuration at all; `deschedulerCompatible.profileVersion:
+4.21-ga` gives the release-4.21 GA profile instead (`PROFILE_VERSIONS`), and any knob written out overrides it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 DEFAULT_SCORE_QUERY = "descheduler:node:linear_amplified_ideal_point_positive_distance:k3:avg1m"  # ref §1.4
@@ -115,39 +117,90 @@ class SoftTaintsConfig(_Section):
 
 
 class CooldownConfig(_Section):
-    """Per-VM cooldown: min(max(base, last duration) * growth^(moves in window - 1), max) (ref §4)."""
+    """Per-VM cooldown: min(max(base, last duration) * growth^(moves in window - 1), max); max 0 = no cap (ref §4)."""
 
     base_seconds: Annotated[float, Field(ge=0)] = 900.0
     growth_factor: Annotated[float, Field(ge=1.0)] = 2.0
-    max_seconds: Annotated[float, Field(ge=0)] = 21_600.0
+    max_seconds: Annotated[float, Field(ge=0, description="0: no cap, as the plugin's maxMigrationCooldown")] = 21_600.0
     history_window_seconds: Annotated[float, Field(gt=0)] = 172_800.0
 
 
 class MigrationAwareConfig(CooldownConfig):
-    """The KubevirtMigrationAware plugin of the operator's main branch (ref §1.2, §4); off in 4.21 GA."""
+    """The KubevirtMigrationAware evictor plugin of the operator's main branch (ref §1.2, §4): migrationCooldown
+    15m, maxMigrationCooldown 6h, migrationHistoryWindow 48h, growth x2. On with profileVersion main, off in 4.21 GA."""
 
-    enabled: bool = False
+    enabled: bool = True
 
 
 DeviationPreset = Literal["Low", "Medium", "High", "AsymmetricLow", "AsymmetricMedium", "AsymmetricHigh"]
 StaticPreset = Literal["Low", "Medium", "High"]
+ProfileVersion = Literal["main", "4.21-ga"]
+DEFAULT_PROFILE_VERSION: ProfileVersion = "main"
+# What each version of the operator's generated policy sets (ref §1.2), as defaults under the knobs a document
+# leaves out: main adds LowNodeUtilization `evictionLimits.node: 2` and enables KubevirtMigrationAware; 4.21 GA
+# has neither (one eviction per node per cycle, no per-VM cooldown, a VM mid-migration is not filtered out).
+PROFILE_VERSIONS: dict[str, dict[str, Any]] = {
+    "main": {"evictionLimitsNode": 2, "migrationAwareEnabled": True},
+    "4.21-ga": {"evictionLimitsNode": None, "migrationAwareEnabled": False},
+}
 
 
 class DeschedulerCompatibleConfig(_Section):
+    """The `descheduler-compatible` policy's knobs, named after the operator's (ref §1.2-1.3). `profileVersion`
+    picks the defaults of `evictionLimitsNode` and `migrationAware.enabled` (`PROFILE_VERSIONS`); a knob written
+    in the document keeps its value whatever the version."""
+
+    profile_version: ProfileVersion = DEFAULT_PROFILE_VERSION
     dev_deviation_thresholds: DeviationPreset | None = None
     dev_low_node_utilization_thresholds: StaticPreset | None = None
     number_of_nodes: Annotated[int, Field(ge=0)] = 0
     eviction_limits_node: Annotated[
-        int | None, Field(ge=1, description="main sets 2; unset = one per node per cycle")
-    ] = None
+        int | None, Field(ge=1, description="main sets 2; unset (4.21 GA) = one per node per cycle")
+    ] = 2
     evictor_no_eviction_policy: Literal["Mandatory", "Preferred"] = "Mandatory"
     migration_aware: MigrationAwareConfig = MigrationAwareConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_version_defaults(cls, data: Any) -> Any:
+        """Fill in what `profileVersion` sets for the knobs the document leaves out; written knobs win."""
+        if not isinstance(data, dict):
+            return data
+        version = _given(data, "profileVersion", "profile_version", DEFAULT_PROFILE_VERSION)
+        preset = PROFILE_VERSIONS.get(version) if isinstance(version, str) else None
+        if preset is None:  # the field's own validation reports the bad value with its path
+            return data
+        out = dict(data)
+        if _given(out, "evictionLimitsNode", "eviction_limits_node", _ABSENT) is _ABSENT:
+            out["evictionLimitsNode"] = preset["evictionLimitsNode"]
+        aware_key = "migration_aware" if "migration_aware" in out and "migrationAware" not in out else "migrationAware"
+        aware = out.get(aware_key, _ABSENT)
+        if aware is _ABSENT:
+            out[aware_key] = {"enabled": preset["migrationAwareEnabled"]}
+        elif isinstance(aware, dict) and "enabled" not in aware:
+            out[aware_key] = {**aware, "enabled": preset["migrationAwareEnabled"]}
+        return out
 
     def thresholds(self) -> tuple[float, float, bool]:
         """(low, high, use_deviation) exactly as getKubeVirtRelieveAndMigrateThresholds resolves them."""
         if self.dev_low_node_utilization_thresholds is not None:
             return (*STATIC_THRESHOLDS[self.dev_low_node_utilization_thresholds], False)
         return (*DEVIATION_THRESHOLDS[self.dev_deviation_thresholds or "AsymmetricLow"], True)
+
+    def describe(self) -> str:
+        """One line for logs: the profile version and what it resolved to, e.g. `main (evictionLimits.node 2,
+        KubevirtMigrationAware)`."""
+        limit = f"evictionLimits.node {self.eviction_limits_node}" if self.eviction_limits_node else "1 per node"
+        aware = "KubevirtMigrationAware" if self.migration_aware.enabled else "no KubevirtMigrationAware"
+        return f"{self.profile_version} ({limit}, {aware})"
+
+
+_ABSENT: Any = object()
+
+
+def _given(data: dict[str, Any], alias: str, name: str, default: Any) -> Any:
+    """A key of a raw section by its camelCase alias or its field name (both are accepted)."""
+    return data[alias] if alias in data else data.get(name, default)
 
 
 class MigrationCostConfig(_Section):
@@ -255,6 +308,15 @@ def cross_field_errors(config: ControllerConfig) -> list[str]:
             f"metrics.source: raw-psi provides no score but policy {config.policy} needs one; use source promql "
             "with e.g. rate(node_pressure_cpu_waiting_seconds_total[1m]) (the operator's PrometheusCPUPSIPressure)"
         )
+    for path, cooldown in (
+        ("deschedulerCompatible.migrationAware", compat.migration_aware),
+        ("psiRelief.vmCooldown", relief.vm_cooldown),
+    ):
+        if 0 < cooldown.max_seconds < cooldown.base_seconds:  # the plugin's ValidateKubevirtMigrationAwareArgs
+            errors.append(
+                f"{path}.maxSeconds: must be 0 (no cap) or >= {path}.baseSeconds ({cooldown.base_seconds:g}), "
+                f"got {cooldown.max_seconds:g}"
+            )
     if config.limits.max_in_flight_per_node > config.limits.max_in_flight_total:
         errors.append("limits.maxInFlightPerNode: must be <= limits.maxInFlightTotal")
     return errors

@@ -21,7 +21,8 @@ lists them with their labels):
 - `autonomic_controller_leader` (1 on the replica that acts), `autonomic_controller_last_cycle_timestamp_seconds`;
 - `descheduler_pods_evicted_total{result, strategy, profile, namespace, node}`: the descheduler's own series, so the
   recording rules' eviction cooldown (ref §1.4) counts this controller's moves (`background` when started,
-  `success` when the migration succeeded, `error` when it failed).
+  `success` when the migration succeeded, `error` when it failed; `success` and `error` exist at 0 from the start
+  so that `increase()` counts the first one).
 A registry per controller: tests run several in one process.
 """
 
@@ -118,7 +119,16 @@ class ControllerMetrics:
         self._untrusted_labels = untrusted
 
     def descheduler_eviction(self, result: str, vm: str, node: str) -> None:
-        self.evicted.labels(result, "LowNodeUtilization", "KubeVirtRelieveAndMigrate", vm.split("/", 1)[0], node).inc()
+        """Count one eviction; a `background` one (started) also creates its `success` and `error` series at 0.
+
+        The recording rules count `increase(...{result="success"}[10m])`, and Prometheus sees no increase in a
+        series whose first sample is already 1: without the 0, the first success per namespace and node (the
+        descheduler's own counter has the same blind spot) would never lower that node's cooldown multiplier."""
+        labels = ("LowNodeUtilization", "KubeVirtRelieveAndMigrate", vm.split("/", 1)[0], node)
+        if result == "background":
+            for outcome in ("success", "error"):
+                self.evicted.labels(outcome, *labels)
+        self.evicted.labels(result, *labels).inc()
 
 
 async def serve_http(

@@ -88,8 +88,9 @@ class RunningController:
     def ready_line(self) -> str:
         c = self.controller.config
         lease = f"lease {self.elector.namespace}/{self.elector.name}" if self.elector else "off"
+        profile = f" profile={c.descheduler_compatible.profile_version}" if c.policy == "descheduler-compatible" else ""
         return (
-            f"ready: policy={c.policy} actuator={'dry-run' if c.dry_run else c.actuator} "
+            f"ready: policy={c.policy}{profile} actuator={'dry-run' if c.dry_run else c.actuator} "
             f"metrics=http://{self.host}:{self.metrics_port}/metrics leader-election={lease} identity={self.identity} "
             f"nodes={len(self.controller.cluster.nodes.items())} vmis={len(self.controller.cluster.vmis.items())}"
         )

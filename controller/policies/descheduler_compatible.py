@@ -4,7 +4,9 @@ Why it exists: it is the baseline psi-relief must beat and a drop-in for the pro
 LowNodeUtilization as the OpenShift operator configures it (docs/reference/descheduler.md, "ref" below), with the
 upstream code it cites: kubernetes-sigs/descheduler `nodeutilization/lownodeutilization.go` (Balance),
 `nodeutilization.go` (evictPodsFromSourceNodes, evictPods), `pod/pods.go` (SortPodsBasedOnPriorityLowToHigh),
-`evictions/evictions.go` (EvictPod) and the operator's `kubevirtmigrationaware` plugin.
+`evictions/evictions.go` (EvictPod) and the operator's `kubevirtmigrationaware` plugin. Which version of the
+operator's policy it reproduces is `deschedulerCompatible.profileVersion` (controller/config.py): `main`, the
+default (`evictionLimits.node: 2`, KubevirtMigrationAware as Filter and PreEvictionFilter), or `4.21-ga` (neither).
 
 1. Usage = int(score*100) of the Ready nodes matching nodeSelector; classify around the mean (ref §2.2-2.3,
    lines 156-186; controller/classify.py).
@@ -18,13 +20,15 @@ upstream code it cites: kubernetes-sigs/descheduler `nodeutilization/lownodeutil
    KubevirtMigrationAware, not mid-migration (ref lines 189-193, §4); no such VM: next node.
 5. Order: nil priority first, lower priority, BestEffort < Burstable < Guaranteed, un-annotated first (ref line
    194); equal keys by namespace/name where Go's unstable sort keeps informer order.
-6. Per VM: stop at evictionLimits.node evictions (unset: one, "Currently, only a single pod eviction is allowed",
-   ref line 199); skip VMs that tolerate the taints of no under-utilised node (PodToleratesTaints, all effects,
-   and only if it has at least as many tolerations as the node has taints: ref line 196); skip excluded
-   namespaces and, with KubevirtMigrationAware, VMs in cooldown (PreEvictionFilter); then "evict".
+6. Per VM: stop at evictionLimits.node evictions (main: 2; unset, as in 4.21 GA: one, "Currently, only a single
+   pod eviction is allowed", ref line 199); skip VMs that tolerate the taints of no under-utilised node
+   (PodToleratesTaints, all effects, and only if it has at least as many tolerations as the node has taints: ref
+   line 196); skip excluded namespaces and, with KubevirtMigrationAware, VMs in cooldown (PreEvictionFilter,
+   controller/cooldown.py); then "evict".
 7. Evict (ref §2.5-2.6, lines 202-223): a VM already being evacuated is a no-op that the loop counts as its one
-   eviction (4.21 GA, no KubevirtMigrationAware Filter); otherwise the `MigrationBudget` admits (total limit:
-   stop everything; node limit: next node; refusal of this VM: next VM, as a failed eviction continues).
+   eviction (without KubevirtMigrationAware's Filter, as in 4.21 GA); otherwise the `MigrationBudget` admits
+   (total limit: stop everything; node limit: next node; refusal of this VM: next VM, as a failed eviction
+   continues).
 No target is chosen: the KubeVirt scheduler places the VM, steered only by the soft taints (ref §1.5, pain 3).
 """
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.budget import CooldownRule, MigrationBudget, Refused
+from controller.budget import MigrationBudget, Refused
 from controller.classify import APPROPRIATE, OVER, UNDER
 from controller.config import ControllerConfig
+from controller.cooldown import CooldownRule
 from controller.model import Move, NodeExplanation, Taint, VMState
 from controller.policies import PolicyOutcome
 from controller.policies.descheduler_compatible import tolerates_node

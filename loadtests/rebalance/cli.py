@@ -4,7 +4,9 @@ Why it exists: users choose a rebalancer on evidence (../shared/docs/benchmarks.
 turn on a fresh cluster twin with a real Prometheus (`loadtests/rebalance/run.py`), over the same model time and
 load trace, and reports node-minutes over the pressure threshold, peak and p95 pressure, migrations, failed
 migrations, VMs moved more than once and GiB moved, beside the exact lower bound on moves
-(`loadtests/rebalance/bound.py`).
+(`loadtests/rebalance/bound.py`). `descheduler-compatible` is the descheduler's profile as the operator's main
+branch generates it (evictionLimits.node 2, KubevirtMigrationAware); `descheduler-compatible-ga`, the 4.21 GA one,
+runs when named (`loadtests/rebalance/arms.py`).
 
 Cluster: the twin's default scenario (a hotspot on worker-0), or with `--nodes N --vms M` a generated one
 (`sim/cluster/generator.py`: 8-core nodes, VMs packed unevenly; `--hot-nodes` (default 1) of its most-subscribed
@@ -15,7 +17,7 @@ wall second (the rate windows stay 3 wall seconds, 1 model minute at the default
 
     autonomic bench rebalance [--nodes N --vms M | --scenario FILE] [--vm-trace FILE] [--duration 900]
         [--time-scale 20] [--interval 60] [--threshold 0.3] [--policies no-op,descheduler-compatible,psi-relief]
-        [--out out/bench-rebalance]
+        [--out out/bench-rebalance]      (--policies also takes descheduler-compatible-ga)
 
 Output in --out: report.md, pressure.png, results.json (schema of issue 7) and runs.json (settings, every
 migration with its model times, the pressure series).
@@ -30,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
+from loadtests.rebalance.arms import ARMS, DEFAULT_ARMS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,7 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=float, default=60.0, help="model seconds between controller cycles (default 60)")
     p.add_argument("--warmup", type=float, default=240.0, help="model second at which the controller starts")
     p.add_argument("--threshold", type=float, default=0.30, help="CPU PSI some above which a node is over (0.3)")
-    p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {','.join(POLICIES)}")
+    p.add_argument(
+        "--policies",
+        default=",".join(DEFAULT_ARMS),
+        help=f"comma-separated, from {','.join(ARMS)} (default: %(default)s)",
+    )
     p.add_argument("--out", type=Path, default=Path("out/bench-rebalance"), help="output directory")
 
 
@@ -63,9 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def validate(args: argparse.Namespace) -> list[str]:
     """The policies to run; raises ValueError naming the bad option."""
     policies = [s.strip() for s in args.policies.split(",") if s.strip()]
-    unknown = [p for p in policies if p not in POLICIES]
+    unknown = [p for p in policies if p not in ARMS]
     if unknown or not policies:
-        raise ValueError(f"--policies: unknown {unknown}; choose from {','.join(POLICIES)}")
+        raise ValueError(f"--policies: unknown {unknown}; choose from {','.join(ARMS)}")
     if len(set(policies)) != len(policies):
         raise ValueError(f"--policies: {args.policies!r} names a policy twice")
     if (args.nodes is None) != (args.vms is None):

@@ -110,7 +110,8 @@ def _planner(config: ControllerConfig) -> Callable[[ClusterSnapshot], Plan]:
 def measure(n_nodes: int, cycles: int) -> list[tuple[str, list[float], str]]:
     snapshots = [synthetic_snapshot(n_nodes, seed) for seed in range(cycles)]
     configs: dict[str, ControllerConfig] = {
-        "descheduler-compatible": parse_config({}),
+        "descheduler-compatible": parse_config({}),  # the operator's main profile, the default
+        "descheduler-compatible-ga": parse_config({"deschedulerCompatible": {"profileVersion": "4.21-ga"}}),
         "psi-relief": parse_config({"policy": "psi-relief", "actuator": "migration"}),
     }
     baseline_config = configs["descheduler-compatible"]

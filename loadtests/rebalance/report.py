@@ -1,8 +1,9 @@
 """What a rebalancing comparison prints and writes: the side-by-side table, results.json, report.md, the plot.
 
 Why it exists: the demo and `autonomic bench rebalance` show the same figures the same way; each figure comes
-with its ratio to the baseline measured in the same run (no-op for pressure, descheduler-compatible for the
-migration counts, when they ran). `results.json` holds exactly the schema of issue 7:
+with its ratio to the baseline measured in the same run (no-op for pressure, descheduler-compatible, the operator's
+main profile with KubevirtMigrationAware, for the migration counts, when they ran); the report lists what each arm
+ran. `results.json` holds exactly the schema of issue 7:
 
     {"milp_lower_bound": n or null,
      "policies": {NAME: {"node_minutes_over": f, "peak_pressure": f, "p95_pressure": f, "migrations": n,
@@ -191,8 +192,12 @@ def write_report(
         "",
         markdown_table(comparison),
         "",
-        "Ratios in parentheses: pressure figures to `no-op`, migration figures to `descheduler-compatible`, "
-        "both measured in this run.",
+        "Ratios in parentheses: pressure figures to `no-op`, migration figures to `descheduler-compatible` (the "
+        "descheduler's profile as the operator's main branch generates it), both measured in this run.",
+        "",
+        "Arms:",
+        "",
+        *(f"- **{name}**: {r.get('controller', '?')}" for name, r in comparison["policies"].items()),
         "",
         "Fewest moves possible (MILP, `loadtests/rebalance/bound.py`): "
         + (

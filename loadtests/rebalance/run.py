@@ -9,7 +9,8 @@ load trace, same model time) and is measured the same way. A run:
 2. waits until every node's PSI and descheduler score are in Prometheus and the model clock reaches `warmup`;
 3. runs `controller.service.run_controller` in-process on its own thread and event loop (leader election off, the
    twin's model clock, the same model interval for every policy) for `duration` model seconds; the `no-op` arm
-   runs no controller at all: the baseline;
+   runs no controller at all: the baseline; the arms are those of `arms.py` (`descheduler-compatible` is the
+   operator's main profile, `descheduler-compatible-ga` the 4.21 GA one), and each run records what it ran;
 4. reads the per-node CPU PSI and the descheduler score back from Prometheus (a range query over the run) and
    the migrations from the twin, and computes the figures of `figures.py`;
 5. stops everything. The lower bound on moves (`bound.py`) is computed from the demands at step 3.
@@ -36,6 +37,7 @@ from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
 from controller.model import Plan
 from controller.service import ControllerOptions, RunningController, run_controller
+from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
 from loadtests.rebalance.bound import BoundNode, BoundVm, min_moves
 from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures
 from sim.cluster.kv_objects import LIVE_MIGRATABLE
@@ -46,7 +48,6 @@ from sim.cluster.scenario_load import Hotspot
 from sim.cluster.state_view import TelemetryOptions
 from sim.cluster.twin import ClusterTwin
 
-POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
 SCORE_RULE = "descheduler:node:linear_amplified_ideal_point_positive_distance:k3:avg1m"
 ProgressFn = Callable[[str], None]
 log = logging.getLogger("autonomic.loadtests.rebalance")
@@ -79,8 +80,8 @@ def default_scenario() -> Scenario:
 
 
 def policy_config(policy: str, settings: RunSettings) -> ControllerConfig | None:
-    """The controller configuration of an arm (None for `no-op`); PSI queries use the twin's rate window."""
-    if policy == "no-op":
+    """The controller configuration of an arm (`arms.py`; None for `no-op`); PSI queries use the twin's rate window."""
+    if policy == NO_OP:
         return None
     window = f"{settings.rate_window_real_s}s"
     metrics = {
@@ -90,11 +91,21 @@ def policy_config(policy: str, settings: RunSettings) -> ControllerConfig | None
         },
         "vmQueries": {"cpuUsage": f"rate(kubevirt_vmi_cpu_usage_seconds_total[{window}])"},
     }
-    if policy == "descheduler-compatible":  # the profile as shipped: evictions, the scheduler picks targets
-        return parse_config({"policy": policy, "metrics": metrics})
-    if policy == "psi-relief":  # ours: explicit targets through VirtualMachineInstanceMigrations
+    if policy in (BASELINE, BASELINE_GA):  # the profile as shipped: evictions, the scheduler picks targets
+        compat = {"profileVersion": PROFILE_VERSIONS[policy]}
+        return parse_config({"policy": BASELINE, "metrics": metrics, "deschedulerCompatible": compat})
+    if policy == PSI_RELIEF:  # ours: explicit targets through VirtualMachineInstanceMigrations
         return parse_config({"policy": policy, "actuator": "migration", "metrics": metrics})
-    raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
+    raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(ARMS)}")
+
+
+def describe(config: ControllerConfig | None) -> str:
+    """What an arm ran, for runs.json and the logs: `no controller`, or the policy and (baseline) its profile."""
+    if config is None:
+        return "no controller"
+    if config.policy == BASELINE:
+        return f"{config.policy}, profile {config.descheduler_compatible.describe()}"
+    return f"{config.policy}, actuator {config.actuator}"
 
 
 class ControllerThread:
@@ -241,7 +252,7 @@ def run_policy(
         load=scenario.load,
     )
     errors: list[str] = []
-    result: dict[str, Any] = {"policy": policy}
+    result: dict[str, Any] = {"policy": policy, "controller": describe(config)}
     started = time.monotonic()
     with ClusterTwin(scenario, time_scale=settings.time_scale) as twin:
         telemetry = twin.run(start_telemetry(twin.view, options))
@@ -274,7 +285,10 @@ def run_policy(
                 )
                 controller.start()
             real_t0, model_t0 = time.time(), twin.view.now()
-            progress(f"{policy}: running {settings.duration_s / 60:g} model min from model t={model_t0:.0f} s")
+            progress(
+                f"{policy} ({result['controller']}): running {settings.duration_s / 60:g} model min "
+                f"from model t={model_t0:.0f} s"
+            )
             try:
                 _wait(lambda: twin.view.now() >= model_t0 + settings.duration_s, "the run's end", 3600)
             finally:
@@ -283,6 +297,7 @@ def run_policy(
                 last_plan: dict[str, Any] | None = None
                 if controller is not None:
                     if controller.running is not None:
+                        result["controller"] = describe(controller.running.controller.config)  # what really ran
                         last_plan = _explain(controller.running.controller.last_plan)
                         cycles = controller.cycle_outcomes()
                     controller.stop()

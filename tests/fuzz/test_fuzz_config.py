@@ -145,7 +145,15 @@ SECTIONS = {
     "metrics": ["source", "query", "psiQueries", "maxAgeSeconds", "timeoutSeconds", "vmQueries"],
     "limits": ["maxInFlightTotal", "maxInFlightPerNode", "maxMovesPerCycle", "protectedPriority"],
     "softTaints": ["enabled", "overutilizedKey"],
-    "deschedulerCompatible": ["devDeviationThresholds", "devLowNodeUtilizationThresholds", "numberOfNodes"],
+    "deschedulerCompatible": [
+        "profileVersion",
+        "profile_version",
+        "evictionLimitsNode",
+        "migrationAware",
+        "devDeviationThresholds",
+        "devLowNodeUtilizationThresholds",
+        "numberOfNodes",
+    ],
     "psiRelief": ["signal", "dimensions", "high", "low", "targetThreshold", "model", "search", "vmCooldown"],
 }
 CONTROLLER_DOC = st.fixed_dictionaries(
@@ -222,3 +230,4 @@ def test_controller_config_loads_or_raises_a_config_error(text: str):
     event("loaded")
     config.required_signals()
     config.descheduler_compatible.thresholds()
+    config.descheduler_compatible.describe()

@@ -122,7 +122,7 @@ def test_cli_serves_until_sigterm(twin: ClusterTwin, process_env: dict[str, str]
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith("ready: policy=descheduler-compatible actuator=dry-run"), line
+        assert line.startswith("ready: policy=descheduler-compatible profile=main actuator=dry-run"), line
         assert "leader-election=off" in line and "nodes=2 vmis=1" in line
         url = line.split("metrics=")[1].split()[0].removesuffix("/metrics")
 

@@ -224,10 +224,10 @@ def test_hotspot_relieved_across_a_restart_mid_migration_without_duplicates(stac
 
 
 def test_limits_hold_while_the_policy_wants_every_vm_moved(stack: Stack) -> None:
-    """Scores that say worker-0 and worker-1 stay hot whatever moves: the descheduler-compatible policy evicts
-    everything it may (evictionLimits.node 2, as on main), and only the budget (2 in flight, 1 per source node,
-    in-flight evacuations counted across cycles) keeps KubeVirt from running more; KubeVirt's own limits (5, 2 per
-    node) are looser, so any excess would show."""
+    """Scores that say worker-0 and worker-1 stay hot whatever moves: the descheduler-compatible policy as 4.21 GA
+    (no KubevirtMigrationAware cooldown to hold it back) with evictionLimits.node 2 evicts everything it may, and
+    only the budget (2 in flight, 1 per source node, in-flight evacuations counted across cycles) keeps KubeVirt
+    from running more; KubeVirt's own limits (5, 2 per node) are looser, so any excess would show."""
     config = controller_config(
         policy="descheduler-compatible",
         actuator="eviction",
@@ -236,7 +236,7 @@ def test_limits_hold_while_the_policy_wants_every_vm_moved(stack: Stack) -> None
             "query": f"label_replace(fresh_score, {BY_NODE})",
             "freshnessQuery": f"label_replace(timestamp(fresh_score), {BY_NODE})",
         },
-        deschedulerCompatible={"evictionLimitsNode": 2},
+        deschedulerCompatible={"profileVersion": "4.21-ga", "evictionLimitsNode": 2},
         limits={"maxInFlightTotal": 2, "maxInFlightPerNode": 1},
     )
     concurrency = ConcurrencyWatch(stack.twin).start()

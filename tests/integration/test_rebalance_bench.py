@@ -1,10 +1,12 @@
 """`autonomic bench rebalance` and the demo's rebalance part, short: every policy on a fresh cluster twin with a real
 Prometheus; the report directory is complete and well-formed (results.json in exactly the schema of issue 7, strict
 JSON, report.md with every policy, a PNG plot). Figures are checked for sense, never for timings: the hotspot is
-there without a controller and nothing moves then."""
+there without a controller and nothing moves then. The default baseline arm of both is the operator's main profile
+(KubevirtMigrationAware), as the controller that ran says; the 4.21 GA one runs when named."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -12,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from autonomic import demo
 from autonomic.cli import main as autonomic
 from loadtests.rebalance.cli import main as bench
+from loadtests.rebalance.cli import parse_args
 from loadtests.rebalance.report import SCHEMA_KEYS
 from sim.cluster.prometheus import DEFAULT_BINARY
 
@@ -23,6 +27,8 @@ pytestmark = pytest.mark.skipif(
 )
 POLICIES = ("no-op", "descheduler-compatible", "psi-relief")
 INTS = {"migrations", "failed_migrations", "pingpong_vms"}
+MAIN = "descheduler-compatible, profile main (evictionLimits.node 2, KubevirtMigrationAware)"
+GA = "descheduler-compatible, profile 4.21-ga (1 per node, no KubevirtMigrationAware)"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -51,6 +57,13 @@ def test_bench_rebalance_writes_a_complete_report(tmp_path: Path) -> None:
     assert (out / "pressure.png").read_bytes().startswith(PNG)
     runs = json.loads((out / "runs.json").read_text(), parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert runs["settings"]["time_scale"] == 40 and set(runs["policies"]) == set(POLICIES)
+    ran = {name: r["controller"] for name, r in runs["policies"].items()}  # from the controllers that ran
+    assert ran == {
+        "no-op": "no controller",
+        "descheduler-compatible": MAIN,
+        "psi-relief": "psi-relief, actuator migration",
+    }
+    assert f"- **descheduler-compatible**: {MAIN}" in report
 
 
 def test_bench_and_demo_refuse_bad_options_before_starting_anything(
@@ -88,3 +101,22 @@ def test_demo_rebalance_part_adds_its_figures_to_the_summary(
     assert tuple(rebalance["policies"]["no-op"]) == SCHEMA_KEYS
     assert rebalance["settings"]["duration_s"] == 60
     assert (out / "pressure.png").read_bytes().startswith(PNG)
+
+
+def test_the_default_baseline_arm_is_migration_aware_and_the_ga_one_runs_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    demo.add_parser(parser.add_subparsers())
+    assert parser.parse_args(["demo"]).policies == parse_args([]).policies == ",".join(POLICIES)
+    out = tmp_path / "demo"
+    arms = "descheduler-compatible,descheduler-compatible-ga"
+    code = autonomic(
+        ["demo", "--parts", "rebalance", "--policies", arms, "--rebalance-minutes", "1", "--out", str(out)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"descheduler-compatible ({MAIN}): running" in printed and f"descheduler-compatible-ga ({GA})" in printed
+    rebalance = json.loads((out / "summary.json").read_text())["rebalance"]
+    assert rebalance["controllers"] == {"descheduler-compatible": MAIN, "descheduler-compatible-ga": GA}
+    assert list(rebalance["policies"]) == arms.split(",")

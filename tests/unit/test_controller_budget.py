@@ -1,11 +1,13 @@
-"""`MigrationBudget`: every refusal has a reason, limits count in-flight migrations, cooldowns grow."""
+"""`MigrationBudget`: every refusal has a reason, limits count in-flight migrations, cooldowns apply (the rule
+itself: test_controller_cooldown.py)."""
 
 from __future__ import annotations
 
 import pytest
 from controller_builders import NOW, config, in_flight, make_node, make_snapshot, make_vm
 
-from controller.budget import ADMITTED, CooldownRule, MigrationBudget, Refused, budget_for
+from controller.budget import ADMITTED, MigrationBudget, Refused, budget_for
+from controller.cooldown import CooldownRule
 from controller.model import PREFER_NO_EVICTION_ANNOTATION, Move, PastMigration
 from controller.view import build_view
 
@@ -159,23 +161,6 @@ def test_a_move_onto_its_own_source_is_refused():
 RULE = CooldownRule(base=900, growth=2, maximum=21_600, window=172_800)
 
 
-@pytest.mark.parametrize(
-    ("past", "effective"),
-    [
-        pytest.param((), 0.0, id="never-moved"),
-        pytest.param(history(100), 900.0, id="one-move-base"),
-        pytest.param(history(5000, 100), 1800.0, id="two-moves-double"),
-        pytest.param(history(9000, 5000, 100), 3600.0, id="three-moves"),
-        pytest.param(history(9000, 8000, 7000, 6000, 100), 14_400.0, id="five-moves"),
-        pytest.param(history(*range(9000, 0, -1000), 100), 21_600.0, id="capped-at-six-hours"),
-        pytest.param(history(200_000, 100), 900.0, id="moves-outside-the-window-forgotten"),
-        pytest.param(history(100, duration=1200.0), 1200.0, id="slow-migration-lengthens-base"),
-    ],
-)
-def test_vm_cooldown_grows_with_repeated_moves(past, effective):
-    assert RULE.effective(make_vm("vm", "n0", history=past), NOW) == effective
-
-
 def test_cooldown_blocks_until_it_has_elapsed():
     recent = make_vm("vm", "n0", history=history(5000, 100))
     b = budget([recent], cooldown=RULE)
@@ -186,8 +171,11 @@ def test_cooldown_blocks_until_it_has_elapsed():
 
 def test_each_policy_gets_its_own_cooldown():
     view = build_view(make_snapshot(NODES, []), {"kubevirt.io/schedulable": "true"}, NOW)
-    assert budget_for(view, config()).cooldown is None  # 4.21 GA has none
-    aware = budget_for(view, config(deschedulerCompatible={"migrationAware": {"enabled": True}})).cooldown
-    assert aware == CooldownRule(900, 2, 21_600, 172_800)
+    # the default baseline (profile main): KubevirtMigrationAware's 15 min, x2, 6 h cap, 48 h window, failures count
+    assert budget_for(view, config()).cooldown == CooldownRule(900, 2, 21_600, 172_800, count_failed=True)
+    ga = config(deschedulerCompatible={"profileVersion": "4.21-ga"})
+    assert budget_for(view, ga).cooldown is None  # 4.21 GA has none
+    tuned = config(deschedulerCompatible={"profileVersion": "4.21-ga", "migrationAware": {"enabled": True}})
+    assert budget_for(view, tuned).cooldown == CooldownRule(900, 2, 21_600, 172_800, count_failed=True)
     relief = budget_for(view, config(policy="psi-relief", psiRelief={"vmCooldown": {"growthFactor": 3}})).cooldown
     assert relief == CooldownRule(900, 3, 21_600, 172_800)

@@ -1,4 +1,5 @@
-"""Controller configuration: the profile's defaults, the operator's threshold presets, and errors with paths."""
+"""Controller configuration: the profile's defaults (the operator's main branch), the profile versions and the
+operator's threshold presets, and errors with paths."""
 
 from __future__ import annotations
 
@@ -13,11 +14,50 @@ def test_defaults_reproduce_the_kubevirt_relieve_and_migrate_profile():
     assert c.metrics.source == "recording-rule" and c.metrics.query == DEFAULT_SCORE_QUERY
     assert (c.limits.max_in_flight_total, c.limits.max_in_flight_per_node) == (5, 2)
     assert c.descheduler_compatible.thresholds() == (0.0, 10.0, True)  # AsymmetricLow, deviation mode
-    assert c.descheduler_compatible.eviction_limits_node is None  # 4.21 GA: one per node per cycle
+    compat = c.descheduler_compatible
+    assert compat.profile_version == "main"  # the operator's main branch (and 4.21.z after the #2163 backport)
+    assert compat.eviction_limits_node == 2  # LowNodeUtilization evictionLimits.node
+    aware = compat.migration_aware  # KubevirtMigrationAware: migrationCooldown 15m, max 6h, window 48h
+    assert (aware.enabled, aware.base_seconds, aware.growth_factor) == (True, 900.0, 2.0)
+    assert (aware.max_seconds, aware.history_window_seconds) == (21_600.0, 172_800.0)
     assert c.node_selector == {"kubevirt.io/schedulable": "true"}
     assert c.soft_taints.overutilized_key == "nodeutilization.descheduler.openshift.io/overutilized"
     assert c.soft_taints.appropriate_key == "nodeutilization.descheduler.openshift.io/appropriate"
     assert "openshift-kube-descheduler-operator" in c.excluded_namespaces
+
+
+@pytest.mark.parametrize(
+    ("section", "limit", "aware"),
+    [
+        pytest.param({}, 2, True, id="default-is-main"),
+        pytest.param({"profileVersion": "main"}, 2, True, id="main"),
+        pytest.param({"profileVersion": "4.21-ga"}, None, False, id="4.21-ga"),
+        pytest.param({"profile_version": "4.21-ga"}, None, False, id="field-name-accepted"),
+        pytest.param({"profileVersion": "4.21-ga", "evictionLimitsNode": 2}, 2, False, id="ga-with-node-limit"),
+        pytest.param({"profileVersion": "4.21-ga", "migrationAware": {"enabled": True}}, None, True, id="ga-aware"),
+        pytest.param({"evictionLimitsNode": 1}, 1, True, id="main-one-per-node"),
+        pytest.param({"evictionLimitsNode": None}, None, True, id="main-limit-unset"),
+        pytest.param({"migrationAware": {"enabled": False}}, 2, False, id="main-without-cooldown"),
+        pytest.param({"migrationAware": {"baseSeconds": 600}}, 2, True, id="main-tuned-cooldown-stays-on"),
+        pytest.param({"profileVersion": "4.21-ga", "migrationAware": {"baseSeconds": 600}}, None, False, id="ga-tuned"),
+    ],
+)
+def test_profile_version_sets_defaults_and_written_knobs_override_it(section, limit, aware):
+    compat = parse_config({"deschedulerCompatible": section}).descheduler_compatible
+    assert (compat.eviction_limits_node, compat.migration_aware.enabled) == (limit, aware)
+    if "baseSeconds" in section.get("migrationAware", {}):
+        assert compat.migration_aware.base_seconds == 600
+
+
+def test_a_zero_cap_means_no_cap_and_is_valid():
+    aware = parse_config({"deschedulerCompatible": {"migrationAware": {"maxSeconds": 0}}}).descheduler_compatible
+    assert aware.migration_aware.max_seconds == 0
+
+
+def test_profile_version_is_described_for_the_logs():
+    assert parse_config({}).descheduler_compatible.describe() == "main (evictionLimits.node 2, KubevirtMigrationAware)"
+    ga = parse_config({"deschedulerCompatible": {"profileVersion": "4.21-ga"}}).descheduler_compatible
+    assert ga.describe() == "4.21-ga (1 per node, no KubevirtMigrationAware)"
 
 
 @pytest.mark.parametrize(
@@ -64,6 +104,35 @@ def test_threshold_presets_resolve_as_the_operator_does(customization, expected)
         ),
         pytest.param(
             {"metrics": {"source": "raw-psi"}}, ["metrics.source: raw-psi provides no score"], id="baseline-needs-score"
+        ),
+        pytest.param(
+            {"deschedulerCompatible": {"profileVersion": "4.20"}},
+            ["deschedulerCompatible.profileVersion: Input should be 'main' or '4.21-ga'"],
+            id="unknown-profile-version",
+        ),
+        pytest.param(
+            {"deschedulerCompatible": {"profileVersion": None, "evictionLimitsNode": 0, "migrationAware": []}},
+            [
+                "deschedulerCompatible.profileVersion: Input should be 'main' or '4.21-ga'",
+                "deschedulerCompatible.evictionLimitsNode: Input should be greater than or equal to 1",
+                "deschedulerCompatible.migrationAware: Input should be a valid dictionary",
+            ],
+            id="profile-errors-all-at-once",
+        ),
+        pytest.param(
+            {"deschedulerCompatible": {"profileVersion": "4.21-ga", "migrationAware": {"enabled": "sometimes"}}},
+            ["deschedulerCompatible.migrationAware.enabled: Input should be a valid boolean"],
+            id="ga-bad-knob",
+        ),
+        pytest.param(
+            {"deschedulerCompatible": {"migrationAware": {"baseSeconds": 900, "maxSeconds": 600}}},
+            ["deschedulerCompatible.migrationAware.maxSeconds: must be 0 (no cap) or >= deschedulerCompatible."],
+            id="cap-below-base",
+        ),
+        pytest.param(
+            {"psiRelief": {"vmCooldown": {"maxSeconds": 60}}},
+            ["psiRelief.vmCooldown.maxSeconds: must be 0 (no cap) or >= psiRelief.vmCooldown.baseSeconds (900)"],
+            id="relief-cap-below-base",
         ),
         pytest.param(
             {"limits": {"maxInFlightPerNode": 6}}, ["limits.maxInFlightPerNode: must be <="], id="node-above-total"

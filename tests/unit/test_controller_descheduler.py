@@ -1,4 +1,5 @@
-"""`descheduler-compatible`: the profile's choices, its limits and its quirks, case by case (ref §2.3-2.6)."""
+"""`descheduler-compatible`: the profile's choices, its limits and its quirks, case by case (ref §2.3-2.6), in both
+profile versions: `main` (the default: evictionLimits.node 2, KubevirtMigrationAware) and `4.21-ga`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from controller.policies.descheduler_compatible import DeschedulerCompatiblePoli
 from controller.view import build_view
 
 NO_EVICT = {PREFER_NO_EVICTION_ANNOTATION: ""}
+GA = {"deschedulerCompatible": {"profileVersion": "4.21-ga"}}  # release-4.21 GA: 1 per node, no cooldown
 SCORES = {"u1": 0.0, "u2": 0.0, "u3": 0.0, "o50": 0.5, "o60": 0.6, "o70": 0.7}  # mean 30, high 40
 
 
@@ -63,8 +65,8 @@ def test_eviction_order_is_sort_pods_based_on_priority_low_to_high(vms, order):
     assert [vm.name for vm in eviction_order(vms)] == order
 
 
-def test_one_lowest_priority_vm_per_over_utilised_node_hottest_first_without_target():
-    result = plan(cluster(three_vms_each("o50", "o60", "o70", "u1")), config(), NOW)
+def test_4_21_ga_evicts_one_lowest_priority_vm_per_over_utilised_node_hottest_first_without_target():
+    result = plan(cluster(three_vms_each("o50", "o60", "o70", "u1")), config(**GA), NOW)
     assert moved(result) == [
         ("default/o70-p1", "o70", None),
         ("default/o60-p1", "o60", None),
@@ -73,15 +75,41 @@ def test_one_lowest_priority_vm_per_over_utilised_node_hottest_first_without_tar
     assert result.moves[0].reason == "LowNodeUtilization: o70 usage 70% > high 40% (mean 30% + 10)"
 
 
-def test_eviction_limits_node_two_evicts_two_per_node():
-    result = plan(cluster(three_vms_each("o70")), config(deschedulerCompatible={"evictionLimitsNode": 2}), NOW)
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param({}, id="main-by-default"),
+        pytest.param({"deschedulerCompatible": {"profileVersion": "main"}}, id="main-by-name"),
+        pytest.param({"deschedulerCompatible": {"profileVersion": "4.21-ga", "evictionLimitsNode": 2}}, id="ga-knob"),
+    ],
+)
+def test_eviction_limits_node_two_evicts_two_per_node(doc):
+    result = plan(cluster(three_vms_each("o70")), config(**doc), NOW)
     assert moved(result) == [("default/o70-p1", "o70", None), ("default/o70-p2", "o70", None)]
+
+
+def test_main_evicts_two_per_node_hottest_first_until_the_cycle_limit():
+    result = plan(cluster(three_vms_each("o50", "o60", "o70", "u1")), config(), NOW)
+    assert moved(result) == [
+        ("default/o70-p1", "o70", None),
+        ("default/o70-p2", "o70", None),
+        ("default/o60-p1", "o60", None),
+        ("default/o60-p2", "o60", None),
+        ("default/o50-p1", "o50", None),
+    ]
+    refusals = dict((r.subject, r.reason) for r in result.refusals)
+    assert refusals["default/o50-p2"] == "cluster limit: 0 in flight + 5 planned = maxInFlightTotal 5"
+
+
+def test_an_explicit_knob_overrides_the_profile_version():
+    one_per_node = config(deschedulerCompatible={"evictionLimitsNode": 1})
+    assert moved(plan(cluster(three_vms_each("o70")), one_per_node, NOW)) == [("default/o70-p1", "o70", None)]
 
 
 def test_total_limit_counts_in_flight_migrations_and_stops_everything():
     flights = [in_flight(f"default/x{i}", "u1") for i in range(4)]
     vms = three_vms_each("o50", "o60", "o70") + [make_vm(f"x{i}", "u1") for i in range(4)]
-    result = plan(cluster(vms, migrations=flights), config(limits={"maxInFlightPerNode": 5}), NOW)
+    result = plan(cluster(vms, migrations=flights), config(limits={"maxInFlightPerNode": 5}, **GA), NOW)
     assert moved(result) == [("default/o70-p1", "o70", None)]
     refusals = dict((r.subject, r.reason) for r in result.refusals)
     assert refusals["default/o60-p1"] == "cluster limit: 4 in flight + 1 planned = maxInFlightTotal 5"
@@ -91,7 +119,7 @@ def test_total_limit_counts_in_flight_migrations_and_stops_everything():
 def test_node_limit_counts_outbound_in_flight_and_moves_on_to_the_next_node():
     vms = [*three_vms_each("o60", "o70"), make_vm("busy1", "o70", priority=9), make_vm("busy2", "o70", priority=9)]
     flights = [in_flight("default/busy1", "o70"), in_flight("default/busy2", "o70")]
-    result = plan(cluster(vms, migrations=flights), config(), NOW)
+    result = plan(cluster(vms, migrations=flights), config(**GA), NOW)
     assert moved(result) == [("default/o60-p1", "o60", None)]
     assert next(n.note for n in result.nodes if n.node == "o70").startswith("node limit: o70 has 2 outbound in flight")
 
@@ -99,13 +127,16 @@ def test_node_limit_counts_outbound_in_flight_and_moves_on_to_the_next_node():
 def test_first_candidate_already_migrating_is_a_no_op_in_4_21_and_skipped_with_migration_aware():
     vms = three_vms_each("o70")
     flights = [in_flight("default/o70-p1", "o70")]
-    ga = plan(cluster(vms, migrations=flights), config(), NOW)
+    ga = plan(cluster(vms, migrations=flights), config(**GA), NOW)
     assert moved(ga) == []
     assert "already being evacuated" in next(n.note for n in ga.nodes if n.node == "o70")
-    aware = plan(
-        cluster(vms, migrations=flights), config(deschedulerCompatible={"migrationAware": {"enabled": True}}), NOW
-    )
-    assert moved(aware) == [("default/o70-p2", "o70", None)]
+    ga_aware = config(deschedulerCompatible={"profileVersion": "4.21-ga", "migrationAware": {"enabled": True}})
+    assert moved(plan(cluster(vms, migrations=flights), ga_aware, NOW)) == [("default/o70-p2", "o70", None)]
+    main = plan(cluster(vms, migrations=flights), config(), NOW)  # in flight 1 + 1 planned = the node limit
+    assert moved(main) == [("default/o70-p2", "o70", None)]
+    assert ("default/o70-p1", "migration in progress (KubevirtMigrationAware)") in {
+        (r.subject, r.reason) for r in main.refusals
+    }
 
 
 def test_migration_aware_cooldown_defers_recently_moved_vms():
@@ -113,9 +144,16 @@ def test_migration_aware_cooldown_defers_recently_moved_vms():
 
     recent = (PastMigration(NOW - 400, NOW - 300, "u2", "o70"),)
     vms = [make_vm("fresh", "o70", priority=0, history=recent), make_vm("old", "o70", priority=5)]
-    aware = config(deschedulerCompatible={"migrationAware": {"enabled": True}})
-    assert moved(plan(cluster(vms), aware, NOW)) == [("default/old", "o70", None)]
-    assert moved(plan(cluster(vms), config(), NOW)) == [("default/fresh", "o70", None)]  # 4.21 GA: no cooldown
+    one = {"evictionLimitsNode": 1}
+    main = plan(cluster(vms), config(deschedulerCompatible=one), NOW)  # the default: KubevirtMigrationAware
+    assert moved(main) == [("default/old", "o70", None)]
+    assert ("default/fresh", "cooldown: 1 move(s) in 48h, last 300s ago < 900s") in {
+        (r.subject, r.reason) for r in main.refusals
+    }
+    ga = config(deschedulerCompatible={"profileVersion": "4.21-ga"})
+    assert moved(plan(cluster(vms), ga, NOW)) == [("default/fresh", "o70", None)]  # 4.21 GA: no cooldown
+    ga_off = config(deschedulerCompatible={**one, "migrationAware": {"enabled": False}})
+    assert moved(plan(cluster(vms), ga_off, NOW)) == [("default/fresh", "o70", None)]  # the knob alone, too
 
 
 @pytest.mark.parametrize(

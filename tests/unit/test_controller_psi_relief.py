@@ -49,8 +49,8 @@ def run(cluster, cfg, cycles=40, high=0.3):
 @pytest.mark.parametrize("warmup", [(0.0, 1.0), (180.0, 1.6)], ids=["steady", "warm-up-spike-on-arrival"])
 @pytest.mark.parametrize(
     "baseline",
-    [{}, {"deschedulerCompatible": {"evictionLimitsNode": 2, "migrationAware": {"enabled": True}}}],
-    ids=["4.21-ga", "main-with-migration-aware"],
+    [{"deschedulerCompatible": {"profileVersion": "4.21-ga"}}, {}],
+    ids=["4.21-ga", "main-with-migration-aware-the-default"],
 )
 def test_psi_relief_relieves_a_hotspot_with_fewer_migrations_than_the_descheduler(warmup, baseline):
     ours = hotspot(warmup)

@@ -76,7 +76,11 @@ CASES: dict[str, dict[str, Any]] = {  # name -> values over POOL (release "auton
             "enabled": True,
             "policy": "descheduler-compatible",
             "actuator": "eviction",
-            "config": {"limits": {"maxInFlightTotal": 3}, "psiRelief": {"high": 0.4}},
+            "config": {
+                "limits": {"maxInFlightTotal": 3},
+                "psiRelief": {"high": 0.4},
+                "deschedulerCompatible": {"profileVersion": "4.21-ga"},  # the GA baseline, reachable by name
+            },
             "prometheus": {
                 "url": "https://prometheus-k8s.openshift-monitoring.svc:9091",
                 "tokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token",
@@ -582,8 +586,11 @@ def test_configmaps_load_with_the_project_loaders(case: str, tmp_path: Path):
             assert config.dry_run == settings.get("dryRun", True), "ships in dry-run unless told"
             assert config.policy == settings.get("policy", "psi-relief")
             assert config.actuator == settings.get("actuator", "migration")
+            version = settings.get("config", {}).get("deschedulerCompatible", {}).get("profileVersion", "main")
+            assert config.descheduler_compatible.profile_version == version  # main unless the values say 4.21-ga
             if case == "openshift":
                 assert (config.limits.max_in_flight_total, config.psi_relief.high) == (3, 0.4)
+                assert not config.descheduler_compatible.migration_aware.enabled
 
 
 def test_a_config_change_rolls_the_picker():
@@ -617,6 +624,11 @@ REFUSED = [  # (what is wrong, values (over POOL unless they set inferencePool),
     ("bad failure mode", {"inferencePool": {"name": "p", **SELECT, "failureMode": "Open"}}, "/failureMode"),
     ("bad port", {"picker": {"ports": {"extProc": 70000}}}, "at '/picker/ports/extProc'"),
     ("bad policy", {"controller": {"enabled": True, "policy": "greedy"}}, "at '/controller/policy'"),
+    (
+        "bad baseline profile version",
+        {"controller": {"enabled": True, "config": {"deschedulerCompatible": {"profileVersion": "4.20"}}}},
+        "at '/controller/config/deschedulerCompatible/profileVersion': value must be one of",
+    ),
     ("bad prometheus url", {"controller": {"enabled": True, "prometheus": {"url": "prometheus:9090"}}}, "/url"),
     ("chart-owned picker flag", {"picker": {"flags": {"port": 1}}}, "picker.flags.port: --port is set by the chart"),
     ("chart-owned controller flag", {"controller": {"enabled": True, "flags": {"dry-run": True}}}, "controller.dryRun"),
