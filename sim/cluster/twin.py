@@ -36,6 +36,7 @@ from sim.cluster.store import Store
 from sim.cluster.view import StoreView
 
 T = TypeVar("T")
+MAX_HEADER_BYTES = 1 << 20  # Go's http.DefaultMaxHeaderBytes, kube-apiserver's limit on a request line and headers
 
 
 class ClusterApp:
@@ -83,7 +84,14 @@ class ClusterApp:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         AdminApi(self.store, self.faults).routes(app)
         self.api.routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            max_line_size=MAX_HEADER_BYTES,  # long label selectors in URLs, as Go's http.Server allows
+            max_field_size=MAX_HEADER_BYTES,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
