@@ -125,6 +125,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
         "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), status_subresource=True
     ),
+    # scheduling.k8s.io/v1 (the descheduler's DefaultEvictor reads priority thresholds from PriorityClasses)
+    ResourceType("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",)),
     # coordination.k8s.io/v1
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     # kubevirt.io/v1 (CRDs: VMI has no status subresource, VMIM and VM do)
@@ -211,6 +213,7 @@ NAMESPACES = BY_KEY[("", "v1", "namespaces")]
 EVENTS = BY_KEY[("", "v1", "events")]
 PVCS = BY_KEY[("", "v1", "persistentvolumeclaims")]
 PDBS = BY_KEY[("policy", "v1", "poddisruptionbudgets")]
+PRIORITY_CLASSES = BY_KEY[("scheduling.k8s.io", "v1", "priorityclasses")]
 LEASES = BY_KEY[("coordination.k8s.io", "v1", "leases")]
 VMIS = BY_KEY[("kubevirt.io", "v1", "virtualmachineinstances")]
 VMIMS = BY_KEY[("kubevirt.io", "v1", "virtualmachineinstancemigrations")]

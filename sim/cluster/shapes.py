@@ -93,6 +93,7 @@ KINDS: dict[str, dict[str, Schema]] = {
         "spec": {"selector": LABEL_SELECTOR, "minAvailable": "int-or-string", "maxUnavailable": "int-or-string"},
         "status": "object",
     },
+    "priorityclasses.scheduling.k8s.io": {"value": "int", "globalDefault": "bool", "preemptionPolicy": "string"},
     "leases.coordination.k8s.io": {
         "spec": {"holderIdentity": "string", "leaseDurationSeconds": "int", "leaseTransitions": "int"}
     },

@@ -94,6 +94,13 @@ def _pvc(obj: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+def _priority_class(obj: dict[str, Any]) -> list[Cause]:
+    value = obj.get("value")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return [Cause("value", "Required value", "FieldValueRequired")]
+    return []
+
+
 def _pdb(obj: dict[str, Any]) -> list[Cause]:
     spec = obj.get("spec") or {}
     if "minAvailable" in spec and "maxUnavailable" in spec:
@@ -138,6 +145,7 @@ VALIDATORS: dict[str, Validator] = {
     "events.events.k8s.io": _events_k8s_io,
     "persistentvolumeclaims": _pvc,
     "poddisruptionbudgets.policy": _pdb,
+    "priorityclasses.scheduling.k8s.io": _priority_class,
     "virtualmachineinstancemigrations.kubevirt.io": _vmim,
     "virtualmachineinstances.kubevirt.io": _vmi,
     "resourceslices.resource.k8s.io": _resource_slice,
