@@ -167,9 +167,10 @@ def _tls(api: client.ApiClient) -> ssl.SSLContext | None:
 
 
 def twin_clock(kubeconfig: Path | None, timeout_s: float = 60.0) -> Clock:
-    """The twin's model clock: its start (namespace `default`'s creationTimestamp) plus its model time now. A
-    transient answer (5xx, 429: an API under load, or a fault storm) is retried for up to `timeout_s`, as the
-    caches' first sync is; anything else fails at once."""
+    """The twin's model clock: `wallTime` of its /_twin/state (older twins: namespace `default`'s creationTimestamp
+    plus the model time), running at its time scale. The API is read too (namespace `default`). A transient
+    answer (5xx, 429: an API under load, or a fault storm) is retried for up to `timeout_s`, as the caches'
+    first sync is; anything else fails at once."""
     api = kube_client(kubeconfig)
     deadline, pause = time.monotonic() + timeout_s, 0.2
     try:
@@ -191,6 +192,8 @@ def twin_clock(kubeconfig: Path | None, timeout_s: float = 60.0) -> Clock:
                 raise StartupError(f"--twin-clock: cannot read the twin's clock: {exc}") from None
     finally:
         api.close()
+    if state.get("wallTime") is not None:  # the instant the twin stamps objects with, when it says so
+        return ScaledClock(float(state["timeScale"]), float(state["wallTime"]), read_at)
     if created is None:
         raise StartupError("--twin-clock: namespace default has no creationTimestamp")
     return ScaledClock(float(state["timeScale"]), created + float(state["modelTime"]), read_at)
