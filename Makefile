@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test fuzz lint fmt setup peers test-peers clean proto prometheus kubectl helm bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan chaos-controller chaos-picker soak
+.PHONY: demo test fuzz lint fmt setup peers test-peers clean proto prometheus kubectl helm descheduler bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan chaos-controller chaos-picker soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,12 @@ kubectl: $(STAMP)
 # helm v4 into the venv (about 2.5 minutes on 2 cores from a cold Go cache)
 helm: $(STAMP)
 	bash scripts/install-helm.sh $(BIN)
+
+# the upstream descheduler (sigs.k8s.io/descheduler v0.36.0) built from the Go module proxy into .gopath/bin/descheduler
+# (a project-local GOPATH, never committed), for tests/integration/test_cluster_descheduler.py and running it against
+# `autonomic cluster-sim` (docs/cluster-twin.md); a no-op when built; about 10 minutes on 2 cores from a cold Go cache
+descheduler:
+	nice -n 10 bash scripts/install-descheduler.sh .gopath
 
 # the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/, and the reference EPP
 # (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh)

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import time
 import urllib.request
@@ -154,17 +155,29 @@ async def _serve(opts: ControllerOptions) -> int:
     return 0
 
 
+def _tls(api: client.ApiClient) -> ssl.SSLContext | None:
+    """The kubeconfig's trust for the twin's admin endpoint (`cluster-sim --tls`); None over plain http."""
+    cfg = api.configuration
+    if not cfg.host.startswith("https://"):
+        return None
+    context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+    if not cfg.verify_ssl:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
+
+
 def twin_clock(kubeconfig: Path | None, timeout_s: float = 60.0) -> Clock:
-    """The twin's model clock: its start (namespace `default`'s creationTimestamp) plus its model time now. A
-    transient answer (5xx, 429: an API under load, or a fault storm) is retried for up to `timeout_s`, as the
-    caches' first sync is; anything else fails at once."""
+    """The twin's model clock: `wallTime` of its /_twin/state (older twins: namespace `default`'s creationTimestamp
+    plus the model time), running at its time scale. The API is read too (namespace `default`). A transient
+    answer (5xx, 429: an API under load, or a fault storm) is retried for up to `timeout_s`, as the caches'
+    first sync is; anything else fails at once."""
     api = kube_client(kubeconfig)
     deadline, pause = time.monotonic() + timeout_s, 0.2
     try:
         while True:
             try:
                 host = api.configuration.host.rstrip("/")
-                with urllib.request.urlopen(f"{host}/_twin/state", timeout=10) as resp:
+                with urllib.request.urlopen(f"{host}/_twin/state", timeout=10, context=_tls(api)) as resp:
                     state = json.loads(resp.read())
                 read_at = time.monotonic()
                 namespace: Any = client.CoreV1Api(api).read_namespace("default", _preload_content=False)
@@ -179,6 +192,8 @@ def twin_clock(kubeconfig: Path | None, timeout_s: float = 60.0) -> Clock:
                 raise StartupError(f"--twin-clock: cannot read the twin's clock: {exc}") from None
     finally:
         api.close()
+    if state.get("wallTime") is not None:  # the instant the twin stamps objects with, when it says so
+        return ScaledClock(float(state["timeScale"]), float(state["wallTime"]), read_at)
     if created is None:
         raise StartupError("--twin-clock: namespace default has no creationTimestamp")
     return ScaledClock(float(state["timeScale"]), created + float(state["modelTime"]), read_at)

@@ -6,7 +6,7 @@ encrypts without verifying, an empty validation context). This module is the one
 certificates and turns them into gRPC server credentials:
 
 - `self_signed(hosts, now)`: an ECDSA P-256 key and a certificate for `hosts` (DNS names and IPs), valid from
-  `now` for `days` (time is injected);
+  `now` for `days` (time is injected; made by `common/certs.py`, which the cluster twin's TLS shares);
 - `load_pair(cert, key)`: PEM files read and checked (both parse, the key belongs to the certificate, the
   certificate is not expired at `now`); every problem raises `TLSError` naming the file;
 - `client_credentials(target, ca_file, insecure)`: what a client (`autonomic picker explain`) dials with: the CA
@@ -21,20 +21,20 @@ The health-only port stays plaintext: the kubelet's gRPC probes do not speak TLS
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+
+from common import certs
 
 log = logging.getLogger("autonomic.picker.tls")
 
@@ -56,38 +56,10 @@ class ServingCert:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
 
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
 def self_signed(hosts: Sequence[str], now: datetime, days: int = 3650) -> ServingCert:
     """A new key and a self-signed serving certificate for `hosts` (the first one is the common name)."""
-    if not hosts:
-        raise ValueError("a self-signed certificate needs at least one host name")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION), x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))  # tolerate a client clock slightly behind ours
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in dict.fromkeys(hosts)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return ServingCert(cert.public_bytes(serialization.Encoding.PEM), key_pem, "self-signed")
+    pair = certs.self_signed(hosts, now, organization=ORGANIZATION, days=days)
+    return ServingCert(pair.cert_pem, pair.key_pem, "self-signed")
 
 
 def check_pair(cert_pem: bytes, key_pem: bytes, *, cert_name: str, key_name: str, now: datetime) -> None:

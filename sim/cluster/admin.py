@@ -53,6 +53,7 @@ class AdminApi:
             {
                 "resourceVersion": str(self.store.resource_version),
                 "modelTime": self.store.clock.now(),
+                "wallTime": self.store.clock.wall().timestamp(),  # the instant object timestamps are stamped with
                 "timeScale": self.store.clock.time_scale,
                 "faults": self.faults.to_dict(),
                 "watches": len(self.store.log.watchers),

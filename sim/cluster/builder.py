@@ -15,12 +15,24 @@ from sim.cluster import quantity
 from sim.cluster.clock import rfc3339
 from sim.cluster.kubevirt import KubeVirt
 from sim.cluster.kubevirt_config import KubeVirtConfig
-from sim.cluster.resources import NAMESPACES, NODES, PDBS, PODS, RESOURCE_TYPES, VMIS, VMS, ResourceType
+from sim.cluster.resources import (
+    NAMESPACES,
+    NODES,
+    PDBS,
+    PODS,
+    PRIORITY_CLASSES,
+    RESOURCE_TYPES,
+    VMIS,
+    VMS,
+    ResourceType,
+)
 from sim.cluster.scenario import Scenario
 from sim.cluster.scenario_load import load_annotations
 from sim.cluster.scenario_objects import node_object, plain_pod, vm_objects
 from sim.cluster.store import Store
 
+# the two PriorityClasses kube-apiserver creates at start (pkg/apis/scheduling: SystemPriorityClasses)
+SYSTEM_PRIORITY_CLASSES = (("system-node-critical", 2000001000), ("system-cluster-critical", 2000000000))
 SYSTEM_NAMESPACES = (
     "default",
     "kube-system",
@@ -77,6 +89,21 @@ def build(store: Store, kubevirt: KubeVirt, s: Scenario) -> None:
     ):
         if ns and store.try_get(NAMESPACES, None, ns) is None:
             store.create(NAMESPACES, {"metadata": {"name": ns}, "status": {"phase": "Active"}})
+    for name, value in SYSTEM_PRIORITY_CLASSES:
+        if store.try_get(PRIORITY_CLASSES, None, name) is None:
+            store.create(
+                PRIORITY_CLASSES,
+                {
+                    "metadata": {"name": name},
+                    "value": value,
+                    "globalDefault": False,
+                    "preemptionPolicy": "PreemptLowerPriority",
+                    "description": "Used for system critical pods that must not be moved from their current node."
+                    if name == "system-node-critical"
+                    else "Used for system critical pods that must run in the cluster, but can be moved to another node "
+                    "if necessary.",
+                },
+            )
     for i, n in enumerate(s.nodes):
         store.create(
             NODES,

@@ -32,6 +32,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     p.add_argument("--time-scale", type=float, default=1.0, help="model seconds per real second (default 1)")
     p.add_argument("--kubeconfig", default=None, help="where to write the kubeconfig (default: a temp file)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a CA of its own, written beside the kubeconfig (<kubeconfig>-ca.crt) and embedded in "
+        "it, and lay out a service-account directory (token, ca.crt, namespace) for in-cluster clients",
+    )
+    p.add_argument(
+        "--serviceaccount-dir",
+        default=None,
+        help="with --tls: where to write token, ca.crt and namespace (default: serviceaccount/ beside the "
+        "kubeconfig; /var/run/secrets/kubernetes.io/serviceaccount for client-go's rest.InClusterConfig)",
+    )
     p.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, s (default 5)")
     p.add_argument(
         "--rate-window", default="1m", help="window of the recording rules' rates (default 1m, as the reference)"
@@ -67,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     except (ScenarioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.serviceaccount_dir and not args.tls:
+        print("error: --serviceaccount-dir needs --tls (in-cluster clients only speak https)", file=sys.stderr)
+        return 2
     if args.scrape_interval <= 0:
         print("error: --scrape-interval must be > 0", file=sys.stderr)
         return 2
@@ -94,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
                 time_scale=args.time_scale,
                 options=options,
                 kubeconfig_path=Path(args.kubeconfig) if args.kubeconfig else None,
+                tls=args.tls,
+                service_account_dir=Path(args.serviceaccount_dir) if args.serviceaccount_dir else None,
             )
         )
     except (OSError, TelemetryError, ScenarioError) as exc:

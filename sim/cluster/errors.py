@@ -103,8 +103,13 @@ def method_not_allowed(message: str = "the server does not allow this method on 
     return ApiError(405, "MethodNotAllowed", message)
 
 
-def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - "{content_type}"')
+def unsupported_media_type(accepted: tuple[str, ...]) -> ApiError:
+    """kube-apiserver's negotiation error: the media types it would have decoded, not the one it got."""
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}",
+    )
 
 
 def expired(requested: int, oldest: int) -> ApiError:

@@ -25,6 +25,7 @@ from sim.cluster.kv_objects import (
 )
 from sim.cluster.resources import PDBS, PODS, VMIS
 from sim.cluster.selectors import label_selector_matches
+from sim.cluster.shapes import check_types
 from sim.cluster.store import Store
 
 WEBHOOK = "virt-launcher-eviction-interceptor.kubevirt.io"
@@ -81,6 +82,7 @@ class EvictionHandler:
     def evict(self, namespace: str, name: str, body: Any, *, dry_run: bool = False) -> tuple[int, dict[str, Any]]:
         if not isinstance(body, dict) or body.get("kind") not in (None, "Eviction"):
             raise errors.bad_request("the body must be a policy/v1 Eviction")
+        check_types("eviction", body)
         meta = body.get("metadata") or {}
         if meta.get("name") not in (None, name):
             raise errors.bad_request("name in URL does not match name in Eviction object")

@@ -3,13 +3,13 @@
 Why it exists: the official python client, kubectl and informers speak HTTP to an apiserver; this module maps
 their requests onto the store exactly as kube-apiserver's generic registry would (paths, 201 on create,
 PATCH content types, `?watch=true` streams with bookmarks, `as=Table` for kubectl). Watch streaming lives in
-`watch_stream.py`, discovery documents in `discovery.py`.
+`watch_stream.py`, list/watch query options in `list_options.py`, media types (415, 406, undecodable bodies 400)
+in `negotiation.py`, discovery documents in `discovery.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +19,8 @@ from aiohttp import web
 from sim.cluster import discovery, errors
 from sim.cluster.clock import Clock
 from sim.cluster.faults import FaultState
+from sim.cluster.list_options import EXACT, ListOptions, parse_list_options
+from sim.cluster.negotiation import accepts_json, not_acceptable, read_body, read_patch
 from sim.cluster.resources import ResourceType, lookup
 from sim.cluster.selectors import parse_field_selector, parse_label_selector
 from sim.cluster.store import Store
@@ -27,11 +29,8 @@ from sim.cluster.watch_stream import serve_watch
 
 log = logging.getLogger("autonomic.cluster.api")
 
-PATCH_TYPES = {
-    "application/json-patch+json": "json",
-    "application/merge-patch+json": "merge",
-    "application/strategic-merge-patch+json": "strategic",
-}
+API_PATHS = ("/api", "/version")  # /api and /apis; the health and /_twin admin endpoints are not negotiated
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # (resource key, subresource) -> handler(request, namespace, name, body) -> (status, object)
 SubresourceHandler = Callable[[web.Request, str | None, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
 
@@ -48,6 +47,7 @@ class ApiServer:
         self.server_address = "127.0.0.1:0"
 
     def routes(self, app: web.Application) -> None:
+        app.middlewares.append(self._guard)
         app.router.add_get("/version", self._version)
         app.router.add_get("/version/", self._version)
         app.router.add_get("/healthz", self._ok)
@@ -57,6 +57,23 @@ class ApiServer:
         app.router.add_route("*", "/api/{tail:.*}", self._core)
         app.router.add_route("*", "/apis", self._apis_root)
         app.router.add_route("*", "/apis/{tail:.*}", self._apis)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """406 when no JSON answer is acceptable; any unexpected error is a logged 500 Status, never a bare 500."""
+        if not request.path.startswith(API_PATHS):
+            return await handler(request)
+        if not accepts_json(request.headers.get("Accept", "")):
+            return status_response(not_acceptable())
+        try:
+            return await handler(request)
+        except errors.ApiError as err:
+            return status_response(err)
+        except (web.HTTPException, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+            return status_response(errors.internal("an unexpected error occurred in the twin (see its log)"))
 
     # ---- discovery ---------------------------------------------------------------------------------------
     async def _version(self, request: web.Request) -> web.Response:
@@ -129,11 +146,12 @@ class ApiServer:
         q, method = request.query, request.method
         if name is None:
             if method == "GET":
-                if q.get("watch") in ("true", "1"):
-                    return await serve_watch(request, self, rt, namespace)
-                return self._list(request, rt, namespace)
+                opts = parse_list_options(q, rt)
+                if opts.watch:
+                    return await serve_watch(request, self, rt, namespace, opts)
+                return self._list(request, rt, namespace, opts)
             if method == "POST":
-                obj = self.store.create(rt, await _json_body(request), namespace, dry_run=q.get("dryRun") == "All")
+                obj = self.store.create(rt, await read_body(request), namespace, dry_run=q.get("dryRun") == "All")
                 return self._object(request, rt, obj, status=201)
             if method == "DELETE":
                 items, _, _, _ = self.store.list(rt, namespace, *self.selectors(rt, q))
@@ -147,25 +165,22 @@ class ApiServer:
             handler = self.subresources.get((rt.key, sub))
             if handler is None or method != "POST":
                 raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-            code, obj = await handler(request, namespace, name, await _json_body(request))
+            code, obj = await handler(request, namespace, name, await read_body(request))
             return web.json_response(obj, status=code)
         if sub == "status" and not rt.status_subresource and rt.builtin:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         if method == "GET":
             return self._object(request, rt, self.store.get(rt, namespace, name))
         if method == "PUT":
-            obj = self.store.update(rt, namespace, name, await _json_body(request), subresource=sub)
+            obj = self.store.update(rt, namespace, name, await read_body(request), subresource=sub)
             return self._object(request, rt, obj)
         if method == "PATCH":
-            ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
-            patch_type = PATCH_TYPES.get(ctype)
-            if patch_type is None:
-                raise errors.unsupported_media_type(ctype)
-            obj = self.store.patch(rt, namespace, name, patch_type, await _json_body(request), subresource=sub)
+            patch_type, body = await read_patch(request)
+            obj = self.store.patch(rt, namespace, name, patch_type, body, subresource=sub)
             return self._object(request, rt, obj)
         if method == "DELETE":
             obj = self.store.delete(rt, namespace, name)
-            if rt.plural == "pods" or not rt.builtin:
+            if rt.delete_answers_object:
                 return web.json_response(obj)
             details = {"name": name, "kind": rt.plural, "uid": obj["metadata"]["uid"]}
             if rt.group:
@@ -178,25 +193,24 @@ class ApiServer:
     def selectors(self, rt: ResourceType, q: Any) -> tuple[Any, Any]:
         return parse_label_selector(q.get("labelSelector")), parse_field_selector(q.get("fieldSelector"), rt.fields)
 
-    def _list(self, request: web.Request, rt: ResourceType, namespace: str | None) -> web.Response:
-        q = request.query
-        labels, fields = self.selectors(rt, q)
-        rv, match = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")
+    def _list(self, request: web.Request, rt: ResourceType, namespace: str | None, opts: ListOptions) -> web.Response:
         current = self.store.resource_version
-        if rv not in ("", "0"):
-            if not rv.isdigit():
-                raise errors.bad_request(f"invalid resource version {rv!r}")
-            if int(rv) > current:
+        rv = opts.resource_version
+        if rv is not None:
+            if rv > current:
                 raise errors.ApiError(504, "Timeout", f"Too large resource version: {rv}, current: {current}")
-            if match == "Exact" and int(rv) != current:
-                raise errors.expired(int(rv), current)
-        limit = int(q.get("limit", "0") or 0)
+            if opts.match == EXACT and rv != current:
+                raise errors.expired(rv, current)
         items, list_rv, token, remaining = self.store.list(
-            rt, namespace, labels, fields, limit=limit, continue_token=q.get("continue") or None
+            rt, namespace, opts.labels, opts.fields, limit=opts.limit, continue_token=opts.continue_token
         )
         if wants_table(request.headers.get("Accept", "")):
             table = to_table(
-                rt, items, self.clock.wall(), resource_version=list_rv, include=q.get("includeObject", "Metadata")
+                rt,
+                items,
+                self.clock.wall(),
+                resource_version=list_rv,
+                include=request.query.get("includeObject", "Metadata"),
             )
             if token:
                 table["metadata"]["continue"] = token
@@ -221,16 +235,6 @@ class ApiServer:
             )
             return web.json_response(table, status=status)
         return web.json_response(obj, status=status)
-
-
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        raise errors.bad_request("the request body is empty")
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
 
 
 def _injected(status: int, rt: ResourceType, name: str | None) -> errors.ApiError:

@@ -115,13 +115,16 @@ def set_condition(
 
 def launcher_pod(
     vmi: dict[str, Any],
-    node: str,
+    node: str | None,
     pod_ip: str,
     now: str,
     *,
     migration_uid: str | None = None,
     cpu_allocation_ratio: int = 10,
+    unschedulable: str = "",
 ) -> dict[str, Any]:
+    """The virt-launcher pod of `vmi`: bound to `node` and Running with `pod_ip`, or, with `node` None, Pending and
+    unscheduled, its PodScheduled condition False with the scheduler's `unschedulable` message."""
     meta, spec = vmi["metadata"], vmi.get("spec") or {}
     cpu, mem = vmi_requests(vmi, cpu_allocation_ratio)
     mem += memory_overhead(vmi_vcpus(vmi), mem)
@@ -132,7 +135,6 @@ def launcher_pod(
     node_selector = dict(spec.get("nodeSelector") or {})
     node_selector[SCHEDULABLE_LABEL] = "true"
     pod_spec: dict[str, Any] = {
-        "nodeName": node,
         "nodeSelector": node_selector,
         "tolerations": list(spec.get("tolerations") or []),
         "containers": [
@@ -154,7 +156,7 @@ def launcher_pod(
         pod_spec["affinity"] = spec["affinity"]
     if spec.get("resourceClaims"):
         pod_spec["resourceClaims"] = spec["resourceClaims"]
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -178,25 +180,62 @@ def launcher_pod(
             ],
         },
         "spec": pod_spec,
-        "status": {
-            "phase": "Running",
-            "podIP": pod_ip,
-            "podIPs": [{"ip": pod_ip}],
-            "startTime": now,
-            "qosClass": "Burstable",
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
-            "containerStatuses": [
-                {
-                    "name": "compute",
-                    "ready": True,
-                    "restartCount": 0,
-                    "image": LAUNCHER_IMAGE,
-                    "imageID": LAUNCHER_IMAGE + "@sha256:0",
-                    "started": True,
-                    "state": {"running": {"startedAt": now}},
-                }
-            ],
-        },
+        "status": {"phase": "Pending", "qosClass": "Burstable"},
+    }
+    if node is None:
+        pod_unschedulable(pod, unschedulable, now)
+    else:
+        pod_bound(pod, node, pod_ip, now)
+    return pod
+
+
+def scheduled_condition(now: str) -> dict[str, Any]:
+    return {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+
+
+def pod_unschedulable(pod: dict[str, Any], message: str, now: str) -> None:
+    """What kube-scheduler writes on a pod no node fits: Pending, PodScheduled False, reason Unschedulable."""
+    st = pod.setdefault("status", {})
+    st["phase"] = "Pending"
+    conditions = [c for c in st.get("conditions") or [] if c.get("type") == "PodScheduled"]
+    old = conditions[0] if conditions else {}
+    since = old.get("lastTransitionTime") if old.get("status") == "False" else now
+    st["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": None,
+            "lastTransitionTime": since or now,
+        }
+    ]
+
+
+def pod_bound(pod: dict[str, Any], node: str, pod_ip: str, now: str) -> None:
+    """A pod bound to `node` (the scheduler's binding), started and ready there (the kubelet's status)."""
+    pod["spec"]["nodeName"] = node
+    pod["status"] = {
+        "phase": "Running",
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
+        "startTime": now,
+        "qosClass": "Burstable",
+        "conditions": [
+            scheduled_condition(now),
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+        ],
+        "containerStatuses": [
+            {
+                "name": "compute",
+                "ready": True,
+                "restartCount": 0,
+                "image": LAUNCHER_IMAGE,
+                "imageID": LAUNCHER_IMAGE + "@sha256:0",
+                "started": True,
+                "state": {"running": {"startedAt": now}},
+            }
+        ],
     }
 
 

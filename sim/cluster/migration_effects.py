@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sim.cluster.kv_objects import EVICTION_SOURCE_ANNOTATION, MIGRATION_TARGET_NODE_LABEL, NODE_NAME_LABEL
+from sim.cluster.kv_objects import (
+    EVICTION_SOURCE_ANNOTATION,
+    MIGRATION_TARGET_NODE_LABEL,
+    NODE_NAME_LABEL,
+    scheduled_condition,
+)
 
 
 def vmi_target_chosen(vmi: dict[str, Any], state: dict[str, Any], target: str) -> None:
@@ -33,14 +38,15 @@ def target_pod_creating(pod: dict[str, Any], now: str) -> None:
     """A just-bound target pod: Pending, its container still being created."""
     st = pod["status"]
     st["phase"] = "Pending"
-    st["conditions"] = [{"type": "Ready", "status": "False", "lastTransitionTime": now}]
+    st["conditions"] = [scheduled_condition(now), {"type": "Ready", "status": "False", "lastTransitionTime": now}]
     st["containerStatuses"][0].update(ready=False, started=False, state={"waiting": {"reason": "ContainerCreating"}})
 
 
 def target_pod_running(pod: dict[str, Any], now: str) -> None:
     st = pod["status"]
     st["phase"] = "Running"
-    st["conditions"] = [{"type": "Ready", "status": "True", "lastTransitionTime": now}]
+    scheduled = next(c for c in st["conditions"] if c["type"] == "PodScheduled")
+    st["conditions"] = [scheduled, {"type": "Ready", "status": "True", "lastTransitionTime": now}]
     st["containerStatuses"][0].update(ready=True, started=True, state={"running": {"startedAt": now}})
 
 

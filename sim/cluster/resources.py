@@ -27,6 +27,12 @@ class ResourceType:
     status_subresource: bool = False  # /status exists; main writes keep status, status writes keep the rest
     builtin: bool = True  # built-in kinds accept strategic merge patch; custom resources answer 415
     categories: tuple[str, ...] = ()
+    returns_deleted: bool = False  # DELETE answers the object (registry ReturnDeletedObject), else a Status
+
+    @property
+    def delete_answers_object(self) -> bool:
+        """Custom resources always answer the deleted object; built-ins only where their registry says so."""
+        return self.returns_deleted or not self.builtin
 
     @property
     def key(self) -> str:
@@ -74,6 +80,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
         fields=_f("spec.nodeName", "status.phase", "status.podIP", "spec.schedulerName", "spec.serviceAccountName"),
         status_subresource=True,
         categories=("all",),
+        returns_deleted=True,
     ),
     ResourceType(
         "",
@@ -94,6 +101,16 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
             "reportingComponent",
         ),
     ),
+    ResourceType(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        True,
+        ("pvc",),
+        status_subresource=True,
+        returns_deleted=True,
+    ),
     # events.k8s.io/v1
     ResourceType(
         "events.k8s.io",
@@ -108,6 +125,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
         "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), status_subresource=True
     ),
+    # scheduling.k8s.io/v1 (the descheduler's DefaultEvictor reads priority thresholds from PriorityClasses)
+    ResourceType("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ("pc",)),
     # coordination.k8s.io/v1
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     # kubevirt.io/v1 (CRDs: VMI has no status subresource, VMIM and VM do)
@@ -192,7 +211,9 @@ NODES = BY_KEY[("", "v1", "nodes")]
 PODS = BY_KEY[("", "v1", "pods")]
 NAMESPACES = BY_KEY[("", "v1", "namespaces")]
 EVENTS = BY_KEY[("", "v1", "events")]
+PVCS = BY_KEY[("", "v1", "persistentvolumeclaims")]
 PDBS = BY_KEY[("policy", "v1", "poddisruptionbudgets")]
+PRIORITY_CLASSES = BY_KEY[("scheduling.k8s.io", "v1", "priorityclasses")]
 LEASES = BY_KEY[("coordination.k8s.io", "v1", "leases")]
 VMIS = BY_KEY[("kubevirt.io", "v1", "virtualmachineinstances")]
 VMIMS = BY_KEY[("kubevirt.io", "v1", "virtualmachineinstancemigrations")]

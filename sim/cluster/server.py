@@ -1,6 +1,6 @@
 """`autonomic cluster-sim` as a long-running process: the API twin plus, when part 2 provides it, the load
-model, the node exporter and a real Prometheus; prints `kubeconfig: PATH` and `prometheus: URL` once ready and
-runs until SIGINT/SIGTERM.
+model, the node exporter and a real Prometheus; prints `kubeconfig: PATH` (under --tls also `ca: PATH` and
+`serviceaccount: DIR (...)`) and `prometheus: URL` once ready and runs until SIGINT/SIGTERM.
 
 Why it exists: the CLI's argument parsing stays in cli.py; this module owns start-up order and clean shutdown.
 
@@ -46,8 +46,17 @@ async def serve(
     options: TelemetryOptions,
     kubeconfig_path: Path | None = None,
     stop: asyncio.Event | None = None,
+    tls: bool = False,
+    service_account_dir: Path | None = None,
 ) -> int:
-    app = ClusterApp(scenario, port=port, time_scale=time_scale, kubeconfig_path=kubeconfig_path)
+    app = ClusterApp(
+        scenario,
+        port=port,
+        time_scale=time_scale,
+        kubeconfig_path=kubeconfig_path,
+        tls=tls,
+        service_account_dir=service_account_dir,
+    )
     await app.start()
     telemetry: Telemetry | None = None
     stop = stop or asyncio.Event()
@@ -62,6 +71,13 @@ async def serve(
             telemetry = await hook(app.view, options)
         print(f"api: {app.api_url}", flush=True)
         print(f"kubeconfig: {app.kubeconfig_path}", flush=True)
+        if app.ca_path is not None:
+            print(f"ca: {app.ca_path}", flush=True)
+            print(
+                f"serviceaccount: {app.service_account_dir} "
+                f"(KUBERNETES_SERVICE_HOST={app.host} KUBERNETES_SERVICE_PORT={app.port})",
+                flush=True,
+            )
         exporter_url = getattr(telemetry, "exporter_url", None)
         if exporter_url:
             print(f"metrics: {exporter_url}/nodes/<node>/metrics", flush=True)

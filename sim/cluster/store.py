@@ -28,6 +28,7 @@ from sim.cluster.watch import Change, EventLog, Watcher
 # hook(operation "CREATE"|"UPDATE"|"DELETE", new object (mutable) or None, old object or None)
 AdmissionHook = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
 Obj = dict[str, Any]
+CUSTOM_RESOURCE_PATCHES = ("application/json-patch+json", "application/merge-patch+json")
 ObjList = list[Obj]  # spelled out: inside Store, `list` names the method
 
 
@@ -147,10 +148,10 @@ class Store:
                     patched = json_merge_patch(current, body)
                 elif patch_type == "strategic":
                     if not rt.builtin:
-                        raise errors.unsupported_media_type("application/strategic-merge-patch+json")
+                        raise errors.unsupported_media_type(CUSTOM_RESOURCE_PATCHES)
                     patched = strategic_merge_patch(current, body)
                 else:
-                    raise errors.unsupported_media_type(patch_type)
+                    raise ValueError(f"unknown patch type {patch_type!r}")  # the HTTP layer only passes known ones
             except PatchError as exc:
                 raise errors.ApiError(422, "Invalid", str(exc)) from exc
             check_shape(rt, patched)
@@ -217,8 +218,9 @@ class Store:
 
     def watch(
         self, watcher: Watcher, rt: ResourceType, since: int | None, *, initial: bool
-    ) -> tuple[ObjList, Callable[[], None]]:
-        """Subscribe `watcher`; return the events to send first (initial ADDEDs or the changes after `since`)."""
+    ) -> tuple[ObjList, int, Callable[[], None]]:
+        """Subscribe `watcher`; return the events to send first (initial ADDEDs or the changes after `since`), the
+        resourceVersion they bring the watcher to (the initial-events-end bookmark's) and the unsubscribe call."""
         with self._lock:
             if since is not None and since > self._rv:
                 raise errors.ApiError(504, "Timeout", f"Too large resource version: {since}, current: {self._rv}")
@@ -234,7 +236,7 @@ class Store:
                     ev = probe.queue.get_nowait()
                     if ev is not None:
                         first.append(ev)
-            return first, self.log.subscribe(watcher)
+            return first, self._rv, self.log.subscribe(watcher)
 
     # ---- views for the twin's own controllers ----------------------------------------------------------------
     def objects(self, rt: ResourceType) -> ObjList:

@@ -1,8 +1,8 @@
 """Server-side printing: `meta.k8s.io/v1 Table` responses for clients that ask with `Accept: ...;as=Table`.
 
 Why it exists: `kubectl get` asks for a Table and prints the server's columns; the columns here are those of
-kube-apiserver's printers (nodes, pods, events) and of the KubeVirt CRDs' additionalPrinterColumns (VMIs,
-migrations), with `Name` and `Age` for everything else.
+kube-apiserver's printers (nodes, pods, events, PersistentVolumeClaims) and of the KubeVirt CRDs'
+additionalPrinterColumns (VMIs, migrations), with `Name` and `Age` for everything else.
 """
 
 from __future__ import annotations
@@ -82,6 +82,13 @@ def _condition(kind: str) -> Callable[[Obj, datetime], str]:
     return cell
 
 
+def _access_modes(obj: Obj, now: datetime) -> str:
+    """kubectl's abbreviations of status.accessModes (the modes the bound volume offers)."""
+    short = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
+    modes = (obj.get("status") or {}).get("accessModes") or []
+    return ",".join(short.get(m, m) for m in modes)
+
+
 NAME: Column = ("Name", "string", 0, _name)
 AGE: Column = ("Age", "string", 0, _age)
 COLUMNS: dict[str, list[Column]] = {
@@ -113,6 +120,17 @@ COLUMNS: dict[str, list[Column]] = {
             lambda o, n: f"{_get('involvedObject', 'kind')(o, n).lower()}/{_get('involvedObject', 'name')(o, n)}",
         ),
         ("Message", "string", 0, _get("message")),
+    ],
+    "persistentvolumeclaims": [
+        NAME,
+        ("Status", "string", 0, _get("status", "phase")),
+        ("Volume", "string", 0, _get("spec", "volumeName")),
+        ("Capacity", "string", 0, _get("status", "capacity", "storage")),
+        ("Access Modes", "string", 0, _access_modes),
+        ("StorageClass", "string", 0, _get("spec", "storageClassName")),
+        ("VolumeAttributesClass", "string", 0, _get("spec", "volumeAttributesClassName", default="<unset>")),
+        AGE,
+        ("VolumeMode", "string", 1, _get("spec", "volumeMode")),
     ],
     "virtualmachineinstances.kubevirt.io": [
         NAME,

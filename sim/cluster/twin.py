@@ -1,4 +1,4 @@
-"""The cluster twin assembled: store, KubeVirt, HTTP API + admin API on 127.0.0.1, kubeconfig.
+"""The cluster twin assembled: store, KubeVirt, HTTP(S) API + admin API on 127.0.0.1, kubeconfig.
 
 Why it exists: the CLI, the demo and the tests all need "a cluster on a port". `ClusterApp` runs in the
 caller's event loop (the CLI server); `ClusterTwin` runs one in a background thread with its own loop, so
@@ -33,9 +33,11 @@ from sim.cluster.resources import PODS
 from sim.cluster.scenario import Scenario, ScenarioError
 from sim.cluster.scenario_load import apply_faults
 from sim.cluster.store import Store
+from sim.cluster.tls import TwinTls
 from sim.cluster.view import StoreView
 
 T = TypeVar("T")
+MAX_HEADER_BYTES = 1 << 20  # Go's http.DefaultMaxHeaderBytes, kube-apiserver's limit on a request line and headers
 
 
 class ClusterApp:
@@ -51,8 +53,13 @@ class ClusterApp:
         bookmark_interval_s: float = 5.0,
         kubevirt: KubeVirtConfig | None = None,
         kubeconfig_path: Path | None = None,
+        tls: bool = False,
+        service_account_dir: Path | None = None,
     ) -> None:
         self.scenario, self.host, self.port = scenario, host, port
+        self.tls = TwinTls.create() if tls else None
+        self._service_account_dir = service_account_dir
+        self.ca_path: Path | None = None  # under --tls: the CA certificate written beside the kubeconfig
         self.clock = clock or ScaledClock(time_scale)
         self.store = Store(self.clock, event_window=event_window)
         self.faults = FaultState()
@@ -65,12 +72,18 @@ class ClusterApp:
             raise ScenarioError(errors)
         self._kubeconfig = kubeconfig_path
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._private: tempfile.TemporaryDirectory[str] | None = None  # the serving key, while the twin runs
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def service_account_dir(self) -> Path | None:
+        """Under --tls: the directory laid out as /var/run/secrets/kubernetes.io/serviceaccount."""
+        return self._service_account_dir if self.tls else None
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -83,9 +96,18 @@ class ClusterApp:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         AdminApi(self.store, self.faults).routes(app)
         self.api.routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            max_line_size=MAX_HEADER_BYTES,  # long label selectors in URLs, as Go's http.Server allows
+            max_field_size=MAX_HEADER_BYTES,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        self._private = tempfile.TemporaryDirectory(prefix="autonomic-cluster-tls-")
+        ssl_context = self.tls.server_context(Path(self._private.name)) if self.tls else None
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
@@ -93,7 +115,12 @@ class ClusterApp:
         if self._kubeconfig is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="autonomic-cluster-")
             self._kubeconfig = Path(self._tmp.name) / "kubeconfig"
-        write_kubeconfig(self._kubeconfig, self.api_url)
+        write_kubeconfig(self._kubeconfig, self.api_url, self.tls.ca.cert_pem if self.tls else None)
+        if self.tls:
+            self.ca_path = self.tls.write_ca(self._kubeconfig)
+            if self._service_account_dir is None:
+                self._service_account_dir = self._kubeconfig.parent / "serviceaccount"
+            self.tls.write_service_account(self._service_account_dir)
         self._task = asyncio.create_task(self.kubevirt.run(), name="kubevirt")
 
     async def stop(self) -> None:
@@ -106,9 +133,10 @@ class ClusterApp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        for tmp in (self._tmp, self._private):
+            if tmp is not None:
+                tmp.cleanup()
+        self._tmp = self._private = None
 
 
 class ClusterTwin:
@@ -189,3 +217,13 @@ class ClusterTwin:
     def view(self) -> StoreView:
         assert self.app is not None
         return self.app.view
+
+    @property
+    def ca_path(self) -> Path | None:
+        assert self.app is not None
+        return self.app.ca_path
+
+    @property
+    def service_account_dir(self) -> Path | None:
+        assert self.app is not None
+        return self.app.service_account_dir

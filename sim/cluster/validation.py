@@ -13,6 +13,7 @@ from typing import Any
 from sim.cluster.errors import Cause, bad_request, invalid
 from sim.cluster.objectmeta import name_causes
 from sim.cluster.resources import ResourceType
+from sim.cluster.shapes import check_types
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 Validator = Callable[[dict[str, Any]], list[Cause]]
@@ -82,6 +83,24 @@ def _events_k8s_io(obj: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+def _pvc(obj: dict[str, Any]) -> list[Cause]:
+    """ValidatePersistentVolumeClaimSpec's two checks a hand-written claim trips over."""
+    causes: list[Cause] = []
+    if not (obj.get("spec") or {}).get("accessModes"):
+        message = "Required value: at least 1 access mode is required"
+        causes.append(Cause("spec.accessModes", message, "FieldValueRequired"))
+    if _req(obj, "spec.resources.requests.storage"):
+        causes.append(Cause("spec.resources[storage]", "Required value", "FieldValueRequired"))
+    return causes
+
+
+def _priority_class(obj: dict[str, Any]) -> list[Cause]:
+    value = obj.get("value")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return [Cause("value", "Required value", "FieldValueRequired")]
+    return []
+
+
 def _pdb(obj: dict[str, Any]) -> list[Cause]:
     spec = obj.get("spec") or {}
     if "minAvailable" in spec and "maxUnavailable" in spec:
@@ -124,7 +143,9 @@ VALIDATORS: dict[str, Validator] = {
     "leases.coordination.k8s.io": _lease,
     "events": _core_event,
     "events.events.k8s.io": _events_k8s_io,
+    "persistentvolumeclaims": _pvc,
     "poddisruptionbudgets.policy": _pdb,
+    "priorityclasses.scheduling.k8s.io": _priority_class,
     "virtualmachineinstancemigrations.kubevirt.io": _vmim,
     "virtualmachineinstances.kubevirt.io": _vmi,
     "resourceslices.resource.k8s.io": _resource_slice,
@@ -142,8 +163,7 @@ def check_shape(rt: ResourceType, obj: Any) -> None:
         raise bad_request(
             f"the apiVersion of the provided object ({obj.get('apiVersion')}) does not match {rt.api_version}"
         )
-    if not isinstance(obj.get("metadata", {}), dict):
-        raise bad_request("metadata must be an object")
+    check_types(rt.key, obj)
 
 
 def validate(rt: ResourceType, obj: dict[str, Any]) -> None:

@@ -24,14 +24,17 @@ from sim.cluster.kv_objects import (
     EVICTION_IN_PROGRESS,
     EVICTION_SOURCE_ANNOTATION,
     NODE_NAME_LABEL,
+    condition,
     eviction_strategy,
     is_migratable,
     launcher_pod,
+    pod_bound,
+    pod_unschedulable,
     set_condition,
 )
 from sim.cluster.placement import IpAllocator, candidates, place_vmi
 from sim.cluster.resources import PDBS, PODS, VMIMS, VMIS, VMS
-from sim.cluster.scheduler import NodeCandidate
+from sim.cluster.scheduler import Decision, NodeCandidate
 from sim.cluster.store import Store
 
 log = logging.getLogger("autonomic.cluster.kubevirt")
@@ -72,6 +75,9 @@ class VmiController:
         if phase in ("", "Pending"):
             self._start(vmi)
             return
+        if phase == "Scheduling":
+            self._scheduling(vmi, pods, now)
+            return
         if phase != "Running":
             return
         node = status.get("nodeName")
@@ -87,21 +93,46 @@ class VmiController:
         if marked and status.get("evacuationNodeName") == node and (ns, name) not in active:
             self._evacuate(vmi)
 
-    def _start(self, vmi: dict[str, Any]) -> None:
-        meta = vmi["metadata"]
+    def _place(self, vmi: dict[str, Any]) -> Decision:
         if self._nodes is None:
             self._nodes = candidates(self.store)
-        decision = place_vmi(self.store, vmi, ratio=self.config.cpu_allocation_ratio, nodes=self._nodes)
-        now_s = rfc3339(self.store.clock.wall())
-        if decision.node is None:
+        return place_vmi(self.store, vmi, ratio=self.config.cpu_allocation_ratio, nodes=self._nodes)
 
-            def unschedulable(o: dict[str, Any]) -> None:
-                o.setdefault("status", {})["phase"] = "Pending"
-                set_condition(o, "PodScheduled", "False", "Unschedulable", decision.message(), now_s)
-
-            self.store.mutate(VMIS, meta["namespace"], meta["name"], unschedulable)
+    def _start(self, vmi: dict[str, Any]) -> None:
+        """A new VMI gets its launcher pod at once; where no node fits, the pod stays Pending (Unschedulable) and the
+        VMI is Scheduling, as with virt-controller and kube-scheduler."""
+        decision = self._place(vmi)
+        if decision.node is not None:
+            self.bind(vmi, decision.node)
             return
-        self.bind(vmi, decision.node)
+        meta, now_s = vmi["metadata"], rfc3339(self.store.clock.wall())
+        ratio, message = self.config.cpu_allocation_ratio, decision.message()
+        pod = launcher_pod(vmi, None, "", now_s, cpu_allocation_ratio=ratio, unschedulable=message)
+        pod = self.store.create(PODS, pod, meta["namespace"])
+        log.info("vmi %s/%s unschedulable: %s", meta["namespace"], meta["name"], message)
+        self.store.mutate(VMIS, meta["namespace"], meta["name"], functools.partial(_scheduling, pod=pod, now=now_s))
+
+    def _scheduling(self, vmi: dict[str, Any], pods: list[dict[str, Any]], now: float) -> None:
+        """A VMI whose launcher pod waits for a node: bind the pod once one fits, fail the VMI if the pod is gone."""
+        meta = vmi["metadata"]
+        pod = next((p for p in pods if not p["spec"].get("nodeName") and p["status"].get("phase") == "Pending"), None)
+        if pod is None:  # someone other than virt-controller deleted it: KubeVirt fails the VMI
+            self._fail(vmi, "virt-launcher pod disappeared while the VMI was scheduling", now)
+            return
+        decision, now_s = self._place(vmi), rfc3339(self.store.clock.wall())
+        if decision.node is None:
+            scheduled = condition(pod, "PodScheduled") or {}
+            if scheduled.get("message") != decision.message():  # the scheduler's latest reason
+                update = functools.partial(pod_unschedulable, message=decision.message(), now=now_s)
+                pod = self.store.mutate(PODS, meta["namespace"], pod["metadata"]["name"], update)
+                copied = functools.partial(_scheduling, pod=pod, now=now_s)
+                self.store.mutate(VMIS, meta["namespace"], meta["name"], copied)
+            return
+        self._nodes = None  # node usage changed
+        bound = functools.partial(pod_bound, node=decision.node, pod_ip=self.ips.next(), now=now_s)
+        pod = self.store.mutate(PODS, meta["namespace"], pod["metadata"]["name"], bound)
+        log.info("vmi %s/%s scheduled on %s", meta["namespace"], meta["name"], decision.node)
+        self._running(vmi, pod, decision.node)
 
     def bind(self, vmi: dict[str, Any], node: str) -> None:
         """Create the launcher pod on `node` and mark the VMI Running there."""
@@ -109,7 +140,10 @@ class VmiController:
         meta = vmi["metadata"]
         now_s = rfc3339(self.store.clock.wall())
         pod = launcher_pod(vmi, node, self.ips.next(), now_s, cpu_allocation_ratio=self.config.cpu_allocation_ratio)
-        pod = self.store.create(PODS, pod, meta["namespace"])
+        self._running(vmi, self.store.create(PODS, pod, meta["namespace"]), node)
+
+    def _running(self, vmi: dict[str, Any], pod: dict[str, Any], node: str) -> None:
+        meta, now_s = vmi["metadata"], rfc3339(self.store.clock.wall())
 
         def running(o: dict[str, Any]) -> None:
             st = o.setdefault("status", {})
@@ -209,6 +243,8 @@ class VmiController:
                 self.store.create(VMIS, new, meta["namespace"])
             phase = ((vmi or {}).get("status") or {}).get("phase", "Pending")
             printable = "Running" if phase == "Running" else ("Stopped" if run == "Halted" else "Starting")
+            if (condition(vmi or {}, "PodScheduled") or {}).get("reason") == "Unschedulable":
+                printable = "ErrorUnschedulable"  # virt-controller's printable status for a VMI no node fits
             ready = phase == "Running"
             if (vm.get("status") or {}).get("printableStatus") != printable or (vm.get("status") or {}).get(
                 "ready"
@@ -227,6 +263,16 @@ class VmiController:
             st = pdb_status(pdb, [p for p in pods if p["metadata"].get("namespace") == ns])
             if {k: (pdb.get("status") or {}).get(k) for k in st} != st:
                 self.store.mutate(PDBS, ns, pdb["metadata"]["name"], functools.partial(_set_status, status=st))
+
+
+def _scheduling(vmi: dict[str, Any], pod: dict[str, Any], now: str) -> None:
+    """VMI phase Scheduling with its pod's PodScheduled=False condition copied over (virt-controller's
+    AddPodCondition), and Ready=False because the guest is not running yet."""
+    vmi.setdefault("status", {})["phase"] = "Scheduling"
+    scheduled = condition(pod, "PodScheduled") or {}
+    conds = [c for c in vmi["status"].get("conditions") or [] if c.get("type") != "PodScheduled"]
+    vmi["status"]["conditions"] = [*conds, dict(scheduled)]
+    set_condition(vmi, "Ready", "False", "GuestNotRunning", "Guest VM is not reported as running", now)
 
 
 def _set_status(obj: dict[str, Any], status: dict[str, Any]) -> None:

@@ -1,12 +1,14 @@
 """`?watch=true`: a chunked stream of JSON watch events, one per line, as kube-apiserver sends them.
 
-Why it exists: informers and `watch.Watch().stream(...)` read this stream. Semantics kept from the apiserver:
-- no resourceVersion or "0": synthetic ADDED events for the current objects first, then changes;
+Why it exists: informers and `watch.Watch().stream(...)` read this stream. Semantics kept from the apiserver
+(the query is parsed, defaulted and validated in `list_options.py`):
+- `sendInitialEvents=true` (the default for resourceVersion "" or "0"): synthetic ADDED events for the current
+  objects first (504 if a NotOlderThan resourceVersion is newer than the store), then changes;
 - resourceVersion N: every change after N, then live changes; if N has left the kept window the stream is a
   single ERROR event carrying a 410 Expired Status (HTTP 200, as the watch cache answers);
 - `allowWatchBookmarks=true`: a BOOKMARK (kind, apiVersion, metadata.resourceVersion only) whenever the stream
-  has been idle for the bookmark interval; `sendInitialEvents=true` ends the initial ADDEDs with a BOOKMARK
-  annotated `k8s.io/initial-events-end: "true"`;
+  has been idle for the bookmark interval; with initial events, the last of them is followed by a BOOKMARK
+  annotated `k8s.io/initial-events-end: "true"` at the resourceVersion of that state (client-go's WatchList);
 - `timeoutSeconds`: the server ends the stream after that many (real) seconds.
 """
 
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from sim.cluster import errors
+from sim.cluster.list_options import ListOptions
 from sim.cluster.resources import ResourceType
 from sim.cluster.tables import to_table, wants_table
 from sim.cluster.watch import Watcher
@@ -30,27 +33,16 @@ if TYPE_CHECKING:
 
 
 async def serve_watch(
-    request: web.Request, api: ApiServer, rt: ResourceType, namespace: str | None
+    request: web.Request, api: ApiServer, rt: ResourceType, namespace: str | None, opts: ListOptions
 ) -> web.StreamResponse:
-    q = request.query
-    labels, fields = api.selectors(rt, q)
-    rv = q.get("resourceVersion", "")
-    send_initial = q.get("sendInitialEvents") == "true"
-    bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
-    timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
-    since: int | None = None
-    if rv not in ("", "0"):
-        if not rv.isdigit():
-            raise errors.bad_request(f"invalid resource version {rv!r}")
-        since = int(rv)
-    watcher = Watcher(rt.key, namespace, labels, fields)
+    watcher = Watcher(rt.key, namespace, opts.labels, opts.fields)
     table = wants_table(request.headers.get("Accept", ""))
 
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     resp.enable_chunked_encoding()
     try:
-        first, unsubscribe = api.store.watch(
-            watcher, rt, None if send_initial else since, initial=since is None or send_initial
+        first, synced_rv, unsubscribe = api.store.watch(
+            watcher, rt, opts.resource_version, initial=opts.send_initial_events
         )
     except errors.ApiError as err:
         if err.code != 410:
@@ -69,17 +61,18 @@ async def serve_watch(
         return event
 
     def bookmark(initial_end: bool = False) -> dict[str, Any]:
-        meta: dict[str, Any] = {"resourceVersion": str(api.store.resource_version)}
+        meta: dict[str, Any] = {"resourceVersion": str(synced_rv if initial_end else api.store.resource_version)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         return {"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}}
 
+    bookmarks, timeout = opts.bookmarks, opts.timeout_s
     deadline = time.monotonic() + timeout if timeout else None
     try:
         await resp.prepare(request)
         for event in first:
             await _send(resp, encode(event))
-        if send_initial and bookmarks:
+        if opts.initial_end_bookmark:
             await _send(resp, bookmark(initial_end=True))
         while True:
             wait = api.bookmark_interval_s if bookmarks else None

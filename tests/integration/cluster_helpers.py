@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -40,6 +42,25 @@ def admin(twin: ClusterTwin, method: str, path: str, body: Any = None) -> Any:
     req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def raw(
+    twin: ClusterTwin,
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP request to the twin's API: (status, headers, body), errors included (no client decoding)."""
+    url = f"{twin.api_url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
 
 
 def launcher_pod(core: client.CoreV1Api, namespace: str, vm: str) -> client.V1Pod:

@@ -372,3 +372,9 @@ async def test_asyncio_client(twin: ClusterTwin) -> None:
         assert len((await core.list_node()).items) == 4
         names = [e["object"].metadata.name async for e in aio_watch.Watch().stream(core.list_node, timeout_seconds=1)]
         assert names == ["worker-0", "worker-1", "worker-2", "worker-3"]
+
+
+def test_system_priority_classes_are_served(api: client.ApiClient) -> None:
+    """The descheduler's DefaultEvictor lists PriorityClasses; kube-apiserver creates these two at start."""
+    classes = {pc.metadata.name: pc.value for pc in client.SchedulingV1Api(api).list_priority_class().items}
+    assert classes == {"system-cluster-critical": 2000000000, "system-node-critical": 2000001000}

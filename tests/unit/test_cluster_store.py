@@ -72,7 +72,7 @@ def test_watch_replays_after_version_and_expires(store: Store) -> None:
     for i in range(3):
         store.create(LEASES, {"metadata": {"name": f"l{i}", "labels": {"i": str(i)}}, "spec": {}}, "default")
     w = Watcher(LEASES.key, "default", parse_label_selector("i in (0,2)"), ())
-    first, unsubscribe = store.watch(w, LEASES, start, initial=False)
+    first, _, unsubscribe = store.watch(w, LEASES, start, initial=False)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in first] == [("ADDED", "l0"), ("ADDED", "l2")]
     store.patch(LEASES, "default", "l1", "merge", {"metadata": {"labels": {"i": "2"}}})  # enters the selection
     store.patch(LEASES, "default", "l0", "merge", {"metadata": {"labels": {"i": "9"}}})  # leaves it
