@@ -23,7 +23,7 @@ from harness.netutil import free_port
 from harness.picker import PickerProcess
 from loadtests.report.writer import Table, command_line, fmt, pct, plot_cdf, write_json, write_report
 from loadtests.routing.bounds import fleet_capacity_blocks, oracle_hit_ratio, pooled_capacity_hit_ratio
-from loadtests.routing.cli import ENVOY_POLICIES, OPTIONS, shipped_profiles
+from loadtests.routing.cli import ENVOY_POLICIES, OPTIONS, RESPONSE_BODY_SUFFIX, shipped_profiles
 from loadtests.routing.epp import EPP_ARMS, EppArm, wait_until_routed
 from loadtests.routing.epp import missing_reason as epp_missing_reason
 from loadtests.routing.extproc_log import phase_summary
@@ -91,8 +91,10 @@ async def _start_router(
             return peer.url, started
         picker_port = readyz_port = grpc_health_port = None
         lb = ENVOY_POLICIES.get(name, "ROUND_ROBIN")
+        observe_response_body = name.endswith(RESPONSE_BODY_SUFFIX)
         if name.startswith("picker-"):
-            picker = PickerProcess(pool, config=shipped_profiles()[name.removeprefix("picker-")])
+            profile = name.removeprefix("picker-").removesuffix(RESPONSE_BODY_SUFFIX)
+            picker = PickerProcess(pool, config=shipped_profiles()[profile])
             await picker.start()
             started.append(picker)
             picker_port, readyz_port = picker.port, picker.metrics_port
@@ -111,6 +113,7 @@ async def _start_router(
             pool=pool,
             failure_mode_allow=False,
             pool_lb_policy=lb,  # type: ignore[arg-type]
+            observe_response_body=observe_response_body,
         )
         envoy = LocalEnvoy(opts)
         await envoy.start()

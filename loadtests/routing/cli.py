@@ -46,6 +46,13 @@ def shipped_profiles() -> dict[str, Path]:
     return {path.stem.removesuffix("-config"): path for path in sorted(PROFILES.glob("*-config.yaml"))}
 
 
+# on request only (not in 'all'): the shipped default profile with the whole response through the picker
+# (EnvoyOptions.observe_response_body), as the local config did before the response observer and as gateways that
+# cannot add an observability-mode filter run it: the cost of relaying every response chunk, same run
+RESPONSE_BODY_SUFFIX = "-response-body"
+EXTRA_ROUTERS = ("picker-default" + RESPONSE_BODY_SUFFIX,)
+
+
 def all_routers() -> list[str]:
     return [*ENVOY_POLICIES, *(f"picker-{p}" for p in shipped_profiles()), *EPP_ARMS, *PEERS]
 
@@ -56,7 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-scale", type=float, default=2.0, help="model seconds per wall second (default 2)")
     p.add_argument("--rate-scale", type=float, default=1.0, help="request-rate multiplier (default 1)")
     p.add_argument("--duration", type=float, default=120.0, help="model seconds replayed, after rate scaling")
-    p.add_argument("--routers", default="all", help=f"comma-separated, or 'all': {','.join(all_routers())}")
+    p.add_argument(
+        "--routers",
+        default="all",
+        help=f"comma-separated, or 'all': {','.join(all_routers())} (and by name: {','.join(EXTRA_ROUTERS)})",
+    )
     p.add_argument("--out", type=Path, default=Path("out/bench-routing"), help="output directory")
 
 
@@ -73,13 +84,13 @@ def validate(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--trace: {args.trace} is not a file")
     known = all_routers()
     routers = known if args.routers == "all" else [r.strip() for r in args.routers.split(",") if r.strip()]
-    unknown = [r for r in routers if r not in known]
+    unknown = [r for r in routers if r not in known and r not in EXTRA_ROUTERS]
     if unknown or not routers:
-        raise ValueError(f"--routers: unknown {unknown}; choose from {','.join(known)}")
+        raise ValueError(f"--routers: unknown {unknown}; choose from {','.join([*known, *EXTRA_ROUTERS])}")
     for name in routers:
         if name.startswith("picker-"):
             try:
-                load_config(shipped_profiles()[name.removeprefix("picker-")])
+                load_config(shipped_profiles()[name.removeprefix("picker-").removesuffix(RESPONSE_BODY_SUFFIX)])
             except ConfigError as exc:
                 raise ValueError(f"--routers: {name}: {exc}") from exc
     return list(dict.fromkeys(routers))

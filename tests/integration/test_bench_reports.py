@@ -89,13 +89,17 @@ def check_routing_report(results: dict[str, Any], report: str, out: Path, router
 
 
 def test_bench_routing_short_run(tmp_path: Path) -> None:
-    code, results, report, out = routing(tmp_path, "least-queue,picker-default")
+    arms = ["least-queue", "picker-default", "picker-default-response-body"]
+    code, results, report, out = routing(tmp_path, ",".join(arms))
     assert code == 0, report
-    check_routing_report(results, report, out, ["least-queue", "picker-default"])
+    check_routing_report(results, report, out, arms)
     # where the picker's time went, from Envoy's access log: every request accounted for, each phase waited
-    phases = json.loads((out / "details.json").read_text())["routers"]["picker-default"]["extproc_phases"]
+    details = json.loads((out / "details.json").read_text())["routers"]
+    phases = details["picker-default"]["extproc_phases"]
     assert phases["requests"] == 24 and phases["request_wait_ms"] > 0
     assert phases["response_headers_wait_ms"] is None and phases["response_chunks"] is None  # no response phase
+    relayed = details["picker-default-response-body"]["extproc_phases"]  # the response through the picker
+    assert relayed["requests"] == 24 and relayed["response_headers_wait_ms"] > 0 and relayed["response_chunks"] >= 1
     assert "least-queue" not in table_rows(report.split("Where the picker's time goes")[1])
 
 
