@@ -2,10 +2,11 @@
 
 Why it exists (issue 16, reliability campaign): a leak shows only with time. This runs Envoy + `autonomic picker`
 (precise profile) + the fleet twin under steady open-loop load and, at the same time, `autonomic controller` on the
-cluster twin with its real Prometheus, samples every process' RSS, open fds and threads (plus the picker's in-flight,
-stream, asyncio-task and index gauges and the controller's cycles) every `--sample-seconds`, and reports growth after
-the warm-up against the goal (<= 10% for RSS and fds). Writes report.md, results.json and soak.png in --out; exits 0
-when the goals are met, 1 when not, 2 on bad options.
+cluster twin with its real Prometheus, samples every process' RSS, open fds (split into live TCP connections and the
+rest) and threads (plus the picker's in-flight, stream, asyncio-task and index gauges and the controller's cycles)
+every `--sample-seconds`, and reports growth after the warm-up against the goal (<= 10% for RSS and for the fds
+besides live connections, which follow the client's concurrency; loadtests/soak/sampler.py). Writes report.md,
+results.json and soak.png in --out; exits 0 when the goals are met, 1 when not, 2 on bad options.
 
     autonomic soak --minutes 30 --out out/soak
 """
