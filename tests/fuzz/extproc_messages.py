@@ -197,8 +197,11 @@ MODES = st.sampled_from([0, 1, 2, 3, 4, 5, 6, 99, -1])
 
 @st.composite
 def decorated(draw: st.DrawFn, msgs: list[pb.ProcessingRequest]) -> list[pb.ProcessingRequest]:
-    """Copies of the messages, the first maybe announcing body modes, any maybe carrying metadata."""
+    """Copies of the messages, the first maybe announcing body modes, any maybe carrying metadata; the stream may be
+    an observability-mode one (a response observer's) or a routing one marked as reported by an observer."""
     out = []
+    observer = draw(st.integers(0, 5)) == 0
+    marked = draw(st.integers(0, 5)) == 0
     for i, msg in enumerate(msgs):
         msg = pb.ProcessingRequest.FromString(msg.SerializeToString())
         if i == 0 and draw(st.booleans()):
@@ -212,6 +215,9 @@ def decorated(draw: st.DrawFn, msgs: list[pb.ProcessingRequest]) -> list[pb.Proc
                 msg.metadata_context.filter_metadata[p.SUBSET_NAMESPACE].CopyFrom(s)
             served = draw(st.sampled_from([A, B, "", "garbage"]))
             msg.metadata_context.filter_metadata[p.LB_NAMESPACE].update({p.SERVED_KEY: served})
+        msg.observability_mode = observer
+        if marked and draw(st.booleans()):
+            msg.metadata_context.filter_metadata[p.OBSERVER_NAMESPACE].update({p.OBSERVER_KEY: True})
         out.append(msg)
     return out
 
