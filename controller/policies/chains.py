@@ -16,8 +16,8 @@ Rules (a live migration holds the VM's requests on its source and its target unt
 - w: a VM of t the budget accepts (safety, per-VM cooldown: a VM in cooldown is never used), converging, that
   requests no more memory than v ("smaller") and frees enough: free(t) + req(w) >= req(v), cpu and memory;
 - step 1 in flight: free(u) >= req(w); chain: u eligible, allowed for w (return block included), u != t, and u
-  predicted <= targetThreshold with w; swap (u = h): w allowed on h and w brings to h at most half of what v
-  takes off it (h is hot while it briefly holds both);
+  predicted <= targetThreshold with w; swap (u = h): w allowed on h and, in each dimension h must shed, w brings
+  to h at most half of what v takes off it (h is hot while it briefly holds both);
 - step 2: t predicted <= targetThreshold with v and without w;
 - budget: both moves admitted together or neither (`MigrationBudget.admit_all`): two moves of the cycle's and
   the in-flight limits, one outbound from t and one from h (a swap: one each way);
@@ -132,7 +132,7 @@ def find_chain(
                 if (after_t > space.ceiling[t] + EPS).any():
                     continue
                 fitting += 1
-                for u, relief in _thirds(space, v, t, w):
+                for u, relief in _thirds(space, v, t, w, need > EPS):
                     covered = gain(relief, need)
                     cost = v.cost + c.cost + (SWAP_PENALTY if u == h else 0.0)
                     if covered * UNCOVERED_PENALTY < cost:
@@ -146,7 +146,7 @@ def find_chain(
     return best
 
 
-def _thirds(space: ChainSpace, v: Candidate, t: int, w: RoomVm) -> list[tuple[int, np.ndarray]]:
+def _thirds(space: ChainSpace, v: Candidate, t: int, w: RoomVm, active: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Where w may go: the coolest third node that takes it (a chain) and the hot node itself (a swap)."""
     c, h, out = w.candidate, v.source, []
     after = space.usage + c.load / space.alloc
@@ -156,7 +156,8 @@ def _thirds(space: ChainSpace, v: Candidate, t: int, w: RoomVm) -> list[tuple[in
         u = int(np.argmin(np.where(fits, space.predict(after), np.inf)))
         out.append((u, v.delta))
     back = c.load / space.alloc[h]
-    if w.placeable[h] and (space.free[h] >= c.request - EPS).all() and (back <= SWAP_MAX_RETURN * v.delta + EPS).all():
+    cooler = (back[active] <= SWAP_MAX_RETURN * v.delta[active] + EPS).all()  # in the dimensions h must shed
+    if w.placeable[h] and (space.free[h] >= c.request - EPS).all() and cooler:
         out.append((h, v.delta - back))
     return out
 

@@ -91,7 +91,7 @@ class PsiReliefPolicy:
         recently_relieved = np.array([now - last_out.get(name, -np.inf) < cooldown for name in model.names])
         target_ceiling = model.ceiling(p.target_threshold)
         eligible = schedulable & ~recently_relieved & ~model.unexplained & ~model.saturated
-        eligible &= (model.u_now < target_ceiling).all(axis=1)
+        eligible &= (model.u_now <= target_ceiling).all(axis=1)  # at its ceiling: a chain may keep it level
         eligible[list(active)] = False
         total, allowance = budget.remaining_total(), {i: budget.remaining_for(model.names[i]) for i in requirement}
         considered = [i for i in requirement if allowance[i] > 0][: total * SOURCES_PER_MOVE]
