@@ -4,14 +4,13 @@ move fits, without overcommitting memory at any step, within the budget, cooldow
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 
 import pytest
-from controller_builders import NOW, CpuCluster, in_flight, make_node, make_snapshot, make_vm, psi_config
+from controller_builders import NOW, CpuCluster, config, in_flight, make_node, make_snapshot, make_vm, psi_config
 
 from controller.model import MigrationState, Move, PastMigration
 from controller.plan import plan
-from controller.tracker import HELD, MigrationTracker, Outcome
+from controller.tracker import HELD, MigrationTracker, Outcome, Requested
 
 HOT = ("hot", 64, [("big", 5.0, 16), ("m1", 3.0, 16), ("m2", 3.0, 16), ("m3", 3.0, 16)])  # psi 0.45, memory full
 A = ("a", 64, [("small", 0.5, 8), ("x1", 1.0, 16), ("x2", 1.0, 16), ("x3", 1.0, 16)])  # 8 GiB free
@@ -49,7 +48,7 @@ RECENT = (PastMigration(NOW - 200, NOW - 100, "elsewhere", "a"),)
 
 
 @pytest.mark.parametrize(
-    ("specs", "relief", "history", "expected", "says"),
+    ("specs", "extra", "history", "expected", "says"),
     [
         pytest.param(
             (HOT, A, B, C),
@@ -93,17 +92,15 @@ RECENT = (PastMigration(NOW - 200, NOW - 100, "elsewhere", "a"),)
         ),
     ],
 )
-def test_chains_and_swaps(specs, relief, history, expected, says):
+def test_chains_and_swaps(specs, extra, history, expected, says):
     nodes, vms = packed(*specs, history=history)
-    cfg = psi_config()
-    if relief:
-        cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(update={"max_moves_per_cycle": 1})})
+    cfg = config(policy="psi-relief", actuator="migration", psiRelief={"dimensions": ["cpu"]}, **extra)
     result = plan(make_snapshot(nodes, vms), cfg, NOW)
     assert steps(result) == expected
     assert says in note(result)
     for move in result.moves:
         assert move.reason.startswith(("psi-relief chain:", "psi-relief swap:"))
-        assert move.target_after is not None and move.target_after <= 0.20 or move.target == "hot"
+        assert (move.target_after is not None and move.target_after <= 0.20) or move.target == "hot"
     if expected:
         assert result.moves[1].source_after <= 0.15
 
@@ -162,7 +159,7 @@ def test_no_ping_pong_after_a_chain():
 def test_the_tracker_holds_a_second_move_until_the_first_succeeded():
     tracker = MigrationTracker(expiry_s=600)
     second = Move("default/v", "hot", "a", "chain", after="default/w")
-    tracker._entries["default/w"] = replace_requested("default/w")
+    tracker.record(Requested("default/w", "a", "c", NOW, confirmed=True))
     tracker.hold(second, NOW)
     assert [(m.vm, m.phase) for m in tracker.pending()] == [("default/w", "Requested"), ("default/v", HELD)]
     assert tracker.release([], NOW + 10) == ([], [])
@@ -170,12 +167,5 @@ def test_the_tracker_holds_a_second_move_until_the_first_succeeded():
     tracker.hold(second, NOW)
     ready, dropped = tracker.release([Outcome("default/w", "a", "failed", None)], NOW + 20)
     assert ready == [] and dropped == [(second, "default/w, which it waited for, failed")]
-    tracker.hold(second, NOW)  # the first is no longer followed (expired, or never started)
-    tracker._entries.clear()
-    assert tracker.release([], NOW + 30)[1] == [(second, "default/w, which it waited for, is not followed")]
-
-
-def replace_requested(vm):
-    from controller.tracker import Requested
-
-    return replace(Requested(vm, "a", "c", NOW), confirmed=True)
+    tracker.hold(Move("default/v", "hot", "a", "chain", after="default/gone"), NOW)  # never started, or expired
+    assert tracker.release([], NOW + 30)[1][0][1] == "default/gone, which it waited for, is not followed"
