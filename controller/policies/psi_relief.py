@@ -343,7 +343,7 @@ def _last_moves(view: ClusterView) -> tuple[dict[str, float], dict[str, float]]:
     """When each node last saw a successful migration out of it and into it end."""
     last_out: dict[str, float] = {}
     last_in: dict[str, float] = {}
-    for vm in view.snapshot.vms:
+    for vm in [vm for vm in view.snapshot.vms if vm.history]:
         for past in vm.history:
             if not past.succeeded:
                 continue
