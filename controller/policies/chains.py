@@ -25,10 +25,11 @@ Rules (a live migration holds the VM's requests on its source and its target unt
 Chosen: the lowest 10 * uncovered + cost(w) + cost(v) (+ SWAP_PENALTY for a swap, which loads the hot node for
 the length of w's migration), then the fewest GiB moved, then names: fewer and smaller migrations first.
 
-Bounds (the search runs only for sources without any move, at most one chain each, while the budget has room for
-two moves): the CHAIN_HOT_VMS best candidates of h, for each the CHAIN_TARGETS coolest targets, on each the
-CHAIN_ROOM_VMS smallest VMs that free enough; each third node is one vector operation over the nodes. At most
-4 x 8 x 4 = 128 (v, t, w) combinations per hot node.
+Bounds: the search runs only for sources without any move, the CHAIN_SOURCES most pressured, at most one chain
+each, while the budget has room for two moves. Per hot node: its CHAIN_HOT_VMS best candidates, for each the
+CHAIN_TARGETS coolest targets, on each the CHAIN_ROOM_VMS smallest VMs that free enough: at most 4 x 8 x 4 = 128
+(v, t, w) combinations. A make-room VM's third node is one vector operation over the nodes, done once per VM and
+skipped when no open node has that much free.
 """
 
 from __future__ import annotations
@@ -43,16 +44,33 @@ from controller.policies.placement import EPS, UNCOVERED_PENALTY, Candidate
 CHAIN_HOT_VMS = 4
 CHAIN_TARGETS = 8
 CHAIN_ROOM_VMS = 4
+CHAIN_SOURCES = 4  # hot nodes searched for a chain per cycle, most pressured first (the others wait their turn)
 SWAP_PENALTY = 0.25  # a swap loads the hot node while w migrates: a chain of equal cost is preferred
 SWAP_MAX_RETURN = 0.5  # a swap's w brings to the hot node at most this share of what v takes off it
 
 
-@dataclass(frozen=True)
+@dataclass
 class RoomVm:
-    """A VM that could leave a target to make room: what it frees, brings and costs."""
+    """A VM that could leave a target to make room: what it frees, brings and costs; where it may go is computed
+    only for the few that pass the memory tests (`masks`: its allowed targets, and the nodes its nodeSelector,
+    taints and return block allow, hot nodes included)."""
 
-    candidate: Candidate  # source = the target t; allowed = eligible targets it may go to
-    placeable: np.ndarray  # (n,) bool: nodes its nodeSelector, taints and return block allow (hot nodes included)
+    candidate: Candidate  # source = the target t; `allowed` unused (see `allowed`)
+    masks: Callable[[], tuple[np.ndarray, np.ndarray]]
+    _cached: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _get(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._cached is None:
+            self._cached = self.masks()
+        return self._cached
+
+    @property
+    def allowed(self) -> np.ndarray:
+        return self._get()[0]
+
+    @property
+    def placeable(self) -> np.ndarray:
+        return self._get()[1]
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,9 @@ def find_chain(
         key=lambda c: (-gain(c.delta, need) / c.cost, c.vm.key),
     )[:CHAIN_HOT_VMS]
     best: Chain | None = None
+    open_targets = (space.ceiling >= 0).all(axis=1)
+    most_free = space.free[open_targets].max(axis=0) if open_targets.any() else np.zeros(2)
+    thirds: dict[str, int | None] = {}  # w -> its third node: the same for every v of this hot node
     for v in ranked:
         h = v.source
         brought = v.load / space.alloc  # (n, 2) what v adds to each node
@@ -132,7 +153,10 @@ def find_chain(
                 if (after_t > space.ceiling[t] + EPS).any():
                     continue
                 fitting += 1
-                for u, relief in _thirds(space, v, t, w, need > EPS):
+                if c.vm.key not in thirds:
+                    thirds[c.vm.key] = _third(space, w, h, most_free)
+                options = [(u, v.delta)] if (u := thirds[c.vm.key]) is not None else []
+                for u, relief in options + _swap(space, v, w, need > EPS):
                     covered = gain(relief, need)
                     cost = v.cost + c.cost + (SWAP_PENALTY if u == h else 0.0)
                     if covered * UNCOVERED_PENALTY < cost:
@@ -146,20 +170,25 @@ def find_chain(
     return best
 
 
-def _thirds(space: ChainSpace, v: Candidate, t: int, w: RoomVm, active: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Where w may go: the coolest third node that takes it (a chain) and the hot node itself (a swap)."""
-    c, h, out = w.candidate, v.source, []
+def _third(space: ChainSpace, w: RoomVm, h: int, most_free: np.ndarray) -> int | None:
+    """The coolest third node that takes w (a chain), other than its node and the hot node; None when none does."""
+    c = w.candidate
+    if (c.request > most_free + EPS).any():  # no open node has that much free: skip the vector work
+        return None
     after = space.usage + c.load / space.alloc
-    fits = c.allowed & (after <= space.ceiling + EPS).all(axis=1) & (space.free >= c.request - EPS).all(axis=1)
-    fits[[t, h]] = False
-    if fits.any():
-        u = int(np.argmin(np.where(fits, space.predict(after), np.inf)))
-        out.append((u, v.delta))
+    fits = w.allowed & (after <= space.ceiling + EPS).all(axis=1) & (space.free >= c.request - EPS).all(axis=1)
+    fits[[c.source, h]] = False
+    return int(np.argmin(np.where(fits, space.predict(after), np.inf))) if fits.any() else None
+
+
+def _swap(space: ChainSpace, v: Candidate, w: RoomVm, active: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The hot node itself as w's destination (a swap), with the relief net of what w brings, if allowed."""
+    c, h = w.candidate, v.source
     back = c.load / space.alloc[h]
     cooler = (back[active] <= SWAP_MAX_RETURN * v.delta[active] + EPS).all()  # in the dimensions h must shed
-    if w.placeable[h] and (space.free[h] >= c.request - EPS).all() and cooler:
-        out.append((h, v.delta - back))
-    return out
+    if cooler and (space.free[h] >= c.request - EPS).all() and w.placeable[h]:
+        return [(h, v.delta - back)]
+    return []
 
 
 def _key(chain: Chain) -> tuple[float, float, str, int, str, int]:

@@ -28,6 +28,7 @@ high > targetThreshold >= low:
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from controller.config import ControllerConfig
 from controller.cooldown import CooldownRule
 from controller.model import Move, NodeExplanation, Taint, VMState
 from controller.policies import PolicyOutcome
-from controller.policies.chains import Chain, ChainSpace, RoomVm, find_chain
+from controller.policies.chains import CHAIN_SOURCES, Chain, ChainSpace, RoomVm, find_chain
 from controller.policies.descheduler_compatible import tolerates_node
 from controller.policies.migration_cost import estimate_migration
 from controller.policies.placement import Assignment, Candidate, Problem, solve
@@ -188,7 +189,7 @@ class PsiReliefPolicy:
 
         out: list[Move] = []
         used: set[str] = set()
-        for h in pending:
+        for h in pending[:CHAIN_SOURCES]:
             if budget.remaining_total() < 2 or budget.remaining_for(model.names[h]) < 1:
                 break
             chain = find_chain(space, problem.requirement[h], problem.candidates[h], rooms, used)
@@ -230,14 +231,17 @@ class PsiReliefPolicy:
             estimate = estimate_migration(vm, self.params.migration)
             if estimate.problem:
                 continue
-            placeable = self._placeable(view, model, targets, vm)
             request = np.array([vm.cpu_request, vm.memory_request])
             delta = model.load(vm.key) / model.alloc[t]
-            c = Candidate(
-                vm, t, delta, model.demand(vm.key), request, estimate.cost, estimate.seconds, eligible & placeable
-            )
-            out.append(RoomVm(c, placeable))
+            c = Candidate(vm, t, delta, model.demand(vm.key), request, estimate.cost, estimate.seconds, eligible)
+            out.append(RoomVm(c, partial(self._room_masks, view, model, targets, vm, eligible)))
         return out
+
+    def _room_masks(
+        self, view: ClusterView, model: PressureModel, targets: _TargetIndex, vm: VMState, eligible: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        placeable = self._placeable(view, model, targets, vm)
+        return eligible & placeable, placeable
 
     def _chain_moves(self, model: PressureModel, space: ChainSpace, chain: Chain) -> tuple[Move, Move]:
         """The chain's two moves, w first, with their predictions and reasons; `space` gets both applied."""
