@@ -86,6 +86,20 @@ class MigrationBudget:
         reason = self._vm_problem(vm)
         return self.refuse(vm.key, reason) if reason else ADMITTED
 
+    def movable(self, vm: VMState) -> bool:
+        """The VM-scope checks alone, recording nothing: for VMs a policy only considers (a chain's make-room VM)."""
+        return self._vm_problem(vm) is None
+
+    def admit_all(self, moves: tuple[Move, ...]) -> Decision:
+        """Admit every move of `moves` (a chain) or none: on the first refusal the earlier ones are taken back."""
+        planned = self._planned.copy()
+        for move in moves:
+            decision = self.admit(move)
+            if isinstance(decision, Refused):
+                self._planned = planned
+                return decision
+        return ADMITTED
+
     def admit(self, move: Move) -> Decision:
         """Check `move` completely; an admitted move is counted against the limits of this cycle."""
         vm = self._view.vms.get(move.vm)

@@ -3,7 +3,8 @@
 Why it exists: it is the thin async shell around the pure planner (docs/architecture.md, convention 1). One cycle:
 
 1. not the leader (another replica acts) or the cluster cache not synced: skip, and say so;
-2. follow up the migrations this controller started (tracker.py): outcomes are counted and logged;
+2. follow up the migrations this controller started (tracker.py): outcomes are counted and logged; a chain's
+   second move held since an earlier cycle starts once its first move succeeded, or is dropped (tracker.py);
 3. read Prometheus (sources/prometheus.py) and build the snapshot from the cache (sources/cluster.py), with the
    requests the cache has not shown yet counted as in flight;
 4. `plan(snapshot, config, now)` in a worker thread (the exact search may take a while on a large cluster and must
@@ -28,11 +29,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from controller.actuators import STARTED, ActionResult, Actuator
+from controller.actuators import HELD, HELD_DROPPED, STARTED, ActionResult, Actuator
 from controller.clock import Clock
 from controller.config import ControllerConfig
 from controller.metrics import ControllerMetrics
-from controller.model import Plan
+from controller.model import Move, Plan
 from controller.plan import UNTRUSTED
 from controller.plan import plan as make_plan
 from controller.sources.cluster import ClusterSource
@@ -108,8 +109,10 @@ class Controller:
             return self._skip("not-leader", "another replica holds the lease", log_level=logging.DEBUG)
         if not self.cluster.synced:
             return self._skip("cache-not-synced", "cluster cache not synced: " + ", ".join(self.cluster.not_synced()))
-        for outcome in self.tracker.update(self.cluster, self.clock.now()):
+        outcomes = self.tracker.update(self.cluster, self.clock.now())
+        for outcome in outcomes:
             self._outcome(outcome)
+        await self._release_held(outcomes)
         reading = await self.prometheus.read()
         self.metrics.observe_reading(reading)
         plan, in_flight = await asyncio.to_thread(self._plan, reading)
@@ -159,32 +162,64 @@ class Controller:
         log.log(log_level, "cycle skipped: " + reason, extra={"reason_code": code, "policy": self.config.policy})
         return None
 
+    async def _release_held(self, outcomes: list[Outcome]) -> None:
+        """Start the chains' second moves whose first move succeeded; drop the others (tracker.py, "Chains")."""
+        ready, dropped = self.tracker.release(outcomes, self.clock.now())
+        for move, why in dropped:
+            self.metrics.actions.labels("migrate", HELD_DROPPED).inc()
+            log.warning(f"chain step dropped: {move.vm} from {move.source}: {why}", extra={"vm": move.vm, "why": why})
+        for move in ready:
+            if not self.is_leader():
+                return
+            await self._migrate(move, self.config.policy, dry_run=False)
+
+    async def _migrate(self, move: Move, policy: str, *, dry_run: bool) -> ActionResult:
+        result = await self.actuator.migrate(move)
+        self.metrics.actions.labels("migrate", result.result).inc()
+        if result.result == STARTED:
+            self.tracker.record(Requested(move.vm, move.source, move.target, self.clock.now(), result.migration))
+            self.metrics.descheduler_eviction("background", move.vm, move.source)
+        log.info(
+            f"migration {result.result}: {move.vm} from {move.source}" + (f" to {move.target}" if move.target else ""),
+            extra={
+                "vm": move.vm,
+                "source": move.source,
+                "target": move.target,
+                "result": result.result,
+                "detail": result.detail,
+                "why": move.reason,
+                "policy": policy,
+                "dry_run": dry_run,
+            },
+        )
+        return result
+
+    def _hold(self, move: Move, first: ActionResult | None) -> ActionResult:
+        """A chain's second move waits for its first (started in this cycle) to succeed, else it is dropped."""
+        if first is not None and first.result == STARTED:
+            self.tracker.hold(move, self.clock.now())
+            result, detail = HELD, f"waits for {move.after} to finish"
+        else:
+            result, detail = HELD_DROPPED, f"{move.after}, which it waits for, was not started"
+        self.metrics.actions.labels("migrate", result).inc()
+        log.info(
+            f"migration {result}: {move.vm} from {move.source}: {detail}", extra={"vm": move.vm, "why": move.reason}
+        )
+        return ActionResult("migrate", move.vm, result, detail, None, move.reason)
+
     async def _carry_out(self, plan: Plan) -> list[ActionResult]:
         results: list[ActionResult] = []
+        by_vm: dict[str, ActionResult] = {}
         for move in plan.moves:
             if not self.is_leader():
                 log.warning("leadership lost mid-cycle: remaining actions dropped")
                 return results
-            result = await self.actuator.migrate(move)
+            if move.after is not None and not plan.dry_run:
+                result = self._hold(move, by_vm.get(move.after))
+            else:
+                result = await self._migrate(move, plan.policy, dry_run=plan.dry_run)
             results.append(result)
-            self.metrics.actions.labels("migrate", result.result).inc()
-            if result.result == STARTED:
-                self.tracker.record(Requested(move.vm, move.source, move.target, self.clock.now(), result.migration))
-                self.metrics.descheduler_eviction("background", move.vm, move.source)
-            log.info(
-                f"migration {result.result}: {move.vm} from {move.source}"
-                + (f" to {move.target}" if move.target else ""),
-                extra={
-                    "vm": move.vm,
-                    "source": move.source,
-                    "target": move.target,
-                    "result": result.result,
-                    "detail": result.detail,
-                    "why": move.reason,
-                    "policy": plan.policy,
-                    "dry_run": plan.dry_run,
-                },
-            )
+            by_vm[move.vm] = result
         why = {n.node: f"{n.classification} ({n.note or 'signal ' + _fmt(n.value)})" for n in plan.nodes}
         for change in plan.taint_changes:
             if not self.is_leader():

@@ -11,6 +11,8 @@ lists them with their labels):
 - `autonomic_controller_actions_total{action, result}`: migrations and taint changes asked for, by result
   (`started`, `in-progress`, `refused`, `failed`, `dry-run`, `applied`, ...);
 - `autonomic_controller_migrations_total{outcome}`: migrations this controller started, by how they ended;
+- `autonomic_controller_chains_total{kind}`: psi-relief's planned chains and swaps (`chain`, `swap`: two moves,
+  the second held until the first succeeded; `actions_total{result="held"}` and `{result="chain-dropped"}` follow it);
 - `autonomic_controller_migrations_in_flight`, `autonomic_controller_refusals` (last cycle);
 - `autonomic_controller_node_pressure{node, signal}` (`score`, `psi_cpu`, ..., as read) and
   `autonomic_controller_node_signal{node}` (the policy's own value, percent or fraction);
@@ -57,6 +59,9 @@ class ControllerMetrics:
         self.skipped = Counter(p + "skipped_cycles", "Cycles skipped, by reason", ["reason"], registry=r)
         self.actions = Counter(p + "actions", "Actions asked for, by result", ["action", "result"], registry=r)
         self.migrations = Counter(p + "migrations", "Started migrations, by outcome", ["outcome"], registry=r)
+        self.chains = Counter(p + "chains", "Planned chains and swaps (two moves), by kind", ["kind"], registry=r)
+        for kind in ("chain", "swap"):
+            self.chains.labels(kind)
         self.in_flight = Gauge(p + "migrations_in_flight", "Migrations in flight (last cycle)", registry=r)
         self.refusals = Gauge(p + "refusals", "Moves refused by the budget or safety (last cycle)", registry=r)
         self.pressure = Gauge(p + "node_pressure", "Node pressure as read", ["node", "signal"], registry=r)
@@ -100,6 +105,10 @@ class ControllerMetrics:
     def observe_plan(self, plan: Plan, in_flight: int) -> None:
         self.in_flight.set(in_flight)
         self.refusals.set(len(plan.refusals))
+        targets = {m.vm: m.target for m in plan.moves}
+        for move in plan.moves:
+            if move.after is not None:
+                self.chains.labels("swap" if targets.get(move.after) == move.source else "chain").inc()
         seen = set()
         for node in plan.nodes:
             if node.value is not None:

@@ -172,6 +172,9 @@ class Move:
     target_before: float | None = None
     target_after: float | None = None
     estimated_seconds: float | None = None  # predicted migration duration
+    # a chain's or swap's second step: the VM (key) of the plan's earlier move that must have succeeded before this
+    # one starts (it frees the target's memory); the shell holds it until then, counted in flight (loop.py)
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

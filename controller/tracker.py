@@ -9,6 +9,10 @@ Why it exists: two gaps between "the API said yes" and "the cache shows it":
 2. Outcomes. A migration's end is only visible on its VMIM: `update()` finds it (by name for VMIMs we created; for
    an eviction, the newest VMIM of the VM created since the request) and reports `succeeded`, `failed`,
    `aborted` (the VMIM went away unfinished) or `unconfirmed`, for the metrics and the log.
+3. Chains. A chain's or swap's second move (`Move.after`, policies/chains.py) is held until the move it waits for
+   has succeeded (`hold()`, `release()`): reported to the planner as in flight meanwhile (phase `Held`), so the
+   budget counts it and no other move takes its target's room; dropped when the first move ends otherwise, is no
+   longer followed, or `expiry_s` passes. Held moves are not persisted: after a restart the planner plans afresh.
 After a restart `adopt()` picks up the unfinished VMIMs this controller had created (label managed-by), so their
 outcomes are still counted; evacuations in flight are counted by the planner from the cluster in any case.
 """
@@ -18,11 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from common.kube_watch import Obj
-from controller.model import TERMINAL_MIGRATION_PHASES, MigrationState
+from controller.model import TERMINAL_MIGRATION_PHASES, MigrationState, Move
 from controller.sources.cluster import ClusterSource
 from controller.sources.objects import timestamp
 
 TIMESTAMP_SLACK_S = 2.0  # object timestamps have second precision
+HELD = "Held"  # the phase reported for a chain's second move while it waits for the first
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,17 @@ class Outcome:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Held:
+    move: Move  # move.after: the VM whose migration must succeed first
+    held_at: float
+
+
 class MigrationTracker:
     def __init__(self, expiry_s: float = 600.0) -> None:
         self.expiry_s = expiry_s
         self._entries: dict[str, Requested] = {}
+        self._held: dict[str, Held] = {}  # by the VM each waits for
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -57,7 +69,38 @@ class MigrationTracker:
 
     def pending(self) -> list[MigrationState]:
         """Requests the planner must count as in flight (the snapshot prefers what the cluster shows)."""
-        return [MigrationState(e.vm, e.source, e.target, "Requested", e.requested_at) for e in self._entries.values()]
+        requested = [
+            MigrationState(e.vm, e.source, e.target, "Requested", e.requested_at) for e in self._entries.values()
+        ]
+        held = [MigrationState(h.move.vm, h.move.source, h.move.target, HELD, h.held_at) for h in self._held.values()]
+        return requested + held
+
+    def hold(self, move: Move, now: float) -> None:
+        """Keep a chain's second move until `move.after`'s migration (followed here) has ended."""
+        if move.after is not None:
+            self._held[move.after] = Held(move, now)
+
+    def release(self, outcomes: list[Outcome], now: float) -> tuple[list[Move], list[tuple[Move, str]]]:
+        """The held moves to start now (their first move succeeded), and those dropped with why."""
+        ready: list[Move] = []
+        dropped: list[tuple[Move, str]] = []
+        for outcome in outcomes:
+            held = self._held.pop(outcome.vm, None)
+            if held is None:
+                continue
+            if outcome.outcome == "succeeded":
+                ready.append(held.move)
+            else:
+                dropped.append((held.move, f"{outcome.vm}, which it waited for, {outcome.outcome}"))
+        for first, held in list(self._held.items()):
+            if first not in self._entries:
+                dropped.append((held.move, f"{first}, which it waited for, is not followed"))
+            elif now - held.held_at > self.expiry_s:
+                dropped.append((held.move, f"{first} not done within {self.expiry_s:.0f}s"))
+            else:
+                continue
+            del self._held[first]
+        return ready, dropped
 
     def adopt(self, cluster: ClusterSource, manager_label: str, manager: str) -> int:
         """Track the unfinished VMIMs labelled as ours (after a restart); returns how many."""

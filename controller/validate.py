@@ -65,7 +65,11 @@ def check_inputs(view: ClusterView, config: ControllerConfig) -> Verdict:
     age = now - snapshot.taken_at
     if age > max_age:
         return Verdict("snapshot-stale", f"cluster snapshot {age:.0f}s old > {max_age:.0f}s")
-    duplicates = _duplicates([n.name for n in snapshot.nodes]) or _duplicates([vm.key for vm in snapshot.vms])
+    # the view's dicts are keyed by name: shorter than the snapshot's tuples only when a name repeats
+    unique = len(view.nodes) == len(snapshot.nodes) and len(view.vms) == len(snapshot.vms)
+    duplicates = (
+        [] if unique else _duplicates([n.name for n in snapshot.nodes]) or _duplicates([vm.key for vm in snapshot.vms])
+    )
     if duplicates:
         return Verdict("invalid-snapshot", f"duplicate objects in snapshot: {_names(duplicates)}")
     if len(view.population) <= 1:  # the descheduler's loop skips the same way (ref §2.1)

@@ -21,6 +21,8 @@ EVICTED = "evicted"  # the eviction deleted the pod instead of migrating the VM 
 APPLIED = "applied"  # a taint was added or removed
 UNCHANGED = "unchanged"  # the taint was already as wanted
 DRY_RUN = "dry-run"  # recorded, not carried out
+HELD = "held"  # a chain's second move, waiting for its first to succeed (loop.py, tracker.py)
+HELD_DROPPED = "chain-dropped"  # a held move not started: its first move did not succeed
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ high > targetThreshold >= low:
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
 import numpy as np
 
 from controller.budget import MigrationBudget, Refused
@@ -35,6 +38,7 @@ from controller.config import ControllerConfig
 from controller.cooldown import CooldownRule
 from controller.model import Move, NodeExplanation, Taint, VMState
 from controller.policies import PolicyOutcome
+from controller.policies.chains import CHAIN_SOURCES, Chain, ChainSpace, RoomVm, find_chain
 from controller.policies.descheduler_compatible import tolerates_node
 from controller.policies.migration_cost import estimate_migration
 from controller.policies.placement import Assignment, Candidate, Problem, solve
@@ -88,7 +92,7 @@ class PsiReliefPolicy:
         recently_relieved = np.array([now - last_out.get(name, -np.inf) < cooldown for name in model.names])
         target_ceiling = model.ceiling(p.target_threshold)
         eligible = schedulable & ~recently_relieved & ~model.unexplained & ~model.saturated
-        eligible &= (model.u_now < target_ceiling).all(axis=1)
+        eligible &= (model.u_now <= target_ceiling).all(axis=1)  # at its ceiling: a chain may keep it level
         eligible[list(active)] = False
         total, allowance = budget.remaining_total(), {i: budget.remaining_for(model.names[i]) for i in requirement}
         considered = [i for i in requirement if allowance[i] > 0][: total * SOURCES_PER_MOVE]
@@ -105,6 +109,7 @@ class PsiReliefPolicy:
             predict=model.predict,
         )
         moves = self._moves(model, s_now, solve(problem, p.search), budget)
+        moves += self._chains(view, model, budget, problem, moves, notes, eligible, targets)
         for i in requirement:
             planned = sum(1 for m in moves if m.source == model.names[i])
             waiting = i not in considered and allowance[i] > 0
@@ -138,6 +143,133 @@ class PsiReliefPolicy:
             request = np.array([vm.cpu_request, vm.memory_request])
             out.append(Candidate(vm, i, delta, load, request, estimate.cost, estimate.seconds, allowed))
         return out
+
+    def _chains(
+        self,
+        view: ClusterView,
+        model: PressureModel,
+        budget: MigrationBudget,
+        problem: Problem,
+        moves: list[Move],
+        notes: dict[str, str],
+        eligible: np.ndarray,
+        targets: _TargetIndex,
+    ) -> list[Move]:
+        """Chains and swaps (chains.py) for the sources the single-move search left without any move."""
+        relieved = {m.source for m in moves}
+        pending = [i for i in problem.requirement if model.names[i] not in relieved and problem.candidates[i]]
+        if not pending:
+            return []
+        if budget.remaining_total() < 2:
+            for h in pending:
+                notes[model.names[h]] = (
+                    "no target can take its VMs and stay under targetThreshold; a chain or swap needs 2 moves, "
+                    f"the budget has room for {budget.remaining_total()}"
+                )
+            return []
+        space = ChainSpace(
+            model.alloc, model.u_now.copy(), problem.free_request.copy(), problem.ceiling.copy(), model.predict
+        )
+        for m in moves:
+            s, t = model.index[m.source], model.index[m.target or ""]
+            vm = view.vms[m.vm]
+            space.usage[s] -= model.load(m.vm) / model.alloc[s]
+            space.usage[t] += model.demand(m.vm) / model.alloc[t]
+            space.free[s] += (vm.cpu_request, vm.memory_request)
+            space.free[t] -= (vm.cpu_request, vm.memory_request)
+        cache: dict[int, list[RoomVm]] = {}
+
+        def rooms(t: int) -> list[RoomVm]:
+            if t not in cache:
+                cache[t] = sorted(
+                    self._room_vms(view, model, budget, t, eligible, targets),
+                    key=lambda r: (r.candidate.request[1], r.candidate.cost, r.candidate.vm.key),
+                )
+            return cache[t]
+
+        out: list[Move] = []
+        used: set[str] = set()
+        for h in pending[:CHAIN_SOURCES]:
+            if budget.remaining_total() < 2 or budget.remaining_for(model.names[h]) < 1:
+                break
+            chain = find_chain(space, problem.requirement[h], problem.candidates[h], rooms, used)
+            if chain is None:
+                notes[model.names[h]] = (
+                    "no target can take its VMs and stay under targetThreshold, and no chain or swap makes room"
+                )
+                continue
+            pair = self._chain_moves(model, space, chain)
+            refused = budget.admit_all(pair)
+            if isinstance(refused, Refused):
+                notes[model.names[h]] = f"chain refused by the budget: {refused.reason}"
+                continue
+            out += pair
+            used |= {chain.hot.vm.key, chain.room.candidate.vm.key}
+            space.ceiling[[chain.target, chain.third]] = -1.0  # its intermediate steps are planned on them
+            kind = "swap" if chain.swap else "chain"
+            notes[model.names[h]] = f"{kind} planned: {pair[0].vm} {pair[0].source}->{pair[0].target}, then " + (
+                f"{pair[1].vm} {pair[1].source}->{pair[1].target} (no single move fits)"
+            )
+        return out
+
+    def _room_vms(
+        self,
+        view: ClusterView,
+        model: PressureModel,
+        budget: MigrationBudget,
+        t: int,
+        eligible: np.ndarray,
+        targets: _TargetIndex,
+    ) -> list[RoomVm]:
+        """VMs of target `t` that may leave it to make room: movable (cooldown included), converging."""
+        out: list[RoomVm] = []
+        if budget.remaining_for(model.names[t]) < 1:  # its per-node outbound limit: nothing may leave it
+            return out
+        for vm in view.vms_by_node.get(model.names[t], ()):
+            if not budget.movable(vm):
+                continue
+            estimate = estimate_migration(vm, self.params.migration)
+            if estimate.problem:
+                continue
+            request = np.array([vm.cpu_request, vm.memory_request])
+            delta = model.load(vm.key) / model.alloc[t]
+            c = Candidate(vm, t, delta, model.demand(vm.key), request, estimate.cost, estimate.seconds, eligible)
+            out.append(RoomVm(c, partial(self._room_masks, view, model, targets, vm, eligible)))
+        return out
+
+    def _room_masks(
+        self, view: ClusterView, model: PressureModel, targets: _TargetIndex, vm: VMState, eligible: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        placeable = self._placeable(view, model, targets, vm)
+        return eligible & placeable, placeable
+
+    def _chain_moves(self, model: PressureModel, space: ChainSpace, chain: Chain) -> tuple[Move, Move]:
+        """The chain's two moves, w first, with their predictions and reasons; `space` gets both applied."""
+        p, v, w = self.params, chain.hot, chain.room.candidate
+        h, t, u = v.source, chain.target, chain.third
+        names, signal = model.names, lambda i: float(model.predict(space.usage[i], i))
+        kind = "swap" if chain.swap else "chain"
+        why = (
+            f"psi-relief {kind}: {names[h]} at {model.s_obs[h]:.2f} (high {p.high:g}, low {p.low:g}) and no node can "
+            f"take one of its VMs and stay under targetThreshold {p.target_threshold:g}; "
+        )
+        before = (signal(t), signal(u))
+        space.apply(w, u)
+        w_reason = why + (
+            f"step 1/2: {w.vm.key} ({w.request[1] / 2**30:.1f} GiB) leaves {names[t]} for {names[u]} to make room for "
+            f"{v.vm.key} ({v.request[1] / 2**30:.1f} GiB): {names[t]} {before[0]:.2f}->{signal(t):.2f}, "
+            f"{names[u]} {before[1]:.2f}->{signal(u):.2f}, ~{w.seconds:.0f}s"
+        )
+        first = Move(w.vm.key, names[t], names[u], w_reason, before[0], signal(t), before[1], signal(u), w.seconds)
+        before = (signal(h), signal(t))
+        space.apply(v, t)
+        v_reason = why + (
+            f"step 2/2, once {w.vm.key} has left {names[t]}: {v.vm.key} removes {v.delta[0]:.0%} cpu / "
+            f"{v.delta[1]:.0%} memory: {names[h]} {before[0]:.2f}->{signal(h):.2f}, {names[t]} {before[1]:.2f}->"
+            f"{signal(t):.2f}, ~{v.seconds:.0f}s"
+        )
+        second = Move(v.vm.key, names[h], names[t], v_reason, before[0], signal(h), before[1], signal(t), v.seconds)
+        return first, replace(second, after=w.vm.key)
 
     def _placeable(self, view: ClusterView, model: PressureModel, targets: _TargetIndex, vm: VMState) -> np.ndarray:
         """Targets allowed by the VM's nodeSelector, hard taints, and its return block (no ping-pong)."""
@@ -215,7 +347,7 @@ def _last_moves(view: ClusterView) -> tuple[dict[str, float], dict[str, float]]:
     """When each node last saw a successful migration out of it and into it end."""
     last_out: dict[str, float] = {}
     last_in: dict[str, float] = {}
-    for vm in view.snapshot.vms:
+    for vm in [vm for vm in view.snapshot.vms if vm.history]:
         for past in vm.history:
             if not past.succeeded:
                 continue
