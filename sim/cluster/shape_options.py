@@ -3,18 +3,18 @@
 Why it exists: both commands generate clusters from the same few numbers and must validate them the same way, with
 errors that name the flag (`--memory-fill: Input should be less than or equal to 1`), not the spec's field. The
 flags build a `ClusterShape` (cluster_shape.py) of one node group; a mix of node shapes or other flavors goes in a
-scenario file's `generate:` section.
+scenario file's `generate:` section. Standard library only at import: `autonomic bench` builds every benchmark's
+parser, so the spec and the scenario (pydantic) load only when a shape is built.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from sim.cluster.cluster_shape import ClusterShape, ShapeError, expand
-from sim.cluster.scenario import Scenario
+if TYPE_CHECKING:
+    from sim.cluster.cluster_shape import ClusterShape
+    from sim.cluster.scenario import Scenario
 
 DEFAULT_NODE_CPUS, DEFAULT_NODE_MEMORY_GIB = 64, 512
 _FLAGS = {
@@ -56,6 +56,10 @@ def _memory(gib: float) -> str:
 
 def shape_from_args(args: argparse.Namespace) -> ClusterShape:
     """The one-group shape the flags describe; ShapeError naming the flags."""
+    from pydantic import ValidationError
+
+    from sim.cluster.cluster_shape import ClusterShape, ShapeError
+
     if args.nodes is None:
         raise ShapeError(["--node-cpus, --node-memory-gib and --memory-fill need --nodes"])
     gib = args.node_memory_gib if args.node_memory_gib is not None else DEFAULT_NODE_MEMORY_GIB
@@ -88,6 +92,9 @@ def shape_from_args(args: argparse.Namespace) -> ClusterShape:
 
 def shaped_scenario(shape: ClusterShape) -> Scenario:
     """The scenario of a flag-built shape (trace assignment seeded like the cluster); ShapeError naming the flags."""
+    from sim.cluster.cluster_shape import expand
+    from sim.cluster.scenario import Scenario
+
     nodes, vms = expand(shape, fill_label="--memory-fill" if shape.memory_fill is not None else "--vms")
     data = {"nodes": nodes, "vms": vms, "load": {"seed": shape.seed}, "generate": shape.model_dump(by_alias=True)}
     return Scenario.model_validate(data)

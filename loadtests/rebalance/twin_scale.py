@@ -1,0 +1,157 @@
+"""How long the cluster twin takes to build and serve a production-sized cluster, as ratios to a small one.
+
+Why it exists: the rebalancing benchmark must run 100 nodes x 3,000 VMs (../shared/docs/benchmarks.md), so the
+twin's start-up, memory, idle CPU (the load model and exporter ticking) and the API's list latency to the official
+client must stay usable at that size. Each size runs `autonomic cluster-sim` with node shapes as a child process;
+the first size is the baseline of the same run:
+
+    python -m loadtests.rebalance.twin_scale [--sizes 20x600,100x3000] [--lists 7] [--prometheus]
+
+Per size: start-up (spawn to the `ready:` line), RSS after start, CPU the idle twin uses (cores, over 10 s),
+and the median over --lists calls of listing VMIs and pods for all namespaces with the kubernetes client, typed
+(`list_pod_for_all_namespaces`, models built) and raw (`_preload_content=False`, the server's share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+AUTONOMIC = Path(sys.executable).with_name("autonomic")
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _median_s(fn: Callable[[], Any], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(nodes: int, vms: int, lists: int, prometheus: bool, idle_s: float = 10.0) -> dict[str, Any]:
+    from kubernetes import client, config  # the official client, as the controller uses it
+
+    with tempfile.TemporaryDirectory(prefix="twin-scale-") as tmp:
+        kc = Path(tmp) / "kubeconfig"
+        cmd = [str(AUTONOMIC), "cluster-sim", "--nodes", str(nodes), "--vms", str(vms), "--node-cpus", "64"]
+        cmd += ["--node-memory-gib", "512", "--memory-fill", "0.85", "--port", "0", "--kubeconfig", str(kc)]
+        cmd += ["--scrape-interval", "1", "--rate-window", "3s", "--rule-interval", "1s"]
+        if not prometheus:
+            cmd.append("--no-prometheus")
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lines = []
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                if line.startswith("ready:"):
+                    break
+            else:
+                raise RuntimeError(f"cluster-sim exited: {lines[-5:]}")
+            startup = time.perf_counter() - started
+            cluster = next((x for x in lines if x.startswith("cluster:")), "")
+            cpu0, t0 = _proc_cpu_s(proc.pid), time.perf_counter()
+            time.sleep(idle_s)  # a measurement window, not a wait for a condition
+            idle_cores = (_proc_cpu_s(proc.pid) - cpu0) / (time.perf_counter() - t0)
+            api = client.ApiClient(config.new_client_from_config(str(kc)).configuration)
+            core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+            n_vmis = len(custom.list_cluster_custom_object("kubevirt.io", "v1", "virtualmachineinstances")["items"])
+            n_pods = len(core.list_pod_for_all_namespaces().items)
+            out = {
+                "nodes": nodes,
+                "vms": vms,
+                "cluster": cluster,
+                "vmis_listed": n_vmis,
+                "pods_listed": n_pods,
+                "startup_s": startup,
+                "rss_mib": _rss_mib(proc.pid),
+                "idle_cores": idle_cores,
+                "list_vmis_s": _median_s(
+                    lambda: custom.list_cluster_custom_object("kubevirt.io", "v1", "virtualmachineinstances"), lists
+                ),
+                "list_pods_typed_s": _median_s(core.list_pod_for_all_namespaces, lists),
+                "list_pods_raw_s": _median_s(
+                    lambda: core.list_pod_for_all_namespaces(_preload_content=False).data, lists
+                ),
+                "list_nodes_typed_s": _median_s(core.list_node, lists),
+            }
+            api.close()
+            return out
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+FIGURES = (
+    ("startup_s", "start-up to ready, s", "{:.2f}"),
+    ("rss_mib", "RSS after start, MiB", "{:.0f}"),
+    ("idle_cores", "idle CPU, cores", "{:.2f}"),
+    ("list_vmis_s", "list VMIs (all ns), s", "{:.3f}"),
+    ("list_pods_typed_s", "list pods, typed, s", "{:.3f}"),
+    ("list_pods_raw_s", "list pods, raw, s", "{:.3f}"),
+    ("list_nodes_typed_s", "list nodes, typed, s", "{:.3f}"),
+)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    base = results[0]
+    head = ["figure", *(f"{r['nodes']} x {r['vms']}" for r in results)]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for key, label, fmt in FIGURES:
+        cells = [fmt.format(base[key])]
+        for r in results[1:]:
+            ratio = r[key] / base[key] if base[key] else float("nan")
+            cells.append(f"{fmt.format(r[key])} ({ratio:.2f}x)")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtests.rebalance.twin_scale", description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="20x600,100x3000", help="NODESxVMS,... ; the first is the baseline")
+    p.add_argument("--lists", type=int, default=7, help="list calls per figure (median)")
+    p.add_argument("--prometheus", action="store_true", help="also run Prometheus (scraping every node each second)")
+    args = p.parse_args(argv)
+    try:
+        sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",") if s.strip()]
+        if not sizes or any(len(s) != 2 or s[0] < 1 or s[1] < 1 for s in sizes) or args.lists < 1:
+            raise ValueError
+    except ValueError:
+        print(f"error: --sizes: expected NODESxVMS[,NODESxVMS...], got {args.sizes!r}", file=sys.stderr)
+        return 2
+    results = []
+    for nodes, vms in sizes:
+        r = measure(nodes, vms, args.lists, args.prometheus)
+        print(f"[twin-scale] {r}", flush=True)
+        results.append(r)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
