@@ -7,7 +7,8 @@ the first size is the baseline of the same run:
 
     python -m loadtests.rebalance.twin_scale [--sizes 20x600,100x3000] [--lists 7] [--prometheus]
 
-Per size: start-up (spawn to the `ready:` line), RSS after start, CPU the idle twin uses (cores, over 10 s),
+Per size: start-up (spawn to the `ready:` line), RSS after start, CPU the idle twin uses (cores, over 10 s; with
+--prometheus, once every node has been scraped, so the window holds 1 s scrapes of every node),
 and the median over --lists calls of listing VMIs and pods for all namespaces with the kubernetes client, typed
 (`list_pod_for_all_namespaces`, models built) and raw (`_preload_content=False`, the server's share).
 """
@@ -15,12 +16,15 @@ and the median over --lists calls of listing VMIs and pods for all namespaces wi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,24 @@ def _median_s(fn: Callable[[], Any], n: int) -> float:
     return statistics.median(times)
 
 
+def _raw(response: Any) -> bytes:
+    """The body of a `_preload_content=False` call (a urllib3 response): read, not decoded into models."""
+    return bytes(response.data)
+
+
+def _wait_scraped(prometheus_url: str, nodes: int, timeout_s: float = 120.0) -> None:
+    """Until Prometheus has scraped every node's endpoint once (the twin then serves its steady load)."""
+    query = urllib.parse.urlencode({"query": 'count(up{job="node-exporter"} == 1)'})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{prometheus_url}/api/v1/query?{query}", timeout=10) as resp:
+            result = json.loads(resp.read())["data"]["result"]
+        if result and int(float(result[0]["value"][1])) >= nodes:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"Prometheus did not scrape all {nodes} nodes within {timeout_s:.0f} s")
+
+
 def measure(nodes: int, vms: int, lists: int, prometheus: bool, idle_s: float = 10.0) -> dict[str, Any]:
     from kubernetes import client, config  # the official client, as the controller uses it
 
@@ -72,12 +94,16 @@ def measure(nodes: int, vms: int, lists: int, prometheus: bool, idle_s: float = 
                 raise RuntimeError(f"cluster-sim exited: {lines[-5:]}")
             startup = time.perf_counter() - started
             cluster = next((x for x in lines if x.startswith("cluster:")), "")
+            prom = next((x.split(" ", 1)[1] for x in lines if x.startswith("prometheus: http")), None)
+            if prom is not None:
+                _wait_scraped(prom, nodes)
             cpu0, t0 = _proc_cpu_s(proc.pid), time.perf_counter()
             time.sleep(idle_s)  # a measurement window, not a wait for a condition
             idle_cores = (_proc_cpu_s(proc.pid) - cpu0) / (time.perf_counter() - t0)
             api = client.ApiClient(config.new_client_from_config(str(kc)).configuration)
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-            n_vmis = len(custom.list_cluster_custom_object("kubevirt.io", "v1", "virtualmachineinstances")["items"])
+            vmis: Any = custom.list_cluster_custom_object("kubevirt.io", "v1", "virtualmachineinstances")
+            n_vmis = len(vmis["items"])
             n_pods = len(core.list_pod_for_all_namespaces().items)
             out = {
                 "nodes": nodes,
@@ -93,7 +119,7 @@ def measure(nodes: int, vms: int, lists: int, prometheus: bool, idle_s: float = 
                 ),
                 "list_pods_typed_s": _median_s(core.list_pod_for_all_namespaces, lists),
                 "list_pods_raw_s": _median_s(
-                    lambda: core.list_pod_for_all_namespaces(_preload_content=False).data, lists
+                    lambda: _raw(core.list_pod_for_all_namespaces(_preload_content=False)), lists
                 ),
                 "list_nodes_typed_s": _median_s(core.list_node, lists),
             }
