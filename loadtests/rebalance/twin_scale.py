@@ -6,16 +6,22 @@ client must stay usable at that size. Each size runs `autonomic cluster-sim` wit
 the first size is the baseline of the same run:
 
     python -m loadtests.rebalance.twin_scale [--sizes 20x600,100x3000] [--lists 7] [--prometheus]
+    python -m loadtests.rebalance.twin_scale --scrape-cost [--sizes ...]
 
 Per size: start-up (spawn to the `ready:` line), RSS after start, CPU the idle twin uses (cores, over 10 s; with
 --prometheus, once every node has been scraped, so the window holds 1 s scrapes of every node),
 and the median over --lists calls of listing VMIs and pods for all namespaces with the kubernetes client, typed
 (`list_pod_for_all_namespaces`, models built) and raw (`_preload_content=False`, the server's share).
+
+`--scrape-cost` instead times, in process on the same twin, one scrape of every node the way the exporter served it
+before (a full load-model update per scrape, then the node's text) against now (`LoadTelemetry.for_scrape`: the
+last sample reused within a tick, its node's counters projected), the milliseconds per scrape of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -133,6 +139,38 @@ def measure(nodes: int, vms: int, lists: int, prometheus: bool, idle_s: float = 
                 proc.kill()
 
 
+def scrape_cost(nodes: int, vms: int, rounds: int = 3) -> dict[str, Any]:
+    """ms per node scrape: a full update each time (before) against for_scrape (now), same twin, same run."""
+    from sim.cluster.cluster_shape import ClusterShape
+    from sim.cluster.exposition import render_node
+    from sim.cluster.shape_options import shaped_scenario
+    from sim.cluster.telemetry_state import LoadTelemetry
+    from sim.cluster.twin import ClusterTwin
+    from sim.cluster.vm_trace import load_vm_trace
+
+    shape = {"nodes": [{"count": nodes, "cpu": 64, "memory": "512Gi"}], "vms": vms, "memoryFill": 0.85}
+    scenario = shaped_scenario(ClusterShape.model_validate(shape))
+    with ClusterTwin(scenario, time_scale=1) as twin:
+        telemetry = LoadTelemetry(twin.view, load_vm_trace(scenario.load.trace_file), scenario.load)
+        names = [n.name for n in twin.view.nodes()]
+
+        def before() -> None:
+            for name in names:
+                sample = telemetry.update()
+                render_node(sample.nodes[name], telemetry.counters, sample.vms)
+
+        def now() -> None:
+            telemetry.update()
+            for name in names:
+                sample, mine, counters = telemetry.for_scrape(name, max_age_s=60.0)
+                render_node(sample.nodes[name], counters, mine)
+
+        out: dict[str, Any] = {"nodes": nodes, "vms": vms}
+        for label, fn in (("before_ms", before), ("now_ms", now)):
+            out[label] = 1000 * min(twin.call(functools.partial(_median_s, fn, 1)) for _ in range(rounds)) / len(names)
+        return out
+
+
 FIGURES = (
     ("startup_s", "start-up to ready, s", "{:.2f}"),
     ("rss_mib", "RSS after start, MiB", "{:.0f}"),
@@ -162,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sizes", default="20x600,100x3000", help="NODESxVMS,... ; the first is the baseline")
     p.add_argument("--lists", type=int, default=7, help="list calls per figure (median)")
     p.add_argument("--prometheus", action="store_true", help="also run Prometheus (scraping every node each second)")
+    p.add_argument("--scrape-cost", action="store_true", help="time one node scrape, before and now (in process)")
     args = p.parse_args(argv)
     try:
         sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",") if s.strip()]
@@ -170,6 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         print(f"error: --sizes: expected NODESxVMS[,NODESxVMS...], got {args.sizes!r}", file=sys.stderr)
         return 2
+    if args.scrape_cost:
+        costs = [scrape_cost(nodes, vms) for nodes, vms in sizes]
+        print("| size | ms per scrape, full update (before) | ms per scrape, for_scrape (now) | now / before |")
+        print("| --- | --- | --- | --- |")
+        for c in costs:
+            ratio = c["now_ms"] / c["before_ms"]
+            print(f"| {c['nodes']} x {c['vms']} | {c['before_ms']:.2f} | {c['now_ms']:.2f} | {ratio:.3f}x |")
+        return 0
     results = []
     for nodes, vms in sizes:
         r = measure(nodes, vms, args.lists, args.prometheus)
