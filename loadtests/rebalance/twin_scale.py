@@ -15,7 +15,8 @@ and the median over --lists calls of listing VMIs and pods for all namespaces wi
 
 `--scrape-cost` instead times, in process on the same twin, one scrape of every node the way the exporter served it
 before (a full load-model update per scrape, then the node's text) against now (`LoadTelemetry.for_scrape`: the
-last sample reused within a tick, its node's counters projected), the milliseconds per scrape of each.
+last sample reused within a tick, its node's counters projected), the milliseconds per scrape of each; and the
+store's list of every pod, JSON-encoded, with the deep copy the HTTP list made before against without (now).
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def scrape_cost(nodes: int, vms: int, rounds: int = 3) -> dict[str, Any]:
     """ms per node scrape: a full update each time (before) against for_scrape (now), same twin, same run."""
     from sim.cluster.cluster_shape import ClusterShape
     from sim.cluster.exposition import render_node
+    from sim.cluster.resources import PODS
     from sim.cluster.shape_options import shaped_scenario
     from sim.cluster.telemetry_state import LoadTelemetry
     from sim.cluster.twin import ClusterTwin
@@ -165,9 +167,18 @@ def scrape_cost(nodes: int, vms: int, rounds: int = 3) -> dict[str, Any]:
                 sample, mine, counters = telemetry.for_scrape(name, max_age_s=60.0)
                 render_node(sample.nodes[name], counters, mine)
 
+        app = twin.app
+        assert app is not None
+
+        def list_pods(copy_items: bool) -> None:
+            json.dumps(app.store.list(PODS, copy_items=copy_items)[0])
+
         out: dict[str, Any] = {"nodes": nodes, "vms": vms}
         for label, fn in (("before_ms", before), ("now_ms", now)):
             out[label] = 1000 * min(twin.call(functools.partial(_median_s, fn, 1)) for _ in range(rounds)) / len(names)
+        for label, copy_items in (("list_copy_ms", True), ("list_nocopy_ms", False)):
+            timed = functools.partial(_median_s, functools.partial(list_pods, copy_items), 1)
+            out[label] = 1000 * min(twin.call(timed) for _ in range(rounds))
         return out
 
 
@@ -211,11 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.scrape_cost:
         costs = [scrape_cost(nodes, vms) for nodes, vms in sizes]
-        print("| size | ms per scrape, full update (before) | ms per scrape, for_scrape (now) | now / before |")
-        print("| --- | --- | --- | --- |")
+        print(
+            "| size | ms per scrape, before | now | now / before | ms to list all pods, deep copy | no copy | ratio |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for c in costs:
-            ratio = c["now_ms"] / c["before_ms"]
-            print(f"| {c['nodes']} x {c['vms']} | {c['before_ms']:.2f} | {c['now_ms']:.2f} | {ratio:.3f}x |")
+            ratio, lists = c["now_ms"] / c["before_ms"], c["list_nocopy_ms"] / c["list_copy_ms"]
+            print(
+                f"| {c['nodes']} x {c['vms']} | {c['before_ms']:.2f} | {c['now_ms']:.2f} | {ratio:.3f}x "
+                f"| {c['list_copy_ms']:.0f} | {c['list_nocopy_ms']:.0f} | {lists:.2f}x |"
+            )
         return 0
     results = []
     for nodes, vms in sizes:
