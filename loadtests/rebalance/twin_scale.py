@@ -206,6 +206,20 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """`20x600,100x3000` -> [(20, 600), (100, 3000)]; ValueError naming --sizes otherwise."""
+    sizes = []
+    for part in text.split(","):
+        fields = part.strip().lower().split("x")
+        if len(fields) != 2 or not all(f.isascii() and f.isdigit() for f in fields):
+            raise ValueError(f"--sizes: expected NODESxVMS[,NODESxVMS...], got {text!r}")
+        nodes, vms = int(fields[0]), int(fields[1])
+        if not 1 <= nodes <= 10_000 or not 1 <= vms <= 1_000_000:
+            raise ValueError(f"--sizes: {part.strip()!r}: need 1-10000 nodes and 1-1000000 VMs")
+        sizes.append((nodes, vms))
+    return sizes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.rebalance.twin_scale", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="20x600,100x3000", help="NODESxVMS,... ; the first is the baseline")
@@ -214,11 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scrape-cost", action="store_true", help="time one node scrape, before and now (in process)")
     args = p.parse_args(argv)
     try:
-        sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",") if s.strip()]
-        if not sizes or any(len(s) != 2 or s[0] < 1 or s[1] < 1 for s in sizes) or args.lists < 1:
-            raise ValueError
-    except ValueError:
-        print(f"error: --sizes: expected NODESxVMS[,NODESxVMS...], got {args.sizes!r}", file=sys.stderr)
+        sizes = parse_sizes(args.sizes)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.lists < 1:
+        print(f"error: --lists must be >= 1, got {args.lists}", file=sys.stderr)
         return 2
     if args.scrape_cost:
         costs = [scrape_cost(nodes, vms) for nodes, vms in sizes]

@@ -27,6 +27,7 @@ from sim.cluster.scenario_objects import RESERVED_CPU_MILLIS, RESERVED_MEMORY
 
 FILL_TOLERANCE = 0.01  # |achieved - memoryFill| <= 1 point of allocatable memory, or one smallest flavor if more
 FLAVOR_LABEL = "sim.autonomic.io/flavor"
+MAX_NODE_MEMORY = 64 * 2**40
 
 
 class ShapeError(ValueError):
@@ -46,6 +47,8 @@ def _memory(v: Any) -> str:
         raise ValueError(str(exc)) from None
     if n <= RESERVED_MEMORY:
         raise ValueError(f"must be more than the 1.5 GiB a node reserves, got {v!r}")
+    if n > MAX_NODE_MEMORY:
+        raise ValueError(f"must be at most 64Ti, got {v!r}")
     return str(v)
 
 
@@ -73,8 +76,8 @@ class FlavorSpec(_Model):
             n = quantity.bytes_(v)
         except quantity.QuantityError as exc:
             raise ValueError(str(exc)) from None
-        if n < 2**20:
-            raise ValueError(f"must be at least 1Mi, got {v!r}")
+        if not 2**20 <= n <= MAX_NODE_MEMORY:
+            raise ValueError(f"must be 1Mi-64Ti, got {v!r}")
         return str(v)
 
     def flavor(self) -> Flavor:

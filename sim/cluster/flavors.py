@@ -86,6 +86,7 @@ def draw_flavors(
     count: int | None,
     total_request: float | None,
     tolerance: float,
+    max_count: int = 1_000_000,
 ) -> list[Flavor]:
     """`count` flavors, or as many as make `total_request` bytes of requests (one of them, or both), in creation
     order; with a total, the sum of requests ends within `tolerance` bytes of it, or FlavorMixError says why not."""
@@ -96,6 +97,9 @@ def draw_flavors(
         assert count is not None
         return rng.choices(list(flavors), weights=[f.weight for f in flavors], k=count)
     if count is None:  # draw until no flavor fits under the total: ends less than the smallest request below it
+        mean = sum(f.request_bytes * f.weight for f in flavors) / sum(f.weight for f in flavors)
+        if total_request / mean > max_count:
+            raise FlavorMixError(f"about {total_request / mean:.0f} VMs would be needed; at most {max_count}")
         out: list[Flavor] = []
         total = 0
         while True:

@@ -49,9 +49,11 @@ def wants_shapes(args: argparse.Namespace) -> bool:
     return any(getattr(args, a, None) is not None for a in ("node_cpus", "node_memory_gib", "memory_fill"))
 
 
+MAX_NODE_MEMORY_GIB = 65536  # 64 TiB
+
+
 def _memory(gib: float) -> str:
-    mib = gib * 1024
-    return f"{int(mib)}Mi" if mib == int(mib) else f"{gib}Gi"
+    return f"{round(gib * 1024)}Mi"
 
 
 def shape_from_args(args: argparse.Namespace) -> ClusterShape:
@@ -63,8 +65,13 @@ def shape_from_args(args: argparse.Namespace) -> ClusterShape:
     if args.nodes is None:
         raise ShapeError(["--node-cpus, --node-memory-gib and --memory-fill need --nodes"])
     gib = args.node_memory_gib if args.node_memory_gib is not None else DEFAULT_NODE_MEMORY_GIB
-    if not gib > 0 or gib != gib or gib == float("inf"):
-        raise ShapeError([f"--node-memory-gib: must be a positive number, got {gib}"])
+    if not 1.5 < gib <= MAX_NODE_MEMORY_GIB:  # also refuses NaN
+        raise ShapeError(
+            [
+                f"--node-memory-gib: must be more than 1.5 (what a node reserves) and at most "
+                f"{MAX_NODE_MEMORY_GIB}, got {gib}"
+            ]
+        )
     data: dict[str, Any] = {
         "nodes": [
             {

@@ -6,7 +6,7 @@ import argparse
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sim.cluster import quantity
@@ -159,6 +159,7 @@ FLAG_ERRORS = [
     ({"node_cpus": 0}, "--node-cpus:"),
     ({"node_memory_gib": -1.0}, "--node-memory-gib:"),
     ({"node_memory_gib": 1.0}, "--node-memory-gib:"),
+    ({"node_memory_gib": 1e308}, "--node-memory-gib:"),
     ({"vms": -1, "node_cpus": 8}, "--vms:"),
 ]
 
@@ -249,3 +250,39 @@ def test_property_expand_keeps_the_invariants_or_refuses(
         assert len(entries) == vms
     if fill is not None:
         assert abs(sum(used.values()) / sum(allocatable.values()) - fill) <= fill_tolerance(shape) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@example(nodes=2, vms=None, cpus=None, gib=1e308, fill=None)  # once: OverflowError
+@example(nodes=2, vms=None, cpus=None, gib=1e-300, fill=None)
+@example(nodes=2, vms=None, cpus=None, gib=float("nan"), fill=0.5)
+@given(
+    nodes=st.one_of(st.none(), st.integers(-3, 20_000)),
+    vms=st.one_of(st.none(), st.integers(-3, 2_000_000)),
+    cpus=st.one_of(st.none(), st.integers(-3, 5000)),
+    gib=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    fill=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+)
+def test_property_flags_give_a_valid_shape_or_an_error_naming_a_flag(
+    nodes: int | None, vms: int | None, cpus: int | None, gib: float | None, fill: float | None
+) -> None:
+    args = _args(nodes=nodes, vms=vms, node_cpus=cpus, node_memory_gib=gib, memory_fill=fill)
+    try:
+        shape = shape_from_args(args)
+    except ShapeError as exc:
+        assert exc.errors and all(e.startswith("--") for e in exc.errors)
+        return
+    assert shape.nodes[0].count == nodes and (shape.memory_fill is None or 0 < shape.memory_fill <= 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="0123456789x,X -٣", max_size=20))
+def test_property_twin_scale_sizes_parse_or_name_the_flag(text: str) -> None:
+    from loadtests.rebalance.twin_scale import parse_sizes
+
+    try:
+        sizes = parse_sizes(text)
+    except ValueError as exc:
+        assert str(exc).startswith("--sizes:")
+        return
+    assert sizes and all(1 <= n <= 10_000 and 1 <= v <= 1_000_000 for n, v in sizes)
