@@ -28,6 +28,7 @@ from sim.cluster.scenario_objects import RESERVED_CPU_MILLIS, RESERVED_MEMORY
 FILL_TOLERANCE = 0.01  # |achieved - memoryFill| <= 1 point of allocatable memory, or one smallest flavor if more
 FLAVOR_LABEL = "sim.autonomic.io/flavor"
 MAX_NODE_MEMORY = 64 * 2**40
+MAX_PACKING_WORK = 50_000_000  # nodes x VMs the packer may try (1,000 x 30,000 is 3e7: seconds)
 
 
 class ShapeError(ValueError):
@@ -148,6 +149,13 @@ def expand(
         raise ShapeError(
             [f"{fill_label}: a memory fill of {shape.memory_fill}{with_vms} is infeasible: {exc}"]
         ) from None
+    if len(flavors) * len(bins) > MAX_PACKING_WORK:
+        raise ShapeError(
+            [
+                f"{fill_label}: {len(bins)} nodes x {len(flavors)} VMs is too large to generate (at most "
+                f"{MAX_PACKING_WORK:,} node-VM pairs)"
+            ]
+        )
     items = [Item(f"vm-{j}", -(-f.cpu * 1000 // cpu_allocation_ratio), f.request_bytes) for j, f in enumerate(flavors)]
     try:
         placed = pack(bins, items, rng)
