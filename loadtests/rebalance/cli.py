@@ -9,18 +9,21 @@ branch generates it (evictionLimits.node 2, KubevirtMigrationAware); `deschedule
 runs when named (`loadtests/rebalance/arms.py`).
 
 Cluster: the twin's default scenario (a hotspot on worker-0), or with `--nodes N --vms M` a generated one
-(`sim/cluster/generator.py`: 8-core nodes, VMs packed unevenly; `--hot-nodes` (default 1) of its most-subscribed
-nodes get their VMs' CPU demand multiplied by `--hot-factor`, since trace load alone rarely contends), or
-`--scenario FILE`. `--vm-trace FILE` replaces
+(`sim/cluster/generator.py`: 8-core nodes, VMs packed unevenly), or with node shapes (`--node-cpus`,
+`--node-memory-gib`, `--memory-fill`; `sim/cluster/cluster_shape.py`) a production-like one: u1 flavors, the memory
+fill reached, every VM placed; `--hot-nodes` (default 1) of a generated cluster's most-subscribed nodes get their
+VMs' CPU demand multiplied by `--hot-factor`, since trace load alone rarely contends. Or `--scenario FILE` (its
+`generate:` section makes a mix of node shapes). `--vm-trace FILE` replaces
 the VM load trace (same columns as the shared one). Times are model seconds; `--time-scale` model seconds pass per
 wall second (the rate windows stay 3 wall seconds, 1 model minute at the default 20x).
 
-    autonomic bench rebalance [--nodes N --vms M | --scenario FILE] [--vm-trace FILE] [--duration 900]
+    autonomic bench rebalance [--nodes N [--vms M] [--node-cpus C --node-memory-gib G --memory-fill F]
+        | --scenario FILE] [--vm-trace FILE] [--duration 900]
         [--time-scale 20] [--interval 60] [--threshold 0.3] [--policies no-op,descheduler-compatible,psi-relief]
         [--out out/bench-rebalance]      (--policies also takes descheduler-compatible-ga)
 
-Output in --out: report.md, pressure.png, results.json (schema of issue 7) and runs.json (settings, every
-migration with its model times, the pressure series).
+Output in --out: report.md, pressure.png, results.json (schema of issue 7) and runs.json (settings, the cluster's
+node shapes, flavors and memory fill, every migration with its model times, the pressure series, pending VMs).
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loadtests.rebalance.arms import ARMS, DEFAULT_ARMS
+from sim.cluster.shape_options import add_shape_arguments, wants_shapes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, help="generate a cluster of N nodes (with --vms)")
     p.add_argument("--vms", type=int, help="generate M VMs packed unevenly over the nodes (with --nodes)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated cluster and of trace assignment")
+    add_shape_arguments(p)
     p.add_argument(
         "--hot-nodes", type=int, help="multiply the CPU demand on the N most-subscribed nodes (generated: 1)"
     )
@@ -74,11 +79,14 @@ def validate(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--policies: unknown {unknown}; choose from {','.join(ARMS)}")
     if len(set(policies)) != len(policies):
         raise ValueError(f"--policies: {args.policies!r} names a policy twice")
-    if (args.nodes is None) != (args.vms is None):
-        raise ValueError("--nodes and --vms go together")
+    shaped = wants_shapes(args)
+    if shaped and args.nodes is None:
+        raise ValueError("--node-cpus, --node-memory-gib and --memory-fill need --nodes")
+    if not shaped and (args.nodes is None) != (args.vms is None):
+        raise ValueError("--nodes and --vms go together (or give --memory-fill)")
     if args.nodes is not None and args.scenario is not None:
         raise ValueError("--scenario and --nodes/--vms are exclusive")
-    if args.nodes is not None and (args.nodes < 2 or args.vms < 1):
+    if args.nodes is not None and (args.nodes < 2 or (args.vms is not None and args.vms < 1)):
         raise ValueError(f"--nodes must be >= 2 and --vms >= 1, got {args.nodes} and {args.vms}")
     for opt in ("duration", "time_scale", "interval"):
         if not getattr(args, opt) > 0:
@@ -99,16 +107,21 @@ def validate(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    from loadtests.rebalance.report import text_table, write_report
+    from loadtests.rebalance.report import cluster_text, text_table, write_report
     from loadtests.rebalance.run import RunSettings, default_scenario, run_policies, with_hotspots, with_trace
+    from sim.cluster.cluster_shape import ShapeError, describe
     from sim.cluster.generator import generate
     from sim.cluster.prometheus import TelemetryError
     from sim.cluster.scenario import ScenarioError, load_scenario
+    from sim.cluster.shape_options import shape_from_args, shaped_scenario
     from sim.cluster.vm_trace import TraceError, load_vm_trace
 
     try:
         policies = validate(args)
-        if args.nodes is not None:
+        if wants_shapes(args):
+            scenario = shaped_scenario(shape_from_args(args))
+            name = f"{args.nodes} nodes, {len(scenario.vms)} VMs (u1 flavors, memory fill)"
+        elif args.nodes is not None:
             scenario, name = generate(args.nodes, args.vms, seed=args.seed), f"{args.nodes} nodes, {args.vms} VMs"
         elif args.scenario is not None:
             scenario, name = load_scenario(args.scenario), str(args.scenario)
@@ -131,18 +144,22 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
             threshold=args.threshold,
         )
         settings.check()
-    except (ValueError, ScenarioError, TraceError) as exc:
+    except (ValueError, ScenarioError, ShapeError, TraceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    cluster = describe(scenario.nodes, scenario.vms)
     argv = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["autonomic bench rebalance", *(shlex.quote(a) for a in argv)])
+    print(f"[bench rebalance] cluster: {cluster_text(cluster)}", flush=True)
     try:
         comparison = run_policies(scenario, policies, settings, lambda m: print(f"[bench rebalance] {m}", flush=True))
     except (TelemetryError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print("\n" + text_table(comparison, f"rebalancing: {name}, {settings.duration_s / 60:g} model min per policy"))
-    paths = write_report(comparison, args.out, command=command, settings=dataclasses.asdict(settings), scenario=name)
+    paths = write_report(
+        comparison, args.out, command=command, settings=dataclasses.asdict(settings), scenario=name, cluster=cluster
+    )
     print(f"[bench rebalance] wrote {', '.join(str(p) for p in paths.values())}")
     return 1 if any(r.get("errors") for r in comparison["policies"].values()) else 0
 

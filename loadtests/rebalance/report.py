@@ -9,7 +9,8 @@ ran. `results.json` holds exactly the schema of issue 7:
      "policies": {NAME: {"node_minutes_over": f, "peak_pressure": f, "p95_pressure": f, "migrations": n,
                          "failed_migrations": n, "pingpong_vms": n, "gib_moved": f}}}
 
-and `runs.json` everything else (settings, each move with its model times, the pressure series).
+and `runs.json` everything else (settings, the cluster's node shapes, flavors and memory fill, each move with its
+model times, the pressure series, the VMs pending at each arm's start and end).
 """
 
 from __future__ import annotations
@@ -71,7 +72,19 @@ def table_rows(comparison: dict[str, Any]) -> tuple[list[str], list[tuple[str, l
     rows = [(label, [_cell(key, results, n) for n in names]) for key, (label, _, _) in ROWS.items()]
     bound = comparison.get("milp_lower_bound")
     rows.append(("fewest moves possible (MILP)", [str(bound) if bound is not None else "n/a"] * len(names)))
+    rows.append(("VMs pending at the end", [str(results[n].get("pending_vms", "n/a")) for n in names]))
     return names, rows
+
+
+def cluster_text(cluster: dict[str, Any] | None) -> str:
+    """One line: node shapes, VM flavors, memory fill (cluster_shape.describe)."""
+    if not cluster:
+        return "n/a"
+    shapes = ", ".join(f"{n} x {shape}" for shape, n in cluster["node_shapes"].items())
+    flavors = ", ".join(f"{n} {name}" for name, n in cluster["flavors"].items())
+    fill = cluster.get("memory_fill")
+    fill_text = "n/a" if fill is None else f"{100 * fill:.1f}% of allocatable memory requested"
+    return f"{shapes}; {cluster['vms']} VMs ({flavors}); {fill_text}; {cluster['unplaced_vms']} VMs without a node"
 
 
 def text_table(comparison: dict[str, Any], title: str) -> str:
@@ -167,13 +180,19 @@ def json_safe(value: Any) -> Any:
 
 
 def write_report(
-    comparison: dict[str, Any], out: Path, *, command: str, settings: dict[str, Any], scenario: str
+    comparison: dict[str, Any],
+    out: Path,
+    *,
+    command: str,
+    settings: dict[str, Any],
+    scenario: str,
+    cluster: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     threshold = float(settings["threshold"])
     paths = {"results": out / "results.json", "runs": out / "runs.json", "report": out / "report.md"}
     paths["results"].write_text(json.dumps(json_safe(results_json(comparison)), indent=2, allow_nan=False) + "\n")
-    runs = {"settings": settings, "scenario": scenario, **comparison}
+    runs = {"settings": settings, "scenario": scenario, "cluster": cluster, **comparison}
     paths["runs"].write_text(json.dumps(json_safe(runs), allow_nan=False) + "\n")
     png = plot(comparison, out / "pressure.png", threshold, f"Rebalancing: {scenario}")
     if png is not None:
@@ -189,6 +208,8 @@ def write_report(
         "after as the scores were in Prometheus; each arm's start is in runs.json), "
         f"time scale {settings['time_scale']:g}x, one controller cycle every {settings['interval_s']:g} model s. "
         f"A node is over when its CPU PSI some exceeds {threshold:g}.",
+        "",
+        f"Cluster: {cluster_text(cluster)}.",
         "",
         markdown_table(comparison),
         "",

@@ -264,6 +264,7 @@ def run_policy(
             _wait(lambda: len(instant(url, cpu_q)) == len(node_names), "every node's CPU PSI", 120)
             _wait(lambda: len(instant(url, SCORE_RULE)) == len(node_names), "every node's descheduler score", 120)
             _wait(lambda: twin.view.now() >= settings.warmup_s, f"model time {settings.warmup_s:g} s", 600)
+            result["pending_vms_start"] = pending_vms(twin)
             bound_inputs = _bound_inputs(twin, telemetry) if with_bound else None
             controller: ControllerThread | None = None
             if config is not None:
@@ -303,6 +304,7 @@ def run_policy(
                     controller.stop()
                     if controller.error is not None:
                         errors.append(f"controller: {controller.error}")
+            result["pending_vms"] = pending_vms(twin)
             migrations = _migrations(twin, telemetry)
             reasons = _move_reasons(twin)
             step = settings.scrape_interval_real_s
@@ -343,6 +345,11 @@ def run_policy(
     result["errors"] = errors
     result["wall_s"] = time.monotonic() - started
     return result
+
+
+def pending_vms(twin: ClusterTwin) -> int:
+    """VMIs not Running on a node: VMs the cluster failed to schedule (must stay 0)."""
+    return sum(1 for v in twin.view.vmis() if v.node is None or v.phase != "Running")
 
 
 def _explain(plan: Plan | None) -> dict[str, Any] | None:

@@ -8,9 +8,11 @@ import asyncio
 import sys
 from pathlib import Path
 
+from sim.cluster.cluster_shape import ShapeError
 from sim.cluster.generator import generate
 from sim.cluster.scenario import ScenarioError, default_scenario_path, load_scenario
 from sim.cluster.server import serve
+from sim.cluster.shape_options import add_shape_arguments, shape_from_args, shaped_scenario, wants_shapes
 from sim.cluster.state_view import TelemetryOptions
 
 
@@ -23,9 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "descheduler's recording rules. Prints 'kubeconfig: PATH' and 'prometheus: URL' once ready. Without "
         "--scenario or --nodes it loads the shipped default scenario.",
     )
-    p.add_argument("--nodes", type=int, default=None, help="generate N worker nodes (8 cores, 32 GiB)")
-    p.add_argument("--vms", type=int, default=None, help="generate M VMs (1-4 vCPU, 2-8 GiB) packed unevenly")
+    p.add_argument(
+        "--nodes", type=int, default=None, help="generate N worker nodes (8 cores, 32 GiB; see node shapes below)"
+    )
+    p.add_argument(
+        "--vms", type=int, default=None, help="generate M VMs (1-4 vCPU, 2-8 GiB packed unevenly; or u1 flavors)"
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the generated scenario (default 1)")
+    add_shape_arguments(p)
     p.add_argument("--scenario", default=None, help="scenario YAML file (see docs/cluster-twin.md)")
     p.add_argument("--port", type=int, default=6443, help="API port on 127.0.0.1 (default 6443, 0 = any free port)")
     p.add_argument("--prometheus-port", type=int, default=None, help="Prometheus port (default: a free one)")
@@ -66,17 +73,22 @@ def run(args: argparse.Namespace) -> int:
     if args.time_scale <= 0:
         print("error: --time-scale must be > 0", file=sys.stderr)
         return 2
-    if args.scenario and (args.nodes is not None or args.vms is not None):
-        print("error: use either --scenario or --nodes/--vms", file=sys.stderr)
+    if args.scenario and (args.nodes is not None or args.vms is not None or wants_shapes(args)):
+        print(
+            "error: use either --scenario or --nodes/--vms (a scenario's generate: section sets shapes)",
+            file=sys.stderr,
+        )
         return 2
     try:
-        if args.nodes is not None or args.vms is not None:
+        if wants_shapes(args):
+            scenario = shaped_scenario(shape_from_args(args))
+        elif args.nodes is not None or args.vms is not None:
             scenario = generate(
                 args.nodes if args.nodes is not None else 4, args.vms if args.vms is not None else 0, seed=args.seed
             )
         else:
             scenario = load_scenario(args.scenario or default_scenario_path())
-    except (ScenarioError, ValueError) as exc:
+    except (ScenarioError, ShapeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.serviceaccount_dir and not args.tls:

@@ -8,7 +8,8 @@ the labels `instance: <node>` and `__metrics_path__: /nodes/<node>/metrics`. The
 the set of nodes changes (a node created through the API is scraped within a refresh). kube-state-metrics'
 node series are at `/kube-state-metrics/metrics`.
 
-Load and PSI advance every `tick_s` real seconds and on every scrape (telemetry_state.py). The scrape-gap fault
+Load and PSI advance every `tick_s` real seconds, and on a scrape that finds the last sample older than that; the
+counters a scrape shows are integrated to its instant either way (telemetry_state.py). The scrape-gap fault
 knob (`PUT /_twin/faults/scrape`) makes a node's endpoint answer 503 ("error") or answer only after
 `stall_s`, longer than Prometheus' scrape timeout ("stall"), or answer with bad data ("nan", "inflate", "frozen":
 sim/cluster/scrape_faults.py).
@@ -130,7 +131,7 @@ class NodeExporter:
             return web.Response(status=503, text=f"scrape of {name} failed: injected fault\n")
         if fault == "stall":
             await asyncio.sleep(self.stall_s)
-        sample = self.telemetry.update()
+        sample, vms, counters = self.telemetry.for_scrape(name, self.tick_s)
         node = sample.nodes.get(name)
         if node is None:
             return web.Response(status=404, text=f"no node {name!r}\n")
@@ -138,11 +139,11 @@ class NodeExporter:
             self._frozen.pop(name, None)
         if fault == "frozen":
             if name not in self._frozen:
-                body = render_node(node, self.telemetry.counters, sample.vms)
+                body = render_node(node, counters, vms)
                 self._frozen[name] = freeze(body, int(time.time() * 1000))
             body = self._frozen[name]
         else:
-            body = render_node(node, self.telemetry.counters, sample.vms)
+            body = render_node(node, counters, vms)
             if fault in VALUE_MODES:
                 body = corrupt(body, fault)
         return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})

@@ -201,8 +201,14 @@ class ApiServer:
                 raise errors.ApiError(504, "Timeout", f"Too large resource version: {rv}, current: {current}")
             if opts.match == EXACT and rv != current:
                 raise errors.expired(rv, current)
-        items, list_rv, token, remaining = self.store.list(
-            rt, namespace, opts.labels, opts.fields, limit=opts.limit, continue_token=opts.continue_token
+        items, list_rv, token, remaining = self.store.list(  # read-only here: serialized, never modified
+            rt,
+            namespace,
+            opts.labels,
+            opts.fields,
+            limit=opts.limit,
+            continue_token=opts.continue_token,
+            copy_items=False,
         )
         if wants_table(request.headers.get("Accept", "")):
             table = to_table(

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sim.cluster import quantity
+from sim.cluster.cluster_shape import ClusterShape, ShapeError, expand, parse_shape
 from sim.cluster.scenario_load import FaultSettings, LoadSettings, check_load
 
 Strategy = Literal["LiveMigrate", "LiveMigrateIfPossible", "External", "None"]
@@ -146,6 +147,7 @@ class Scenario(_Model):
     resources: list[dict[str, Any]] = Field(default_factory=list)  # raw manifests: DRA objects, anything served
     load: LoadSettings = Field(default_factory=lambda: LoadSettings.model_validate({}))  # scenario_load.py
     faults: FaultSettings = Field(default_factory=lambda: FaultSettings.model_validate({}))
+    generate: ClusterShape | None = None  # kept as given; its nodes and VMs are already in `nodes` and `vms`
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -180,9 +182,28 @@ def _cross_check(s: Scenario) -> list[str]:
     return errors + check_load(s)
 
 
+def _expand_generate(data: Any) -> Any:
+    """The data with `generate:` (cluster_shape.py) turned into `nodes` and `vms` entries, before validation."""
+    if not isinstance(data, dict) or data.get("generate") is None:
+        return data
+    if data.get("nodes") or data.get("vms"):
+        raise ScenarioError(["generate: cannot be combined with nodes or vms lists (generate makes both)"])
+    kubevirt = data.get("kubevirt")
+    ratio = kubevirt.get("cpuAllocationRatio") if isinstance(kubevirt, dict) else None
+    try:
+        shape = parse_shape(data["generate"])
+        nodes, vms = expand(shape, cpu_allocation_ratio=ratio if isinstance(ratio, int) and ratio >= 1 else 10)
+    except ShapeError as exc:
+        raise ScenarioError(exc.errors) from None
+    if data.get("load") is None or isinstance(data.get("load"), dict):  # trace assignment seeded like the cluster
+        data = {**data, "load": {"seed": shape.seed, **(data.get("load") or {})}}
+    return {**data, "nodes": nodes, "vms": vms}
+
+
 def parse_scenario(data: Any) -> Scenario:
     if data is None:
         data = {}
+    data = _expand_generate(data)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:

@@ -17,11 +17,13 @@ import dataclasses
 import importlib
 import logging
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sim.cluster.cluster_shape import describe
 from sim.cluster.scenario import Scenario
-from sim.cluster.state_view import Telemetry, TelemetryHook, TelemetryOptions
+from sim.cluster.state_view import Telemetry, TelemetryHook, TelemetryOptions, VmiInfo
 from sim.cluster.twin import ClusterApp
 
 log = logging.getLogger("autonomic.cluster")
@@ -88,6 +90,7 @@ async def serve(
         else:
             print("prometheus: disabled (telemetry not available)", flush=True)
         nodes, vmis = len(app.view.nodes()), len(app.view.vmis())
+        print(f"cluster: {cluster_line(scenario, app.view.vmis())}", flush=True)
         print(
             f"ready: {nodes} nodes, {vmis} VMIs, time scale {time_scale}, admin {app.api_url}/_twin/state", flush=True
         )
@@ -99,3 +102,12 @@ async def serve(
             await telemetry.stop()
         await app.stop()
     return 0
+
+
+def cluster_line(scenario: Scenario, vmis: Sequence[VmiInfo]) -> str:
+    """One line on what the cluster is: node shapes, flavors, memory fill of requests, VMIs not running."""
+    d = describe(scenario.nodes, scenario.vms)
+    shapes = ", ".join(f"{count} x {shape}" for shape, count in d["node_shapes"].items())
+    pending = sum(1 for v in vmis if v.node is None or v.phase != "Running")
+    fill = "n/a" if d["memory_fill"] is None else f"{100 * d['memory_fill']:.1f}%"
+    return f"{shapes}; {d['vms']} VMs; memory requested {fill} of allocatable; pending_vms {pending}"

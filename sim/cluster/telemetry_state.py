@@ -4,8 +4,12 @@ Why it exists: node-exporter reports PSI and CPU time as ever-growing counters i
 `rate(counter[1m])` in Prometheus is what turns them back into fractions. Prometheus runs on real time, so
 the counters advance by (stall fraction x real seconds elapsed), whatever --time-scale is: `rate()` then gives
 the stall fraction itself, while the load behind it follows model time. Each `advance` integrates the rates
-of the previous sample over the real time since (left Riemann sum: the twin ticks every `tick_s` and on each
-scrape, so a change shows in the next sample).
+of the previous sample over the real time since (left Riemann sum: the twin ticks every `tick_s`, and a scrape
+that finds the last sample older than that takes a new one, so a change shows in the next sample). A scrape
+within a tick of the last sample (`LoadTelemetry.for_scrape`) reuses it and reads its node's counters projected
+to the scrape's instant (`Counters.node_at`): the same values `advance` would give, at the cost of one node, not
+of the whole cluster's load model (at 100 nodes x 3,000 VMs a full update costs ~66 ms and 100 scrapes a second
+would need 6.6 cores).
 
 `take_sample` and `Counters` are pure (time is passed in); `LoadTelemetry` binds them to a `ClusterView`, the
 trace and the scenario's load settings.
@@ -128,6 +132,24 @@ class Counters:
         self.vm_cpu = {k: self.vm_cpu.get(k, 0.0) for k in live}
         self.sample, self.at = sample, real_now
 
+    def node_at(self, name: str, vms: Sequence[VmSample], real_now: float) -> Counters:
+        """One node's counters and those of its `vms` (from the last sample), integrated up to `real_now` as
+        `advance` would, in a new object: these counters do not change."""
+        out = Counters()
+        dt = 0.0 if self.at is None else max(0.0, real_now - self.at)
+        pressure = out.pressure[name] = dict(self.pressure.get(name) or dict.fromkeys(PRESSURE_COUNTERS, 0.0))
+        modes = out.cpu[name] = dict(self.cpu.get(name) or dict.fromkeys(CPU_MODES, 0.0))
+        ns = self.sample.nodes.get(name) if self.sample is not None else None
+        if ns is not None and dt > 0:
+            for counter, fraction in PRESSURE_COUNTERS.items():
+                pressure[counter] += fraction(ns.pressure) * dt
+            for mode, share in ns.pressure.cpu_modes.items():
+                modes[mode] += share * dt
+        for vm in vms:
+            key = (vm.namespace, vm.name, vm.node)
+            out.vm_cpu[key] = self.vm_cpu.get(key, 0.0) + vm.cpu_cores * dt
+        return out
+
 
 class LoadTelemetry:
     """The load model, PSI model and counters over a live `ClusterView`; `update()` on every tick and scrape."""
@@ -170,6 +192,16 @@ class LoadTelemetry:
         _, problems = LoadTelemetry(self.view, self.trace, self.settings).profiles(self.view.vmis())
         if problems:
             raise LoadError("invalid VM load settings:\n  " + "\n  ".join(problems))
+
+    def for_scrape(self, node: str, max_age_s: float) -> tuple[Sample, list[VmSample], Counters]:
+        """What a scrape of `node` shows: the last sample if it is younger than `max_age_s` real seconds (its
+        counters projected to now), else a new one; with the node's VMs."""
+        sample, at = self.counters.sample, self.counters.at
+        if sample is None or at is None or self._real() - at >= max_age_s:
+            sample = self.update()
+            return sample, [vm for vm in sample.vms if vm.node == node], self.counters
+        mine = [vm for vm in sample.vms if vm.node == node]
+        return sample, mine, self.counters.node_at(node, mine, self._real())
 
     def update(self) -> Sample:
         now, vmis = self.view.now(), self.view.vmis()

@@ -1,7 +1,9 @@
 """`StoreView`: the `ClusterView` (state_view.py) read from the twin's store.
 
 Why it exists: part 2 (load, PSI, exporter) reads the cluster as plain dataclasses; this is the one place
-that maps API objects to them. Snapshots are taken under the store's lock without copying whole objects.
+that maps API objects to them. Snapshots are taken under the store's lock without copying whole objects. A VMI's
+`VmiInfo` is kept until its resourceVersion (or the KubeVirt settings it depends on) changes: the load model reads
+every VMI on every tick, and at 3,000 VMIs rebuilding them all cost ~11 ms a tick (profiled).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class StoreView:
         self.store, self.clock, self.kubevirt = store, clock, kubevirt
         self.faults = faults or FaultState()
         self._start_wall = clock.wall().timestamp() - clock.now()
+        self._vmi_cache: dict[tuple[str, str], tuple[tuple[Any, ...], VmiInfo]] = {}
 
     def now(self) -> float:
         return self.clock.now()
@@ -62,31 +65,40 @@ class StoreView:
         return out
 
     def vmis(self) -> list[VmiInfo]:
-        ratio = self.kubevirt.config.cpu_allocation_ratio
+        ratio, default_dirty = self.kubevirt.config.cpu_allocation_ratio, self.kubevirt.config.default_dirty_rate
         out = []
+        cache: dict[tuple[str, str], tuple[tuple[Any, ...], VmiInfo]] = {}
         for v in self.store.peek(VMIS):
-            st = v.get("status") or {}
-            state = st.get("migrationState") or {}
-            in_flight = bool(state) and not state.get("completed")
-            cpu, mem = vmi_requests(v, ratio)
-            out.append(
-                VmiInfo(
-                    namespace=v["metadata"]["namespace"],
-                    name=v["metadata"]["name"],
-                    node=st.get("nodeName") or None,
-                    cpu_millis=cpu,
-                    memory_bytes=mem,
-                    vcpus=vmi_vcpus(v),
-                    phase=st.get("phase", "Pending"),
-                    migrating=bool(state.get("startTimestamp")) and not state.get("endTimestamp"),
-                    migration_target=state.get("targetNode") if in_flight else None,
-                    dirty_rate_bytes_per_s=dirty_rate(v, self.kubevirt.config.default_dirty_rate),
-                    load_trace=(v["metadata"].get("annotations") or {}).get(LOAD_TRACE_ANNOTATION),
-                    labels=dict(v["metadata"].get("labels") or {}),
-                    annotations=dict(v["metadata"].get("annotations") or {}),
-                )
-            )
+            meta = v["metadata"]
+            key = (meta["namespace"], meta["name"])
+            stamp = (meta.get("resourceVersion"), meta.get("uid"), ratio, default_dirty)
+            cached = self._vmi_cache.get(key)
+            info = cached[1] if cached is not None and cached[0] == stamp and stamp[0] else self._vmi_info(v)
+            cache[key] = (stamp, info)
+            out.append(info)
+        self._vmi_cache = cache
         return out
+
+    def _vmi_info(self, v: dict[str, Any]) -> VmiInfo:
+        st = v.get("status") or {}
+        state = st.get("migrationState") or {}
+        in_flight = bool(state) and not state.get("completed")
+        cpu, mem = vmi_requests(v, self.kubevirt.config.cpu_allocation_ratio)
+        return VmiInfo(
+            namespace=v["metadata"]["namespace"],
+            name=v["metadata"]["name"],
+            node=st.get("nodeName") or None,
+            cpu_millis=cpu,
+            memory_bytes=mem,
+            vcpus=vmi_vcpus(v),
+            phase=st.get("phase", "Pending"),
+            migrating=bool(state.get("startTimestamp")) and not state.get("endTimestamp"),
+            migration_target=state.get("targetNode") if in_flight else None,
+            dirty_rate_bytes_per_s=dirty_rate(v, self.kubevirt.config.default_dirty_rate),
+            load_trace=(v["metadata"].get("annotations") or {}).get(LOAD_TRACE_ANNOTATION),
+            labels=dict(v["metadata"].get("labels") or {}),
+            annotations=dict(v["metadata"].get("annotations") or {}),
+        )
 
     def _migration(self, m: dict[str, Any], reason: str | None = None) -> MigrationInfo:
         st = m.get("status") or {}

@@ -1,13 +1,19 @@
-"""Helpers for tests against the cluster twin: a client bound to its kubeconfig, polling, the admin API."""
+"""Helpers for tests against the cluster twin: a client bound to its kubeconfig, polling, the admin API, and
+`cluster-sim` as a process (the console script, its lines up to `ready:`)."""
 
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -15,6 +21,27 @@ from kubernetes import client, config
 from sim.cluster.twin import ClusterTwin
 
 T = TypeVar("T")
+AUTONOMIC = Path(sys.executable).with_name("autonomic")
+
+
+def read_until_ready(proc: subprocess.Popen[str], timeout: float = 60) -> list[str]:
+    """The lines `cluster-sim` prints up to `ready:` (read in a thread, so a hang fails instead of blocking)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not seen or not seen[-1].startswith("ready:"):
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert line is not None, f"cluster-sim exited: {seen}"
+        seen.append(line)
+    return seen
 
 
 def api_client(twin: ClusterTwin) -> client.ApiClient:

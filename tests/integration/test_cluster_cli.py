@@ -3,18 +3,16 @@ with and without its Prometheus)."""
 
 from __future__ import annotations
 
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_helpers import AUTONOMIC, read_until_ready
 
 from sim.cluster.scenario import default_scenario_path, load_scenario
 from sim.cluster.twin import ClusterTwin
@@ -98,27 +96,7 @@ def test_cluster_sim_process_prints_ready_lines_and_stops_on_sigint() -> None:
             proc.wait()
 
 
-AUTONOMIC = Path(sys.executable).with_name("autonomic")
-
-
-def _read_until_ready(proc: subprocess.Popen[str], timeout: float = 60) -> list[str]:
-    """The lines `cluster-sim` prints up to `ready:` (read in a thread, so a hang fails instead of blocking)."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.strip())
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while not seen or not seen[-1].startswith("ready:"):
-        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        assert line is not None, f"cluster-sim exited: {seen}"
-        seen.append(line)
-    return seen
+_read_until_ready = read_until_ready
 
 
 @pytest.mark.skipif(not AUTONOMIC.exists(), reason="the autonomic console script is not installed")

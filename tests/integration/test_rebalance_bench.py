@@ -73,6 +73,12 @@ def test_bench_and_demo_refuse_bad_options_before_starting_anything(
     assert "--policies: unknown ['round-robin']" in capsys.readouterr().err
     assert bench(["--nodes", "4"]) == 2
     assert "--nodes and --vms go together" in capsys.readouterr().err
+    assert bench(["--nodes", "4", "--memory-fill", "1.5"]) == 2
+    assert "--memory-fill: Input should be less than or equal to 1" in capsys.readouterr().err
+    assert bench(["--node-cpus", "64"]) == 2
+    assert "--node-cpus, --node-memory-gib and --memory-fill need --nodes" in capsys.readouterr().err
+    assert bench(["--nodes", "2", "--vms", "10", "--memory-fill", "0.85"]) == 2
+    assert "--memory-fill: a memory fill of 0.85 with 10 VMs is infeasible" in capsys.readouterr().err
     trace = tmp_path / "trace.csv"
     trace.write_text("vm,minute,cpu_pct\nvm-a,0,10\n")
     assert bench(["--vm-trace", str(trace)]) == 2

@@ -67,6 +67,22 @@ def test_counters_integrate_rates_over_real_seconds() -> None:
     assert set(c.pressure) == {"w1"}
 
 
+def test_a_scrape_between_ticks_sees_the_counters_advance_would_give() -> None:
+    projected, advanced = Counters(), Counters()
+    hot = sample(demand("a", "w0", 1.0), demand("b", "w1", 0.5))
+    for c in (projected, advanced):
+        c.advance(hot, real_now=100.0)
+        c.advance(hot, real_now=101.0)
+    mine = [vm for vm in hot.vms if vm.node == "w0"]
+    view = projected.node_at("w0", mine, real_now=101.7)  # a scrape 0.7 s after the last tick
+    advanced.advance(hot, real_now=101.7)
+    assert view.pressure["w0"] == pytest.approx(advanced.pressure["w0"])
+    assert view.cpu["w0"] == pytest.approx(advanced.cpu["w0"])
+    assert view.vm_cpu == pytest.approx({("vms", "a", "w0"): advanced.vm_cpu[("vms", "a", "w0")]})
+    assert projected.pressure["w0"]["cpu_waiting"] == pytest.approx(0.53)  # the projection changed nothing
+    assert render_node(hot.nodes["w0"], view, mine) == render_node(hot.nodes["w0"], advanced, hot.vms)
+
+
 def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return {f.name: [(dict(s.labels), s.value) for s in f.samples] for f in text_string_to_metric_families(text)}
 
