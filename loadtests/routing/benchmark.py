@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import time
 from pathlib import Path
@@ -63,6 +64,18 @@ def router_overhead_ms(records: list[ReplayRecord], logs: dict[int, list[dict[st
     client = [r.ttft_s for r in records if r.ok and r.ttft_s is not None]
     model = [e["ttft"] / time_scale for es in logs.values() for e in es]
     return (pct(client, 50) - pct(model, 50)) * 1e3
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds a running process has used (Linux /proc), None if it is gone or unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def extproc_log(workdir: Path, name: str) -> Path:
@@ -158,6 +171,9 @@ async def run_router(
         summary["max_engine_lag_model_s"] = max(d["max_lag_model_s"] for d in await fleet.describe())
         summary["failed_sent_at_s"] = [round(r.sent_at, 2) for r in records if not r.ok][:50]
         pickers = [t for t in stack if isinstance(t, PickerProcess | EppArm)]
+        cpu = [process_cpu_s(t.pid if isinstance(t, PickerProcess) else t.epp.pid) for t in pickers]
+        if pickers and None not in cpu:  # the picker's CPU over its whole life (start-up and idle scrapes too)
+            summary["picker_cpu_s"] = sum(c for c in cpu if c is not None)
         if pickers and summary["failed"]:
             summary["picker_output_tail"] = [ln for t in pickers for ln in t.output][-20:]
     finally:
@@ -217,15 +233,17 @@ def report_table(oracle: float, pooled: float, summaries: dict[str, dict[str, An
 
 def phases_table(phases: dict[str, dict[str, Any]]) -> Table:
     headers = ["router", "requests", "request path wait p50 ms", "response headers wait p50 ms"]
-    headers += ["wait per response chunk p50 ms", "response chunks p50"]
+    headers += ["wait per response chunk p50 ms", "response chunks p50", "picker CPU s"]
     table = Table("Where the picker's time goes (Envoy's ext_proc account)", headers)
     for name, p in phases.items():
         row = [name, str(p["requests"]), fmt(p["request_wait_ms"], ".2f"), fmt(p["response_headers_wait_ms"], ".2f")]
-        table.rows.append([*row, fmt(p["response_chunk_wait_ms"], ".2f"), fmt(p["response_chunks"], "g")])
+        row += [fmt(p["response_chunk_wait_ms"], ".2f"), fmt(p["response_chunks"], "g"), fmt(p.get("cpu_s"), ".1f")]
+        table.rows.append(row)
     table.notes = [
         "From Envoy's access log (ExtProcLoggingInfo), successful requests. Request path: from the request headers",
         "sent to the picker to its answer, held until the whole body arrived and the decision was made. The response",
         "headers and every response body chunk then wait for the picker again; the first chunk is the first token.",
+        "Picker CPU: user + system seconds of the picker process over its life (start-up and idle scrapes included).",
     ]
     return table
 
@@ -301,7 +319,8 @@ async def bench(args: argparse.Namespace, routers: list[str]) -> dict[str, Any]:
     footer = [f"Skipped: {n}: {why}" for n, why in skipped.items()]
     footer += [f"Plot: {plot.name}" if plot else "Plot: not drawn (matplotlib missing or no data)"]
     tables = [report_table(oracle, pooled, summaries)]
-    phases = {n: s["extproc_phases"] for n, s in summaries.items() if s.get("extproc_phases")}
+    phases = {n: {**s.get("extproc_phases", {}), "cpu_s": s.get("picker_cpu_s")} for n, s in summaries.items()}
+    phases = {n: p for n, p in phases.items() if p.get("requests") is not None}
     if phases:
         tables.append(phases_table(phases))
     write_report(args.out, "Routing benchmark", intro, tables, footer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from loadtests.report.writer import Table, command_line, fmt, write_json, write_report
@@ -19,8 +20,13 @@ NOT_JUDGED = {  # sampled and reported, not held to the goal
 }
 
 
+SETTLE = 3  # samples: "warm" is the median of the first SETTLE after the warm-up, "end" of the last SETTLE
+
+
 def growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, dict[str, Any]]:
-    """Per process and measure: the first sample at or after the warm-up, the last, the peak, growth in %."""
+    """Per process and measure: warm (median of the first SETTLE samples at or after the warm-up), end (median of
+    the last SETTLE), the peak, growth in %. Medians, so that an fd open at one sampling instant (a file being read,
+    a connection being made) is not taken for growth; a leak grows in every sample."""
     warm = [s for s in samples if s["t_s"] >= warmup_s - 1e-6] or samples[-1:]
     out: dict[str, dict[str, Any]] = {}
     for name in samples[0]["processes"]:
@@ -33,7 +39,7 @@ def growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, dict[str
             if any(measure not in x for x in series):  # results written before the measure existed
                 continue
             values = [x[measure] for x in series]
-            start, end, peak = values[0], values[-1], max(values)
+            start, end, peak = median(values[:SETTLE]), median(values[-SETTLE:]), max(values)
             out[name][measure] = {
                 "warm": start,
                 "end": end,
@@ -75,11 +81,11 @@ def write(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
                 name,
                 f"{r['warm']:.1f} -> {r['end']:.1f} ({r['peak']:.1f})",
                 f"{r['growth_pct']:+.1f}%",
-                f"{h['warm']} -> {h['end']} ({h['peak']})",
+                f"{h['warm']:g} -> {h['end']:g} ({h['peak']:g})",
                 f"{h['growth_pct']:+.1f}%",
-                f"{f['warm']} -> {f['end']} ({f['growth_pct']:+.0f}%)",
-                f"{c['warm']} -> {c['end']}",
-                f"{t['warm']} -> {t['end']}",
+                f"{f['warm']:g} -> {f['end']:g} ({f['growth_pct']:+.0f}%)",
+                f"{c['warm']:g} -> {c['end']:g}",
+                f"{t['warm']:g} -> {t['end']:g}",
                 NOT_JUDGED.get(name, "met" if met else "NOT MET"),
             ]
         )

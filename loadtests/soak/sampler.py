@@ -3,10 +3,11 @@
 Why it exists: a soak judges growth of the picker, the controller, Envoy and the twins from outside, as an operator's
 node exporter would, without instrumenting them. Reading /proc costs a few system calls per process.
 
-Open fds are split into live TCP connections (ESTABLISHED in /proc/net/tcp{,6}) and the rest. Keep-alive pools hold
-as many live connections as requests were once in flight at the same time, so their count follows the client's
-concurrency (which rises whenever the machine slows), not time. What a leak leaves behind is in the rest: files,
-pipes, event fds, listening sockets, and sockets whose peer has gone (CLOSE_WAIT) but that were never closed.
+Open fds are split into live TCP connections (in /proc/net/tcp{,6}: opening, established or closing) and the rest.
+Keep-alive pools hold as many live connections as requests were once in flight at the same time, so their count
+follows the client's concurrency (which rises whenever the machine slows), not time. What a leak leaves behind is
+in the rest: files, pipes, event fds, listening sockets, and sockets whose peer has gone (CLOSE_WAIT) but that were
+never closed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-_ESTABLISHED = "01"  # the `st` column of /proc/net/tcp (include/net/tcp_states.h)
+# the `st` column of /proc/net/tcp (include/net/tcp_states.h): a socket that is listening, was never connected
+# (CLOSE) or whose peer has gone while it stays open (CLOSE_WAIT, the leak's signature) is held; every other state
+# is a connection being made, in use or being closed
+_NOT_LIVE = {"07", "08", "0A"}  # CLOSE, CLOSE_WAIT, LISTEN
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class ProcStat:
     rss_mb: float
     fds: int
     threads: int
-    connections: int = 0  # of the fds, live TCP connections (ESTABLISHED)
+    connections: int = 0  # of the fds, live TCP connections (opening, established or closing)
 
     @property
     def held_fds(self) -> int:
@@ -31,7 +35,7 @@ class ProcStat:
 
 
 def established_inodes(tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")) -> set[int]:
-    """Socket inodes of every ESTABLISHED TCP connection in this network namespace."""
+    """Socket inodes of every live TCP connection (see _NOT_LIVE) in this network namespace."""
     found: set[int] = set()
     for table in tables:
         try:
@@ -39,7 +43,7 @@ def established_inodes(tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tc
                 next(f, None)  # header
                 for line in f:
                     cols = line.split()
-                    if len(cols) > 9 and cols[3] == _ESTABLISHED:
+                    if len(cols) > 9 and cols[3] not in _NOT_LIVE:
                         found.add(int(cols[9]))
         except FileNotFoundError:
             continue

@@ -100,6 +100,7 @@ def test_bench_routing_short_run(tmp_path: Path) -> None:
     assert phases["response_headers_wait_ms"] is None and phases["response_chunks"] is None  # no response phase
     relayed = details["picker-default-response-body"]["extproc_phases"]  # the response through the picker
     assert relayed["requests"] == 24 and relayed["response_headers_wait_ms"] > 0 and relayed["response_chunks"] >= 1
+    assert details["picker-default"]["picker_cpu_s"] > 0 and "picker_cpu_s" not in details["least-queue"]
     assert "least-queue" not in table_rows(report.split("Where the picker's time goes")[1])
 
 

@@ -7,6 +7,9 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
+from loadtests.soak.report import goals_met, growth
 from loadtests.soak.sampler import established_inodes, read_proc
 
 
@@ -63,3 +66,28 @@ def test_without_the_connection_table_every_fd_is_held():
 
 def test_a_process_that_is_gone_reads_as_none():
     assert read_proc(2**22 + 12345) is None
+
+
+def _samples(held: list[int], warmup_s: float = 0.0) -> list[dict]:
+    return [
+        {
+            "t_s": float(i),
+            "processes": {"p": {"rss_mb": 100.0, "fds": h + 5, "held_fds": h, "connections": 5, "threads": 4}},
+        }
+        for i, h in enumerate(held)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("held", "met"),
+    [
+        ([7, 7, 7, 7, 7, 7, 8], True),  # one fd open at the last sampling instant: not growth
+        ([7, 8, 7, 7, 7, 7, 7], True),
+        ([7, 7, 7, 8, 8, 8, 8], False),  # a step that stays: 7 -> 8 is +14%
+        ([10, 10, 10, 11, 12, 13, 14], False),  # a leak grows in every sample
+        ([20, 20, 20, 21, 21, 21, 21], True),  # +5%
+    ],
+)
+def test_growth_is_judged_on_medians_of_the_first_and_last_samples(held: list[int], met: bool):
+    grown = growth(_samples(held), warmup_s=0.0)
+    assert goals_met(grown) is met, grown["p"]["held_fds"]
