@@ -36,7 +36,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from harness.output import OutputLines
 from harness.probes import Probe, poll
@@ -306,3 +306,24 @@ def _default_name(argv: list[str]) -> str:
     if len(argv) >= 3 and argv[1] == "-m":
         return f"autonomic {argv[3]}" if argv[2] == "autonomic" and len(argv) >= 4 else argv[2]
     return Path(argv[0]).name
+
+
+class ChildWrapper:
+    """What a wrapper of one `Child` (a peer, the picker) shares: `stop()` and `async with`; the subclass sets
+    `self._child` in its own `start()`."""
+
+    _child: Child | None = None
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._child is not None:
+            await self._child.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

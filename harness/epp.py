@@ -37,7 +37,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.child import Child
+from harness.child import Child, ChildWrapper
 from harness.netutil import free_port
 from harness.probes import NotReady, grpc_health_ready
 
@@ -64,7 +64,7 @@ def deployment_pod_name(deployment: str) -> str:
     return f"{deployment}-{''.join(rng.choices(alphabet, k=10))}-{''.join(rng.choices(alphabet, k=5))}"
 
 
-class EppProcess:
+class EppProcess(ChildWrapper):
     """The EPP as a child process; `start()` returns once it serves and sees its endpoints."""
 
     def __init__(
@@ -134,14 +134,3 @@ class EppProcess:
             if r.status != 200:
                 raise NotReady(f"GET /metrics: HTTP {r.status}")
             return await r.text()
-
-    async def stop(self) -> None:
-        if self._child is not None:
-            await self._child.stop()
-
-    async def __aenter__(self) -> EppProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

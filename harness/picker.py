@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.child import Child
+from harness.child import Child, ChildWrapper
 from harness.netutil import free_port
 
 
-class PickerProcess:
+class PickerProcess(ChildWrapper):
     """`autonomic picker` as a child process; ready once it prints its `ready:` line."""
 
     def __init__(
@@ -71,14 +71,3 @@ class PickerProcess:
 
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
             return await r.text()
-
-    async def stop(self) -> None:
-        if self._child is not None:
-            await self._child.stop()
-
-    async def __aenter__(self) -> PickerProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
