@@ -104,7 +104,8 @@ async def _start_router(
             return peer.url, started
         picker_port = readyz_port = grpc_health_port = None
         lb = ENVOY_POLICIES.get(name, "ROUND_ROBIN")
-        observe_response_body = name.endswith(RESPONSE_BODY_SUFFIX)
+        # the reference EPP as GIE deploys it: the whole response through it (its response plugins), no observer
+        observe_response_body = name.endswith(RESPONSE_BODY_SUFFIX) or name in EPP_ARMS
         if name.startswith("picker-"):
             profile = name.removeprefix("picker-").removesuffix(RESPONSE_BODY_SUFFIX)
             picker = PickerProcess(pool, config=shipped_profiles()[profile])
