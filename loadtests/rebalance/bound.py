@@ -18,8 +18,10 @@ the node's CPU "some" at or under the threshold when that demand is carried by f
 threads are the least pressure any mix of VMs can produce at a given mean demand (PSI grows with the variance of
 the number of runnable threads), so every placement that really keeps a node under the threshold satisfies this
 constraint: the optimum is a lower bound, not an estimate. Node selectors, taints, PDBs and the time a migration
-takes are left out, which can only lower the bound further. None when the instance is larger than `max_variables`,
-when the solver does not prove optimality within its time limit, or when no placement satisfies the constraints.
+takes are left out, which can only lower the bound further. `min_moves` is None when the instance is larger than
+`max_variables`, when the solver does not prove optimality within its time limit, or when no placement satisfies
+the constraints; `lower_bound` then falls back to the solver's proven bound at its time limit, or above
+`max_variables` to the LP relaxation's optimum rounded up, and says which (`LowerBound.kind`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,38 @@ def cpu_room(cores: float, host_cpu: float, threshold: float, params: PsiParams 
     return lo
 
 
+@dataclass(frozen=True)
+class LowerBound:
+    """A lower bound on the moves needed and how it was proven."""
+
+    value: int | None
+    kind: str  # "exact" (the MILP's optimum), "time-limited" (the solver's best proven bound when its time ran out),
+    # "LP relaxation" (ceil of the relaxation's optimum, for instances above max_variables), or "none"
+
+
+def lower_bound(
+    nodes: Sequence[BoundNode],
+    vms: Sequence[BoundVm],
+    threshold: float,
+    *,
+    max_variables: int = MAX_VARIABLES,
+    time_limit_s: float = 20.0,
+    rooms: Mapping[str, float] | None = None,
+) -> LowerBound:
+    """The best lower bound computable within the limits: the exact MILP optimum when it is proven in time, else the
+    solver's proven bound at its time limit; above `max_variables` the LP relaxation (x in [0, 1]), whose optimum
+    rounded up is still a lower bound on any integer placement. Kind "none" when no placement is feasible or
+    nothing was proven."""
+    exact = _solve(nodes, vms, threshold, time_limit_s, rooms, relax=False, max_variables=max_variables)
+    if exact is not None:
+        return exact
+    if len(nodes) * len(vms) > max_variables:
+        relaxed = _solve(nodes, vms, threshold, time_limit_s, rooms, relax=True, max_variables=None)
+        if relaxed is not None:
+            return relaxed
+    return LowerBound(None, "none")
+
+
 def min_moves(
     nodes: Sequence[BoundNode],
     vms: Sequence[BoundVm],
@@ -85,13 +119,28 @@ def min_moves(
     rooms: Mapping[str, float] | None = None,
 ) -> int | None:
     """The fewest moves that bring every node under `threshold` (see the module docstring), or None."""
+    found = _solve(nodes, vms, threshold, time_limit_s, rooms, relax=False, max_variables=max_variables)
+    return found.value if found is not None and found.kind == "exact" else None
+
+
+def _solve(
+    nodes: Sequence[BoundNode],
+    vms: Sequence[BoundVm],
+    threshold: float,
+    time_limit_s: float,
+    rooms: Mapping[str, float] | None,
+    *,
+    relax: bool,
+    max_variables: int | None,
+) -> LowerBound | None:
+    """The MILP (or, with `relax`, its LP relaxation): a LowerBound, or None when nothing was proven."""
     names = [n.name for n in nodes]
     index = {n: i for i, n in enumerate(names)}
     placed = [vm for vm in vms if vm.node in index]
     n_nodes, n_vms = len(names), len(placed)
     if n_vms == 0:
-        return 0
-    if n_vms * n_nodes > max_variables:
+        return LowerBound(0, "exact")
+    if max_variables is not None and n_vms * n_nodes > max_variables:
         return None
     room = rooms if rooms is not None else {n.name: cpu_room(n.cores, n.host_cpu, threshold) for n in nodes}
     size = n_vms * n_nodes
@@ -123,10 +172,15 @@ def min_moves(
     result = milp(
         cost,
         constraints=constraints,
-        integrality=np.ones(size),
+        integrality=np.zeros(size) if relax else np.ones(size),
         bounds=Bounds(lower, upper),
         options={"time_limit": time_limit_s},
     )
-    if result.status != 0 or result.x is None:  # 0: optimal; 1: time limit; 2: infeasible
-        return None
-    return round(result.fun)
+    if result.status == 0 and result.x is not None:  # optimal
+        if relax:
+            return LowerBound(int(np.ceil(result.fun - 1e-6)), "LP relaxation")
+        return LowerBound(round(result.fun), "exact")
+    proven = getattr(result, "mip_dual_bound", None)  # 1: time limit; what the search had proven by then
+    if not relax and result.status == 1 and proven is not None and np.isfinite(proven):
+        return LowerBound(max(0, int(np.ceil(proven - 1e-6))), "time-limited")
+    return None  # 2: infeasible, or nothing proven

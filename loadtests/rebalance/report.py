@@ -66,12 +66,19 @@ def _cell(key: str, results: dict[str, dict[str, Any]], name: str) -> str:
     return text
 
 
+def bound_text(comparison: dict[str, Any]) -> str:
+    """The MILP bound as a cell: the number when exact, ">= n (how)" when only a lower bound was proven."""
+    bound, kind = comparison.get("milp_lower_bound"), comparison.get("milp_bound_kind", "exact")
+    if bound is None:
+        return "n/a"
+    return str(bound) if kind == "exact" else f">= {bound} ({kind})"
+
+
 def table_rows(comparison: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     results = comparison["policies"]
     names = list(results)
     rows = [(label, [_cell(key, results, n) for n in names]) for key, (label, _, _) in ROWS.items()]
-    bound = comparison.get("milp_lower_bound")
-    rows.append(("fewest moves possible (MILP)", [str(bound) if bound is not None else "n/a"] * len(names)))
+    rows.append(("fewest moves possible (MILP)", [bound_text(comparison)] * len(names)))
     rows.append(("VMs pending at the end", [str(results[n].get("pending_vms", "n/a")) for n in names]))
     return names, rows
 
@@ -222,10 +229,12 @@ def write_report(
         "",
         "Fewest moves possible (MILP, `loadtests/rebalance/bound.py`): "
         + (
-            f"{bound} move(s): no placement of the VMs' demands at the start brings every node under the threshold "
-            "with fewer (a lower bound: it ignores selectors, taints and time)."
+            f"{bound_text(comparison)} move(s): no placement of the VMs' demands at the start brings every node under "
+            "the threshold with fewer (a lower bound: it ignores selectors, taints and time; 'time-limited' is what "
+            "the solver had proven when its time ran out, 'LP relaxation' the relaxed optimum rounded up, for "
+            "instances too large for the exact search)."
             if bound is not None
-            else "not computed (instance too large for the exact search, or no feasible placement)."
+            else "not computed (no feasible placement, or nothing proven within the solver's time limit)."
         ),
         "",
     ]

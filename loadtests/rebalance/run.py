@@ -38,7 +38,7 @@ from controller.config import ControllerConfig, parse_config
 from controller.model import Plan
 from controller.service import ControllerOptions, RunningController, run_controller
 from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
-from loadtests.rebalance.bound import BoundNode, BoundVm, min_moves
+from loadtests.rebalance.bound import BoundNode, BoundVm, lower_bound
 from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures
 from sim.cluster.kv_objects import LIVE_MIGRATABLE
 from sim.cluster.prometheus import TwinTelemetry, start_telemetry
@@ -339,9 +339,8 @@ def run_policy(
     ]
     if bound_inputs is not None:
         nodes, vms = bound_inputs
-        result["milp_lower_bound"] = min_moves(
-            nodes, vms, settings.threshold, max_variables=settings.milp_max_variables
-        )
+        bound = lower_bound(nodes, vms, settings.threshold, max_variables=settings.milp_max_variables)
+        result["milp_lower_bound"], result["milp_bound_kind"] = bound.value, bound.kind
     result["errors"] = errors
     result["wall_s"] = time.monotonic() - started
     return result
@@ -404,6 +403,7 @@ def run_policies(
         result = run_policy(scenario, policy, settings, progress, with_bound=i == 0)
         if i == 0:
             out["milp_lower_bound"] = result.pop("milp_lower_bound", None)
+            out["milp_bound_kind"] = result.pop("milp_bound_kind", "none")
         out["policies"][policy] = result
     return out
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from loadtests.rebalance.bound import BoundNode, BoundVm, cpu_room, min_moves
+from loadtests.rebalance.bound import BoundNode, BoundVm, LowerBound, cpu_room, lower_bound, min_moves
 from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures, ratio
 from sim.cluster.psi import PsiParams, ThreadGroup, cpu_contention
 
@@ -148,3 +148,31 @@ def test_min_moves_is_none_when_the_instance_is_too_large():
     rooms = {n.name: 9.0 for n in ns}
     assert min_moves(ns, vms, 0.3, rooms=rooms, max_variables=59) is None
     assert min_moves(ns, vms, 0.3, rooms=rooms, max_variables=60) == 11  # 20 one-core VMs, 9 stay
+
+
+def test_lower_bound_is_exact_when_the_milp_is_proven_and_relaxed_above_the_size_cap():
+    ns = nodes(9, 9, 9)
+    vms = [vm(f"v{i}", "n0", 1, gib=1) for i in range(20)]
+    rooms = {n.name: 9.0 for n in ns}
+    assert lower_bound(ns, vms, 0.3, rooms=rooms, max_variables=60) == LowerBound(11, "exact")
+    relaxed = lower_bound(ns, vms, 0.3, rooms=rooms, max_variables=59)
+    assert relaxed.kind == "LP relaxation" and relaxed.value == 11  # here the relaxation is tight
+
+
+def test_lower_bound_never_exceeds_the_exact_optimum():
+    """A fractional VM can split across nodes: the relaxation may be looser, never above the integer optimum."""
+    ns = nodes(2.5, 2.5, 2.5, 2.5)
+    vms = [vm(f"v{i}", "n0", 1.5, gib=1) for i in range(4)]  # two 1.5-core VMs never share a 2.5-core node
+    rooms = {n.name: 2.5 for n in ns}
+    exact = lower_bound(ns, vms, 0.3, rooms=rooms)
+    relaxed = lower_bound(ns, vms, 0.3, rooms=rooms, max_variables=1)
+    assert exact.kind == "exact" and relaxed.kind == "LP relaxation"
+    assert exact.value == 3  # one VM per node
+    assert relaxed.value is not None and 0 < relaxed.value <= exact.value
+
+
+def test_lower_bound_of_an_infeasible_instance_is_none():
+    ns = nodes(8, 8)
+    assert lower_bound(ns, [vm("a", "n0", 10, movable=False)], 0.3, rooms={"n0": 8.0, "n1": 8.0}) == LowerBound(
+        None, "none"
+    )
