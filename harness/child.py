@@ -314,6 +314,16 @@ class ChildWrapper:
 
     _child: Child | None = None
 
+    @property
+    def output(self) -> list[str]:
+        """Its last lines of output (stdout and stderr)."""
+        return self._child.output if self._child is not None else []
+
+    @property
+    def pid(self) -> int | None:
+        """Its process id while it runs (for CPU pinning and /proc sampling)."""
+        return self._child.pid if self._child is not None else None
+
     async def start(self) -> None:
         raise NotImplementedError
 

@@ -101,14 +101,6 @@ class EppProcess(ChildWrapper):
     def env(self) -> dict[str, str]:
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig), NAMESPACE=self.namespace, POD_NAME=self.pod_name)
 
-    @property
-    def output(self) -> list[str]:
-        return self._child.output if self._child is not None else []
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
-
     async def start(self, timeout_s: float = 60.0) -> None:
         """Start it; raises ChildError (a RuntimeError) with its last output if it exits or is not ready in time."""
         self._child = Child(

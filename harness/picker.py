@@ -36,16 +36,6 @@ class PickerProcess(ChildWrapper):
         self._child: Child | None = None
 
     @property
-    def output(self) -> list[str]:
-        """Its last lines of output (stdout and its JSON logs on stderr)."""
-        return self._child.output if self._child is not None else []
-
-    @property
-    def pid(self) -> int | None:
-        """Its process id while it runs (for CPU pinning and /proc sampling)."""
-        return self._child.pid if self._child is not None else None
-
-    @property
     def ready_line(self) -> str:
         """The `ready: ext_proc=... health=... metrics=...` line it printed."""
         if self._child is None or self._child.ready_match is None:
