@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,12 +35,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from loadtests.soak.sampler import cpu_seconds
+
 AUTONOMIC = Path(sys.executable).with_name("autonomic")
 
 
 def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = cpu_seconds(pid)
+    if cpu is None:
+        raise RuntimeError(f"process {pid} is gone")
+    return cpu
 
 
 def _rss_mib(pid: int) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
 from loadtests.routing.peers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
 from loadtests.routing.replay import ReplayRecord, replay
+from loadtests.soak.sampler import cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.profile import load_profile
 from sim.fleet.trace import TraceRequest, load_trace
@@ -64,18 +64,6 @@ def router_overhead_ms(records: list[ReplayRecord], logs: dict[int, list[dict[st
     client = [r.ttft_s for r in records if r.ok and r.ttft_s is not None]
     model = [e["ttft"] / time_scale for es in logs.values() for e in es]
     return (pct(client, 50) - pct(model, 50)) * 1e3
-
-
-def process_cpu_s(pid: int | None) -> float | None:
-    """User + system CPU seconds a running process has used (Linux /proc), None if it is gone or unknown."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def extproc_log(workdir: Path, name: str) -> Path:
@@ -172,7 +160,7 @@ async def run_router(
         summary["max_engine_lag_model_s"] = max(d["max_lag_model_s"] for d in await fleet.describe())
         summary["failed_sent_at_s"] = [round(r.sent_at, 2) for r in records if not r.ok][:50]
         pickers = [t for t in stack if isinstance(t, PickerProcess | EppArm)]
-        cpu = [process_cpu_s(t.pid if isinstance(t, PickerProcess) else t.epp.pid) for t in pickers]
+        cpu = [cpu_seconds(t.pid if isinstance(t, PickerProcess) else t.epp.pid) for t in pickers]
         if pickers and None not in cpu:  # the picker's CPU over its whole life (start-up and idle scrapes too)
             summary["picker_cpu_s"] = sum(c for c in cpu if c is not None)
         if pickers and summary["failed"]:

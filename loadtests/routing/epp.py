@@ -22,7 +22,8 @@ import yaml
 from harness.child import Child
 from harness.epp import EppProcess
 from harness.epp import missing_reason as _binary_missing
-from harness.probes import NotReady, poll
+from harness.probes import poll
+from loadtests.routing.peers import completion_answered
 
 # arm -> --config-file; None: the binary's built-in default plugins (queue-scorer 2, kv-cache-utilization-scorer 2,
 # prefix-cache-scorer 3 over the metrics data source), the same as the Helm chart's default-plugins.yaml. v1.5.0
@@ -105,19 +106,9 @@ class EppArm:
 
 async def wait_until_routed(url: str, model: str, timeout_s: float = 30.0) -> None:
     """Until one completion through `url` (Envoy in front of the EPP) is answered 200; TimeoutError otherwise."""
-    import aiohttp  # here: the benchmark's command imports this module, and must stay light
-
-    body = {"model": model, "prompt": "ready check", "max_tokens": 2, "request_id": "bench-ready"}
 
     async def probe() -> bool:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.post(f"{url}/v1/completions", json=body) as r,
-        ):
-            if r.status != 200:
-                raise NotReady(f"HTTP {r.status} {(await r.text())[:200]}")
-            await r.read()
-            return True
+        return await completion_answered(url, model)
 
     problem = await poll(probe, asyncio.Event(), timeout_s, 0.5)
     if problem is not None:

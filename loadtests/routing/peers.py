@@ -84,18 +84,23 @@ class PeerRouter:
 
     async def _proxies(self) -> bool:
         """A completion through the peer reaches a worker (it may answer `/health` before its workers register)."""
-        import aiohttp  # here: the benchmark's command imports this module, and must stay light
-
-        body = {"model": self.model, "prompt": "ready check", "max_tokens": 2, "request_id": "bench-ready"}
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.post(f"{self.url}/v1/completions", json=body) as r,
-        ):
-            if r.status != 200:
-                raise NotReady(f"HTTP {r.status} {(await r.text())[:200]}")
-            await r.read()
-            return True
+        return await completion_answered(self.url, self.model)
 
     async def stop(self) -> None:
         if self._child is not None:
             await self._child.stop()
+
+
+async def completion_answered(url: str, model: str) -> bool:
+    """One small completion through the router at `url` is answered 200 (a readiness probe); NotReady otherwise."""
+    import aiohttp  # here: the benchmark's command imports this module, and must stay light
+
+    body = {"model": model, "prompt": "ready check", "max_tokens": 2, "request_id": "bench-ready"}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.post(f"{url}/v1/completions", json=body) as r,
+    ):
+        if r.status != 200:
+            raise NotReady(f"HTTP {r.status} {(await r.text())[:200]}")
+        await r.read()
+        return True

@@ -22,7 +22,7 @@ import aiohttp
 from harness.child import Child
 from harness.netutil import free_port
 from loadtests.chaos.picker_stack import OpenLoopLoad, RoutingStack, StackOptions, parse_samples, value
-from loadtests.soak.sampler import children, established_inodes, read_proc
+from loadtests.soak.sampler import children, live_tcp_inodes, read_proc
 
 PICKER_GAUGES = {
     "in_flight": "autonomic_picker_in_flight_requests",
@@ -133,7 +133,7 @@ async def _sample(
     load: OpenLoopLoad,
 ) -> dict[str, Any]:
     procs: dict[str, Any] = {}
-    established = established_inodes()
+    established = live_tcp_inodes()
     for name, pid in pids.items():
         stat = read_proc(pid if pid is not None else _self_pid(), established)
         procs[name] = None if stat is None else {**asdict(stat), "held_fds": stat.held_fds}

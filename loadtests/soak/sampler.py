@@ -34,7 +34,7 @@ class ProcStat:
         return self.fds - self.connections
 
 
-def established_inodes(tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")) -> set[int]:
+def live_tcp_inodes(tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")) -> set[int]:
     """Socket inodes of every live TCP connection (see _NOT_LIVE) in this network namespace."""
     found: set[int] = set()
     for table in tables:
@@ -52,7 +52,7 @@ def established_inodes(tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tc
 
 def read_proc(pid: int, established: set[int] | None = None) -> ProcStat | None:
     """The process' RSS (VmRSS), open fds (entries of /proc/PID/fd), threads and, of its fds, the live TCP
-    connections among `established` (from `established_inodes()`, read once per sample); None once it is gone."""
+    connections among `established` (from `live_tcp_inodes()`, read once per sample); None once it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
@@ -72,6 +72,18 @@ def read_proc(pid: int, established: set[int] | None = None) -> ProcStat | None:
     rss_kb = int(fields.get("VmRSS", "0 kB").split()[0])
     threads = int(fields["Threads"].strip())
     return ProcStat(rss_mb=rss_kb / 1024, fds=len(entries), threads=threads, connections=connections)
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds the process has used so far; None if it is gone or unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # comm may hold spaces and parentheses
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> dict[int, str]:

@@ -10,11 +10,11 @@ from contextlib import contextmanager
 import pytest
 
 from loadtests.soak.report import goals_met, growth
-from loadtests.soak.sampler import established_inodes, read_proc
+from loadtests.soak.sampler import live_tcp_inodes, read_proc
 
 
 def _stat():
-    stat = read_proc(os.getpid(), established_inodes())
+    stat = read_proc(os.getpid(), live_tcp_inodes())
     assert stat is not None
     return stat
 
