@@ -253,22 +253,25 @@ class PsiReliefPolicy:
             f"psi-relief {kind}: {names[h]} at {model.s_obs[h]:.2f} (high {p.high:g}, low {p.low:g}) and no node can "
             f"take one of its VMs and stay under targetThreshold {p.target_threshold:g}; "
         )
-        before = (signal(t), signal(u))
-        space.apply(w, u)
-        w_reason = why + (
+
+        def step(c: Candidate, src: int, dst: int, what: str) -> Move:
+            """`c` moves src -> dst in `space`; its Move with the predicted signals of both nodes."""
+            before = (signal(src), signal(dst))
+            space.apply(c, dst)
+            after = (signal(src), signal(dst))
+            flow = f"{names[src]} {before[0]:.2f}->{after[0]:.2f}, {names[dst]} {before[1]:.2f}->{after[1]:.2f}"
+            reason = f"{why}{what}: {flow}, ~{c.seconds:.0f}s"
+            return Move(c.vm.key, names[src], names[dst], reason, before[0], after[0], before[1], after[1], c.seconds)
+
+        first = step(
+            w,
+            t,
+            u,
             f"step 1/2: {w.vm.key} ({w.request[1] / 2**30:.1f} GiB) leaves {names[t]} for {names[u]} to make room for "
-            f"{v.vm.key} ({v.request[1] / 2**30:.1f} GiB): {names[t]} {before[0]:.2f}->{signal(t):.2f}, "
-            f"{names[u]} {before[1]:.2f}->{signal(u):.2f}, ~{w.seconds:.0f}s"
+            f"{v.vm.key} ({v.request[1] / 2**30:.1f} GiB)",
         )
-        first = Move(w.vm.key, names[t], names[u], w_reason, before[0], signal(t), before[1], signal(u), w.seconds)
-        before = (signal(h), signal(t))
-        space.apply(v, t)
-        v_reason = why + (
-            f"step 2/2, once {w.vm.key} has left {names[t]}: {v.vm.key} removes {v.delta[0]:.0%} cpu / "
-            f"{v.delta[1]:.0%} memory: {names[h]} {before[0]:.2f}->{signal(h):.2f}, {names[t]} {before[1]:.2f}->"
-            f"{signal(t):.2f}, ~{v.seconds:.0f}s"
-        )
-        second = Move(v.vm.key, names[h], names[t], v_reason, before[0], signal(h), before[1], signal(t), v.seconds)
+        what = f"step 2/2, once {w.vm.key} has left {names[t]}: {v.vm.key} removes {v.delta[0]:.0%} cpu / "
+        second = step(v, h, t, what + f"{v.delta[1]:.0%} memory")
         return first, replace(second, after=w.vm.key)
 
     def _placeable(self, view: ClusterView, model: PressureModel, targets: _TargetIndex, vm: VMState) -> np.ndarray:
