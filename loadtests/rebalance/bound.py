@@ -102,7 +102,8 @@ def lower_bound(
     exact = _solve(nodes, vms, threshold, time_limit_s, rooms, relax=False, max_variables=max_variables)
     if exact is not None:
         return exact
-    if len(nodes) * len(vms) > max_variables:
+    names = {n.name for n in nodes}
+    if len(nodes) * sum(vm.node in names for vm in vms) > max_variables:  # what _solve counts: the VMs placed
         relaxed = _solve(nodes, vms, threshold, time_limit_s, rooms, relax=True, max_variables=None)
         if relaxed is not None:
             return relaxed
