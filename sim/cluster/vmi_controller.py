@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Container
 from typing import Any
 
 from sim.cluster.clock import rfc3339
@@ -37,10 +38,10 @@ from sim.cluster.placement import IpAllocator, candidates, place_vmi
 from sim.cluster.resources import PDBS, PODS, VMIMS, VMIS, VMS
 from sim.cluster.scheduler import Decision, NodeCandidate
 from sim.cluster.store import Store
+from sim.cluster.vmi_index import VmiIndex
 from sim.cluster.watch import Change
 
 log = logging.getLogger("autonomic.cluster.kubevirt")
-FINAL = ("Succeeded", "Failed")
 
 
 class VmiController:
@@ -55,6 +56,7 @@ class VmiController:
         # change was most of the model-time engine's work.
         self._dirty_vmis: set[tuple[str, str]] | None = None
         self._dirty_vms: set[tuple[str, str]] | None = None
+        self.index = VmiIndex(store)  # launcher pods by VMI, unfinished migrations, VMIs waiting for a node
         store.on_change(self._note)
 
     @property
@@ -63,28 +65,22 @@ class VmiController:
 
     def reconcile(self, now: float) -> None:
         self._nodes = None
-        pods_by_vmi: dict[str, list[dict[str, Any]]] = {}
-        for pod in self.store.peek(PODS):
-            uid = (pod["metadata"].get("labels") or {}).get(CREATED_BY_LABEL)
-            if uid:
-                pods_by_vmi.setdefault(uid, []).append(pod)
-        active = {
-            ((m.get("metadata") or {}).get("namespace"), (m.get("spec") or {}).get("vmiName"))
-            for m in self.store.peek(VMIMS)
-            if (m.get("status") or {}).get("phase") not in FINAL
-        }
+        if not self.index.ready:
+            self.index.rebuild()
+            self._dirty_vmis = None
         dirty, self._dirty_vmis = self._dirty_vmis, set()
-        for vmi in self.store.peek(VMIS):
-            meta = vmi["metadata"]
-            placed = (vmi.get("status") or {}).get("phase") not in (None, "", "Pending", "Scheduling")
-            if placed and dirty is not None and (meta["namespace"], meta["name"]) not in dirty:
-                continue
-            self._vmi(vmi, pods_by_vmi.get(meta["uid"], []), active, now)
+        if dirty is None:
+            vmis = self.store.peek(VMIS)
+        else:  # the changed ones and those still waiting for a node, in key order as a full pass takes them
+            found = (self.store.peek_one(VMIS, *key) for key in sorted(dirty | self.index.waiting))
+            vmis = [vmi for vmi in found if vmi is not None]
+        for vmi in vmis:
+            self._vmi(vmi, self.index.pods(vmi["metadata"]["uid"]), self.index, now)
         self._vms(now, dirty)
         self._pdbs()
 
     # ---- VMIs ----------------------------------------------------------------------------------------------
-    def _vmi(self, vmi: dict[str, Any], pods: list[dict[str, Any]], active: set[Any], now: float) -> None:
+    def _vmi(self, vmi: dict[str, Any], pods: list[dict[str, Any]], active: Container[Any], now: float) -> None:
         meta, status = vmi["metadata"], vmi.get("status") or {}
         ns, name, phase = meta["namespace"], meta["name"], status.get("phase", "Pending")
         if phase in ("", "Pending"):
