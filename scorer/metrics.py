@@ -74,6 +74,12 @@ class PickerMetrics:
         self.pick_seconds = Histogram(
             "autonomic_picker_pick_duration_seconds", "Time of one whole pick.", buckets=PLUGIN_BUCKETS, registry=reg
         )
+        self.learn_seconds = Histogram(
+            "autonomic_picker_learn_duration_seconds",
+            "Time the plugins took to learn from one decision (prefix recording), after its answer was sent.",
+            buckets=PLUGIN_BUCKETS,
+            registry=reg,
+        )
         self.plugin_seconds = Histogram(
             "autonomic_picker_plugin_duration_seconds",
             "Time each plugin took in a scheduling cycle.",
