@@ -24,6 +24,7 @@ from scorer.extproc.server import ExtProcHandle, serve_extproc
 from scorer.extproc.tls import CertSource
 from scorer.metrics import PickerMetrics, serve_metrics
 from scorer.observed import ExtProcStreamMetrics, ObservedDirector
+from scorer.plugins.scorers.prefix_cache import PrefixCacheScorer
 from scorer.registry import PluginRuntime
 from scorer.scheduler import Scheduler
 from scorer.sources.inferencepool import PoolRef, follow_pool
@@ -106,6 +107,9 @@ async def run_picker(
         precise_inputs(director, backend, runtime, metrics.registry) as precise,
     ):
         metrics.watch_pool(director.endpoints, scraper.staleness, director.ejections)
+        plugins = director.scheduler.plugins.items()
+        indexes = {name: plugin.index for name, plugin in plugins if isinstance(plugin, PrefixCacheScorer)}
+        metrics.watch_prefix_indexes(lambda: indexes)
         results = await scraper.scrape_all()
         log.info(
             "first scrape done",
