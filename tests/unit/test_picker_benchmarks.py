@@ -15,10 +15,11 @@ def _rows(text: str) -> list[list[str]]:
 def test_schedule_latency_prints_one_row_per_cell(capsys: pytest.CaptureFixture[str]):
     schedule_latency.main(["--picks", "20", "--endpoints", "2", "5", "--tokens", "64", "--fill", "0.001"])
     header, *rows = _rows(capsys.readouterr().out)
-    assert header[:2] == ["endpoints", "prompt tokens"] and len(header) == 9
+    assert header[:2] == ["endpoints", "prompt tokens"] and len(header) == 12
     assert [(r[0], r[1]) for r in rows] == [("2", "64"), ("5", "64")]
     for row in rows:
-        assert all(float(v) >= 0 for v in row[2:6]) and row[6].endswith("x") and row[7].endswith("x")
+        assert all(float(v) >= 0 for v in row[2:6] + row[8:]) and row[6].endswith("x") and row[7].endswith("x")
+        assert float(row[10]) >= max(float(row[3]), float(row[9]))  # inline p99: a quantile of the sums
 
 
 @pytest.mark.skipif(not in_process.TRACE.exists(), reason="trace not available")

@@ -6,6 +6,8 @@ import gc
 
 import pytest
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scorer.hashing import model_seed, prompt_block_hashes
 from scorer.prefix_index import PrefixIndex, budget_cuts
@@ -237,3 +239,30 @@ def test_the_index_is_invisible_to_the_garbage_collector():
     index = PrefixIndex(100)
     index.record(A, [1, 2, 3])
     assert not gc.is_tracked(index._owners) and not any(gc.is_tracked(lru) for lru in index._lrus.values())
+
+
+# ---- matching by bisection ----------------------------------------------------------------------------------
+_SEGMENTS = ["aaaa", "bbbb", "cccc", "dddd"]  # prompts built from 4-byte blocks of these share prefixes often
+_prompts = st.lists(st.sampled_from(_SEGMENTS), min_size=0, max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    records=st.lists(st.tuples(st.sampled_from([A, B, C, "10.0.0.4:80"]), _prompts), max_size=40),
+    queries=st.lists(_prompts, min_size=1, max_size=8),
+    capacity=st.integers(1, 20),
+    budget=st.one_of(st.none(), st.integers(1, 40)),
+    removed=st.lists(st.sampled_from([A, B]), max_size=1),
+)
+def test_bisection_matches_the_block_by_block_walk_on_anything_recorded(
+    records: list[tuple[str, str]], queries: list[str], capacity: int, budget: int | None, removed: list[str]
+):
+    index = PrefixIndex(capacity, max_entries=budget)
+    for i, (address, prompt) in enumerate(records):
+        index.record(address, prompt_block_hashes("m", prompt, 4, 100))
+        if removed and i == len(records) // 2:
+            index.remove_endpoint(removed[0])
+    for prompt in queries:
+        hashes = prompt_block_hashes("m", prompt, 4, 100)
+        assert index.match(hashes) == index.match_exact(hashes)
+    assert index.entries == sum(index.blocks(a) for a in index.addresses()) <= (budget or 10**9)
