@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.picker import schedule_latency
+from loadtests.picker import index_memory, schedule_latency
 from loadtests.routing import in_process
+from scorer.prefix_index import ENTRY_BYTES
 
 
 def _rows(text: str) -> list[list[str]]:
@@ -29,3 +30,17 @@ def test_in_process_routing_replays_a_few_requests(capsys: pytest.CaptureFixture
     assert header[0] == "profile" and [r[0] for r in rows] == ["random", "default-config.yaml"]
     for row in rows:
         assert int(row[1]) > 0 and row[-1] == "0"  # requests completed, none rejected
+
+
+def test_index_memory_reports_every_arm_against_its_budget(capsys: pytest.CaptureFixture[str]):
+    index_memory.main(
+        ["--endpoints", "4", "--tokens", "512", "--prompts", "12", "--every", "6", "--budgets", "40k,none"]
+    )
+    rows = _rows(capsys.readouterr().out)
+    detail = [r for r in rows if len(r) == 14]
+    assert [(r[0], r[1]) for r in detail[1:]] == [("40000", "6"), ("40000", "12"), ("none", "6"), ("none", "12")]
+    for row in detail[1:]:
+        entries = int(row[2].replace(",", ""))
+        assert 0 < entries <= (40_000 // ENTRY_BYTES if row[0] != "none" else 10**9)
+    summary = [r for r in rows if len(r) == 6]
+    assert [r[0] for r in summary[1:]] == ["40000", "none"]
