@@ -50,6 +50,8 @@ from scorer.owner_bits import clear_bit, longest_prefix
 
 ENTRY_BYTES = 200  # budgeted bytes per (endpoint, block) entry: the measured worst case, rounded up
 _INT_BYTES = 40  # one 64-bit hash as a Python int (36 bytes, allocated in 8-byte steps)
+_COMPACT_BYTES = 200  # an LRU table above this many bytes per entry (3x its usual 48-144) is copied smaller
+_COMPACT_FLOOR = 64 * 1024  # small tables are never worth copying
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class PrefixIndexStats:
     max_entries: int | None  # the budget in entries (None: only the per-endpoint capacity bounds the index)
     evicted_capacity: int  # entries evicted because an endpoint's LRU was full
     evicted_budget: int  # entries evicted because the index was over its budget
+    compactions: int  # LRU tables copied into smaller ones after a large eviction
     container_bytes: int  # the dicts' tables, exactly (sys.getsizeof)
     estimated_bytes: int  # containers + the hashes' int objects (counted once per entry, an upper bound)
 
@@ -82,6 +85,7 @@ class PrefixIndex:
         self._entries = 0
         self.evicted_capacity = 0
         self.evicted_budget = 0
+        self.compactions = 0  # LRU tables copied into smaller ones after a large eviction
 
     # ---- reading (never changes recency, so explaining a decision has no effect) -------------------------
     def match(self, hashes: Sequence[int]) -> dict[str, int]:
@@ -140,6 +144,7 @@ class PrefixIndex:
             max_entries=self.max_entries,
             evicted_capacity=self.evicted_capacity,
             evicted_budget=self.evicted_budget,
+            compactions=self.compactions,
             container_bytes=containers,
             estimated_bytes=containers + _INT_BYTES * self._entries,
         )
@@ -162,7 +167,7 @@ class PrefixIndex:
         self._entries += len(lru) - before
         excess = len(lru) - self.capacity
         if excess > 0:
-            self._evict_oldest(lru, bit, excess)
+            self._evict_oldest(address, excess)
             self.evicted_capacity += excess
         if self.max_entries is not None and self._entries > self.max_entries:
             self._enforce_budget()
@@ -196,13 +201,21 @@ class PrefixIndex:
             self._lrus[address] = {}
         return slot
 
-    def _evict_oldest(self, lru: dict[int, None], bit: int, count: int) -> None:
-        """Drop an endpoint's `count` least recently used hashes (one pass over the dict's head, then deletes)."""
-        owners = self._owners
+    def _evict_oldest(self, address: str, count: int) -> None:
+        """Drop an endpoint's `count` least recently used hashes (one pass over the dict's head, then deletes).
+
+        A dict never shrinks when entries leave it, so an LRU that a long prompt grew and the budget then cut keeps
+        the table of its peak: past `_COMPACT_BYTES` per entry it is copied into a table sized for what is left
+        (O(entries left), order kept)."""
+        lru = self._lrus[address]
+        owners, bit = self._owners, 1 << self._slot_of[address]
         for block_hash in list(islice(lru, count)):
             del lru[block_hash]
             clear_bit(owners, block_hash, bit)
         self._entries -= count
+        if sys.getsizeof(lru) > _COMPACT_BYTES * len(lru) + _COMPACT_FLOOR:
+            self._lrus[address] = dict(lru)
+            self.compactions += 1
 
     def _enforce_budget(self) -> None:
         """Bring the entries back to `max_entries` by water-filling: the largest endpoints are cut down to one
@@ -210,7 +223,7 @@ class PrefixIndex:
         assert self.max_entries is not None
         excess = self._entries - self.max_entries
         for address, count in budget_cuts({a: len(lru) for a, lru in self._lrus.items()}, excess).items():
-            self._evict_oldest(self._lrus[address], 1 << self._slot_of[address], count)
+            self._evict_oldest(address, count)
             self.evicted_budget += count
 
     def _clear_bit(self, block_hash: int, bit: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import pytest
 import xxhash
@@ -233,6 +234,19 @@ def test_removing_endpoints_gives_their_entries_back():
     assert index.blocks(B) == 10 and index.entries == 10
     index.retain([])
     assert index.entries == 0 and len(index) == 0 and index.stats().endpoints == 0
+
+
+def test_an_lru_cut_far_below_its_peak_is_compacted_in_order():
+    index = PrefixIndex(100_000, max_entries=1000)
+    index.record(A, list(range(1, 801)))
+    index.record(B, list(range(10_001, 30_001)))  # B's table grows to 20,000 entries, then is cut to 500
+    assert index.blocks(A) == index.blocks(B) == 500 and index.stats().compactions == 1
+    assert sys.getsizeof(index._lrus[B]) < 64 * 1024  # sized for what is left, not for the peak
+    assert index.match(list(range(10_001, 10_601))) == {B: 500}  # the head of its prompt, still in order
+    index.record(B, [1])  # block 1 (A's head) is B's most recent now: the cut takes B's oldest, 10,500
+    index.record(C, list(range(50_001, 50_011)))  # A and B give 5 each: B's next oldest, A's tail
+    assert index.match([1]) == {A: 1, B: 1} and index.match(list(range(1, 801))) == {A: 495, B: 1}
+    assert index.match(list(range(10_001, 10_601))) == {B: 494}
 
 
 def test_the_index_is_invisible_to_the_garbage_collector():
