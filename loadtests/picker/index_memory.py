@@ -14,7 +14,7 @@ in-flight requests' prompts (held by the in-flight table, not the index), and th
 churn leaves.
 
     python -m loadtests.picker.index_memory [--endpoints 100] [--tokens 100000] [--prompts 1500]
-        [--budgets 256Mi,64Mi,none] [--every 250]
+        [--budgets 512Mi,128Mi,32Mi,none] [--every 250]
 
 Output: one progress line per checkpoint, then a table per checkpoint and arm, and a summary table.
 """
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--endpoints", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=100_000, help="prompt length (~4 characters per token)")
     parser.add_argument("--prompts", type=int, default=1500, help="distinct prompts streamed per arm")
-    parser.add_argument("--budgets", default="256Mi,64Mi,none", help="maxIndexBytes per arm; none: no budget")
+    parser.add_argument("--budgets", default="512Mi,128Mi,32Mi,none", help="maxIndexBytes per arm; none: no budget")
     parser.add_argument("--every", type=int, default=250, help="prompts between checkpoints")
     parser.add_argument("--in-flight", type=int, default=None, help="responses outstanding (default: --endpoints)")
     parser.add_argument("--seed", type=int, default=1)

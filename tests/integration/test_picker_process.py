@@ -145,7 +145,7 @@ async def test_requests_land_on_the_picked_endpoint_and_a_shared_prefix_sticks(
     assert entries >= 1024 // 64  # at least the shared prompt's blocks (a token is a byte or more)
     held = _value(final, "autonomic_picker_prefix_index_endpoint_blocks", plugin=plugin, endpoint=addresses[landed[0]])
     assert held == entries
-    assert _value(final, "autonomic_picker_prefix_index_budget_bytes", plugin=plugin) == 256 * 2**20 // 200 * 200
+    assert _value(final, "autonomic_picker_prefix_index_budget_bytes", plugin=plugin) == 512 * 2**20 // 400 * 400
 
 
 async def test_a_killed_replica_stops_receiving_traffic_within_a_scrape_interval(

@@ -13,13 +13,14 @@ state, so the ttft-estimate-scorer reads the same numbers without hashing again.
 
 Parameters: `blockSize` (64 bytes ~ 16 tokens, vLLM's block), `maxPrefixBlocks` (8192 = 512 KiB ~ 128k tokens,
 Llama-3.1's context, so no legal prompt is cut), `lruCapacityPerServer` (31250 blocks ~ 2 M characters ~ 500k tokens,
-the KV capacity of one 8B replica on an H100; size it as `kv_tokens * 4 / blockSize`), `maxIndexBytes` (256Mi: the
+the KV capacity of one 8B replica on an H100; size it as `kv_tokens * 4 / blockSize`), `maxIndexBytes` (512Mi: the
 memory budget of the whole index over all endpoints, counted at `scorer.prefix_index.ENTRY_BYTES` per
 (endpoint, block) entry; over it the endpoints holding the most give up their oldest blocks; null: no budget, only
 the per-endpoint capacity), `learnFromResponses` (true).
 
-The default budget holds 1.34 M entries: 43 endpoints with full LRUs, or 100 at 13,400 blocks (~210k tokens) each,
-within the picker's 512Mi memory request (deploy/base/picker) with room for the rest of the process.
+The default budget holds 1.34 M entries: 43 endpoints with full LRUs, or 100 at 13,400 blocks (~210k tokens) each;
+measured, the index then adds ~280 MB to the process, and at most 512Mi, under the picker's 2Gi memory limit
+(deploy/base/picker).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class PrefixCacheParams(PluginParams):
     block_size: int = Field(64, ge=1)
     max_prefix_blocks: int = Field(8192, ge=1)
     lru_capacity_per_server: int = Field(31_250, ge=1)
-    max_index_bytes: ByteSize | None = Field(256 * 2**20, ge=ENTRY_BYTES)
+    max_index_bytes: ByteSize | None = Field(512 * 2**20, ge=ENTRY_BYTES)
     learn_from_responses: bool = True
 
 
