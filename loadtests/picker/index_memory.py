@@ -11,7 +11,8 @@ pool as it would under traffic; with none in flight, one endpoint would win ever
 checkpoint the child reports its resident set size (VmRSS), its growth over the RSS measured before the stream, the
 in-flight requests' prompts (held by the in-flight table, not the index), and the index's own accounting
 (`PrefixIndex.stats()`). "Index RSS" is the growth less those prompts: the index, and the allocator fragmentation its
-churn leaves.
+churn leaves. It also times one full garbage collection (`gc.collect()`), whose pause grows with every container the
+collector must visit.
 
     python -m loadtests.picker.index_memory [--endpoints 100] [--tokens 100000] [--prompts 1500]
         [--budgets 512Mi,128Mi,32Mi,none] [--every 250]
@@ -102,6 +103,9 @@ def child(args: argparse.Namespace) -> None:
         if i % args.every == 0 or i == args.prompts:
             stats = plugin.index.stats()
             rss = rss_bytes()
+            started = clock()
+            gc.collect()  # a full collection's pause: the index's tables hold only ints, so it should not grow
+            gc_ms = (clock() - started) * 1e3
             line = {
                 "prompts": i,
                 "entries": stats.entries,
@@ -115,6 +119,7 @@ def child(args: argparse.Namespace) -> None:
                 "rss_growth_bytes": rss - base,
                 "in_flight_prompt_bytes": sum(len(r.prompt) for r in outstanding),  # held by the in-flight table
                 "endpoints_used": sum(1 for a in plugin.index.addresses() if plugin.index.blocks(a)),
+                "full_gc_ms": gc_ms,
                 "pick_ms": _percentiles(picks),
                 "learn_ms": _percentiles(learns),
             }
@@ -188,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         end="",
     )
     print(" index RSS MB | index RSS / budget | index RSS / no budget's | RSS bytes per entry |", end="")
-    print(" evicted capacity / budget | pick p50 / p99 ms | learn p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(" evicted capacity / budget | pick p50 / p99 ms | learn p50 / p99 ms | full GC ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for b, lines in arms.items():
         budget = _budget(b)
         label = format_byte_size(budget) if budget is not None else "none"
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{_ratio(own, budget)} | {_ratio(own, other)} | {own / max(1, line['entries']):.0f} | "
                 f"{line['evicted_capacity']:,} / {line['evicted_budget']:,} | "
                 f"{line['pick_ms'][0]:.2f} / {line['pick_ms'][1]:.2f} | "
-                f"{line['learn_ms'][0]:.2f} / {line['learn_ms'][1]:.2f} |"
+                f"{line['learn_ms'][0]:.2f} / {line['learn_ms'][1]:.2f} | {line['full_gc_ms']:.1f} |"
             )
     print("\nsummary (last checkpoint)")
     print("| budget | entries | index estimate MB | index RSS MB | / budget | / no budget's |")

@@ -37,7 +37,7 @@ def test_index_memory_reports_every_arm_against_its_budget(capsys: pytest.Captur
         ["--endpoints", "4", "--tokens", "512", "--prompts", "12", "--every", "6", "--budgets", "40k,none"]
     )
     rows = _rows(capsys.readouterr().out)
-    detail = [r for r in rows if len(r) == 14]
+    detail = [r for r in rows if len(r) == 15]
     assert [(r[0], r[1]) for r in detail[1:]] == [("40000", "6"), ("40000", "12"), ("none", "6"), ("none", "12")]
     for row in detail[1:]:
         entries = int(row[2].replace(",", ""))
