@@ -32,8 +32,8 @@ orphans too.
 
 Bounds: at most `max_blocks_per_endpoint` engine hashes per endpoint (a real cache holds `num_gpu_blocks`; the
 bound only matters when removals are lost): past it the oldest stored entries are dropped first. Memory: about
-200 bytes per (endpoint, block) entry (tracemalloc, CPython 3.11: three dict slots and two 64-bit ints), so 28,150
-blocks (one Llama-3.1-8B replica on an H100) is ~5.6 MB per endpoint.
+175 bytes per (endpoint, block) entry (tracemalloc, CPython 3.11: three dict slots and the key's int; 300 with the
+`OrderedDict` of lists before), so 28,150 blocks (one Llama-3.1-8B replica on an H100) is ~4.9 MB per endpoint.
 
 Every table holds only ints (and None), so the garbage collector never visits them: with an `OrderedDict` of
 `[key, copies]` lists per endpoint (before), a full collection visited every entry, 96-200 ms at 16 endpoints x
