@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from scorer.allocator import return_large_frees_to_os
 from scorer.api import PickerApi
 from scorer.config import PickerConfig
 from scorer.director import Director
@@ -82,6 +83,8 @@ async def run_picker(
     opts: PickerOptions, stop: asyncio.Event, on_ready: Callable[[RunningPicker], None] = lambda _: None
 ) -> None:
     """Serve until `stop` is set, then shut down gracefully. Raises `StartupError` if a port cannot be bound."""
+    if not return_large_frees_to_os():  # the prefix index's freed tables go back to the OS (scorer.allocator)
+        log.info("allocator: not glibc, the mmap threshold is left as it is")
     runtime = PluginRuntime()  # the plugins' run-time inputs, fed below (KV events, tokenizer)
     director = Director(
         Scheduler(opts.config, runtime),

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from loadtests.soak.sampler import read_proc
+from scorer.allocator import return_large_frees_to_os
 from scorer.byte_size import format_byte_size, parse_byte_size
 from scorer.config import DEFAULT_CONFIG_RESOURCE, parse_config
 from scorer.director import Director
@@ -79,6 +80,8 @@ def rss_bytes() -> int:
 def child(args: argparse.Namespace) -> None:
     """One arm: stream the prompts, print a JSON line at every checkpoint."""
     budget = _budget(args.budget)
+    if args.malloc == "picker":
+        return_large_frees_to_os()  # as `autonomic picker` does at start
     director = build(args.endpoints, budget, args.seed)
     plugin = next(p for p in director.scheduler.plugins.values() if isinstance(p, PrefixCacheScorer))
     rng = random.Random(args.seed)
@@ -141,6 +144,7 @@ def run_arm(args: argparse.Namespace, budget: str) -> list[dict[str, Any]]:
     cmd = [sys.executable, "-m", "loadtests.picker.index_memory", "--child", "--budget", budget]
     cmd += ["--endpoints", str(args.endpoints), "--tokens", str(args.tokens), "--prompts", str(args.prompts)]
     cmd += ["--every", str(args.every), "--seed", str(args.seed), "--in-flight", str(in_flight(args))]
+    cmd += ["--malloc", args.malloc]
     lines: list[dict[str, Any]] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
@@ -171,6 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=250, help="prompts between checkpoints")
     parser.add_argument("--in-flight", type=int, default=None, help="responses outstanding (default: --endpoints)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--malloc",
+        choices=["picker", "default"],
+        default="picker",
+        help="picker: glibc's mmap threshold fixed as `autonomic picker` fixes it (scorer.allocator); default: as is",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--budget", default="none", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         _budget(b)  # refuse a typo before running anything
     print(
         f"prefix index memory: {args.endpoints} endpoints, {args.tokens:,}-token distinct prompts, "
-        f"{args.prompts} per arm, one child process per arm (ENTRY_BYTES={ENTRY_BYTES})",
+        f"{args.prompts} per arm, one child process per arm (ENTRY_BYTES={ENTRY_BYTES}, malloc: {args.malloc})",
         flush=True,
     )
     arms = {b: run_arm(args, b) for b in budgets}
