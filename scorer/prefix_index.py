@@ -34,12 +34,13 @@ dict lookups instead of one per block (55 instead of 2,048 for a 32k-token promp
 into a table of millions of entries is a cache miss, which is why matching was memory-bound. `match_exact` walks
 every block (the same answer on anything `record` built; tests compare them).
 
-Memory: `ENTRY_BYTES` (400) per (endpoint, block) entry is what the budget counts: the most resident memory an
-entry was measured to add (`make bench-index-memory`, 100 endpoints, 100k-token distinct prompts, CPython 3.11:
-150-390 bytes). An entry is an LRU slot, an `_owners` slot and the hash's int object (40 bytes); what varies is the
-dicts' slack (a dict resized under churn keeps 3 to 6 slots per live entry, 24 bytes each) and the allocator's
-fragmentation. So the budget is an upper bound on what the index adds to the process, reached only when every
-table is at its emptiest. `stats()` reports the tables' real size.
+Memory: `ENTRY_BYTES` (400) per (endpoint, block) entry is what the budget counts: the worst case of what an entry
+holds. An entry is an LRU slot, an `_owners` slot and the hash's int object (40 bytes); a dict resized under churn
+keeps 3 to 6 slots per live entry (24 bytes each: at most 144 bytes per entry for `_owners`), and an LRU table past
+`_COMPACT_BYTES` (200) per entry is compacted. Measured (`make bench-index-memory`: 100 endpoints, 100k-token
+distinct prompts, CPython 3.11, glibc's mmap threshold fixed as the picker fixes it, `scorer.allocator`), an entry
+added 160-290 bytes of resident memory, so the budget is an upper bound on what the index adds to the process.
+`stats()` reports the tables' real size.
 """
 
 from __future__ import annotations
