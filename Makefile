@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test fuzz lint fmt setup peers test-peers clean proto prometheus kubectl helm descheduler bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-rebalance-day bench-plan chaos-controller chaos-picker soak
+.PHONY: demo test fuzz lint fmt setup peers test-peers clean proto prometheus kubectl helm descheduler bench-schedule bench-index-memory bench-extproc bench-routing bench-picker bench-rebalance bench-rebalance-day bench-plan chaos-controller chaos-picker soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -68,6 +68,9 @@ proto: $(STAMP)
 # picker cost benchmarks (figures in BENCHMARKS.md); not part of `make test`
 bench-schedule: $(STAMP)
 	$(BIN)/python -m loadtests.picker.schedule_latency
+
+bench-index-memory: $(STAMP)
+	$(BIN)/python -m loadtests.picker.index_memory
 
 bench-extproc: $(STAMP)
 	$(BIN)/python -m loadtests.picker.envoy_hop --requests 2000 --rate 100
