@@ -14,7 +14,7 @@ import copy
 import json
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sim.cluster import errors
 from sim.cluster.clock import Clock, rfc3339
@@ -27,6 +27,7 @@ from sim.cluster.watch import Change, EventLog, Watcher
 
 # hook(operation "CREATE"|"UPDATE"|"DELETE", new object (mutable) or None, old object or None)
 AdmissionHook = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
+T = TypeVar("T")
 Obj = dict[str, Any]
 CUSTOM_RESOURCE_PATCHES = ("application/json-patch+json", "application/merge-patch+json")
 ObjList = list[Obj]  # spelled out: inside Store, `list` names the method
@@ -39,6 +40,7 @@ class Store:
         self._objects: dict[str, dict[tuple[str, str], Obj]] = {}
         self._sorted: dict[str, list[Obj]] = {}  # resource -> its objects in key order, until its next write
         self._generations: dict[str, int] = {}  # resource -> writes to it so far
+        self._memos: dict[str, tuple[tuple[int, ...], Any]] = {}  # name -> (stamp, value), see memo()
         self._rv = 0
         self.log = EventLog(event_window)
         self._admission: dict[str, list[AdmissionHook]] = {}
@@ -54,6 +56,17 @@ class Store:
     @property
     def resource_version(self) -> int:
         return self._rv
+
+    def memo(self, name: str, stamp: tuple[int, ...], compute: Callable[[], T]) -> T:
+        """`compute()`, or what it returned last time for `name` if `stamp` (e.g. resource generations) is the
+        same: for values derived from the store that many readers need between writes."""
+        with self._lock:
+            cached = self._memos.get(name)
+            if cached is not None and cached[0] == stamp:
+                return cast(T, cached[1])
+            value = compute()
+            self._memos[name] = (stamp, value)
+            return value
 
     def generation(self, rt: ResourceType) -> int:
         """How many writes `rt` has had: unchanged means every object of that type is as it was."""

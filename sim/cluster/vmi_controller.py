@@ -215,11 +215,13 @@ class VmiController:
     # ---- VMs -----------------------------------------------------------------------------------------------
     def _vms(self, now: float, dirty_vmis: set[tuple[str, str]] | None) -> None:
         dirty, self._dirty_vms = self._dirty_vms, set()
-        wanted = None if dirty is None or dirty_vmis is None or self._failed_at else dirty | dirty_vmis
-        for vm in self.store.peek(VMS):
-            key = (vm["metadata"]["namespace"], vm["metadata"]["name"])
-            if wanted is None or key in wanted:
-                self._vm(vm, self.store.peek_one(VMIS, *key), now)
+        if dirty is None or dirty_vmis is None or self._failed_at:
+            vms = self.store.peek(VMS)
+        else:
+            found = (self.store.peek_one(VMS, *key) for key in sorted(dirty | dirty_vmis))
+            vms = [vm for vm in found if vm is not None]
+        for vm in vms:
+            self._vm(vm, self.store.peek_one(VMIS, vm["metadata"]["namespace"], vm["metadata"]["name"]), now)
 
     def _note(self, change: Change) -> None:
         """Remember what a store change touched (see `_dirty_vmis`)."""
