@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-step", type=float, default=20.0, help="--engine model: model seconds between load samples (20)"
     )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="--engine model: arms run in up to N processes at once (default 1)"
+    )
     p.add_argument("--out", type=Path, default=Path("out/bench-rebalance"), help="output directory")
 
 
@@ -109,6 +112,8 @@ def validate(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+    if args.jobs < 1 or (args.jobs > 1 and args.engine != "model"):
+        raise ValueError(f"--jobs must be >= 1, and above 1 only with --engine model, got {args.jobs}")
     if not 0 < args.model_step <= 60:
         raise ValueError(f"--model-step must be in (0, 60] (the queries' 1 m window), got {args.model_step}")
     for opt in ("scenario", "vm_trace"):
@@ -120,7 +125,14 @@ def validate(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     from loadtests.rebalance.report import cluster_text, text_table, write_report
-    from loadtests.rebalance.run import RunSettings, default_scenario, run_policies, with_hotspots, with_trace
+    from loadtests.rebalance.run import (
+        RunSettings,
+        default_scenario,
+        run_policies,
+        run_policies_parallel,
+        with_hotspots,
+        with_trace,
+    )
     from sim.cluster.cluster_shape import ShapeError, describe
     from sim.cluster.generator import generate
     from sim.cluster.prometheus import TelemetryError
@@ -171,9 +183,10 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
 
         run_one = partial(run_policy_model, model=ModelSettings(step_s=args.model_step))
     try:
-        comparison = run_policies(
-            scenario, policies, settings, lambda m: print(f"[bench rebalance] {m}", flush=True), run_one
-        )
+        if run_one is not None and args.jobs > 1:
+            comparison = run_policies_parallel(scenario, policies, settings, run_one, args.jobs, print_progress)
+        else:
+            comparison = run_policies(scenario, policies, settings, print_progress, run_one)
     except (TelemetryError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -189,6 +202,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     )
     print(f"[bench rebalance] wrote {', '.join(str(p) for p in paths.values())}")
     return 1 if any(r.get("errors") for r in comparison["policies"].values()) else 0
+
+
+def print_progress(message: str) -> None:
+    """Progress lines (a module function: arms in other processes print with it too)."""
+    print(f"[bench rebalance] {message}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

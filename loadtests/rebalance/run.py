@@ -24,11 +24,13 @@ import asyncio
 import json
 import logging
 import math
+import multiprocessing
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -351,6 +353,30 @@ def run_policies(
             out["milp_lower_bound"] = result.pop("milp_lower_bound", None)
             out["milp_bound_kind"] = result.pop("milp_bound_kind", "none")
         out["policies"][policy] = result
+    return out
+
+
+def run_policies_parallel(
+    scenario: Scenario,
+    policies: list[str],
+    settings: RunSettings,
+    run_one: ArmRunner,
+    jobs: int,
+    progress: ProgressFn,
+) -> dict[str, Any]:
+    """`run_policies` with the arms in up to `jobs` processes at once (the model engine: each arm is one CPU-bound
+    process, deterministic, sharing nothing); the bound from the first arm, results in the order asked."""
+    out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {
+            p: pool.submit(run_one, scenario, p, settings, progress, with_bound=i == 0) for i, p in enumerate(policies)
+        }
+        for i, policy in enumerate(policies):
+            result = futures[policy].result()
+            if i == 0:
+                out["milp_lower_bound"] = result.pop("milp_lower_bound", None)
+                out["milp_bound_kind"] = result.pop("milp_bound_kind", "none")
+            out["policies"][policy] = result
     return out
 
 

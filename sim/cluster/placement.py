@@ -18,6 +18,7 @@ from sim.cluster.scheduler import Decision, NodeCandidate, PodRequest, schedule
 from sim.cluster.store import Store
 
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+MAX_CACHED_REQUESTS = 100_000
 
 
 def node_ready(node: dict[str, Any]) -> bool:
@@ -34,10 +35,19 @@ def candidates(store: Store) -> list[NodeCandidate]:
 
 def _candidates(store: Store) -> list[NodeCandidate]:
     used: dict[str, list[int]] = {}
+    # a pod's requests by (namespace, name, resourceVersion): parsing quantities was most of a recomputation
+    requests: dict[tuple[str, str, str], tuple[int, int]] = store.memo("pod-requests", (), dict)
+    if len(requests) > MAX_CACHED_REQUESTS:  # old versions of pods pile up in a long-running twin
+        requests.clear()
     for pod in store.peek(PODS):
         node = (pod.get("spec") or {}).get("nodeName")
         if node and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-            cpu, mem = pod_requests(pod)
+            meta = pod["metadata"]
+            key = (meta.get("namespace") or "", meta["name"], meta.get("resourceVersion") or "")
+            found = requests.get(key)
+            if found is None:
+                found = requests[key] = pod_requests(pod)
+            cpu, mem = found
             u = used.setdefault(node, [0, 0])
             u[0] += cpu
             u[1] += mem
