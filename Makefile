@@ -83,7 +83,7 @@ bench-rebalance: $(STAMP) prometheus
 
 # a day of load on a production-size, memory-tight cluster in model time (issue 13; tens of minutes on 2 cores)
 bench-rebalance-day: $(STAMP)
-	$(BIN)/autonomic --log-level warning bench rebalance --engine model --nodes 100 --vms 3000 --node-cpus 64 \
+	$(BIN)/autonomic --log-level warning bench rebalance --engine model --jobs 3 --nodes 100 --vms 3000 --node-cpus 64 \
 		--node-memory-gib 512 --memory-fill 0.85 --hot-nodes 5 --duration 86400 \
 		--vm-trace ../shared/data/vm-load/gcd_vms_dev.csv.gz --out out/bench-rebalance-day
 
