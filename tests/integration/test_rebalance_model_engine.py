@@ -98,3 +98,17 @@ def test_a_run_past_the_first_hour_reports_evictions_per_vm_per_day(tmp_path: Pa
     expected = len(steady) / 10 / (1 / 24)  # 10 VMs, one steady hour
     assert arm["evictions_per_vm_day"] == pytest.approx(expected)
     assert arm["cooldown_violations"] == 0  # the migration-aware profile never moves a VM inside its cooldown
+
+
+def test_arms_in_parallel_processes_give_the_same_results(tmp_path: Path) -> None:
+    common = ["--engine", "model", "--duration", "600", "--policies", "no-op,psi-relief"]
+    assert bench([*common, "--out", str(tmp_path / "one")]) == 0
+    assert bench([*common, "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert one == two  # deterministic: the same figures whichever process ran an arm
+
+
+@pytest.mark.parametrize("args", [["--jobs", "2"], ["--engine", "model", "--jobs", "0"]])
+def test_jobs_is_for_the_model_engine(tmp_path: Path, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench([*args, "--out", str(tmp_path)]) == 2
+    assert "--jobs" in capsys.readouterr().err
