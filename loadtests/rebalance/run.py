@@ -37,8 +37,9 @@ from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
 from controller.model import Plan
 from controller.service import ControllerOptions, RunningController, run_controller
-from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
+from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, DESCHEDULER, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
 from loadtests.rebalance.bound import BoundNode, BoundVm, lower_bound
+from loadtests.rebalance.descheduler_arm import DeschedulerProcess, find_binary, interval_flag, unavailable
 from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures
 from sim.cluster.kv_objects import LIVE_MIGRATABLE
 from sim.cluster.prometheus import TwinTelemetry, start_telemetry
@@ -80,8 +81,9 @@ def default_scenario() -> Scenario:
 
 
 def policy_config(policy: str, settings: RunSettings) -> ControllerConfig | None:
-    """The controller configuration of an arm (`arms.py`; None for `no-op`); PSI queries use the twin's rate window."""
-    if policy == NO_OP:
+    """The controller configuration of an arm (`arms.py`; None for `no-op` and the real `descheduler`); PSI queries
+    use the twin's rate window."""
+    if policy in (NO_OP, DESCHEDULER):
         return None
     window = f"{settings.rate_window_real_s}s"
     metrics = {
@@ -254,7 +256,14 @@ def run_policy(
     errors: list[str] = []
     result: dict[str, Any] = {"policy": policy, "controller": describe(config)}
     started = time.monotonic()
-    with ClusterTwin(scenario, time_scale=settings.time_scale) as twin:
+    peer: DeschedulerProcess | None = None
+    if policy == DESCHEDULER:  # the real binary, on the wall clock: its interval is the model interval scaled
+        binary = find_binary()
+        if binary is None:
+            raise RuntimeError(unavailable() or "no descheduler binary")
+        peer = DeschedulerProcess(binary, interval_flag(settings.interval_s, settings.time_scale))
+        result["controller"] = peer.describe()
+    with ClusterTwin(scenario, time_scale=settings.time_scale, tls=peer is not None) as twin:
         telemetry = twin.run(start_telemetry(twin.view, options))
         try:
             url = telemetry.prometheus_url
@@ -285,6 +294,8 @@ def run_policy(
                     )
                 )
                 controller.start()
+            if peer is not None:
+                peer.start(twin, url)
             real_t0, model_t0 = time.time(), twin.view.now()
             progress(
                 f"{policy} ({result['controller']}): running {settings.duration_s / 60:g} model min "
@@ -304,6 +315,11 @@ def run_policy(
                     controller.stop()
                     if controller.error is not None:
                         errors.append(f"controller: {controller.error}")
+                if peer is not None:
+                    result["descheduler"] = peer.stop()
+                    cycles = {"completed": float(result["descheduler"]["cycles"])}
+                    if "error" in result["descheduler"]:
+                        errors.append(f"descheduler: {result['descheduler']['error']}")
             result["pending_vms"] = pending_vms(twin)
             migrations = _migrations(twin, telemetry)
             reasons = _move_reasons(twin)
@@ -397,7 +413,11 @@ def run_policies(
     progress: ProgressFn = lambda _: None,
 ) -> dict[str, Any]:
     """Every policy in turn on a fresh twin; the MILP bound from the first arm's starting demands."""
-    out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}}
+    out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}, "skipped": {}}
+    if DESCHEDULER in policies and (why := unavailable()) is not None:
+        progress(f"skipping the {DESCHEDULER} arm: {why}")
+        out["skipped"][DESCHEDULER] = why
+        policies = [p for p in policies if p != DESCHEDULER]
     for i, policy in enumerate(policies):
         progress(f"rebalance run: {policy} (fresh cluster twin, real Prometheus)")
         result = run_policy(scenario, policy, settings, progress, with_bound=i == 0)
