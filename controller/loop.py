@@ -174,10 +174,13 @@ class Controller:
             await self._migrate(move, self.config.policy, dry_run=False)
 
     async def _migrate(self, move: Move, policy: str, *, dry_run: bool) -> ActionResult:
+        # the request's time is when it was sent: KubeVirt may create (and stamp) the evacuation's VMIM before the
+        # eviction call answers, and the tracker recognises it by a creation time not older than the request
+        requested_at = self.clock.now()
         result = await self.actuator.migrate(move)
         self.metrics.actions.labels("migrate", result.result).inc()
         if result.result == STARTED:
-            self.tracker.record(Requested(move.vm, move.source, move.target, self.clock.now(), result.migration))
+            self.tracker.record(Requested(move.vm, move.source, move.target, requested_at, result.migration))
             self.metrics.descheduler_eviction("background", move.vm, move.source)
         log.info(
             f"migration {result.result}: {move.vm} from {move.source}" + (f" to {move.target}" if move.target else ""),
