@@ -85,6 +85,6 @@ def test_an_evacuation_stamped_before_the_eviction_answered_is_followed(call_s: 
     result = asyncio.run(controller._migrate(move, "descheduler-compatible", dry_run=False))
     assert result.result == STARTED and [m.vm for m in controller.tracker.pending()] == ["vms/a"]
     clock.t += 60  # the next cycle
-    outcomes = controller.tracker.update(cluster, clock.now())
+    outcomes = controller.tracker.update(cast(ClusterSource, cluster), clock.now())
     assert [(o.vm, o.outcome, o.migration) for o in outcomes] == [("vms/a", "succeeded", "kubevirt-evacuation-x")]
     assert controller.tracker.pending() == []  # no longer counted in flight: the budget has its room back
