@@ -144,3 +144,12 @@ def test_the_version_comes_from_the_install_stamp(tmp_path: Path) -> None:
 def test_the_arm_is_named_not_default_and_runs_no_controller() -> None:
     assert DESCHEDULER in ARMS and DESCHEDULER not in DEFAULT_ARMS
     assert policy_config(DESCHEDULER, RunSettings()) is None
+
+
+def test_a_skipped_arm_is_listed_with_its_reason_in_the_report(tmp_path: Path) -> None:
+    from loadtests.rebalance.report import write_report
+
+    comparison = {"milp_lower_bound": None, "policies": {}, "skipped": {DESCHEDULER: "no descheduler binary at /x"}}
+    settings = {"threshold": 0.3, "duration_s": 60.0, "warmup_s": 0.0, "time_scale": 20.0, "interval_s": 60.0}
+    paths = write_report(comparison, tmp_path, command="c", settings=settings, scenario="s")
+    assert "- **descheduler**: skipped, no descheduler binary at /x" in paths["report"].read_text()
