@@ -259,6 +259,7 @@ class DeschedulerProcess:
         """Stop it; what it did, for runs.json (`descheduler`) and the errors if it died on its own."""
         out: dict[str, Any] = {"binary": str(self.binary.path), "version": self.binary.version}
         child = self._child
+        errors = list(self.summary.errors)  # the cycle our SIGTERM cuts short logs its cancelled calls: not counted
         if child is not None and self._twin is not None:
             exited_early = not child.running
             code = self._twin.run(child.stop())
@@ -270,7 +271,8 @@ class DeschedulerProcess:
             cycles=self.summary.cycles,
             background_evictions=self.summary.background_evictions,
             evicting_from=self.summary.evicting_from,
-            log_errors=self.summary.errors,
+            log_errors=errors,
+            log_errors_at_stop=self.summary.errors[len(errors) :],
             policy=render_policy("<the twin's Prometheus>"),
         )
         self._dir.cleanup()
