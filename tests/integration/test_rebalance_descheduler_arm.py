@@ -33,7 +33,11 @@ def test_the_real_descheduler_evicts_and_the_eviction_becomes_a_migration() -> N
     assert "sigs.k8s.io/descheduler" in result["controller"] and ran["version"] in result["controller"]
     assert "4.21 GA" in result["controller"] and ran["interval"] == "3000ms"  # 60 model s at 20x
     assert ran["cycles"] >= 1 and ran["background_evictions"] >= 1, ran.get("log_tail")
-    assert "worker-0" in ran["evicting_from"] and ran["log_errors"] == []
+    assert "worker-0" in ran["evicting_from"], (ran["evicting_from"], ran["log_errors"])
+    # what it may log at error level here: a cycle without a node's sample in Prometheus (it then fails the cycle,
+    # as on a real cluster; the loaded machine's Prometheus can miss a scrape), and its own per-cycle limit
+    expected = ("unable to find metric entry for", "maximum number of evicted pods per a descheduling cycle")
+    assert [e for e in ran["log_errors"] if not any(x in e for x in expected)] == [], ran["log_errors"]
     from_hot = [m for m in result["moves"] if m["source"] == "worker-0" and m["phase"] == "Succeeded"]
     assert from_hot and all(m["target"] != "worker-0" for m in from_hot), result["moves"]
     assert result["migrations"] >= 1 and result["pending_vms"] == 0
