@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test fuzz lint fmt setup peers test-peers clean proto prometheus kubectl helm descheduler bench-schedule bench-extproc bench-routing bench-picker bench-rebalance bench-plan chaos-controller chaos-picker soak
+.PHONY: demo test fuzz lint fmt setup peers test-peers clean proto prometheus kubectl helm descheduler bench-schedule bench-index-memory bench-extproc bench-routing bench-picker bench-rebalance bench-rebalance-day bench-plan chaos-controller chaos-picker soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -70,6 +70,9 @@ proto: $(STAMP)
 bench-schedule: $(STAMP)
 	$(BIN)/python -m loadtests.picker.schedule_latency
 
+bench-index-memory: $(STAMP)
+	$(BIN)/python -m loadtests.picker.index_memory
+
 bench-extproc: $(STAMP)
 	$(BIN)/python -m loadtests.picker.envoy_hop --requests 2000 --rate 100
 	$(BIN)/python -m loadtests.picker.envoy_hop --requests 2000 --rate 400
@@ -78,6 +81,12 @@ bench-extproc: $(STAMP)
 # rebalancer benchmarks (figures in BENCHMARKS.md, "Controller"); not part of `make test`
 bench-rebalance: $(STAMP) prometheus
 	$(BIN)/autonomic bench rebalance --nodes 12 --vms 40 --hot-nodes 2 --hot-factor 4 --duration 900 --out out/bench-rebalance
+
+# a day of load on a production-size, memory-tight cluster in model time (issue 13; tens of minutes on 2 cores)
+bench-rebalance-day: $(STAMP)
+	$(BIN)/autonomic --log-level warning bench rebalance --engine model --nodes 100 --vms 3000 --node-cpus 64 \
+		--node-memory-gib 512 --memory-fill 0.85 --hot-nodes 5 --duration 86400 \
+		--vm-trace ../shared/data/vm-load/gcd_vms_dev.csv.gz --out out/bench-rebalance-day
 
 # chaos campaign for the controller (issue 16, RELIABILITY.md): every scenario on a fresh twin + Prometheus, ~6 min
 chaos-controller: $(STAMP) prometheus

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 DEFAULT_SCORE_QUERY = "descheduler:node:linear_amplified_ideal_point_positive_distance:k3:avg1m"  # ref §1.4
@@ -93,6 +93,15 @@ class MetricsConfig(_Section):
     # is skipped when fewer than 2, or fewer than this fraction of the population, remain trusted
     min_trusted_fraction: Annotated[float, Field(ge=0, le=1, description="of the population, to act at all")] = 0.5
     timeout_seconds: Annotated[float, Field(gt=0, description="per query; a timeout skips the cycle")] = 10.0
+
+    @field_validator("psi_queries", "utilization_queries", mode="before")
+    @classmethod
+    def _keep_unnamed_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        """A document naming some dimensions' queries keeps the defaults of the others (a policy may read them)."""
+        if not isinstance(value, dict):
+            return value  # the field's own validation reports it
+        defaults = DEFAULT_PSI_QUERIES if info.field_name == "psi_queries" else DEFAULT_UTILIZATION_QUERIES
+        return {**defaults, **value}
 
 
 class LimitsConfig(_Section):

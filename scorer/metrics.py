@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
 from scorer.sources.scraper import ScrapeResult
 from scorer.types import EndpointState, SchedulingResult
 
@@ -73,6 +74,12 @@ class PickerMetrics:
         )
         self.pick_seconds = Histogram(
             "autonomic_picker_pick_duration_seconds", "Time of one whole pick.", buckets=PLUGIN_BUCKETS, registry=reg
+        )
+        self.learn_seconds = Histogram(
+            "autonomic_picker_learn_duration_seconds",
+            "Time the plugins took to learn from one decision (prefix recording), after its answer was sent.",
+            buckets=PLUGIN_BUCKETS,
+            registry=reg,
         )
         self.plugin_seconds = Histogram(
             "autonomic_picker_plugin_duration_seconds",
@@ -145,6 +152,10 @@ class PickerMetrics:
     ) -> None:
         """Export pool state read at collection time: readiness, scrape staleness, in-flight per endpoint."""
         self.registry.register(_PoolCollector(endpoints, staleness, ejections))
+
+    def watch_prefix_indexes(self, indexes: Callable[[], Mapping[str, PrefixIndex]]) -> None:
+        """Export the approximate prefix indexes' size, budget and evictions, read at collection time."""
+        self.registry.register(PrefixIndexCollector(indexes))
 
 
 @dataclass(eq=False)  # registries key collectors by identity
@@ -238,3 +249,44 @@ async def serve_metrics(
         raise
     bound = runner.addresses[0][1] if runner.addresses else port
     return runner, int(bound)
+
+
+@dataclass(eq=False)  # registries key collectors by identity
+class PrefixIndexCollector:
+    """The approximate prefix indexes' size against their memory budget, read at scrape time (`stats()` is
+    O(endpoints)): entries, distinct hashes, estimated bytes, the budget, evictions by cause, blocks per endpoint."""
+
+    indexes: Callable[[], Mapping[str, PrefixIndex]]  # plugin name -> its index
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        p = "autonomic_picker_prefix_index_"
+        entries = GaugeMetricFamily(p + "entries", "(endpoint, block) entries held: what the budget bounds.", labels=_P)
+        hashes = GaugeMetricFamily(p + "hashes", "Distinct block hashes held by at least one endpoint.", labels=_P)
+        size = GaugeMetricFamily(p + "bytes", "Estimated memory of the index (dict tables + hash objects).", labels=_P)
+        budget = GaugeMetricFamily(
+            p + "budget_bytes", "The index's memory budget (maxIndexBytes); absent when it has none.", labels=_P
+        )
+        evictions = CounterMetricFamily(
+            p + "evictions", "Entries evicted: a full endpoint LRU (capacity) or the budget.", labels=[*_P, "reason"]
+        )
+        blocks = GaugeMetricFamily(
+            p + "endpoint_blocks", "Blocks the index holds per endpoint.", labels=[*_P, "endpoint"]
+        )
+        for plugin, index in self.indexes().items():
+            stats = index.stats()
+            entries.add_metric([plugin], stats.entries)
+            hashes.add_metric([plugin], stats.hashes)
+            size.add_metric([plugin], stats.estimated_bytes)
+            if stats.max_entries is not None:
+                budget.add_metric([plugin], stats.max_entries * ENTRY_BYTES)
+            evictions.add_metric([plugin, "capacity"], stats.evicted_capacity)
+            evictions.add_metric([plugin, "budget"], stats.evicted_budget)
+            for address in index.addresses():
+                blocks.add_metric([plugin, address], index.blocks(address))
+        yield from (entries, hashes, size, budget, evictions, blocks)
+
+
+_P = ["plugin"]

@@ -9,6 +9,7 @@ picker answered itself (ImmediateResponse: 400, 429, 500, 503).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -52,7 +53,7 @@ class ObservedDirector:
         started = time.perf_counter()
         fallbacks = self.director.stale_fallbacks
         try:
-            result = self.director.pick(request, subset)
+            result = self.director.pick(request, subset, defer_learning=True)
         except NoEndpointError as exc:
             outcome = "shed" if exc.shed else "no_endpoint"
             self.metrics.decisions.labels(outcome, outcome).inc()
@@ -63,7 +64,29 @@ class ObservedDirector:
         self.metrics.observe_pick(result, self._weights.get(result.profile, {}), time.perf_counter() - started)
         if self.director.stale_fallbacks != fallbacks:
             self.metrics.stale_fallbacks.inc()
+        self._learn_soon()
         return result
+
+    def _learn_soon(self) -> None:
+        """Learn from the decision once the caller has handed its answer to gRPC: the callback runs at the event
+        loop's next turn, when the servicer awaits the write. Without a running loop (a synchronous caller), now."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.learn_pending()
+            return
+        loop.call_soon(self.learn_pending)
+
+    def learn_pending(self) -> None:
+        """The deferred learning, timed (`autonomic_picker_learn_duration_seconds`); it never raises."""
+        started = time.perf_counter()
+        try:
+            learnt = self.director.learn_pending()
+        except Exception:
+            log.exception("learning from a decision failed")
+            return
+        if learnt:
+            self.metrics.learn_seconds.observe(time.perf_counter() - started)
 
     def explain(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
         return self.director.explain(request, subset)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from scorer.allocator import return_large_frees_to_os
 from scorer.api import PickerApi
 from scorer.config import PickerConfig
 from scorer.director import Director
@@ -24,6 +25,7 @@ from scorer.extproc.server import ExtProcHandle, serve_extproc
 from scorer.extproc.tls import CertSource
 from scorer.metrics import PickerMetrics, serve_metrics
 from scorer.observed import ExtProcStreamMetrics, ObservedDirector
+from scorer.plugins.scorers.prefix_cache import PrefixCacheScorer
 from scorer.registry import PluginRuntime
 from scorer.scheduler import Scheduler
 from scorer.sources.inferencepool import PoolRef, follow_pool
@@ -81,6 +83,8 @@ async def run_picker(
     opts: PickerOptions, stop: asyncio.Event, on_ready: Callable[[RunningPicker], None] = lambda _: None
 ) -> None:
     """Serve until `stop` is set, then shut down gracefully. Raises `StartupError` if a port cannot be bound."""
+    if not return_large_frees_to_os():  # the prefix index's freed tables go back to the OS (scorer.allocator)
+        log.info("allocator: not glibc, the mmap threshold is left as it is")
     runtime = PluginRuntime()  # the plugins' run-time inputs, fed below (KV events, tokenizer)
     director = Director(
         Scheduler(opts.config, runtime),
@@ -106,6 +110,9 @@ async def run_picker(
         precise_inputs(director, backend, runtime, metrics.registry) as precise,
     ):
         metrics.watch_pool(director.endpoints, scraper.staleness, director.ejections)
+        plugins = director.scheduler.plugins.items()
+        indexes = {name: plugin.index for name, plugin in plugins if isinstance(plugin, PrefixCacheScorer)}
+        metrics.watch_prefix_indexes(lambda: indexes)
         results = await scraper.scrape_all()
         log.info(
             "first scrape done",

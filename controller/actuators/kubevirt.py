@@ -65,56 +65,30 @@ class KubeVirtMigrationActuator:
         if pod is None:
             return _result(move, FAILED, "no running virt-launcher pod for this VMI in the cache")
         name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
-        eviction: Any = {
-            "apiVersion": "policy/v1",
-            "kind": "Eviction",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "annotations": {"requested-by": "sigs.k8s.io/descheduler", "reason": move.reason[:250]},
-            },
-        }
+        eviction: Any = eviction_body(pod, move)
         try:
             self.core.create_namespaced_pod_eviction(name, namespace, eviction, _preload_content=False)
         except ApiException as exc:
-            message = _message(exc)
-            if exc.status == 429 and STARTED_TEXT in message and "Evacuation in progress" not in message:
-                return _result(move, STARTED, message)
-            if any(text in message for text in IN_PROGRESS_TEXTS):
-                return _result(move, IN_PROGRESS, message)
-            if exc.status in (404, 429):
-                return _result(move, REFUSED if exc.status == 429 else FAILED, f"HTTP {exc.status}: {message}")
-            raise
+            answer = eviction_answer(exc.status, _message(exc))
+            if answer is None:
+                raise
+            return _result(move, *answer)
         log.warning("eviction deleted the pod: the VM was stopped, not migrated", extra={"vm": move.vm, "pod": name})
         return _result(move, EVICTED, f"pod {name} deleted: the VMI's evictionStrategy does not live-migrate")
 
     def _create_migration(self, move: Move) -> ActionResult:
-        namespace, name = move.vm.split("/", 1)
-        spec: dict[str, Any] = {"vmiName": name}
-        if move.target is not None:
-            spec["addedNodeSelector"] = {HOSTNAME_LABEL: self.cluster.hostname(move.target)}
-        body: Any = {
-            "apiVersion": "kubevirt.io/v1",
-            "kind": "VirtualMachineInstanceMigration",
-            "metadata": {
-                "generateName": f"{_dns_prefix(name)}-autonomic-",
-                "namespace": namespace,
-                "labels": {MANAGED_BY_LABEL: MANAGER},
-                "annotations": {REASON_ANNOTATION: move.reason},
-            },
-            "spec": spec,
-        }
+        namespace = move.vm.split("/", 1)[0]
+        hostname = self.cluster.hostname(move.target) if move.target is not None else None
+        body: Any = migration_body(move, hostname)
         try:
             created: Any = self.custom.create_namespaced_custom_object(
                 *KUBEVIRT, namespace, "virtualmachineinstancemigrations", body
             )
         except ApiException as exc:
-            message = _message(exc)
-            if any(text in message for text in IN_PROGRESS_TEXTS):
-                return _result(move, IN_PROGRESS, message)
-            if exc.status in (400, 403, 404, 422, 429):
-                return _result(move, REFUSED, f"HTTP {exc.status}: {message}")
-            raise
+            answer = migration_answer(exc.status, _message(exc))
+            if answer is None:
+                raise
+            return _result(move, *answer)
         vmim = created["metadata"]["name"]
         where = f"to {move.target}" if move.target else "(target chosen by the scheduler)"
         return _result(move, STARTED, f"VirtualMachineInstanceMigration {vmim} created {where}", vmim)
@@ -129,6 +103,60 @@ class KubeVirtMigrationActuator:
             self.events.vmi(
                 vmi, move.vm, "MigrationNotStarted", f"{result.detail} (wanted: {move.reason})", warning=True
             )
+
+
+def eviction_answer(status: int | None, message: str) -> tuple[str, str] | None:
+    """(result, detail) of an eviction the API answered with an error, or None for an error to raise. 429 with
+    KubeVirt's `Eviction triggered evacuation` is how a started live migration looks."""
+    if status == 429 and STARTED_TEXT in message and "Evacuation in progress" not in message:
+        return STARTED, message
+    if any(text in message for text in IN_PROGRESS_TEXTS):
+        return IN_PROGRESS, message
+    if status in (404, 429):
+        return (REFUSED if status == 429 else FAILED), f"HTTP {status}: {message}"
+    return None
+
+
+def migration_answer(status: int | None, message: str) -> tuple[str, str] | None:
+    """(result, detail) of a VirtualMachineInstanceMigration creation the API refused, or None for an error to
+    raise."""
+    if any(text in message for text in IN_PROGRESS_TEXTS):
+        return IN_PROGRESS, message
+    if status in (400, 403, 404, 422, 429):
+        return REFUSED, f"HTTP {status}: {message}"
+    return None
+
+
+def migration_body(move: Move, hostname: str | None) -> dict[str, Any]:
+    """The VirtualMachineInstanceMigration that carries out `move` (`hostname`: the target's hostname label)."""
+    namespace, name = move.vm.split("/", 1)
+    spec: dict[str, Any] = {"vmiName": name}
+    if hostname is not None:
+        spec["addedNodeSelector"] = {HOSTNAME_LABEL: hostname}
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstanceMigration",
+        "metadata": {
+            "generateName": f"{_dns_prefix(name)}-autonomic-",
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGER},
+            "annotations": {REASON_ANNOTATION: move.reason},
+        },
+        "spec": spec,
+    }
+
+
+def eviction_body(pod: dict[str, Any], move: Move) -> dict[str, Any]:
+    """The policy/v1 Eviction of `pod` the descheduler would send (its `requested-by` annotation included)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "annotations": {"requested-by": "sigs.k8s.io/descheduler", "reason": move.reason[:250]},
+        },
+    }
 
 
 def _result(move: Move, result: str, detail: str, migration: str | None = None) -> ActionResult:

@@ -3,7 +3,9 @@
 Why it exists: the planner needs nodes, VMIs, their virt-launcher pods, migrations, PodDisruptionBudgets and DRA
 resource claims at every cycle, and the loop should wake when something that matters changes rather than only on
 its timer. One `ResourceWatcher` thread per resource keeps the cache (common/kube_watch.py); `snapshot()` turns
-the cache plus a Prometheus reading into the planner's `ClusterSnapshot` (objects.py).
+the cache plus a Prometheus reading into the planner's `ClusterSnapshot` (objects.py). Anything that keeps the six
+resources can stand in for the watchers (`ObjectCache`, passed as `caches=`): the rebalancing benchmark's model-time
+engine reads the cluster twin's store directly that way, and drives the same loop, tracker and planner.
 
 Wake-ups (`on_change(reason)`, called on a watcher thread): a migration reached Succeeded or Failed (the budget
 has room again and the nodes' load changed), a VMI's evacuation mark was cleared, a node was added, removed,
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from kubernetes import client
 
@@ -29,15 +33,65 @@ LAUNCHER_SELECTOR = "kubevirt.io=virt-launcher"
 WATCH_LOG = logging.getLogger("autonomic.controller.watch")
 
 
+class ObjectCache(Protocol):
+    """What the source needs of one resource's cache (`ResourceWatcher` is one)."""
+
+    kind: str
+    synced: threading.Event
+    error: str | None
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def items(self) -> list[Obj]: ...
+
+    def get(self, namespace: str | None, name: str) -> Obj | None: ...
+
+
+@dataclass(frozen=True)
+class ClusterCaches:
+    """The six caches, for a source that does not watch an API server itself."""
+
+    nodes: ObjectCache
+    pods: ObjectCache  # virt-launcher pods only
+    vmis: ObjectCache
+    migrations: ObjectCache
+    pdbs: ObjectCache
+    claims: ObjectCache
+
+
 class ClusterSource:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: client.ApiClient | None,
         *,
         on_change: Callable[[str], None] | None = None,
         watch_timeout_s: int = 300,
+        caches: ClusterCaches | None = None,
     ) -> None:
+        """Watch the API server behind `api`, or read `caches` (then `on_change` is the caches' owner's to call)."""
         self.on_change = on_change
+        self.nodes: ObjectCache
+        self.pods: ObjectCache
+        self.vmis: ObjectCache
+        self.migrations: ObjectCache
+        self.pdbs: ObjectCache
+        self.claims: ObjectCache
+        if caches is not None:
+            self.nodes, self.pods, self.vmis = caches.nodes, caches.pods, caches.vmis
+            self.migrations, self.pdbs, self.claims = caches.migrations, caches.pdbs, caches.claims
+            self.watchers: tuple[ObjectCache, ...] = (
+                self.nodes,
+                self.pods,
+                self.vmis,
+                self.migrations,
+                self.pdbs,
+                self.claims,
+            )
+            return
+        if api is None:
+            raise ValueError("ClusterSource needs an API client or caches")
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         common: dict[str, Any] = {"watch_timeout_s": watch_timeout_s, "log": WATCH_LOG, "thread_prefix": "watch"}
         self.nodes = ResourceWatcher("nodes", core.list_node, on_event=self._node_event, **common)
@@ -161,6 +215,18 @@ class ClusterSource:
         ]
 
     # ---- wake-ups ------------------------------------------------------------------------------------------------
+    def observe(self, resource: str, kind: str, old: Obj | None, new: Obj | None) -> None:
+        """A change to `resource` (its plural, e.g. `nodes`) that the owner of injected caches saw: wake the loop
+        as the watchers would (`kind` is the watch event type, ADDED/MODIFIED/DELETED)."""
+        handlers = {
+            "nodes": self._node_event,
+            "virtualmachineinstances": self._vmi_event,
+            "virtualmachineinstancemigrations": self._migration_event,
+        }
+        handler = handlers.get(resource)
+        if handler is not None:
+            handler(kind, old, new)
+
     def _wake(self, reason: str) -> None:
         if self.on_change is not None:
             self.on_change(reason)

@@ -28,12 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
+from sim.cluster.kv_objects import LIVE_MIGRATABLE
 from sim.cluster.psi import PsiParams, ThreadGroup, cpu_contention
+from sim.cluster.state_view import NodeInfo, VmiInfo
+from sim.cluster.telemetry_state import Sample
 
 MAX_VARIABLES = 20_000
 
@@ -185,3 +189,32 @@ def _solve(
     if not relax and result.status == 1 and proven is not None and np.isfinite(proven):
         return LowerBound(max(0, int(np.ceil(proven - 1e-6))), "time-limited")
     return None  # 2: infeasible, or nothing proven
+
+
+def bound_inputs(
+    nodes: list[NodeInfo], vmis: list[VmiInfo], vmi_objects: list[dict[str, Any]], sample: Sample, host_cpu: float
+) -> tuple[list[BoundNode], list[BoundVm]]:
+    """Node sizes and VM CPU demands now (a VM's demand: what it gets, over the share its node serves)."""
+    bound_nodes = [
+        # PSI counts contention for the node's cores (capacity); requests must fit what is allocatable
+        BoundNode(n.name, n.cpu_millis / 1000, n.allocatable_memory_bytes, host_cpu)
+        for n in nodes
+        if n.ready and not n.unschedulable
+    ]
+    requests = {f"{v.namespace}/{v.name}": v.memory_bytes for v in vmis}
+    frozen = set()
+    for obj in vmi_objects:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == LIVE_MIGRATABLE and c.get("status") == "False" for c in conditions):
+            frozen.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        strategy = (obj.get("spec") or {}).get("evictionStrategy")
+        if strategy == "None":
+            frozen.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+    vms = []
+    for vm in sample.vms:
+        key = f"{vm.namespace}/{vm.name}"
+        node = sample.nodes.get(vm.node)
+        served = node.pressure.cpu.served if node is not None else 1.0
+        demand = vm.cpu_cores / served if served > 0 else vm.cpu_cores
+        vms.append(BoundVm(key, vm.node, demand, requests.get(key, vm.memory_domain), key not in frozen))
+    return bound_nodes, vms

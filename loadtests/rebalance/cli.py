@@ -62,6 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=",".join(DEFAULT_ARMS),
         help=f"comma-separated, from {','.join(ARMS)} (default: %(default)s)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("live", "model"),
+        default="live",
+        help="live: real Prometheus and the API twin on the wall clock (default); model: the same models and "
+        "controller code in discrete model time, in one process (days of load in minutes)",
+    )
+    p.add_argument(
+        "--model-step", type=float, default=20.0, help="--engine model: model seconds between load samples (20)"
+    )
     p.add_argument("--out", type=Path, default=Path("out/bench-rebalance"), help="output directory")
 
 
@@ -99,6 +109,8 @@ def validate(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+    if not 0 < args.model_step <= 60:
+        raise ValueError(f"--model-step must be in (0, 60] (the queries' 1 m window), got {args.model_step}")
     for opt in ("scenario", "vm_trace"):
         path = getattr(args, opt)
         if path is not None and not path.is_file():
@@ -151,14 +163,29 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["autonomic bench rebalance", *(shlex.quote(a) for a in argv)])
     print(f"[bench rebalance] cluster: {cluster_text(cluster)}", flush=True)
+    run_one = None
+    if args.engine == "model":
+        from functools import partial
+
+        from loadtests.rebalance.model_engine import ModelSettings, run_policy_model
+
+        run_one = partial(run_policy_model, model=ModelSettings(step_s=args.model_step))
     try:
-        comparison = run_policies(scenario, policies, settings, lambda m: print(f"[bench rebalance] {m}", flush=True))
+        comparison = run_policies(
+            scenario, policies, settings, lambda m: print(f"[bench rebalance] {m}", flush=True), run_one
+        )
     except (TelemetryError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("\n" + text_table(comparison, f"rebalancing: {name}, {settings.duration_s / 60:g} model min per policy"))
+    title = f"rebalancing: {name}, {settings.duration_s / 60:g} model min per policy, {args.engine} engine"
+    print("\n" + text_table(comparison, title))
     paths = write_report(
-        comparison, args.out, command=command, settings=dataclasses.asdict(settings), scenario=name, cluster=cluster
+        comparison,
+        args.out,
+        command=command,
+        settings={**dataclasses.asdict(settings), "engine": args.engine},
+        scenario=name,
+        cluster=cluster,
     )
     print(f"[bench rebalance] wrote {', '.join(str(p) for p in paths.values())}")
     return 1 if any(r.get("errors") for r in comparison["policies"].values()) else 0

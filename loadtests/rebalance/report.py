@@ -41,6 +41,8 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "pingpong_vms": ("VMs moved more than once", "{:d}", MOVES_BASELINE),
     "failed_migrations": ("failed migrations", "{:d}", MOVES_BASELINE),
     "gib_moved": ("GiB moved", "{:.0f}", MOVES_BASELINE),
+    "evictions_per_vm_day": ("evictions per VM per day (after the 1st hour)", "{:.3f}", MOVES_BASELINE),
+    "cooldown_violations": ("moves within the VM's cooldown", "{:d}", MOVES_BASELINE),
 }
 
 
@@ -56,9 +58,13 @@ def results_json(comparison: dict[str, Any]) -> dict[str, Any]:
 
 def _cell(key: str, results: dict[str, dict[str, Any]], name: str) -> str:
     _, fmt, base_name = ROWS[key]
-    value = results[name][key]
+    value = results[name].get(key)
+    if value is None:
+        return "n/a"
     text = fmt.format(int(value) if fmt == "{:d}" else value)
     base = results.get(base_name)
+    if base is not None and base.get(key) is None:
+        base = None
     no_op_moves = name == PRESSURE_BASELINE and base_name == MOVES_BASELINE  # moves nothing by definition
     if base is not None and name != base_name and not no_op_moves:
         r = ratio(float(value), float(base[key]))
@@ -80,6 +86,7 @@ def table_rows(comparison: dict[str, Any]) -> tuple[list[str], list[tuple[str, l
     rows = [(label, [_cell(key, results, n) for n in names]) for key, (label, _, _) in ROWS.items()]
     rows.append(("fewest moves possible (MILP)", [bound_text(comparison)] * len(names)))
     rows.append(("VMs pending at the end", [str(results[n].get("pending_vms", "n/a")) for n in names]))
+    rows.append(("wall seconds", [f"{results[n]['wall_s']:.0f}" if "wall_s" in results[n] else "n/a" for n in names]))
     return names, rows
 
 

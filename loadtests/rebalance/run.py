@@ -35,13 +35,12 @@ from typing import Any
 
 from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
-from controller.model import Plan
 from controller.service import ControllerOptions, RunningController, run_controller
+from loadtests.rebalance.arm_result import ArmSeries, cycle_outcomes, explain, finish_result
 from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, DESCHEDULER, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
-from loadtests.rebalance.bound import BoundNode, BoundVm, lower_bound
+from loadtests.rebalance.bound import BoundNode, BoundVm, bound_inputs
 from loadtests.rebalance.descheduler_arm import DeschedulerProcess, find_binary, interval_flag, unavailable
-from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures
-from sim.cluster.kv_objects import LIVE_MIGRATABLE
+from loadtests.rebalance.figures import MigrationRecord
 from sim.cluster.prometheus import TwinTelemetry, start_telemetry
 from sim.cluster.resources import EVENTS, VMIS
 from sim.cluster.scenario import Scenario, default_scenario_path, load_scenario
@@ -153,14 +152,8 @@ class ControllerThread:
         self._thread.join(60)
 
     def cycle_outcomes(self) -> dict[str, float]:
-        """outcome -> cycles, from the controller's own `autonomic_controller_cycles_total` counter."""
         assert self.running is not None
-        out: dict[str, float] = {}
-        for family in self.running.metrics.registry.collect():
-            for sample in family.samples:
-                if sample.name == "autonomic_controller_cycles_total":
-                    out[sample.labels.get("outcome", "")] = sample.value
-        return out
+        return cycle_outcomes(self.running.metrics)
 
 
 def _get_json(url: str, timeout_s: float = 15.0) -> dict[str, Any]:
@@ -204,32 +197,9 @@ def _wait(probe: Callable[[], bool], what: str, timeout_real_s: float) -> None:
 
 
 def _bound_inputs(twin: ClusterTwin, telemetry: TwinTelemetry) -> tuple[list[BoundNode], list[BoundVm]]:
-    """Node sizes and VM CPU demands now (a VM's demand: what it gets, over the share its node serves)."""
     sample = twin.call(telemetry.telemetry.update)
-    settings = telemetry.telemetry.settings
-    nodes = [
-        # PSI counts contention for the node's cores (capacity); requests must fit what is allocatable
-        BoundNode(n.name, n.cpu_millis / 1000, n.allocatable_memory_bytes, settings.host_cpu)
-        for n in twin.view.nodes()
-        if n.ready and not n.unschedulable
-    ]
-    requests = {f"{v.namespace}/{v.name}": v.memory_bytes for v in twin.view.vmis()}
-    frozen = set()
-    for obj in twin.call(lambda: twin.app.store.peek(VMIS) if twin.app else []):
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == LIVE_MIGRATABLE and c.get("status") == "False" for c in conditions):
-            frozen.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
-        strategy = (obj.get("spec") or {}).get("evictionStrategy")
-        if strategy == "None":
-            frozen.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
-    vms = []
-    for vm in sample.vms:
-        key = f"{vm.namespace}/{vm.name}"
-        node = sample.nodes.get(vm.node)
-        served = node.pressure.cpu.served if node is not None else 1.0
-        demand = vm.cpu_cores / served if served > 0 else vm.cpu_cores
-        vms.append(BoundVm(key, vm.node, demand, requests.get(key, vm.memory_domain), key not in frozen))
-    return nodes, vms
+    objects = twin.call(lambda: twin.app.store.peek(VMIS) if twin.app else [])
+    return bound_inputs(twin.view.nodes(), twin.view.vmis(), objects, sample, telemetry.telemetry.settings.host_cpu)
 
 
 def run_policy(
@@ -274,7 +244,7 @@ def run_policy(
             _wait(lambda: len(instant(url, SCORE_RULE)) == len(node_names), "every node's descheduler score", 120)
             _wait(lambda: twin.view.now() >= settings.warmup_s, f"model time {settings.warmup_s:g} s", 600)
             result["pending_vms_start"] = pending_vms(twin)
-            bound_inputs = _bound_inputs(twin, telemetry) if with_bound else None
+            bounds = _bound_inputs(twin, telemetry) if with_bound else None
             controller: ControllerThread | None = None
             if config is not None:
                 app = twin.app
@@ -310,7 +280,7 @@ def run_policy(
                 if controller is not None:
                     if controller.running is not None:
                         result["controller"] = describe(controller.running.controller.config)  # what really ran
-                        last_plan = _explain(controller.running.controller.last_plan)
+                        last_plan = explain(controller.running.controller.last_plan)
                         cycles = controller.cycle_outcomes()
                     controller.stop()
                     if controller.error is not None:
@@ -321,6 +291,7 @@ def run_policy(
                     if "error" in result["descheduler"]:
                         errors.append(f"descheduler: {result['descheduler']['error']}")
             result["pending_vms"] = pending_vms(twin)
+            twin_vms = twin.view.vmis()
             migrations = _migrations(twin, telemetry)
             reasons = _move_reasons(twin)
             step = settings.scrape_interval_real_s
@@ -330,33 +301,18 @@ def run_policy(
         finally:
             twin.run(telemetry.stop())
     step_model = settings.scrape_interval_real_s * settings.time_scale
-    result.update(pressure_figures(cpu, step_model, settings.threshold))
-    result.update(migration_figures(migrations))
-    result["peak_score"] = pressure_figures(score, step_model, 1.0)["peak_pressure"]
+    finish_result(
+        result,
+        ArmSeries(cpu, score, step_model, model_t0, model_t0 + settings.duration_s),
+        migrations,
+        reasons,
+        vm_count=len(twin_vms),
+        threshold=settings.threshold,
+        bounds=bounds,
+        milp_max_variables=settings.milp_max_variables,
+    )
     result["cycles"] = cycles
     result["last_plan"] = last_plan
-    result["started_model_s"] = model_t0
-    result["series"] = {
-        "model_minutes": [i * step_model / 60 for i in range(len(next(iter(cpu.values()), [])))],
-        "cpu_psi": cpu,
-        "score": score,
-    }
-    result["moves"] = [
-        {
-            "vmi": m.vmi,
-            "phase": m.phase,
-            "source": m.source,
-            "target": m.target,
-            "started_min": None if m.started_at is None else round((m.started_at - model_t0) / 60, 2),
-            "ended_min": None if m.ended_at is None else round((m.ended_at - model_t0) / 60, 2),
-            "why": reasons.get(m.vmi, []),
-        }
-        for m in migrations
-    ]
-    if bound_inputs is not None:
-        nodes, vms = bound_inputs
-        bound = lower_bound(nodes, vms, settings.threshold, max_variables=settings.milp_max_variables)
-        result["milp_lower_bound"], result["milp_bound_kind"] = bound.value, bound.kind
     result["errors"] = errors
     result["wall_s"] = time.monotonic() - started
     return result
@@ -365,22 +321,6 @@ def run_policy(
 def pending_vms(twin: ClusterTwin) -> int:
     """VMIs not Running on a node: VMs the cluster failed to schedule (must stay 0)."""
     return sum(1 for v in twin.view.vmis() if v.node is None or v.phase != "Running")
-
-
-def _explain(plan: Plan | None) -> dict[str, Any] | None:
-    """The controller's last plan in short, for runs.json: why it did (not) act."""
-    if plan is None:
-        return None
-    return {
-        "skipped": plan.skipped,
-        "moves": [f"{m.vm} {m.source}->{m.target or '(scheduler)'}: {m.reason}" for m in plan.moves],
-        "refusals": [f"{r.subject}: {r.reason}" for r in plan.refusals[:20]],
-        "nodes": [
-            f"{n.node} {n.classification} {n.value if n.value is None else round(n.value, 3)}"
-            + (f" ({n.note})" if n.note else "")
-            for n in plan.nodes
-        ],
-    }
 
 
 def _move_reasons(twin: ClusterTwin) -> dict[str, list[str]]:
@@ -406,21 +346,30 @@ def _migrations(twin: ClusterTwin, telemetry: TwinTelemetry) -> list[MigrationRe
     return out
 
 
+ArmRunner = Callable[..., dict[str, Any]]  # run_policy's signature: (scenario, policy, settings, progress, with_bound=)
+
+
 def run_policies(
     scenario: Scenario,
     policies: list[str],
     settings: RunSettings = RunSettings(),
     progress: ProgressFn = lambda _: None,
+    run_one: ArmRunner | None = None,
 ) -> dict[str, Any]:
-    """Every policy in turn on a fresh twin; the MILP bound from the first arm's starting demands."""
+    """Every policy in turn on a fresh twin (`run_one`: the live engine's `run_policy` unless another engine's is
+    given); the MILP bound from the first arm's starting demands. The real `descheduler` arm needs the live engine
+    and its binary: otherwise it is skipped, and `skipped` says why."""
+    runner = run_one or run_policy
     out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}, "skipped": {}}
-    if DESCHEDULER in policies and (why := unavailable()) is not None:
-        progress(f"skipping the {DESCHEDULER} arm: {why}")
-        out["skipped"][DESCHEDULER] = why
-        policies = [p for p in policies if p != DESCHEDULER]
+    if DESCHEDULER in policies:
+        why = unavailable() if run_one is None else "the real descheduler runs against the live twin only"
+        if why is not None:
+            progress(f"skipping the {DESCHEDULER} arm: {why}")
+            out["skipped"][DESCHEDULER] = why
+            policies = [p for p in policies if p != DESCHEDULER]
     for i, policy in enumerate(policies):
-        progress(f"rebalance run: {policy} (fresh cluster twin, real Prometheus)")
-        result = run_policy(scenario, policy, settings, progress, with_bound=i == 0)
+        progress(f"rebalance run: {policy} (fresh cluster twin)")
+        result = runner(scenario, policy, settings, progress, with_bound=i == 0)
         if i == 0:
             out["milp_lower_bound"] = result.pop("milp_lower_bound", None)
             out["milp_bound_kind"] = result.pop("milp_bound_kind", "none")

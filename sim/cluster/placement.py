@@ -26,6 +26,13 @@ def node_ready(node: dict[str, Any]) -> bool:
 
 
 def candidates(store: Store) -> list[NodeCandidate]:
+    """Every node with the requests of the pods bound to it; recomputed only after a pod or node was written (a
+    pending migration retries its placement at every reconcile, and the sum runs over every pod)."""
+    stamp = (store.generation(PODS), store.generation(NODES))
+    return list(store.memo("placement-candidates", stamp, lambda: _candidates(store)))
+
+
+def _candidates(store: Store) -> list[NodeCandidate]:
     used: dict[str, list[int]] = {}
     for pod in store.peek(PODS):
         node = (pod.get("spec") or {}).get("nodeName")

@@ -162,8 +162,11 @@ class LoadTelemetry:
         *,
         params: PsiParams | None = None,
         real_clock: Callable[[], float] = time.monotonic,
+        counters: bool = True,
     ) -> None:
+        """`counters` False: samples only, no exporter counters (the model-time engine reads samples)."""
         self.view, self.trace, self.settings = view, trace, settings
+        self.track_counters = counters
         self.params = params or PsiParams()
         self.counters = Counters()
         self._real = real_clock
@@ -212,5 +215,6 @@ class LoadTelemetry:
                 log.warning("%s", p)
         demands = vm_demands(vmis, profiles, self.trace, self.settings, now)
         sample = take_sample(self.view.nodes(), demands, self.settings, self.params, now)
-        self.counters.advance(sample, self._real())
+        if self.track_counters:
+            self.counters.advance(sample, self._real())
         return sample

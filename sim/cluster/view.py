@@ -32,6 +32,7 @@ class StoreView:
         self.faults = faults or FaultState()
         self._start_wall = clock.wall().timestamp() - clock.now()
         self._vmi_cache: dict[tuple[str, str], tuple[tuple[Any, ...], VmiInfo]] = {}
+        self._vmis_out: tuple[tuple[Any, ...], list[VmiInfo]] | None = None  # the last answer, by VMI generation
 
     def now(self) -> float:
         return self.clock.now()
@@ -66,6 +67,9 @@ class StoreView:
 
     def vmis(self) -> list[VmiInfo]:
         ratio, default_dirty = self.kubevirt.config.cpu_allocation_ratio, self.kubevirt.config.default_dirty_rate
+        written = (self.store.generation(VMIS), ratio, default_dirty)
+        if self._vmis_out is not None and self._vmis_out[0] == written:  # no VMI written since: the same list
+            return list(self._vmis_out[1])
         out = []
         cache: dict[tuple[str, str], tuple[tuple[Any, ...], VmiInfo]] = {}
         for v in self.store.peek(VMIS):
@@ -77,7 +81,8 @@ class StoreView:
             cache[key] = (stamp, info)
             out.append(info)
         self._vmi_cache = cache
-        return out
+        self._vmis_out = (written, out)
+        return list(out)
 
     def _vmi_info(self, v: dict[str, Any]) -> VmiInfo:
         st = v.get("status") or {}

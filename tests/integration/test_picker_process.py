@@ -138,6 +138,14 @@ async def test_requests_land_on_the_picked_endpoint_and_a_shared_prefix_sticks(
     assert _value(final, "autonomic_picker_extproc_streams_total") == 10  # a routing and an observer stream each
     assert _value(final, "autonomic_picker_extproc_immediate_responses_total", code="400") == 1
     assert _value(final, "autonomic_picker_responses_total", code="2xx") == 4
+    # each decision was learnt after its answer went out, into the budgeted prefix index, all on the sticky replica
+    assert _value(final, "autonomic_picker_learn_duration_seconds_count") == 4
+    plugin = "prefix-cache-scorer"
+    entries = _value(final, "autonomic_picker_prefix_index_entries", plugin=plugin)
+    assert entries >= 1024 // 64  # at least the shared prompt's blocks (a token is a byte or more)
+    held = _value(final, "autonomic_picker_prefix_index_endpoint_blocks", plugin=plugin, endpoint=addresses[landed[0]])
+    assert held == entries
+    assert _value(final, "autonomic_picker_prefix_index_budget_bytes", plugin=plugin) == 512 * 2**20 // 400 * 400
 
 
 async def test_a_killed_replica_stops_receiving_traffic_within_a_scrape_interval(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from controller.config import DEFAULT_SCORE_QUERY, ConfigError, load_config, parse_config
+from controller.sources.prometheus import query_plan
 
 
 def test_defaults_reproduce_the_kubevirt_relieve_and_migrate_profile():
@@ -190,3 +191,14 @@ def test_a_config_file_is_read_by_path_and_a_missing_one_is_a_config_error(tmp_p
     assert load_config(str(path)).policy == "psi-relief"
     with pytest.raises(ConfigError, match="No such file"):
         load_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("key", ["psiQueries", "utilizationQueries"])
+def test_naming_one_query_keeps_the_defaults_of_the_others(key):
+    """A document that sets one dimension's query must not drop the others: psi-relief reads cpu and memory by
+    default, and a missing query would fail every cycle (found by the model-time engine's tests)."""
+    config = parse_config({"policy": "psi-relief", "metrics": {key: {"cpu": "my_cpu_query"}}})
+    queries = config.metrics.psi_queries if key == "psiQueries" else config.metrics.utilization_queries
+    assert queries["cpu"] == "my_cpu_query" and queries["memory"]
+    plan = query_plan(config)
+    assert all(plan[f"{prefix}:{d}"] for prefix in ("psi", "util") for d in ("cpu", "memory"))

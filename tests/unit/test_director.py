@@ -279,3 +279,52 @@ def test_no_ejection_when_disabled(clock: Clock):
         director.pick(req(f"e{i}"))
         director.response_complete(f"e{i}", A, 500, None)
     assert director.ejections() == {A: 0, B: 0, C: 0} and not any(s.ejected for s in director.endpoints())
+
+
+# ---- deferred learning ----------------------------------------------------------------------------------------
+def _prefix_entries(director: Director) -> int:
+    return director.scheduler.plugins["prefix-cache-scorer"].index.entries
+
+
+@pytest.mark.parametrize(
+    ("then", "learns"),
+    [
+        ("learn_pending", True),
+        ("pick", True),  # the next decision sees the one before it
+        ("explain", True),
+        ("response_complete", True),
+        ("set_endpoints", True),
+        ("endpoints", False),  # reading the pool learns nothing
+        ("update_metrics", False),
+    ],
+)
+def test_a_deferred_decision_is_learnt_before_anything_that_reads_or_changes_the_index(
+    clock: Clock, then: str, learns: bool
+):
+    director = make(clock)
+    first = director.pick(req("r1", prompt="aaaabbbbcccc"), defer_learning=True)
+    assert _prefix_entries(director) == 0 and director.in_flight_requests() == 1  # charged, not yet learnt
+    actions = {
+        "learn_pending": lambda: director.learn_pending(),
+        "pick": lambda: director.pick(req("r2", prompt="zzzz"), defer_learning=True),
+        "explain": lambda: director.explain(req("r2", prompt="zzzz")),
+        "response_complete": lambda: director.response_complete("r1", None, 200, None),
+        "set_endpoints": lambda: director.set_endpoints([Endpoint(a) for a in (A, B, C)]),
+        "endpoints": lambda: director.endpoints(),
+        "update_metrics": lambda: director.update_metrics(A, EndpointMetrics()),
+    }
+    actions[then]()
+    assert (_prefix_entries(director) == 3) == learns  # the prompt's 3 blocks, on the primary
+    index = director.scheduler.plugins["prefix-cache-scorer"].index
+    assert index.match([]) == {} and (index.blocks(first.addresses[0]) == 3) == learns
+
+
+def test_deferred_learning_decides_exactly_as_learning_at_once(clock: Clock):
+    deferred, inline = make(clock), make(clock)
+    for i in range(30):
+        request = req(f"r{i}", prompt=f"doc-{i % 4}-" * 6 + f"turn {i}")
+        assert deferred.pick(request, defer_learning=True).addresses == inline.pick(request).addresses
+        if i % 3 == 0:
+            assert deferred.learn_pending() == 1 and deferred.learn_pending() == 0  # at most one pending
+    deferred.learn_pending()
+    assert _prefix_entries(deferred) == _prefix_entries(inline)

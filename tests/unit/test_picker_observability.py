@@ -7,6 +7,7 @@ import pytest
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from scorer.explain_cli import render
 from scorer.metrics import PickerMetrics, decision_reason
+from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
 from scorer.types import Endpoint, EndpointState, SchedulingResult, ScoredEndpoint
 
 WEIGHTS = {"prefix": 1.0, "ttft": 4.0, "queue": 1.0}
@@ -95,3 +96,24 @@ def test_render_no_choice():
     text = render(answer)
     assert "choice: none (no endpoint): no ready endpoints" in text
     assert "10.0.0.4:8000  no successful scrape yet" in text
+
+
+def test_prefix_index_collector_reports_size_budget_and_evictions():
+    metrics = PickerMetrics()
+    bounded, unbounded = PrefixIndex(3, max_entries=4), PrefixIndex(100)
+    bounded.record("a:1", [1, 2])
+    bounded.record("a:1", [3, 4])  # a full LRU: 1 goes (capacity)
+    bounded.record("b:1", [5, 6])  # 5 entries for 4: a gives up its oldest (budget)
+    unbounded.record("a:1", [1, 2])
+    metrics.watch_prefix_indexes(lambda: {"bounded": bounded, "unbounded": unbounded})
+    sample = metrics.registry.get_sample_value
+    p = "autonomic_picker_prefix_index_"
+    assert sample(p + "entries", {"plugin": "bounded"}) == 4
+    assert sample(p + "hashes", {"plugin": "bounded"}) == 4
+    assert sample(p + "budget_bytes", {"plugin": "bounded"}) == 4 * ENTRY_BYTES
+    assert sample(p + "budget_bytes", {"plugin": "unbounded"}) is None  # no budget, no series
+    assert sample(p + "bytes", {"plugin": "bounded"}) == bounded.stats().estimated_bytes
+    assert sample(p + "evictions_total", {"plugin": "bounded", "reason": "capacity"}) == 1
+    assert sample(p + "evictions_total", {"plugin": "bounded", "reason": "budget"}) == 1
+    assert sample(p + "endpoint_blocks", {"plugin": "bounded", "endpoint": "a:1"}) == 2
+    assert sample(p + "endpoint_blocks", {"plugin": "unbounded", "endpoint": "a:1"}) == 2

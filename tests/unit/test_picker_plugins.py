@@ -332,6 +332,26 @@ def test_prefix_affinity_yields_to_load(waiting: int, winner: str):
     assert max(scores.values()) == 1.0
 
 
+@pytest.mark.parametrize(
+    ("credit", "waiting", "winner"),
+    [
+        # no credit: A's queue of 11 x 0.1 s costs more than re-prefilling on B (1 s)
+        (0.0, 11, B),
+        # credit 1: keeping the prefix on A is worth another second of prefill (the next turns), so A until 20 waiting
+        (1.0, 11, A),
+        (1.0, 19, A),
+        (1.0, 21, B),
+        (3.0, 21, A),
+    ],
+)
+def test_locality_credit_values_the_cached_prefix_for_the_next_turns(credit: float, waiting: int, winner: str):
+    ttft = _ttft(_warm_prefix_on(A), waiting_request_tokens=100, locality_credit=credit)
+    c = cycle()
+    scores = ttft.score(c, LLMRequest("r", "m", prompt=PROMPT), [state(A, waiting=waiting), state(B)])
+    assert max(scores, key=lambda a: scores[a]) == winner
+    assert c.data["ttft/estimates"][A][0] == pytest.approx(0.01 + waiting * 0.1)  # the estimate itself is unchanged
+
+
 def test_dispatches_build_a_backlog_that_drains_with_time():
     ttft = _ttft(None, waiting_request_tokens=0)
     req = LLMRequest("r", "m", prompt=PROMPT)

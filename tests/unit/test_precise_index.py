@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,18 @@ def test_orphans_are_counted_and_released() -> None:
     assert index.stats().orphans == 2
     index.apply("e1", BlockRemoved([11, 12]))
     assert index.stats().orphans == 0 and index.stats().keys == 0
+
+
+def test_the_index_tables_are_invisible_to_the_garbage_collector() -> None:
+    index = PreciseIndex(max_blocks_per_endpoint=2)
+    index.add_endpoint("e1")
+    index.apply("e1", stored([10, 11], None, A, B))
+    index.apply("e1", stored([10], None, A))  # a second copy of 10: now the most recent
+    index.apply("e1", stored([12], 11, C))  # over the bound of 2: the oldest, 11, is dropped
+    assert index.engine_hashes("e1") == {10: 2, 12: 1} and index.stats().dropped_over_bound == 1
+    ep = index._endpoints["e1"]
+    tables = (index._owners, ep.entries, ep.extra_copies, ep.key_copies)
+    assert not any(gc.is_tracked(t) for t in tables)  # a full collection never visits the entries
 
 
 def test_inconsistent_event_changes_nothing() -> None:

@@ -8,7 +8,14 @@ import math
 import pytest
 
 from loadtests.rebalance.bound import BoundNode, BoundVm, LowerBound, cpu_room, lower_bound, min_moves
-from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures, ratio
+from loadtests.rebalance.figures import (
+    MigrationRecord,
+    cooldown_violations,
+    migration_figures,
+    pressure_figures,
+    ratio,
+    steady_figures,
+)
 from sim.cluster.psi import PsiParams, ThreadGroup, cpu_contention
 
 GIB = 2**30
@@ -176,3 +183,37 @@ def test_lower_bound_of_an_infeasible_instance_is_none():
     assert lower_bound(ns, [vm("a", "n0", 10, movable=False)], 0.3, rooms={"n0": 8.0, "n1": 8.0}) == LowerBound(
         None, "none"
     )
+
+
+def moved(vmi: str, start_min: float, end_min: float, phase: str = "Succeeded") -> MigrationRecord:
+    return MigrationRecord(vmi, phase, "a", "b", GIB, start_min * 60, end_min * 60)
+
+
+@pytest.mark.parametrize(
+    ("moves", "expected"),
+    [
+        pytest.param([], 0, id="none"),
+        pytest.param([moved("x", 0, 1), moved("y", 2, 3)], 0, id="different-vms"),
+        # base 15 min from the first move's end (1 min): a move at 10 min is inside, at 16 min outside
+        pytest.param([moved("x", 0, 1), moved("x", 10, 11)], 1, id="inside-15-min"),
+        pytest.param([moved("x", 0, 1), moved("x", 16, 17)], 0, id="after-15-min"),
+        # a 20-minute migration: its own duration is the base
+        pytest.param([moved("x", 0, 20), moved("x", 35, 36)], 1, id="long-migration-sets-the-base"),
+        # the third move: 2 moves in 48 h, so 30 min after the second's end (17): 40 is inside, 48 outside
+        pytest.param([moved("x", 0, 1), moved("x", 16, 17), moved("x", 40, 41)], 1, id="doubles"),
+        pytest.param([moved("x", 0, 1), moved("x", 16, 17), moved("x", 48, 49)], 0, id="doubled-and-waited"),
+        pytest.param([moved("x", 0, 1, "Failed"), moved("x", 2, 3)], 0, id="failed-not-counted"),
+    ],
+)
+def test_cooldown_violations(moves, expected):
+    assert cooldown_violations(moves) == expected
+
+
+def test_evictions_per_vm_day_count_the_steady_part_only():
+    # a 25-hour run from t=0: the first hour is left out, 24 h of steady part; 3 migrations begin in it
+    moves = [moved("a", 30, 31), moved("b", 61, 62), moved("c", 600, 601), moved("d", 1400, 1401, "Failed")]
+    got = steady_figures(moves, vm_count=10, start_s=0.0, end_s=25 * 3600.0)
+    assert got["evictions_per_vm_day"] == pytest.approx(3 / 10 / 1.0)
+    assert got["cooldown_violations"] == 0
+    short = steady_figures(moves, vm_count=10, start_s=0.0, end_s=3600.0)
+    assert short["evictions_per_vm_day"] is None  # no steady part in a 1-hour run

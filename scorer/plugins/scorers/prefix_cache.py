@@ -13,7 +13,14 @@ state, so the ttft-estimate-scorer reads the same numbers without hashing again.
 
 Parameters: `blockSize` (64 bytes ~ 16 tokens, vLLM's block), `maxPrefixBlocks` (8192 = 512 KiB ~ 128k tokens,
 Llama-3.1's context, so no legal prompt is cut), `lruCapacityPerServer` (31250 blocks ~ 2 M characters ~ 500k tokens,
-the KV capacity of one 8B replica on an H100; size it as `kv_tokens * 4 / blockSize`), `learnFromResponses` (true).
+the KV capacity of one 8B replica on an H100; size it as `kv_tokens * 4 / blockSize`), `maxIndexBytes` (512Mi: the
+memory budget of the whole index over all endpoints, counted at `scorer.prefix_index.ENTRY_BYTES` per
+(endpoint, block) entry; over it the endpoints holding the most give up their oldest blocks; null: no budget, only
+the per-endpoint capacity), `learnFromResponses` (true).
+
+The default budget holds 1.34 M entries: 43 endpoints with full LRUs, or 100 at 13,400 blocks (~210k tokens) each;
+measured, the index then adds ~280 MB to the process, and at most 512Mi, under the picker's 2Gi memory limit
+(deploy/base/picker).
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from scorer.byte_size import ByteSize
 from scorer.framework import PluginParams, Usage
 from scorer.hashing import prompt_block_hashes
-from scorer.prefix_index import PrefixIndex
+from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
 from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
 
 _PENDING_LIMIT = 65_536  # requests remembered between pick and response (oldest forgotten first)
@@ -36,6 +44,7 @@ class PrefixCacheParams(PluginParams):
     block_size: int = Field(64, ge=1)
     max_prefix_blocks: int = Field(8192, ge=1)
     lru_capacity_per_server: int = Field(31_250, ge=1)
+    max_index_bytes: ByteSize | None = Field(512 * 2**20, ge=ENTRY_BYTES)
     learn_from_responses: bool = True
 
 
@@ -66,7 +75,8 @@ class PrefixCacheScorer:
     def __init__(self, name: str, params: PrefixCacheParams):
         self.name = name
         self.params = params
-        self.index = PrefixIndex(params.lru_capacity_per_server)
+        budget = params.max_index_bytes
+        self.index = PrefixIndex(params.lru_capacity_per_server, None if budget is None else budget // ENTRY_BYTES)
         self._sent: OrderedDict[str, str] = OrderedDict()  # request id -> address its hashes were recorded for
         self._key = f"{name}/match"
 

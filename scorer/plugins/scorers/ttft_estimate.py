@@ -56,6 +56,7 @@ class TTFTEstimateParams(PluginParams):
     decode_step_seconds: float = Field(0.02, gt=0, allow_inf_nan=False)
     running_request_slowdown: float = Field(0.002, ge=0, allow_inf_nan=False)
     waiting_request_tokens: int = Field(1024, ge=0)
+    locality_credit: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
     prefix_plugin_ref: str | None = None
 
 
@@ -120,6 +121,14 @@ class TTFTEstimateScorer:
         ttfts = {c.address: estimates[c.address].seconds for c in candidates}
         if not ttfts:
             return {}
+        credit = self.params.locality_credit
+        if credit > 0:  # the prefill a cached prefix will also save the conversation's next turns, here
+            per_token, floor = 1.0 / self.params.prefill_tokens_per_second, self.params.decode_step_seconds
+            prompt = request.estimated_prompt_tokens()
+            for address, e in estimates.items():
+                if address in ttfts:
+                    saved = max(0.0, prompt - e.uncached_tokens) * e.slowdown * per_token
+                    ttfts[address] = max(floor, ttfts[address] - credit * saved)
         best = min(ttfts.values())
         return {address: best / ttft for address, ttft in ttfts.items()}
 
