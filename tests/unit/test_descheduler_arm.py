@@ -153,3 +153,19 @@ def test_a_skipped_arm_is_listed_with_its_reason_in_the_report(tmp_path: Path) -
     settings = {"threshold": 0.3, "duration_s": 60.0, "warmup_s": 0.0, "time_scale": 20.0, "interval_s": 60.0}
     paths = write_report(comparison, tmp_path, command="c", settings=settings, scenario="s")
     assert "- **descheduler**: skipped, no descheduler binary at /x" in paths["report"].read_text()
+
+
+def test_another_engine_skips_the_real_descheduler_and_runs_the_rest() -> None:
+    from loadtests.rebalance.run import default_scenario, run_policies
+
+    ran: list[str] = []
+
+    def engine(scenario: object, policy: str, *args: object, **kwargs: object) -> dict[str, object]:
+        ran.append(policy)
+        return {"policy": policy}
+
+    said: list[str] = []
+    out = run_policies(default_scenario(), [DESCHEDULER, "no-op"], RunSettings(), said.append, run_one=engine)
+    assert ran == ["no-op"] and list(out["policies"]) == ["no-op"]
+    assert out["skipped"] == {DESCHEDULER: "the real descheduler runs against the live twin only"}
+    assert said[0] == "skipping the descheduler arm: the real descheduler runs against the live twin only"
