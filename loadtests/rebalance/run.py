@@ -10,7 +10,8 @@ load trace, same model time) and is measured the same way. A run:
 3. runs `controller.service.run_controller` in-process on its own thread and event loop (leader election off, the
    twin's model clock, the same model interval for every policy) for `duration` model seconds; the `no-op` arm
    runs no controller at all: the baseline; the arms are those of `arms.py` (`descheduler-compatible` is the
-   operator's main profile, `descheduler-compatible-ga` the 4.21 GA one), and each run records what it ran;
+   operator's main profile, `descheduler-compatible-ga` the 4.21 GA one), and each run records what it ran; the
+   `descheduler` arm runs the real binary instead, against a TLS twin (`descheduler_arm.py`);
 4. reads the per-node CPU PSI and the descheduler score back from Prometheus (a range query over the run) and
    the migrations from the twin, and computes the figures of `figures.py`;
 5. stops everything. The lower bound on moves (`bound.py`) is computed from the demands at step 3.
