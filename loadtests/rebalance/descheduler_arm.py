@@ -4,7 +4,8 @@ Why it exists: `descheduler-compatible` is our re-implementation of the KubeVirt
 benchmark is only convincing if the real peer runs beside it, in the same run, on the same fresh twin and its
 Prometheus, measured the same way. This module knows the binary (`make descheduler`: .gopath/bin/descheduler,
 `AUTONOMIC_DESCHEDULER` elsewhere), the policy file the operator renders, the command line, how to give the binary
-the in-cluster files it insists on, and what its log says. `run.py` starts it where it would start our controller.
+the in-cluster files it insists on; `descheduler_log.py` reads its log. `run.py` starts it where it would start our
+controller.
 
 The policy is the one the operator's release-4.21 renders (../shared/docs/reference/descheduler.md §1.2):
 LowNodeUtilization on the Prometheus recording rule (deviation thresholds 0/10), DefaultEvictor (local-storage pods
@@ -38,14 +39,14 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness.child import Child
+from loadtests.rebalance.descheduler_log import LogSummary
 from sim.cluster.twin import ClusterTwin
 
 DESCHEDULER = "descheduler"
@@ -170,41 +171,6 @@ def command(binary: Path, policy: Path, kubeconfig: Path, service_account_dir: P
         "--v",
         "3",
     ]
-
-
-_KLOG = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]]+\] (.*)$")
-_EVICTING = re.compile(r'"Evicting pods from node" node="([^"]+)"')
-
-
-@dataclass
-class LogSummary:
-    """What the descheduler's klog lines (--v 3) say about a run; fed line by line."""
-
-    cycles: int = 0  # "Number of evictions/requests": the end of a descheduling cycle
-    background_evictions: int = 0  # "Eviction in background assumed": KubeVirt's 429, an evacuation started
-    evicting_from: dict[str, int] = field(default_factory=dict)  # node -> cycles that evicted from it
-    errors: list[str] = field(default_factory=list)  # distinct error lines (klog E/F), the first 20
-
-    def feed(self, line: str) -> None:
-        m = _KLOG.match(line.strip())
-        if m is None:
-            return
-        level, text = m.groups()
-        if '"Number of evictions/requests"' in text:
-            self.cycles += 1
-        elif '"Eviction in background assumed"' in text:
-            self.background_evictions += 1
-        elif (e := _EVICTING.search(text)) is not None:
-            self.evicting_from[e.group(1)] = self.evicting_from.get(e.group(1), 0) + 1
-        if level in "EF" and text not in self.errors and len(self.errors) < 20:
-            self.errors.append(text)
-
-    @classmethod
-    def of(cls, lines: Iterable[str]) -> LogSummary:
-        summary = cls()
-        for line in lines:
-            summary.feed(line)
-        return summary
 
 
 def write_policy(directory: Path, prometheus_url: str) -> Path:

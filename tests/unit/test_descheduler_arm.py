@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from loadtests.rebalance.arms import ARMS, DEFAULT_ARMS, DESCHEDULER
 from loadtests.rebalance.descheduler_arm import (
     SCORE_RULE,
-    LogSummary,
     command,
     find_binary,
     interval_flag,
@@ -22,6 +21,7 @@ from loadtests.rebalance.descheduler_arm import (
     unavailable,
     write_policy,
 )
+from loadtests.rebalance.descheduler_log import LogSummary
 from loadtests.rebalance.run import RunSettings, policy_config
 
 URL = "http://127.0.0.1:9090"
