@@ -53,8 +53,9 @@ helm: $(STAMP)
 descheduler:
 	nice -n 10 bash scripts/install-descheduler.sh .gopath
 
-# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/, and the reference EPP
-# (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh)
+# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/, the reference EPP
+# (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh), and the upstream
+# descheduler (`make descheduler`) for the rebalance benchmark's `descheduler` arm
 peers:
 	bash scripts/install-peers.sh
 

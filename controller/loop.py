@@ -42,6 +42,7 @@ from controller.tracker import MigrationTracker, Outcome, Requested
 from controller.validate import INPUT_CODES
 
 log = logging.getLogger("autonomic.controller")
+TAINT_PARALLELISM = 20  # nodes whose taints change at once (the soft-tainter's, ref §1.5)
 
 
 class Controller:
@@ -174,10 +175,13 @@ class Controller:
             await self._migrate(move, self.config.policy, dry_run=False)
 
     async def _migrate(self, move: Move, policy: str, *, dry_run: bool) -> ActionResult:
+        # the request's time is when it was sent: KubeVirt may create (and stamp) the evacuation's VMIM before the
+        # eviction call answers, and the tracker recognises it by a creation time not older than the request
+        requested_at = self.clock.now()
         result = await self.actuator.migrate(move)
         self.metrics.actions.labels("migrate", result.result).inc()
         if result.result == STARTED:
-            self.tracker.record(Requested(move.vm, move.source, move.target, self.clock.now(), result.migration))
+            self.tracker.record(Requested(move.vm, move.source, move.target, requested_at, result.migration))
             self.metrics.descheduler_eviction("background", move.vm, move.source)
         log.info(
             f"migration {result.result}: {move.vm} from {move.source}" + (f" to {move.target}" if move.target else ""),
@@ -220,18 +224,41 @@ class Controller:
                 result = await self._migrate(move, plan.policy, dry_run=plan.dry_run)
             results.append(result)
             by_vm[move.vm] = result
+        return results + await self._set_taints(plan)
+
+    async def _set_taints(self, plan: Plan) -> list[ActionResult]:
+        """The plan's taint changes, nodes in parallel (at most `TAINT_PARALLELISM` at once, as the soft-tainter
+        patches 20), each node's own changes in order: a change reads and rewrites its node's whole taint list, so
+        two on one node at once would conflict. Done one by one, a first cycle that taints dozens of nodes took
+        minutes of model time on the benchmark's twin (issue 13, item 4). In plan order in the results."""
         why = {n.node: f"{n.classification} ({n.note or 'signal ' + _fmt(n.value)})" for n in plan.nodes}
-        for change in plan.taint_changes:
-            if not self.is_leader():
-                return results
-            result = await self.actuator.set_taint(change, f"{plan.policy}: node {why.get(change.node, '')}")
-            results.append(result)
-            self.metrics.actions.labels("taint", result.result).inc()
-            log.info(
-                f"taint {result.result}: {change.action} {change.key} on {change.node}",
-                extra={"node": change.node, "result": result.result, "detail": result.detail, "why": result.reason},
-            )
-        return results
+        by_node: dict[str, list[int]] = {}
+        for i, change in enumerate(plan.taint_changes):
+            by_node.setdefault(change.node, []).append(i)
+        results: list[ActionResult | None] = [None] * len(plan.taint_changes)
+        gate = asyncio.Semaphore(TAINT_PARALLELISM)
+
+        async def node_changes(indices: list[int]) -> None:
+            async with gate:
+                for i in indices:
+                    if not self.is_leader():
+                        return
+                    change = plan.taint_changes[i]
+                    result = await self.actuator.set_taint(change, f"{plan.policy}: node {why.get(change.node, '')}")
+                    results[i] = result
+                    self.metrics.actions.labels("taint", result.result).inc()
+                    log.info(
+                        f"taint {result.result}: {change.action} {change.key} on {change.node}",
+                        extra={
+                            "node": change.node,
+                            "result": result.result,
+                            "detail": result.detail,
+                            "why": result.reason,
+                        },
+                    )
+
+        await asyncio.gather(*(node_changes(indices) for indices in by_node.values()))
+        return [r for r in results if r is not None]
 
     def _outcome(self, outcome: Outcome) -> None:
         self.metrics.migrations.labels(outcome.outcome).inc()

@@ -3,7 +3,10 @@
 # so their dependencies never meet ours: .venv-peers/sglang (sglang-router, CLI `smg`) and
 # .venv-peers/vllm (vllm-router). Idempotent: a venv that already holds the pinned version is left alone.
 # Then the reference endpoint picker (GIE EPP v1.5.0, a Go binary in .gopath-peers/bin) through
-# scripts/install-epp.sh, when a Go toolchain is available (without one, the epp-* arms are skipped).
+# scripts/install-epp.sh, and the upstream descheduler (sigs.k8s.io/descheduler, .gopath/bin/descheduler) through
+# scripts/install-descheduler.sh, for `autonomic bench rebalance --policies descheduler,...`, when a Go toolchain is
+# available (without one, the epp-* arms and the descheduler arm are skipped). The descheduler's KubevirtMigrationAware
+# plugin is not built: the Go module proxy does not serve its module (docs/controller-policies.md).
 # Used by `make peers`; PY picks the interpreter (default python3), PEERS_DIR the root (default .venv-peers).
 set -euo pipefail
 
@@ -29,6 +32,8 @@ install_peer vllm vllm-router 0.1.17 vllm-router
 
 if command -v go >/dev/null 2>&1; then
     bash scripts/install-epp.sh
+    nice -n 10 bash scripts/install-descheduler.sh .gopath
 else
     echo "no Go toolchain: the reference EPP (scripts/install-epp.sh) is not installed; the epp-* arms will be skipped"
+    echo "no Go toolchain: the descheduler (scripts/install-descheduler.sh) is not built; its arm will be skipped"
 fi

@@ -6,7 +6,8 @@ load trace, and reports node-minutes over the pressure threshold, peak and p95 p
 migrations, VMs moved more than once and GiB moved, beside the exact lower bound on moves
 (`loadtests/rebalance/bound.py`). `descheduler-compatible` is the descheduler's profile as the operator's main
 branch generates it (evictionLimits.node 2, KubevirtMigrationAware); `descheduler-compatible-ga`, the 4.21 GA one,
-runs when named (`loadtests/rebalance/arms.py`).
+and `descheduler`, the real binary with the operator's 4.21 GA policy (`make descheduler`; skipped, saying why,
+when not built), run when named (`loadtests/rebalance/arms.py`).
 
 Cluster: the twin's default scenario (a hotspot on worker-0), or with `--nodes N --vms M` a generated one
 (`sim/cluster/generator.py`: 8-core nodes, VMs packed unevenly), or with node shapes (`--node-cpus`,
@@ -20,7 +21,7 @@ wall second (the rate windows stay 3 wall seconds, 1 model minute at the default
     autonomic bench rebalance [--nodes N [--vms M] [--node-cpus C --node-memory-gib G --memory-fill F]
         | --scenario FILE] [--vm-trace FILE] [--duration 900]
         [--time-scale 20] [--interval 60] [--threshold 0.3] [--policies no-op,descheduler-compatible,psi-relief]
-        [--out out/bench-rebalance]      (--policies also takes descheduler-compatible-ga)
+        [--out out/bench-rebalance]      (--policies also takes descheduler-compatible-ga, descheduler)
 
 Output in --out: report.md, pressure.png, results.json (schema of issue 7) and runs.json (settings, the cluster's
 node shapes, flavors and memory fill, every migration with its model times, the pressure series, pending VMs).

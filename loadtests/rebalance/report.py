@@ -115,6 +115,8 @@ def text_table(comparison: dict[str, Any], title: str) -> str:
     for name, r in comparison["policies"].items():
         for e in r.get("errors", []):
             lines.append(f"  {name} error: {e}")
+    for name, why in (comparison.get("skipped") or {}).items():
+        lines.append(f"  {name} skipped: {why}")
     return "\n".join(lines)
 
 
@@ -233,6 +235,7 @@ def write_report(
         "Arms:",
         "",
         *(f"- **{name}**: {r.get('controller', '?')}" for name, r in comparison["policies"].items()),
+        *(f"- **{name}**: skipped, {why}" for name, why in (comparison.get("skipped") or {}).items()),
         "",
         "Fewest moves possible (MILP, `loadtests/rebalance/bound.py`): "
         + (

@@ -10,7 +10,8 @@ load trace, same model time) and is measured the same way. A run:
 3. runs `controller.service.run_controller` in-process on its own thread and event loop (leader election off, the
    twin's model clock, the same model interval for every policy) for `duration` model seconds; the `no-op` arm
    runs no controller at all: the baseline; the arms are those of `arms.py` (`descheduler-compatible` is the
-   operator's main profile, `descheduler-compatible-ga` the 4.21 GA one), and each run records what it ran;
+   operator's main profile, `descheduler-compatible-ga` the 4.21 GA one), and each run records what it ran; the
+   `descheduler` arm runs the real binary instead, against a TLS twin (`descheduler_arm.py`);
 4. reads the per-node CPU PSI and the descheduler score back from Prometheus (a range query over the run) and
    the migrations from the twin, and computes the figures of `figures.py`;
 5. stops everything. The lower bound on moves (`bound.py`) is computed from the demands at step 3.
@@ -39,8 +40,9 @@ from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
 from controller.service import ControllerOptions, RunningController, run_controller
 from loadtests.rebalance.arm_result import ArmSeries, cycle_outcomes, explain, finish_result
-from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
+from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, DESCHEDULER, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
 from loadtests.rebalance.bound import BoundNode, BoundVm, bound_inputs
+from loadtests.rebalance.descheduler_arm import DeschedulerProcess, find_binary, interval_flag, unavailable
 from loadtests.rebalance.figures import MigrationRecord
 from sim.cluster.prometheus import TwinTelemetry, start_telemetry
 from sim.cluster.resources import EVENTS, VMIS
@@ -81,8 +83,9 @@ def default_scenario() -> Scenario:
 
 
 def policy_config(policy: str, settings: RunSettings) -> ControllerConfig | None:
-    """The controller configuration of an arm (`arms.py`; None for `no-op`); PSI queries use the twin's rate window."""
-    if policy == NO_OP:
+    """The controller configuration of an arm (`arms.py`; None for `no-op` and the real `descheduler`); PSI queries
+    use the twin's rate window."""
+    if policy in (NO_OP, DESCHEDULER):
         return None
     window = f"{settings.rate_window_real_s}s"
     metrics = {
@@ -226,7 +229,14 @@ def run_policy(
     errors: list[str] = []
     result: dict[str, Any] = {"policy": policy, "controller": describe(config)}
     started = time.monotonic()
-    with ClusterTwin(scenario, time_scale=settings.time_scale) as twin:
+    peer: DeschedulerProcess | None = None
+    if policy == DESCHEDULER:  # the real binary, on the wall clock: its interval is the model interval scaled
+        binary = find_binary()
+        if binary is None:
+            raise RuntimeError(unavailable() or "no descheduler binary")
+        peer = DeschedulerProcess(binary, interval_flag(settings.interval_s, settings.time_scale))
+        result["controller"] = peer.describe()
+    with ClusterTwin(scenario, time_scale=settings.time_scale, tls=peer is not None) as twin:
         telemetry = twin.run(start_telemetry(twin.view, options))
         try:
             url = telemetry.prometheus_url
@@ -257,6 +267,8 @@ def run_policy(
                     )
                 )
                 controller.start()
+            if peer is not None:
+                peer.start(twin, url)
             real_t0, model_t0 = time.time(), twin.view.now()
             progress(
                 f"{policy} ({result['controller']}): running {settings.duration_s / 60:g} model min "
@@ -276,6 +288,11 @@ def run_policy(
                     controller.stop()
                     if controller.error is not None:
                         errors.append(f"controller: {controller.error}")
+                if peer is not None:
+                    result["descheduler"] = peer.stop()
+                    cycles = {"completed": float(result["descheduler"]["cycles"])}
+                    if "error" in result["descheduler"]:
+                        errors.append(f"descheduler: {result['descheduler']['error']}")
             result["pending_vms"] = pending_vms(twin)
             twin_vms = twin.view.vmis()
             migrations = _migrations(twin, telemetry)
@@ -343,9 +360,16 @@ def run_policies(
     run_one: ArmRunner | None = None,
 ) -> dict[str, Any]:
     """Every policy in turn on a fresh twin (`run_one`: the live engine's `run_policy` unless another engine's is
-    given); the MILP bound from the first arm's starting demands."""
+    given); the MILP bound from the first arm's starting demands. The real `descheduler` arm needs the live engine
+    and its binary: otherwise it is skipped, and `skipped` says why."""
     runner = run_one or run_policy
-    out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}}
+    out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}, "skipped": {}}
+    if DESCHEDULER in policies:
+        why = unavailable() if run_one is None else "the real descheduler runs against the live twin only"
+        if why is not None:
+            progress(f"skipping the {DESCHEDULER} arm: {why}")
+            out["skipped"][DESCHEDULER] = why
+            policies = [p for p in policies if p != DESCHEDULER]
     for i, policy in enumerate(policies):
         progress(f"rebalance run: {policy} (fresh cluster twin)")
         result = runner(scenario, policy, settings, progress, with_bound=i == 0)
