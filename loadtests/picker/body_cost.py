@@ -8,8 +8,8 @@ alone, as CPU seconds of this process per 1,000 decisions, for each body size:
 - every message of one exchange is decoded from its wire bytes (`ProcessingRequest.FromString`, what grpc does)
   and every answer encoded (`SerializeToString`), around the same `ExtProcServicer` steps (`pending_request`,
   `prepare`-free `Exchange.handle`, `finish`), so protobuf copies count;
-- the body arrives in chunks of `--chunk` bytes (Envoy 1.40 sends the request body of an HTTP/1.1 client in
-  pieces of its read buffer, see docs/picker-envoy.md), the last one with end_of_stream, then a response;
+- the body arrives as Envoy 1.40 sent it from a loopback client here: the whole body in one request_body message,
+  then an empty one with end_of_stream (`--chunk N` splits it into N-byte messages instead), then a response;
 - two backends, same messages, same run: `round-robin` (scorer.extproc.roundrobin, what the protocol alone costs:
   the baseline) and `director` (the Director with the shipped default profile and its prefix index);
 - prompts are the fleet twin's synthetic text (`sim.fleet.synth.prompt_text`, ~6.9 bytes per twin token): 3/4 of
@@ -42,7 +42,6 @@ from scorer.types import Endpoint, EndpointMetrics
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 ENDPOINTS = ("127.0.0.1:8001", "127.0.0.1:8002")
-ENVOY_CHUNK = 16_384  # what Envoy 1.40 passed per request_body message in this setup (measured, docs/picker-envoy.md)
 _FULL_DUPLEX = 4  # ProcessingMode.FULL_DUPLEX_STREAMED
 
 
@@ -56,7 +55,7 @@ def request_messages(body: bytes, request_id: str, chunk: int) -> list[bytes]:
     first.protocol_config.request_body_mode = _FULL_DUPLEX
     first.protocol_config.response_body_mode = _FULL_DUPLEX
     out = [first.SerializeToString()]
-    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] if chunk else [body, b""]
     for n, piece in enumerate(pieces):
         msg = pb.ProcessingRequest(request_body=pb.HttpBody(body=piece, end_of_stream=n == len(pieces) - 1))
         out.append(msg.SerializeToString())
@@ -153,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadtests.picker.body_cost", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="4k,94k,220k,256k,512k", help="body sizes, e.g. 4k,256k (default %(default)s)")
     ap.add_argument("--decisions", type=int, default=200, help="measured decisions per cell (default %(default)s)")
-    ap.add_argument("--chunk", type=int, default=ENVOY_CHUNK, help="bytes per request_body message (%(default)s)")
+    ap.add_argument("--chunk", type=int, default=0, help="bytes per request_body message (0: as Envoy sent them)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs, median kept (%(default)s)")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
@@ -161,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = parse_sizes(args.sizes)
     except ValueError as exc:
         ap.error(f"--sizes: {exc}")
-    if args.decisions < 10 or args.chunk < 1 or args.repeats < 1 or not sizes:
-        ap.error("--decisions >= 10, --chunk >= 1, --repeats >= 1 and at least one size")
+    if args.decisions < 10 or args.chunk < 0 or args.repeats < 1 or not sizes:
+        ap.error("--decisions >= 10, --chunk >= 0, --repeats >= 1 and at least one size")
     rows = run(sizes, args.decisions, args.chunk, args.repeats)
     print(table(rows))
     if args.json:
