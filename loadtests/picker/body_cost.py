@@ -12,8 +12,8 @@ alone, as CPU seconds of this process per 1,000 decisions, for each body size:
   then an empty one with end_of_stream (`--chunk N` splits it into N-byte messages instead), then a response;
 - two backends, same messages, same run: `round-robin` (scorer.extproc.roundrobin, what the protocol alone costs:
   the baseline) and `director` (the Director with the shipped default profile and its prefix index);
-- prompts are the fleet twin's synthetic text (`sim.fleet.synth.prompt_text`, ~6.9 bytes per twin token): 3/4 of
-  each prompt is one of 8 shared documents, the rest is unique, in a /v1/completions body.
+- bodies are those of the Envoy hop (loadtests.picker.long_prompts: twin text, 7/8 one shared document, the rest
+  unique), so a prompt shares most of its blocks with the previous one, as a shared system prompt or document does.
 
     python -m loadtests.picker.body_cost --sizes 4k,94k,220k,256k,512k --decisions 200
 """

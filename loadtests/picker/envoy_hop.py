@@ -146,6 +146,7 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         picker_readyz_port=picker.metrics_port if isinstance(picker, PickerProcess) else None,
         pool=pool,
         picker_tls=arm == "picker-tls",
+        body_mode=getattr(args, "body_mode", "FULL_DUPLEX_STREAMED"),
     )
     envoy = LocalEnvoy(opts, concurrency=args.envoy_concurrency)
     try:
@@ -236,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated from {','.join(ARMS + EXTRA_ARMS)}")
     ap.add_argument("--body-size", type=parse_size, default=None, help="long prompts of this size (e.g. 256k)")
+    ap.add_argument(
+        "--body-mode",
+        choices=("FULL_DUPLEX_STREAMED", "BUFFERED"),
+        default="FULL_DUPLEX_STREAMED",
+        help="the ext_proc request body mode Envoy uses (BUFFERED: the picker does not stream the body back)",
+    )
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     args.arms = [a for a in args.arms.split(",") if a]
@@ -245,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = asyncio.run(main_async(args))
     shape = f"open loop at {args.rate:g} req/s" if args.rate else f"concurrency {args.concurrency}"
     what = f"bodies of {args.body_size} bytes" if args.body_size else "small prompts"
-    header = f"{args.requests} completions ({what}, max_tokens {args.max_tokens}), {shape}, "
+    header = f"{args.requests} completions ({what}, max_tokens {args.max_tokens}, {args.body_mode}), {shape}, "
     print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
     print(_table(results))
     if args.json:

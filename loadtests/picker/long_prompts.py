@@ -3,8 +3,9 @@
 Why it exists: the in-process body cost (loadtests.picker.body_cost) and the Envoy hop (loadtests.picker.envoy_hop)
 must send the same bodies so that their figures can be set side by side. The prompt is the fleet twin's synthetic
 text (`sim.fleet.synth.prompt_text`: words the twin tokenizes one token each, ~6.85 bytes per token, so a 220 KB
-prompt is ~32k tokens), 3/4 of it one of 8 shared documents (what a prefix-aware picker can exploit) and the rest
-unique to the request, in a /v1/completions body.
+prompt is ~32k tokens), 7/8 of it one shared document and the rest unique to the request, in a /v1/completions
+body. One document, so that every twin holds it whatever the routing: with several, round robin made the twins
+prefill far more than the picker's prefix affinity did, and the baseline's latency measured the twins, not the hop.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from sim.fleet.synth import BLOCK_TOKENS, prompt_text
 
 BYTES_PER_TOKEN = 6.85  # sim.fleet.synth text: 32,000 tokens are ~219 KB
-DOCUMENTS = 2
+DOCUMENTS = 1
 _SCALE = {"k": 1024, "m": 1024 * 1024}
 
 
@@ -48,7 +49,7 @@ def prompt_tokens(size: int) -> int:
 
 
 class PromptBodies:
-    """Completions bodies of about `size` bytes: a shared document (3/4 of the prompt) + a unique tail."""
+    """Completions bodies of about `size` bytes: a shared document (7/8 of the prompt) + a unique tail."""
 
     def __init__(self, size: int, model: str, seed: int = 1, max_tokens: int = 2):
         self.size = size
