@@ -6,8 +6,8 @@ maths. Through the real Envoy that cost is buried in the noise of a shared 2-cor
 alone, as CPU seconds of this process per 1,000 decisions, for each body size:
 
 - every message of one exchange is decoded from its wire bytes (`ProcessingRequest.FromString`, what grpc does)
-  and every answer encoded (`SerializeToString`), around the same `ExtProcServicer` steps (`pending_request`,
-  `prepare`-free `Exchange.handle`, `finish`), so protobuf copies count;
+  and every answer encoded (`SerializeToString`), around the same `ExtProcServicer` steps (`Exchange.handle`,
+  `finish`), so protobuf copies count;
 - the body arrives as Envoy 1.40 sent it from a loopback client here: the whole body in one request_body message,
   then an empty one with end_of_stream (`--chunk N` splits it into N-byte messages instead), then a response;
 - two backends, same messages, same run: `round-robin` (scorer.extproc.roundrobin, what the protocol alone costs:
@@ -71,11 +71,13 @@ def request_messages(body: bytes, request_id: str, chunk: int) -> list[bytes]:
 def exchange_once(backend: PickBackend, messages: Sequence[bytes]) -> int:
     """Run one stream the way ExtProcServicer does (decode, parse ahead, handle, encode); returns answer bytes."""
     exchange = Exchange(backend)
+    parse_ahead = getattr(backend, "prepare", None) is not None and getattr(backend, "preparers", True)
     sent = 0
     try:
         for raw in messages:
             req = pb.ProcessingRequest.FromString(raw)
-            exchange.pending_request(req)
+            if parse_ahead:  # as ExtProcServicer: only for a backend that prepares requests
+                exchange.pending_request(req)
             for answer in exchange.handle(req):
                 sent += len(answer.SerializeToString())
     finally:
