@@ -185,3 +185,25 @@ def test_bench_picker_short_run(tmp_path: Path) -> None:
     assert "| 8k | 1195 | 20 req/s |" in report and "| 8k | 1195 | 4 in flight |" in report
     assert (out / "schedule_cdf.png").read_bytes().startswith(PNG)
     assert (out / "long_prompts.png").read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--body-sizes", "0k"], "a body size must be positive, got '0k'"),
+        (["--body-sizes", "4k,lots"], "body sizes like 4k,256k,1m"),
+        (["--body-sizes", "4k,8k", "--body-rates", "1,2,3"], "out of range: --body-rates"),
+        (["--body-concurrency", "0"], "out of range: --body-concurrency"),
+    ],
+)
+def test_bench_picker_refuses_bad_long_prompt_options(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    try:
+        code = autonomic_main(["bench", "picker", *args, "--out", str(out)])
+    except SystemExit as exc:  # argparse exits on a value it cannot convert
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
