@@ -201,7 +201,7 @@ def test_bench_picker_refuses_bad_long_prompt_options(
 ) -> None:
     out = tmp_path / "out"
     try:
-        code = autonomic_main(["bench", "picker", *args, "--out", str(out)])
+        code: object = autonomic_main(["bench", "picker", *args, "--out", str(out)])
     except SystemExit as exc:  # argparse exits on a value it cannot convert
         code = exc.code
     assert code == 2
