@@ -111,9 +111,9 @@ class Cell:
         }
 
 
-def measure(size: int, backend_name: str, decisions: int, chunk: int, warmup: int = 20) -> Cell:
+def measure(size: int, backend_name: str, decisions: int, chunk: int, shared: float, warmup: int = 20) -> Cell:
     backend: PickBackend = director_backend() if backend_name == "director" else RoundRobinBackend(list(ENDPOINTS))
-    bodies = PromptBodies(size, MODEL)
+    bodies = PromptBodies(size, MODEL, shared=shared)
     streams = [request_messages(bodies.body(i), f"r{i}", chunk) for i in range(decisions + warmup)]
     for messages in streams[:warmup]:
         exchange_once(backend, messages)
@@ -124,14 +124,14 @@ def measure(size: int, backend_name: str, decisions: int, chunk: int, warmup: in
     return Cell(size, backend_name, decisions, time.process_time() - started, sent)
 
 
-def run(sizes: Sequence[int], decisions: int, chunk: int, repeats: int) -> list[dict[str, Any]]:
+def run(sizes: Sequence[int], decisions: int, chunk: int, repeats: int, shared: float) -> list[dict[str, Any]]:
     """Median CPU of `repeats` alternating measurements per (size, backend); progress on stdout."""
     rows: list[dict[str, Any]] = []
     for size in sizes:
         per: dict[str, list[Cell]] = {"round-robin": [], "director": []}
         for r in range(repeats):
             for name in per:
-                per[name].append(measure(size, name, decisions, chunk))
+                per[name].append(measure(size, name, decisions, chunk, shared))
                 cpu = per[name][-1].cpu_s / decisions * 1000
                 print(f"[body cost] {size_label(size)} {name} {r + 1}/{repeats}: {cpu:.2f} CPU s / 1000", flush=True)
         for cells in per.values():
@@ -156,15 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--decisions", type=int, default=200, help="measured decisions per cell (default %(default)s)")
     ap.add_argument("--chunk", type=int, default=0, help="bytes per request_body message (0: as Envoy sent them)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs, median kept (%(default)s)")
+    ap.add_argument("--shared", type=float, default=7 / 8, help="share of each prompt that is a shared document")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
     try:
         sizes = parse_sizes(args.sizes)
     except ValueError as exc:
         ap.error(f"--sizes: {exc}")
-    if args.decisions < 10 or args.chunk < 0 or args.repeats < 1 or not sizes:
-        ap.error("--decisions >= 10, --chunk >= 0, --repeats >= 1 and at least one size")
-    rows = run(sizes, args.decisions, args.chunk, args.repeats)
+    if args.decisions < 10 or args.chunk < 0 or args.repeats < 1 or not sizes or not 0 <= args.shared < 1:
+        ap.error("--decisions >= 10, --chunk >= 0, --repeats >= 1, 0 <= --shared < 1 and at least one size")
+    rows = run(sizes, args.decisions, args.chunk, args.repeats, args.shared)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -49,14 +49,15 @@ def prompt_tokens(size: int) -> int:
 
 
 class PromptBodies:
-    """Completions bodies of about `size` bytes: a shared document (7/8 of the prompt) + a unique tail."""
+    """Completions bodies of about `size` bytes: a shared document (`shared` of the prompt, 7/8 by default) + a
+    unique tail."""
 
-    def __init__(self, size: int, model: str, seed: int = 1, max_tokens: int = 2):
+    def __init__(self, size: int, model: str, seed: int = 1, max_tokens: int = 2, shared: float = 7 / 8):
         self.size = size
         self.model = model
         self.max_tokens = max_tokens
         tokens = prompt_tokens(size)
-        doc_tokens = tokens * 7 // 8
+        doc_tokens = int(tokens * shared)
         self.tail_tokens = max(1, tokens - doc_tokens - 8)  # the JSON around the prompt
         self.rng = random.Random(seed * 1_000_003 + size)
         self.docs = [self._text(doc_tokens) for _ in range(DOCUMENTS)]
