@@ -43,6 +43,9 @@ _PATH_KINDS: dict[str, RequestKind] = {"/v1/completions": "completions", "/v1/ch
 # at which json.loads, json.dumps (the precise scorer's cache key) or a walk over the document would hit the
 # interpreter's recursion limit. A deeper body is the client's fault (a nesting bomb): 400.
 MAX_JSON_DEPTH = 128
+# values a depth check may visit before it counts the body's brackets first: a body of long prompt strings has a
+# handful of values (checked in microseconds), one with long token-id lists or many messages may have far more
+_DEPTH_WALK_BUDGET = 4096
 
 
 class BadRequestError(ValueError):
@@ -88,7 +91,9 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes, request_id
     max_tokens = _optional_count(doc, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_count(doc, "max_tokens")
-    if "\\ud" in text or "\\uD" in text:  # a \uXXXX escape of a surrogate: is each one half of a pair?
+    # an unpaired surrogate is not ASCII, and `str.isascii` costs nothing: only a non-ASCII text is scanned for a
+    # \uXXXX escape of a surrogate (the scan of a long body costs more than the rest of the parse)
+    if not (model.isascii() and prompt.isascii()) and ("\\ud" in text or "\\uD" in text):
         _check_unicode(model, "model")
         _check_unicode(prompt, "prompt" if kind == "completions" else "messages")
     return LLMRequest(
@@ -125,22 +130,31 @@ def _json_object(text: str) -> dict[str, Any]:
         raise too_deep from None
     except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits (sys.get_int_max_str_digits)
         raise BadRequestError(f"request body is not valid JSON: {exc}") from None
-    # only a text with more brackets than the limit can nest deeper than it (the usual case costs two C scans)
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nests_deeper(doc, MAX_JSON_DEPTH):
+    # a walk over a document of few values (long prompt strings) is cheaper than a scan of its text; a larger one is
+    # walked only if it has more brackets than the limit (two C scans)
+    deep = _nests_deeper(doc, MAX_JSON_DEPTH, _DEPTH_WALK_BUDGET)
+    if deep is None:
+        deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH and bool(_nests_deeper(doc, MAX_JSON_DEPTH))
+    if deep:
         raise too_deep
     if not isinstance(doc, dict):
         raise BadRequestError(f"request body must be a JSON object, got {type(doc).__name__}")
     return doc
 
 
-def _nests_deeper(doc: Any, limit: int) -> bool:
-    """Whether the arrays and objects of a parsed document nest more than `limit` deep (iteratively: no recursion)."""
-    stack = [(doc, 1)]
+def _nests_deeper(doc: Any, limit: int, budget: int | None = None) -> bool | None:
+    """Whether the arrays and objects of a parsed document nest more than `limit` deep (iteratively: no recursion);
+    None if that is not known after looking at `budget` values. A scalar nests 0 deep."""
+    stack = [(doc, 1)] if isinstance(doc, dict | list) else []
+    seen = 0
     while stack:
         node, depth = stack.pop()
         if depth > limit:
             return True
         children = node.values() if isinstance(node, dict) else node
+        seen += len(children)
+        if budget is not None and seen > budget:
+            return None
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
 

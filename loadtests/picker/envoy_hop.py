@@ -9,9 +9,13 @@ thresholds: it reports. Each picker runs in its own process, as deployed.
 
 Two load shapes: closed loop (`--concurrency C` requests always in flight: the highest rate each arm sustains) and
 open loop (`--rate R`: requests start every 1/R s whatever the answers, the latency added at a stated rate).
+`--body-size 256k` sends long prompts instead (loadtests.picker.long_prompts: twin-tokenizable text, a shared
+document and a unique tail per request, built before the clock starts). Each picker arm also reports the picker
+process's CPU seconds per 1,000 requests over the measured requests (/proc, user + system).
 
     python -m loadtests.picker.envoy_hop --requests 2000 --concurrency 16
     python -m loadtests.picker.envoy_hop --requests 2000 --rate 200
+    python -m loadtests.picker.envoy_hop --requests 300 --rate 20 --body-size 256k --arms envoy-round-robin,picker
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from harness.child import Child
 from harness.envoy import LocalEnvoy
 from harness.netutil import find_base_port, free_port
 from harness.picker import PickerProcess
+from loadtests.picker.long_prompts import PromptBodies, parse_size
+from loadtests.soak.sampler import cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.process import FleetProcess
 
@@ -52,6 +58,13 @@ class PickerChild:
     async def stop(self) -> None:
         await self._child.stop()
 
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid
+
+
+_JSON = {"content-type": "application/json"}
+
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -59,10 +72,17 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def drive(
-    url: str, model: str, requests: int, concurrency: int, max_tokens: int, rate: float | None = None
+    url: str,
+    model: str,
+    requests: int,
+    concurrency: int,
+    max_tokens: int,
+    rate: float | None = None,
+    bodies: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     """Send `requests` completions, `concurrency` in flight (closed loop) or one every 1/`rate` s (open loop);
-    latencies in ms, measured from each request's scheduled start."""
+    latencies in ms, measured from each request's scheduled start. Request i sends `bodies[i % len(bodies)]` if
+    any are given, else a short prompt."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(requests))
@@ -72,8 +92,9 @@ async def drive(
         async def one(i: int, started: float) -> None:
             nonlocal errors
             body = {"model": model, "prompt": f"bench {i % 97} hello world", "max_tokens": max_tokens}
+            data = bodies[i % len(bodies)] if bodies else json.dumps(body).encode()
             try:
-                async with http.post(f"{url}/v1/completions", json=body) as r:
+                async with http.post(f"{url}/v1/completions", data=data, headers=_JSON) as r:
                     await r.read()
                     ok = r.status == 200
             except aiohttp.ClientError:
@@ -103,6 +124,7 @@ async def drive(
         "requests": requests,
         "errors": errors,
         "req_per_s": requests / wall,
+        "wall_s": wall,
         "p50_ms": _percentile(latencies, 0.50),
         "p99_ms": _percentile(latencies, 0.99),
     }
@@ -124,22 +146,53 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         picker_readyz_port=picker.metrics_port if isinstance(picker, PickerProcess) else None,
         pool=pool,
         picker_tls=arm == "picker-tls",
+        body_mode=getattr(args, "body_mode", "FULL_DUPLEX_STREAMED"),
     )
     envoy = LocalEnvoy(opts, concurrency=args.envoy_concurrency)
     try:
         if picker is not None:
             await picker.start()
+        bodies = long_bodies(args, model)
         async with envoy:
-            await drive(envoy.url, model, args.warmup, args.concurrency, args.max_tokens, args.rate)
-            return await drive(envoy.url, model, args.requests, args.concurrency, args.max_tokens, args.rate)
+            await drive(envoy.url, model, args.warmup, args.concurrency, args.max_tokens, args.rate, bodies)
+            idle = await idle_cores(picker.pid) if picker is not None else None
+            cpu_before = cpu_seconds(picker.pid) if picker is not None else None
+            result = await drive(envoy.url, model, args.requests, args.concurrency, args.max_tokens, args.rate, bodies)
+            cpu_after = cpu_seconds(picker.pid) if picker is not None else None
+            if idle is not None and cpu_before is not None and cpu_after is not None:
+                busy = cpu_after - cpu_before
+                result["picker_cpu_s_per_1000"] = busy / args.requests * 1000
+                result["picker_idle_cores"] = idle
+                # net of what the idle picker burns anyway (its scrapes, health): the requests' own cost
+                net = max(0.0, busy - idle * result["wall_s"])
+                result["picker_net_cpu_s_per_1000"] = net / args.requests * 1000
+            return result
     finally:
         if picker is not None:
             await picker.stop()
 
 
+async def idle_cores(pid: int | None, window_s: float = 2.0) -> float | None:
+    """The CPU the picker uses with no request in flight (scraping, health), in cores over `window_s`."""
+    before = cpu_seconds(pid)
+    await asyncio.sleep(window_s)  # a measurement window, not a wait for a condition
+    after = cpu_seconds(pid)
+    return None if before is None or after is None else (after - before) / window_s
+
+
+def long_bodies(args: argparse.Namespace, model: str) -> list[bytes]:
+    """One body per warm-up and measured request (at most 400, then reused) when `args.body_size` is set."""
+    size = getattr(args, "body_size", None)
+    if not size:
+        return []
+    maker = PromptBodies(size, model, max_tokens=args.max_tokens)
+    return [maker.body(i) for i in range(min(400, args.requests + args.warmup))]
+
+
 def _table(results: dict[str, dict[str, Any]]) -> str:
     base = results.get("envoy-round-robin")
-    lines = [f"{'arm':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  vs envoy-round-robin"]
+    heads = f"{'arm':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'CPU s/1k':>8}"  # net of idle
+    lines = [heads + "  vs envoy-round-robin"]
     for arm, r in results.items():
         if "skipped" in r:
             lines.append(f"{arm:<20} skipped: {r['skipped']}")
@@ -150,7 +203,9 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
                 f"x{r['req_per_s'] / base['req_per_s']:.2f} req/s, x{r['p50_ms'] / base['p50_ms']:.2f} p50,"
                 f" x{r['p99_ms'] / base['p99_ms']:.2f} p99"
             )
-        lines.append(f"{arm:<20} {r['req_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:6d}  {ratio}")
+        cpu = f"{r['picker_net_cpu_s_per_1000']:8.2f}" if "picker_net_cpu_s_per_1000" in r else f"{'-':>8}"
+        cells = f"{r['req_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:6d} {cpu}"
+        lines.append(f"{arm:<20} {cells}  {ratio}")
     return "\n".join(lines)
 
 
@@ -181,6 +236,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--max-tokens", type=int, default=2)
     ap.add_argument("--envoy-concurrency", type=int, default=1, help="Envoy worker threads")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated from {','.join(ARMS + EXTRA_ARMS)}")
+    ap.add_argument("--body-size", type=parse_size, default=None, help="long prompts of this size (e.g. 256k)")
+    ap.add_argument(
+        "--body-mode",
+        choices=("FULL_DUPLEX_STREAMED", "BUFFERED"),
+        default="FULL_DUPLEX_STREAMED",
+        help="the ext_proc request body mode Envoy uses (BUFFERED: the picker does not stream the body back)",
+    )
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     args.arms = [a for a in args.arms.split(",") if a]
@@ -189,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.error(f"unknown arms: {sorted(unknown)}")
     results = asyncio.run(main_async(args))
     shape = f"open loop at {args.rate:g} req/s" if args.rate else f"concurrency {args.concurrency}"
-    header = f"{args.requests} completions (max_tokens {args.max_tokens}), {shape}, "
+    what = f"bodies of {args.body_size} bytes" if args.body_size else "small prompts"
+    header = f"{args.requests} completions ({what}, max_tokens {args.max_tokens}, {args.body_mode}), {shape}, "
     print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
     print(_table(results))
     if args.json:

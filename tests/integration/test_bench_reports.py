@@ -154,20 +154,56 @@ def test_bench_picker_short_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["bench", "picker", "--endpoints", "8", "--tokens", "1024", "--picks", "20", "--rates", "40"]
     argv += ["--requests", "40", "--scrape-endpoints", "12", "--scrape-seconds", "0.5", "--out", str(out)]
+    argv += ["--body-sizes", "8k", "--body-rates", "20", "--body-requests", "20", "--body-concurrency", "4"]
+    argv += ["--closed-sizes", "8k"]
     assert autonomic_main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"schedule", "extproc", "scrape"}
     (cell,) = results["schedule"]
     assert cell["endpoints"] == 8 and cell["prompt_tokens"] == 1024 and cell["p50_ratio"] > 0
-    arms = {r["arm"]: r for r in results["extproc"]}
+    arms = {r["arm"]: r for r in results["extproc"]["by_rate"]}
     assert set(arms) == {"envoy-round-robin", "picker-round-robin", "picker"}
     for arm, r in arms.items():
         assert r["rate_rps"] == 40 and r["errors"] == 0 and math.isfinite(r["added_p99_ms"]), arm
+    open_loop, closed_loop = results["extproc"]["by_body_size"]
+    assert (open_loop["shape"], open_loop["rate_rps"], closed_loop["shape"], closed_loop["concurrency"]) == (
+        "open",
+        20,
+        "closed",
+        4,
+    )
+    for r in (open_loop, closed_loop):
+        assert r["body_bytes"] == 8192 and r["baseline_errors"] == r["picker_errors"] == 0
+        assert math.isfinite(r["added_p50_ms"]) and r["picker_net_cpu_s_per_1000"] >= 0
     assert [r["endpoints"] for r in results["scrape"]] == [8, 12]
     for r in results["scrape"]:
         assert r["failed"] == 0 and r["cpu_ms_per_scrape"] > 0 and r["scrapes_per_s"] > 0
     report = (out / "report.md").read_text()
-    for title in ("schedule() per decision", "Latency added through Envoy", "Scraping cost"):
+    for title in ("schedule() per decision", "Latency added through Envoy", "Scraping cost", "Long prompts"):
         assert f"## {title}" in report
     assert "| 40 | picker |" in report and "| 12 | 0.05 |" in report
+    assert "| 8k | 1195 | 20 req/s |" in report and "| 8k | 1195 | 4 in flight |" in report
     assert (out / "schedule_cdf.png").read_bytes().startswith(PNG)
+    assert (out / "long_prompts.png").read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--body-sizes", "0k"], "a body size must be positive, got '0k'"),
+        (["--body-sizes", "4k,lots"], "body sizes like 4k,256k,1m"),
+        (["--body-sizes", "4k,8k", "--body-rates", "1,2,3"], "out of range: --body-rates"),
+        (["--body-concurrency", "0"], "out of range: --body-concurrency"),
+    ],
+)
+def test_bench_picker_refuses_bad_long_prompt_options(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    try:
+        code: object = autonomic_main(["bench", "picker", *args, "--out", str(out)])
+    except SystemExit as exc:  # argparse exits on a value it cannot convert
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from scorer.request_parser import BadRequestError, parse_request, request_kind
+from scorer.request_parser import BadRequestError, _nests_deeper, parse_request, request_kind
 
 
 def _parse(path: str, body: object, headers: dict[str, str] | None = None):
@@ -247,3 +249,69 @@ def test_unpaired_surrogates_are_a_bad_request(path, body, param):
 def test_escaped_surrogate_pairs_are_text():
     req = _parse("/v1/completions", b'{"model":"m","prompt":"smile \\ud83d\\ude00"}')
     assert req.prompt == "smile \U0001f600"
+
+
+def _nest(n: int) -> object:
+    return [_nest(n - 1)] if n else 1
+
+
+@pytest.mark.parametrize(
+    ("padding", "levels", "too_deep"),
+    [
+        ("a long prompt string", 127, False),
+        ("a long prompt string", 128, True),
+        ("a long token-id list", 127, False),  # more values than the walk looks at: brackets are counted first
+        ("a long token-id list", 128, True),
+        ("many messages", 127, False),
+        ("many messages", 128, True),
+    ],
+)
+def test_the_depth_limit_holds_whatever_the_size_of_the_body(padding, levels, too_deep):
+    body: dict[str, object] = {"model": "m", "prompt": "word " * 50_000, "t": _nest(levels)}  # 1 + levels deep
+    path = "/v1/completions"
+    if padding == "a long token-id list":
+        body["prompt"] = list(range(10_000))
+    elif padding == "many messages":
+        path = "/v1/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}] * 3000, "t": _nest(levels)}
+    if too_deep:
+        with pytest.raises(BadRequestError, match="nested more than 128 levels deep"):
+            _parse(path, body)
+    else:
+        assert _parse(path, body).model == "m"
+
+
+@pytest.mark.parametrize(
+    ("body", "prompt"),
+    [
+        (b'{"model":"m","prompt":"caf\\u00e9 \\ud83d\\ude00"}', "caf\u00e9 \U0001f600"),  # escaped pair: non-ASCII
+        ('{"model":"m","prompt":"caf\u00e9 \U0001f600"}'.encode(), "caf\u00e9 \U0001f600"),  # raw UTF-8
+        (b'{"model":"m","prompt":"plain \\\\ud800 text"}', "plain \\ud800 text"),  # an escaped backslash, ASCII
+    ],
+)
+def test_text_that_only_looks_like_a_surrogate_escape_parses(body, prompt):
+    assert _parse("/v1/completions", body).prompt == prompt
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=3), inner, max_size=6),
+    max_leaves=80,
+)
+
+
+@given(doc=_json_values, limit=st.integers(0, 8), budget=st.integers(0, 60))
+def test_a_budgeted_depth_walk_is_right_or_says_it_does_not_know(doc, limit, budget):
+    def depth(value: object) -> int:
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        return 0 if children is None else 1 + max(map(depth, children), default=0)
+
+    whole = _nests_deeper(doc, limit)
+    assert whole == (depth(doc) > limit)
+    assert _nests_deeper(doc, limit, budget) in (None, whole)
+
+
+@pytest.mark.parametrize("body", [b"5", b"null", b"true", b'"[[[["', b"[1]"])
+def test_a_body_that_is_not_an_object_is_a_bad_request(body):
+    with pytest.raises(BadRequestError, match="must be a JSON object"):
+        _parse("/v1/completions", body)

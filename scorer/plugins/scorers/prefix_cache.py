@@ -9,7 +9,8 @@ When the response says a different endpoint served it (Envoy retried down the fa
 records them against the served endpoint too. An endpoint that leaves the pool is forgotten.
 
 Sharing: `match(cycle, request)` hashes the prompt and matches it once per cycle and keeps the result in the cycle
-state, so the ttft-estimate-scorer reads the same numbers without hashing again.
+state, so the ttft-estimate-scorer reads the same numbers without hashing again. Hashing goes through a
+`BlockHashMemo`: the part of a prompt it shares with a recent prompt is compared, not hashed again.
 
 Parameters: `blockSize` (64 bytes ~ 16 tokens, vLLM's block), `maxPrefixBlocks` (8192 = 512 KiB ~ 128k tokens,
 Llama-3.1's context, so no legal prompt is cut), `lruCapacityPerServer` (31250 blocks ~ 2 M characters ~ 500k tokens,
@@ -31,9 +32,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from scorer.block_hash_memo import BlockHashMemo
 from scorer.byte_size import ByteSize
 from scorer.framework import PluginParams, Usage
-from scorer.hashing import prompt_block_hashes
 from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
 from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
 
@@ -77,6 +78,7 @@ class PrefixCacheScorer:
         self.params = params
         budget = params.max_index_bytes
         self.index = PrefixIndex(params.lru_capacity_per_server, None if budget is None else budget // ENTRY_BYTES)
+        self.memo = BlockHashMemo(params.block_size, params.max_prefix_blocks)
         self._sent: OrderedDict[str, str] = OrderedDict()  # request id -> address its hashes were recorded for
         self._key = f"{name}/match"
 
@@ -86,7 +88,7 @@ class PrefixCacheScorer:
         if isinstance(found, PrefixMatch):
             return found
         data = request.prompt.encode()
-        hashes = prompt_block_hashes(request.model, data, self.params.block_size, self.params.max_prefix_blocks)
+        hashes = self.memo.hashes(request.model, data)
         result = PrefixMatch(hashes, self.index.match(hashes), len(data), self.params.block_size)
         cycle.data[self._key] = result
         return result
@@ -115,9 +117,7 @@ class PrefixCacheScorer:
         recorded = self._sent.pop(request.request_id, None)
         if recorded is None or recorded == address or status >= 400:
             return
-        p = self.params
-        hashes = prompt_block_hashes(request.model, request.prompt, p.block_size, p.max_prefix_blocks)
-        self.index.record(address, hashes)
+        self.index.record(address, self.memo.hashes(request.model, request.prompt.encode()))
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         self.index.retain(present)
