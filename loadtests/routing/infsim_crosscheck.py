@@ -44,6 +44,7 @@ DEFAULT_TRACE = REPO.parent / "shared/data/traces/mooncake_conversation_first30m
 PRECISE_CONFIG = REPO / "scorer" / "precise-config.yaml"
 ARMS = ("envoy-round-robin", "picker", "picker-precise")
 FLEETS = ("infsim", "twin")
+TWIN_BLOCKS = 28150  # num_gpu_blocks of the twin's default profile (sim/fleet/profiles)
 _PREFIX = re.compile(r"^vllm:prefix_cache_(hits|queries)(?:_total)?\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
@@ -64,9 +65,9 @@ def precise_config_for(fleet: str, workdir: Path) -> Path:
 async def fleet_of(kind: str, servers: int, time_scale: float) -> AsyncIterator[list[str]]:
     """A fresh fleet; yields its servers' host:port."""
     if kind == "infsim":
-        # the simulator refuses (HTTP 500) a request that does not fit in its free blocks: room for max_num_seqs
-        # requests of up to 32k tokens each
-        options = SimOptions(kv_cache_size=16384, max_num_seqs=8, max_model_len=131072)
+        # as large a cache as the twin's profile (Llama-3.1-8B on one H100: 28,150 blocks of 16 tokens); the simulator
+        # refuses (HTTP 500) a request that does not fit in its free blocks, which --concurrency 8 stays far from
+        options = SimOptions(kv_cache_size=TWIN_BLOCKS, max_num_seqs=64, max_model_len=131072)
         async with InferenceSimFleet(servers, find_base_port(servers, offsets=(0, 1000)), options=options) as f:
             yield f.addresses
         return
