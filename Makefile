@@ -54,13 +54,15 @@ descheduler:
 	nice -n 10 bash scripts/install-descheduler.sh .gopath
 
 # the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/, the reference EPP
-# (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh), and the upstream
-# descheduler (`make descheduler`) for the rebalance benchmark's `descheduler` arm
+# (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh), the upstream
+# descheduler (`make descheduler`) for the rebalance benchmark's `descheduler` arm, and llm-d's vLLM simulator for
+# the twin cross-check (scripts/install-inference-sim.sh: `go install`, refused by this machine's module proxy)
 peers:
 	bash scripts/install-peers.sh
 
 test-peers: $(STAMP) peers
-	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py tests/integration/test_epp_peer.py
+	$(BIN)/python -m pytest -q -m peers tests/integration/test_peers.py tests/integration/test_epp_peer.py \
+		tests/integration/test_inference_sim_peer.py
 
 # the committed Python stubs of proto/*.proto (tests/unit/test_proto_stubs.py fails when they are stale)
 proto: $(STAMP)

@@ -14,9 +14,10 @@ its hash algorithm and seed, which the picker cannot reproduce. Each stored bloc
     (with extra keys other than the LoRA name, e.g. cache_salt: xxh64(repr(extras), seed=that key))
 
 The parent of the first block of an event is named by the engine hash `parent_block_hash`; a per-endpoint map
-from engine hash to our key resolves it. A request tokenized the way the endpoint tokenizes (its `/tokenize`)
-then maps to the same keys through `request_keys`, so block i of a request matches exactly when the endpoint
-holds the whole prefix up to block i.
+from engine hash to our key resolves it. No parent is None (vLLM) or 0 (llm-d's convention, which
+llm-d-inference-sim's array-format events follow), unless the endpoint holds a block whose engine hash is 0.
+A request tokenized the way the endpoint tokenizes (its `/tokenize`) then maps to the same keys through
+`request_keys`, so block i of a request matches exactly when the endpoint holds the whole prefix up to block i.
 
 Structure:
 - per endpoint, `engine hash -> key` in store order (a plain dict: a re-stored hash is deleted and inserted again),
@@ -242,7 +243,9 @@ class PreciseIndex:
             self.lora_names.add(lora)
         ep.block_size = bs
         parent_hash = ev.parent_block_hash
-        if parent_hash is None:
+        # None is vLLM's "no parent"; 0 is llm-d's (its consumer, llm-d-router pkg/kvevents/pool.go, treats
+        # parent 0 as none, and llm-d-inference-sim's array-format events send 0), unless 0 names a held block
+        if parent_hash is None or (parent_hash == 0 and 0 not in ep.entries):
             parent: int | None = root_key(bs, lora)
         else:
             parent = ep.entries.get(parent_hash)  # None: unknown, or an orphan itself

@@ -91,6 +91,18 @@ CASES = [
         {"e1": {11: 1, 12: 1}},
     ),
     Case(
+        "parent 0 is no parent (llm-d's convention; llm-d-inference-sim's array events)",
+        [("e1", stored([10, 11], 0, A, B))],
+        keys(A, B),
+        {"e1": 2},
+    ),
+    Case(
+        "parent 0 names a held block whose engine hash is 0",
+        [("e1", stored([0], None, A)), ("e1", stored([11], 0, B))],
+        keys(A, B),
+        {"e1": 2},
+    ),
+    Case(
         "endpoints hashing differently share our keys",
         [("e1", stored([10, 11], None, A, B)), ("e2", stored([777, 888], None, A, B))],
         keys(A, B),
