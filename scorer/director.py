@@ -29,6 +29,13 @@ the fallback list, the served endpoint differs from the primary: the charge is s
 (releasing it on the served endpoint would leave the primary charged forever and undercount the served one), and
 the response hooks are told the *served* endpoint, which is where the prompt's prefix is now cached. Entries older
 than `inflight_ttl_s` are expired (charge released, hooks told status 504), so a lost response never leaks load.
+
+Active-active replicas (scorer/replica_wire.py, scorer/replica_sync.py): `on_routed` / `on_ended`, when set, are told
+every local decision and every response end the shell reported, for the peers; `peer_routed` / `peer_ended` apply a
+peer's. A peer's decision is charged here as if made here (the endpoint's in-flight counts include it, the sharing
+plugins learn its blocks), and a response end reported to any replica releases the charge on all. An end that
+arrives before its decision (the other replica's `Routed` still in its batch) leaves a short-lived tombstone, so the
+late decision teaches its blocks but is not charged forever.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scorer.framework import Usage
 from scorer.inflight import InFlight, InFlightTable
+from scorer.replica_wire import Ended, Routed
 from scorer.scheduler import Scheduler
 from scorer.types import (
     CycleState,
@@ -53,6 +62,8 @@ from scorer.types import (
 )
 
 LOST_RESPONSE_STATUS = 504  # what response hooks are told about a request whose end never arrived
+TOMBSTONES = 65_536  # ended requests remembered without their decision (an end that overtook a peer's Routed)
+TOMBSTONE_S = 60.0
 
 
 @dataclass
@@ -86,6 +97,9 @@ class Director:
         self._tracked: dict[str, _Tracked] = {}
         self._lock = threading.Lock()
         self.stale_fallbacks = 0  # decisions made on stale metrics because no endpoint had fresh ones
+        self.on_routed: Callable[[Routed], None] | None = None  # told each local decision (for peer replicas)
+        self.on_ended: Callable[[Ended], None] | None = None  # told each response end the shell reported
+        self._tombstones: OrderedDict[str, float] = OrderedDict()  # request id -> when it ended, decision unseen
 
     # ---- membership and metrics --------------------------------------------------------------------------
     def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
@@ -140,8 +154,11 @@ class Director:
             self._expire(now)
             cycle = CycleState(now=now, rng=self.rng)
             result = self.scheduler.schedule(request, self._candidates(subset, now), cycle)
-            self._charge(request, result.targets[0], now)
+            tokens = self._charge(request, result.targets[0], now)
             self.scheduler.commit(request, result, cycle)
+            if self.on_routed is not None:
+                blocks = self.scheduler.routing_blocks(cycle, request)
+                self.on_routed(Routed(request.request_id, result.targets[0].address, tokens, blocks))
             return result
 
     def explain(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
@@ -154,13 +171,43 @@ class Director:
     def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:
         """A response ended: release its charge, tell the response hooks. Unknown or repeated ids are ignored."""
         with self._lock:
-            entry = self.inflight.pop(request_id)
-            if entry is None:
-                return
-            self._release(entry)
+            self._complete(request_id, served, status, usage)
+        if self.on_ended is not None:
+            self.on_ended(Ended(request_id, served, status))
+
+    # ---- peer replicas -----------------------------------------------------------------------------------
+    def peer_routed(self, event: Routed) -> None:
+        """A peer replica sent a request: learn its blocks and charge it here too (unless it already ended)."""
+        with self._lock:
             now = self.clock()
-            self._judge(served or entry.address, status, now)
-            self.scheduler.response_complete(entry.request, served or entry.address, status, usage, now)
+            tracked = self._tracked.get(event.address)
+            if tracked is None:  # not (or no longer) a member here
+                return
+            self.scheduler.learn_peer_routing(event.address, event.blocks)
+            if self._tombstones.pop(event.request_id, None) is not None:
+                return
+            stub = LLMRequest(request_id=event.request_id, model="")
+            self._charge_tokens(stub, tracked.state, event.tokens, now)
+
+    def peer_ended(self, event: Ended) -> None:
+        """A response a peer replica heard the end of: release it here (not told to `on_ended` again)."""
+        with self._lock:
+            self._complete(event.request_id, event.served, event.status, None)
+
+    def _complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:
+        now = self.clock()
+        entry = self.inflight.pop(request_id)
+        if entry is None:
+            self._tombstones[request_id] = now
+            self._tombstones.move_to_end(request_id)
+            while self._tombstones and (
+                len(self._tombstones) > TOMBSTONES or now - next(iter(self._tombstones.values())) > TOMBSTONE_S
+            ):
+                self._tombstones.popitem(last=False)
+            return
+        self._release(entry)
+        self._judge(served or entry.address, status, now)
+        self.scheduler.response_complete(entry.request, served or entry.address, status, usage, now)
 
     def in_flight_requests(self) -> int:
         return len(self.inflight)
@@ -210,8 +257,12 @@ class Director:
             raise NoEndpointError(f"no ready endpoint in the subset hint ({len(wanted)} given)")
         return chosen
 
-    def _charge(self, request: LLMRequest, primary: EndpointState, now: float) -> None:
+    def _charge(self, request: LLMRequest, primary: EndpointState, now: float) -> int:
         tokens = request.estimated_prompt_tokens()
+        self._charge_tokens(request, primary, tokens, now)
+        return tokens
+
+    def _charge_tokens(self, request: LLMRequest, primary: EndpointState, tokens: int, now: float) -> None:
         primary.in_flight += 1
         primary.in_flight_tokens += tokens
         primary.dispatched_since_scrape += 1

@@ -106,6 +106,19 @@ class MembershipHook(Protocol):
 
 
 @runtime_checkable
+class SharedRoutingHook(Protocol):
+    """What a plugin learns from a decision, in a form another picker replica can learn it from (active-active).
+
+    `routing_blocks` returns the prompt's block hashes this plugin recorded for the decision (None: nothing to
+    share); a peer replica calls `learn_peer_routing(address, blocks)` with them, so its index holds what every
+    replica sent where. Both must be cheap: they run inside the decision and for every peer decision."""
+
+    def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> Sequence[int] | None: ...
+
+    def learn_peer_routing(self, address: str, blocks: Sequence[int]) -> None: ...
+
+
+@runtime_checkable
 class PluginBinder(Protocol):
     """Given every instantiated plugin by name once, before the first cycle (to reach a plugin it reads from)."""
 

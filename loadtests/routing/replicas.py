@@ -1,0 +1,62 @@
+"""Routing arms with several picker replicas behind one Envoy (issue 15, active-active), and the kill during a run.
+
+Why it exists: the claim to measure is that N replicas route as well as one (hit ratio) and that losing one mid-run
+loses no request. Arms, by name suffix on a shipped profile (`picker-default-x2`...):
+
+- `-x2`: 2 replicas sharing what they route (scorer/replica_sync.py); Envoy spreads ext_proc streams over both;
+- `-x2-unshared`: the same without sharing (each replica's index and in-flight counts see only its own half);
+- `-x2-kill`: `-x2`, and replica 0 is SIGKILLed halfway through the trace's wall time; the survivor carries on.
+
+Light to import (the command's parser reads the names); the pickers are started by loadtests.routing.benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+REPLICA_SUFFIXES = ("-x2-unshared", "-x2-kill", "-x2")
+REPLICA_ARMS = tuple(f"picker-default{s}" for s in REPLICA_SUFFIXES)
+_DECISIONS = re.compile(r'^autonomic_picker_decisions_total\{outcome="routed"[^}]*\} (\S+)$', re.M)
+
+
+@dataclass(frozen=True)
+class ReplicaArm:
+    profile: str
+    replicas: int
+    shared: bool
+    kill: bool
+
+
+def replica_arm(name: str) -> ReplicaArm | None:
+    """The replica setup a router name asks for; None for a single-picker arm."""
+    for suffix in REPLICA_SUFFIXES:
+        if name.startswith("picker-") and name.endswith(suffix):
+            profile = name.removeprefix("picker-").removesuffix(suffix)
+            return ReplicaArm(profile, 2, shared=suffix != "-x2-unshared", kill="kill" in suffix)
+    return None
+
+
+def profile_name(name: str, response_body_suffix: str) -> str:
+    """The shipped profile a `picker-...` router name runs."""
+    arm = replica_arm(name)
+    return arm.profile if arm else name.removeprefix("picker-").removesuffix(response_body_suffix)
+
+
+async def routed_decisions(picker: Any) -> float:
+    """Requests a running picker process routed so far (its /metrics)."""
+    text = await picker.metrics_text()
+    return sum(float(v) for v in _DECISIONS.findall(text))
+
+
+async def kill_halfway(pickers: list[Any], after_s: float, out: dict[str, Any]) -> None:
+    """SIGKILL pickers[0] `after_s` wall seconds from now; note when, and what each replica had routed by then."""
+    t0 = time.monotonic()
+    await asyncio.sleep(after_s)
+    out["decisions_before_kill"] = [await routed_decisions(p) for p in pickers]
+    await pickers[0].kill()
+    out["killed_at_s"] = round(time.monotonic() - t0, 2)
+    print(f"  killed picker replica 0 (pid gone) at {out['killed_at_s']} s", flush=True)
