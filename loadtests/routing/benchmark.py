@@ -32,7 +32,7 @@ from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
 from loadtests.routing.peers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
 from loadtests.routing.replay import ReplayRecord, replay
-from loadtests.routing.replicas import kill_halfway, profile_name, replica_arm, routed_decisions
+from loadtests.routing.replicas import kill_halfway, profile_name, replica_arm, replica_events, routed_decisions
 from loadtests.soak.sampler import cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.profile import load_profile
@@ -97,6 +97,7 @@ async def _start_router(
         # the reference EPP as GIE deploys it: the whole response through it (its response plugins), no observer
         observe_response_body = name.endswith(RESPONSE_BODY_SUFFIX) or name in EPP_ARMS
         extra_pickers: list[tuple[int, int | None]] = []
+        buffered = False
         if name.startswith("picker-"):
             replicas = replica_arm(name)
             config = shipped_profiles()[profile_name(name, RESPONSE_BODY_SUFFIX)]
@@ -108,6 +109,7 @@ async def _start_router(
                 started.append(picker)
             picker_port, readyz_port = pickers[0].port, pickers[0].metrics_port
             extra_pickers = [(p.port, p.metrics_port) for p in pickers[1:]]
+            buffered = replicas is not None and replicas.buffered
         elif name in EPP_ARMS:  # the EPP finds the servers as Pods: fleet.hosts, one port
             arm = EppArm(name, fleet.hosts, fleet.port, workdir)
             await arm.start()
@@ -121,7 +123,8 @@ async def _start_router(
             picker_readyz_port=readyz_port,
             picker_grpc_health_port=grpc_health_port,
             pool=pool,
-            failure_mode_allow=False,
+            failure_mode_allow=buffered,
+            body_mode="BUFFERED" if buffered else "FULL_DUPLEX_STREAMED",
             pool_lb_policy=lb,  # type: ignore[arg-type]
             observe_response_body=observe_response_body,
             extra_pickers=extra_pickers,
@@ -176,6 +179,7 @@ async def run_router(
         if replicas:
             alive = [p for p in replica_procs if p.running]
             summary_extra = {**killed, "decisions_at_end": [await routed_decisions(p) for p in alive]}
+            summary_extra["peer_events"] = [await replica_events(p) for p in alive]
         else:
             summary_extra = {}
         logs = {i: es[before.get(i, 0) :] for i, es in (await fleet.request_logs()).items()}

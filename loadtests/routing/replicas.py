@@ -5,7 +5,10 @@ loses no request. Arms, by name suffix on a shipped profile (`picker-default-x2`
 
 - `-x2`: 2 replicas sharing what they route (scorer/replica_sync.py); Envoy spreads ext_proc streams over both;
 - `-x2-unshared`: the same without sharing (each replica's index and in-flight counts see only its own half);
-- `-x2-kill`: `-x2`, and replica 0 is SIGKILLed halfway through the trace's wall time; the survivor carries on.
+- `-x2-kill`: `-x2`, and replica 0 is SIGKILLed halfway through the trace's wall time; the survivor carries on;
+- `-x2-kill-buffered`: the same with Envoy in BUFFERED mode and fail-open: a decision the killed replica was making
+  is not failed (FULL_DUPLEX_STREAMED can fail open only before the first body chunk, envoy #41276) but routed by
+  Envoy's fallback (round robin).
 
 Light to import (the command's parser reads the names); the pickers are started by loadtests.routing.benchmark.
 """
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-REPLICA_SUFFIXES = ("-x2-unshared", "-x2-kill", "-x2")
+REPLICA_SUFFIXES = ("-x2-unshared", "-x2-kill-buffered", "-x2-kill", "-x2")
 REPLICA_ARMS = tuple(f"picker-default{s}" for s in REPLICA_SUFFIXES)
 _DECISIONS = re.compile(r'^autonomic_picker_decisions_total\{outcome="routed"[^}]*\} (\S+)$', re.M)
 
@@ -29,6 +32,7 @@ class ReplicaArm:
     replicas: int
     shared: bool
     kill: bool
+    buffered: bool = False  # Envoy BUFFERED + fail-open instead of FULL_DUPLEX_STREAMED fail-closed
 
 
 def replica_arm(name: str) -> ReplicaArm | None:
@@ -36,7 +40,8 @@ def replica_arm(name: str) -> ReplicaArm | None:
     for suffix in REPLICA_SUFFIXES:
         if name.startswith("picker-") and name.endswith(suffix):
             profile = name.removeprefix("picker-").removesuffix(suffix)
-            return ReplicaArm(profile, 2, shared=suffix != "-x2-unshared", kill="kill" in suffix)
+            shared, kill, buffered = suffix != "-x2-unshared", "kill" in suffix, "buffered" in suffix
+            return ReplicaArm(profile, 2, shared=shared, kill=kill, buffered=buffered)
     return None
 
 
@@ -50,6 +55,14 @@ async def routed_decisions(picker: Any) -> float:
     """Requests a running picker process routed so far (its /metrics)."""
     text = await picker.metrics_text()
     return sum(float(v) for v in _DECISIONS.findall(text))
+
+
+_EVENTS = re.compile(r'^autonomic_picker_replica_events_total\{direction="(\w+)"\} (\S+)$', re.M)
+
+
+async def replica_events(picker: Any) -> dict[str, float]:
+    """Events a running replica exchanged with its peers so far, by direction (sent, received, dropped)."""
+    return {d: float(v) for d, v in _EVENTS.findall(await picker.metrics_text())}
 
 
 async def kill_halfway(pickers: list[Any], after_s: float, out: dict[str, Any]) -> None:
