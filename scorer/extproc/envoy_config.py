@@ -93,6 +93,8 @@ class EnvoyOptions:
     # With several replicas Envoy spreads ext_proc streams over the healthy ones, ejects a replica at its first
     # refused connection (outlier detection) and retries a stream that could not connect on another replica
     extra_pickers: Sequence[tuple[int, int | None]] = ()
+    # the same settings for a picker_host that resolves to several replicas (a headless Service; STRICT_DNS)
+    picker_replicas: bool = False
     # attempts after the first for an ext_proc stream whose connection failed (only with several replicas)
     picker_stream_retries: int = 2
 
@@ -168,7 +170,7 @@ def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
     if not _is_ip(opts.picker_host):
         extra.update(type="STRICT_DNS", dns_lookup_family="V4_PREFERRED")
     replicas = [(opts.picker_port, health_port), *opts.extra_pickers]
-    if len(replicas) > 1:
+    if _several_replicas(opts):
         # a replica that refuses a connection (killed) is out at once, not after the health check's 3 misses;
         # only local-origin failures count: a stream the picker ends with an error is a request's, not the replica's
         extra["outlier_detection"] = {
@@ -194,6 +196,10 @@ def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
         common_lb_config={"healthy_panic_threshold": {"value": 0}},
         **extra,
     )
+
+
+def _several_replicas(opts: EnvoyOptions) -> bool:
+    return bool(opts.extra_pickers) or opts.picker_replicas
 
 
 def _is_ip(host: str) -> bool:
@@ -230,7 +236,7 @@ _EXT_PROC = "filters.http.ext_proc.v3.ExternalProcessor"
 def _picker_service(opts: EnvoyOptions) -> dict[str, Any]:
     """The ext_proc gRPC service; with several replicas, a stream that cannot connect is retried on another one."""
     envoy_grpc: dict[str, Any] = {"cluster_name": "picker"}
-    if opts.extra_pickers and opts.picker_stream_retries:
+    if _several_replicas(opts) and opts.picker_stream_retries:
         previous = _typed(
             "envoy.retry_host_predicates.previous_hosts", "retry.host.previous_hosts.v3.PreviousHostsPredicate"
         )
@@ -347,6 +353,11 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
             raise ValueError(f"{field} must be a port (1-65535), got {port}")
     if opts.picker_readyz_port is not None and opts.picker_grpc_health_port is not None:
         raise ValueError("picker_readyz_port and picker_grpc_health_port are exclusive (one health check)")
+    for port, health in opts.extra_pickers:
+        if not 0 < port < 65536 or (health is not None and not 0 < health < 65536):
+            raise ValueError(f"extra_pickers: ({port}, {health}) is not a pair of ports (1-65535)")
+    if opts.picker_stream_retries < 0:
+        raise ValueError(f"picker_stream_retries must be >= 0, got {opts.picker_stream_retries}")
     if opts.picker_unhealthy_threshold < 1:
         raise ValueError(f"picker_unhealthy_threshold must be at least 1, got {opts.picker_unhealthy_threshold}")
     clusters = [_pool_cluster(opts)] if opts.pool else []
@@ -422,6 +433,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="gRPC health of the ext_proc service on this port instead of /readyz (an ext_proc server that answers "
         "it apart, as the GIE EPP on its --grpc-health-port); overrides --picker-readyz-port",
     )
+    ap.add_argument(
+        "--picker-replicas",
+        action="store_true",
+        help="--picker-host resolves to several active-active replicas (a headless Service): random balancing, "
+        "ejection at the first refused connection, ext_proc streams retried on another replica",
+    )
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
@@ -441,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         admin_port=a.admin_port,
         picker_port=None if a.no_picker else a.picker_port,
         picker_host=a.picker_host,
+        picker_replicas=a.picker_replicas,
         picker_tls=a.picker_tls or a.picker_ca is not None,
         picker_ca_file=a.picker_ca,
         picker_sni=a.picker_sni,
