@@ -7,7 +7,8 @@ to a replica chosen at random (Envoy's RANDOM balancing of the routing stream), 
 replica chosen at random on its own (the observer stream, balanced independently), and with sharing on, what a
 replica publishes (`Director.on_routed` / `on_ended`) reaches its peers `sync_delay_s` of model time later
 (`Director.peer_routed` / `peer_ended`: what scorer/replica_sync.py does over HTTP). Every replica scrapes every
-engine. Modes: `single` (one Director, the baseline), `x2` (2 replicas, shared), `x2-unshared` (2, nothing shared).
+engine. Modes: `single` (one Director, the baseline), `x2` (2 replicas, shared), `x2-instant` (the same with no
+delivery delay), `x2-unshared` (2, nothing shared).
 
     python -m loadtests.routing.replica_sim --minutes 5 --compress 4 --seeds 1,2,3
 """
@@ -29,7 +30,14 @@ from scorer.replica_wire import Ended, Routed
 from scorer.scheduler import Scheduler
 from scorer.types import Endpoint, EndpointMetrics, LLMRequest, SchedulingResult
 
-MODES = {"single": (1, False), "x2": (2, True), "x2-unshared": (2, False)}
+# mode -> (replicas, shared, sync delay: None = --sync-delay); x2-instant shows what the routing's own sensitivity
+# (which replica breaks a tie, the order of events) does to the hit ratio, with no sharing delay at all
+MODES: dict[str, tuple[int, bool, float | None]] = {
+    "single": (1, False, None),
+    "x2": (2, True, None),
+    "x2-instant": (2, True, 0.0),
+    "x2-unshared": (2, False, None),
+}
 
 
 class ReplicaFront:
@@ -112,10 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[tuple[str, int], RunStats] = {}
     for seed in seeds:
         for mode in modes:
-            replicas, shared = MODES[mode]
+            replicas, shared, delay = MODES[mode]
+            delay_s = args.sync_delay if delay is None else delay
 
-            def front(clock: Callable[[], float], n: int = replicas, s: bool = shared, sd: int = seed) -> ReplicaFront:
-                return ReplicaFront(config, n, clock, sd, shared=s, sync_delay_s=args.sync_delay)
+            def front(
+                clock: Callable[[], float], n: int = replicas, s: bool = shared, sd: int = seed, d: float = delay_s
+            ) -> ReplicaFront:
+                return ReplicaFront(config, n, clock, sd, shared=s, sync_delay_s=d)
 
             t0 = time.monotonic()
             stats = simulate_with(mode, config, trace, args.servers, args.compress, seed, front)
