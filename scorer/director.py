@@ -183,7 +183,7 @@ class Director:
             tracked = self._tracked.get(event.address)
             if tracked is None:  # not (or no longer) a member here
                 return
-            self.scheduler.learn_peer_routing(event.address, event.blocks)
+            self.scheduler.learn_peer_routing(event.address, event.blocks, now)
             if self._tombstones.pop(event.request_id, None) is not None:
                 return
             stub = LLMRequest(request_id=event.request_id, model="")

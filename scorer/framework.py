@@ -109,13 +109,14 @@ class MembershipHook(Protocol):
 class SharedRoutingHook(Protocol):
     """What a plugin learns from a decision, in a form another picker replica can learn it from (active-active).
 
-    `routing_blocks` returns the prompt's block hashes this plugin recorded for the decision (None: nothing to
-    share); a peer replica calls `learn_peer_routing(address, blocks)` with them, so its index holds what every
-    replica sent where. Both must be cheap: they run inside the decision and for every peer decision."""
+    `routing_blocks` returns what this plugin recorded for the decision as unsigned 64-bit integers (the prompt's
+    block hashes for the prefix index, the prefill work for the ttft estimate's backlog; None: nothing to share); a
+    peer replica calls `learn_peer_routing(address, blocks, now)` with them, so its state holds what every replica
+    sent where. Both must be cheap: they run inside the decision and for every peer decision."""
 
     def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> Sequence[int] | None: ...
 
-    def learn_peer_routing(self, address: str, blocks: Sequence[int]) -> None: ...
+    def learn_peer_routing(self, address: str, blocks: Sequence[int], now: float) -> None: ...
 
 
 @runtime_checkable

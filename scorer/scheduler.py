@@ -145,12 +145,12 @@ class Scheduler:
         shared = {name: hook.routing_blocks(cycle, request) for name, hook in self._shared.items()}
         return {name: blocks for name, blocks in shared.items() if blocks}
 
-    def learn_peer_routing(self, address: str, blocks: Mapping[str, Sequence[int]]) -> None:
-        """A peer replica sent a request to `address`: each named plugin learns its blocks (unknown names ignored)."""
+    def learn_peer_routing(self, address: str, blocks: Mapping[str, Sequence[int]], now: float) -> None:
+        """A peer replica sent a request to `address`: each named plugin learns its state (unknown names ignored)."""
         for name, hashes in blocks.items():
             hook = self._shared.get(name)
             if hook is not None:
-                hook.learn_peer_routing(address, hashes)
+                hook.learn_peer_routing(address, hashes, now)
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         """Tell the membership hooks which endpoints exist now (state of the others can be dropped)."""

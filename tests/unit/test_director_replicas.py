@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from scorer.config import load_config
+from scorer.config import default_config, load_config
 from scorer.director import TOMBSTONE_S, Director
 from scorer.replica_wire import Ended, Routed
 from scorer.scheduler import Scheduler
@@ -131,3 +131,31 @@ def test_a_peer_charge_expires_with_the_in_flight_ttl():
     clock.now += director.inflight.ttl_s + 1
     director.pick(LLMRequest("r2", "m", prompt="zzzz"))  # expiry runs with each decision
     assert director.in_flight_requests() == 1
+
+
+def test_the_ttft_estimate_backlog_includes_the_peers_dispatches():
+    """With the shipped default profile, a peer's dispatch extends this replica's virtual prefill queue as its own do
+    (without it, each replica saw only its half of the prefill work and piled requests on the same server)."""
+    clock = Clock()
+    replicas = []
+    for _ in range(2):
+        director = Director(Scheduler(default_config()), clock=clock, rng=random.Random(1))
+        director.set_endpoints([Endpoint(A), Endpoint(B)])
+        for address in (A, B):
+            director.update_metrics(address, EndpointMetrics())
+        replicas.append(director)
+    first, second = replicas
+    published: list[Routed | Ended] = []
+    first.on_routed = published.append
+    first.pick(LLMRequest("r1", "m", prompt="x" * 40_000))
+    routed = published[0]
+    assert isinstance(routed, Routed)
+    prefill_us, uncached = routed.blocks["ttft-estimate-scorer"]
+    assert prefill_us > 0 and uncached == 10_000
+    ttft = second.scheduler.plugins["ttft-estimate-scorer"]
+    assert ttft.backlog_until.get(routed.address, 0.0) <= clock.now  # type: ignore[attr-defined]
+    second.peer_routed(routed)
+    assert ttft.backlog_until[routed.address] == pytest.approx(clock.now + prefill_us / 1e6)  # type: ignore[attr-defined]
+    assert second.scheduler.plugins["ttft-estimate-scorer"].backlog_until == (  # type: ignore[attr-defined]
+        first.scheduler.plugins["ttft-estimate-scorer"].backlog_until  # type: ignore[attr-defined]
+    )

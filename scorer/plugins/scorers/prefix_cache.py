@@ -107,7 +107,7 @@ class PrefixCacheScorer:
         found = cycle.data.get(self._key)
         return found.hashes if isinstance(found, PrefixMatch) and found.hashes else None
 
-    def learn_peer_routing(self, address: str, blocks: Sequence[int]) -> None:
+    def learn_peer_routing(self, address: str, blocks: Sequence[int], now: float) -> None:
         self.index.record(address, blocks)
 
     def response_complete(
