@@ -8,7 +8,8 @@ replica chosen at random on its own (the observer stream, balanced independently
 replica publishes (`Director.on_routed` / `on_ended`) reaches its peers `sync_delay_s` of model time later
 (`Director.peer_routed` / `peer_ended`: what scorer/replica_sync.py does over HTTP). Every replica scrapes every
 engine. Modes: `single` (one Director, the baseline), `x2` (2 replicas, shared), `x2-instant` (the same with no
-delivery delay), `x2-unshared` (2, nothing shared).
+delivery delay), `x2-unshared` (2, nothing shared), `single-jitter` (one picker, each arrival later by a random
+0 to one sync delay of model time: how much a perturbation of that size alone moves the hit ratio of this trace).
 
     python -m loadtests.routing.replica_sim --minutes 5 --compress 4 --seeds 1,2,3
 """
@@ -16,6 +17,7 @@ delivery delay), `x2-unshared` (2, nothing shared).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import sys
@@ -37,6 +39,7 @@ MODES: dict[str, tuple[int, bool, float | None]] = {
     "x2": (2, True, None),
     "x2-instant": (2, True, 0.0),
     "x2-unshared": (2, False, None),
+    "single-jitter": (1, False, None),  # one picker, each arrival later by up to one sync delay: the control
 }
 
 
@@ -129,7 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return ReplicaFront(config, n, clock, sd, shared=s, sync_delay_s=d)
 
             t0 = time.monotonic()
-            stats = simulate_with(mode, config, trace, args.servers, args.compress, seed, front)
+            run_trace = trace
+            if mode == "single-jitter":
+                jitter = random.Random(seed)
+                top = args.sync_delay * args.compress  # trace seconds
+                run_trace = [dataclasses.replace(r, timestamp_s=r.timestamp_s + jitter.uniform(0, top)) for r in trace]
+            stats = simulate_with(mode, config, run_trace, args.servers, args.compress, seed, front)
             results[(mode, seed)] = stats
             print(f"[replica sim] seed {seed} {mode}: hit {stats.hit_ratio:.4f} ({time.monotonic() - t0:.0f} s)")
     print("\n| mode | hit ratio per seed | median | median of ratios to single | TTFT p50 s | TTFT p90 s | done |")
