@@ -32,8 +32,8 @@ from scorer.replica_wire import Ended, Routed
 from scorer.scheduler import Scheduler
 from scorer.types import Endpoint, EndpointMetrics, LLMRequest, SchedulingResult
 
-# mode -> (replicas, shared, sync delay: None = --sync-delay); x2-instant shows what the routing's own sensitivity
-# (which replica breaks a tie, the order of events) does to the hit ratio, with no sharing delay at all
+# mode -> (replicas, shared, sync delay: None = --sync-delay); x2-instant: no delivery delay, equal to one picker
+# when every piece of routing state is shared (the check that nothing is missing)
 MODES: dict[str, tuple[int, bool, float | None]] = {
     "single": (1, False, None),
     "x2": (2, True, None),
