@@ -53,7 +53,7 @@ class ReplicaSync:
         self_address: str,
         registry: CollectorRegistry,
         *,
-        interval_s: float = 0.01,
+        interval_s: float = 0.002,  # short: decisions made within the delay do not see each other (replica_sim)
         max_batch: int = 512,
         queue_limit: int = 20_000,
         timeout_s: float = 2.0,
