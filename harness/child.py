@@ -216,6 +216,13 @@ class Child:
                     log.debug("child stopped", extra={"child": self.name, "returncode": self.returncode})
         return self.returncode
 
+    async def kill(self) -> int | None:
+        """SIGKILL at once (a crash, for failure tests) and wait for the exit; then `stop()` only cleans up."""
+        if self._transport is not None and not self._exited.is_set():
+            self._signal(signal.SIGKILL)
+            await self._exited.wait()
+        return self.returncode
+
     async def __aenter__(self) -> Child:
         await self.start()
         return self
@@ -320,6 +327,10 @@ class ChildWrapper:
         return self._child.output if self._child is not None else []
 
     @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    @property
     def pid(self) -> int | None:
         """Its process id while it runs (for CPU pinning and /proc sampling)."""
         return self._child.pid if self._child is not None else None
@@ -330,6 +341,11 @@ class ChildWrapper:
     async def stop(self) -> None:
         if self._child is not None:
             await self._child.stop()
+
+    async def kill(self) -> None:
+        """SIGKILL it (a crash) and wait until it is gone."""
+        if self._child is not None:
+            await self._child.kill()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -2,7 +2,8 @@
 
 Why it exists: the demo, the routing and picker benchmarks and the picker's process tests all run the real picker
 process (its CLI flags, its `ready:` line, its ports) in front of a fleet twin; this is the one place that knows its
-command line. Each instance takes three free ports (ext_proc + Picker API, gRPC health, /metrics).
+command line. Each instance takes four free ports (ext_proc + Picker API, gRPC health, /metrics, replica peers);
+`peers` (other instances' `peer_address`) makes it an active-active replica that shares its decisions with them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ class PickerProcess(ChildWrapper):
         self.port = free_port()
         self.health_port = free_port()
         self.metrics_port = free_port()
+        self.peer_port = free_port()
+        self.peers: list[str] = []  # set before start(): the other replicas' peer_address
         self._child: Child | None = None
+
+    @property
+    def peer_address(self) -> str:
+        return f"127.0.0.1:{self.peer_port}"
 
     @property
     def ready_line(self) -> str:
@@ -51,6 +58,8 @@ class PickerProcess(ChildWrapper):
             cmd += ["--config", str(self.config)]
         if self.scrape_interval_s:
             cmd += ["--scrape-interval", str(self.scrape_interval_s)]
+        if self.peers:
+            cmd += ["--peers", ",".join(self.peers), "--peer-port", str(self.peer_port)]
         cmd += self.extra_args
         env = dict(os.environ, AUTONOMIC_LOG_LEVEL=os.environ.get("AUTONOMIC_LOG_LEVEL", "warning"))
         self._child = Child(cmd, name="autonomic picker", env=env, ready=r"^ready:")

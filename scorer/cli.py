@@ -91,6 +91,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--drain-seconds", type=_non_negative, default=5.0, help="grace for open streams at shutdown (default 5)"
     )
+    p.add_argument(
+        "--shutdown-delay",
+        type=_non_negative,
+        default=0.0,
+        help="on SIGTERM, report not ready this long before refusing new streams, so the gateway's health check "
+        "moves traffic to the other replicas first (default 0; the deploy uses 3 with 2 replicas)",
+    )
+    replicas = p.add_argument_group("active-active replicas (docs/picker-envoy.md, 'Several replicas')")
+    replicas.add_argument(
+        "--peers",
+        default="",
+        help="comma-separated HOST:PORT of the peer replicas' --peer-port; a DNS name (headless Service) stands for "
+        "every address behind it, this replica's own left out",
+    )
+    replicas.add_argument("--peer-port", type=_port, default=9004, help="serve the peers here (default 9004)")
+    replicas.add_argument(
+        "--replica-address", help="this replica's address as the peers resolve it (default --host; the pod IP)"
+    )
     tls = p.add_argument_group("TLS on --port (ext_proc + Picker API); the health port stays plaintext")
     tls.add_argument(
         "--secure-serving", action="store_true", help="serve TLS; self-signed at start without --tls-cert (as GIE)"
@@ -141,7 +159,15 @@ def run(args: argparse.Namespace) -> int:
         tls = _tls(args)
     except (TLSError, ValueError) as exc:
         return _fail(str(exc), 2)
+    peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    bad = [x for x in peers if not _is_host_port(x)]
+    if bad:
+        return _fail(f"--peers: not HOST:PORT: {', '.join(bad)}", 2)
     opts = PickerOptions(
+        peers=peers,
+        peer_port=args.peer_port,
+        replica_address=args.replica_address,
+        shutdown_delay_s=args.shutdown_delay,
         pool=pool_ref,
         tls=tls,
         config=config,
@@ -162,6 +188,11 @@ def run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         return _fail(f"cannot serve: {exc}", 1)
     return 0
+
+
+def _is_host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _tls(args: argparse.Namespace) -> CertSource | None:

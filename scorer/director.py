@@ -35,6 +35,14 @@ plugins' learning from it (`Scheduler.commit`: e.g. recording the prompt's block
 a 32k-token decision) waits until `learn_pending()`, which the shell calls once the answer is on its way to Envoy.
 Every other entry point (the next pick, explain, a response, a membership change) runs what is pending first, so
 each decision still sees every earlier one, exactly as without deferral; at most one decision is ever pending.
+
+Active-active replicas (scorer/replica_wire.py, scorer/replica_sync.py): `on_routed` / `on_ended`, when set, are told
+every local decision and every response end the shell reported, for the peers; `peer_routed` / `peer_ended` apply a
+peer's. A peer's decision is charged here as if made here (the endpoint's in-flight counts include it, the sharing
+plugins learn its blocks), and a response end reported to any replica releases the charge on all. An end that
+arrives before its decision (the other replica's `Routed` still in its batch) leaves a short-lived tombstone, so the
+late decision teaches its blocks but is not charged forever. A deferred decision is told to the peers once it has
+been learnt from (what the plugins learnt is what is sent).
 """
 
 from __future__ import annotations
@@ -42,11 +50,13 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scorer.framework import Usage
 from scorer.inflight import InFlight, InFlightTable
+from scorer.replica_wire import Ended, Routed
 from scorer.scheduler import Scheduler
 from scorer.types import (
     CycleState,
@@ -59,6 +69,8 @@ from scorer.types import (
 )
 
 LOST_RESPONSE_STATUS = 504  # what response hooks are told about a request whose end never arrived
+TOMBSTONES = 65_536  # ended requests remembered without their decision (an end that overtook a peer's Routed)
+TOMBSTONE_S = 60.0
 
 
 @dataclass
@@ -92,7 +104,10 @@ class Director:
         self._tracked: dict[str, _Tracked] = {}
         self._lock = threading.Lock()
         self.stale_fallbacks = 0  # decisions made on stale metrics because no endpoint had fresh ones
-        self._pending: list[tuple[LLMRequest, SchedulingResult, CycleState]] = []  # decided, not yet learnt from
+        self._pending: list[tuple[LLMRequest, SchedulingResult, CycleState, int]] = []  # decided, not learnt from
+        self.on_routed: Callable[[Routed], None] | None = None  # told each local decision (for peer replicas)
+        self.on_ended: Callable[[Ended], None] | None = None  # told each response end the shell reported
+        self._tombstones: OrderedDict[str, float] = OrderedDict()  # request id -> when it ended, decision unseen
 
     # ---- membership and metrics --------------------------------------------------------------------------
     def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
@@ -152,11 +167,11 @@ class Director:
             self._expire(now)
             cycle = CycleState(now=now, rng=self.rng)
             result = self.scheduler.schedule(request, self._candidates(subset, now), cycle)
-            self._charge(request, result.targets[0], now)
+            tokens = self._charge(request, result.targets[0], now)
             if defer_learning:
-                self._pending.append((request, result, cycle))
+                self._pending.append((request, result, cycle, tokens))
             else:
-                self.scheduler.commit(request, result, cycle)
+                self._commit(request, result, cycle, tokens)
             return result
 
     def learn_pending(self) -> int:
@@ -176,13 +191,45 @@ class Director:
         """A response ended: release its charge, tell the response hooks. Unknown or repeated ids are ignored."""
         with self._lock:
             self._learn()
-            entry = self.inflight.pop(request_id)
-            if entry is None:
-                return
-            self._release(entry)
+            self._complete(request_id, served, status, usage)
+        if self.on_ended is not None:
+            self.on_ended(Ended(request_id, served, status))
+
+    # ---- peer replicas -----------------------------------------------------------------------------------
+    def peer_routed(self, event: Routed) -> None:
+        """A peer replica sent a request: learn its blocks and charge it here too (unless it already ended)."""
+        with self._lock:
+            self._learn()
             now = self.clock()
-            self._judge(served or entry.address, status, now)
-            self.scheduler.response_complete(entry.request, served or entry.address, status, usage, now)
+            tracked = self._tracked.get(event.address)
+            if tracked is None:  # not (or no longer) a member here
+                return
+            self.scheduler.learn_peer_routing(event.address, event.blocks, now)
+            if self._tombstones.pop(event.request_id, None) is not None:
+                return
+            stub = LLMRequest(request_id=event.request_id, model="")
+            self._charge_tokens(stub, tracked.state, event.tokens, now)
+
+    def peer_ended(self, event: Ended) -> None:
+        """A response a peer replica heard the end of: release it here (not told to `on_ended` again)."""
+        with self._lock:
+            self._learn()
+            self._complete(event.request_id, event.served, event.status, None)
+
+    def _complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:
+        now = self.clock()
+        entry = self.inflight.pop(request_id)
+        if entry is None:
+            self._tombstones[request_id] = now
+            self._tombstones.move_to_end(request_id)
+            while self._tombstones and (
+                len(self._tombstones) > TOMBSTONES or now - next(iter(self._tombstones.values())) > TOMBSTONE_S
+            ):
+                self._tombstones.popitem(last=False)
+            return
+        self._release(entry)
+        self._judge(served or entry.address, status, now)
+        self.scheduler.response_complete(entry.request, served or entry.address, status, usage, now)
 
     def in_flight_requests(self) -> int:
         return len(self.inflight)
@@ -195,9 +242,16 @@ class Director:
     # ---- helpers -----------------------------------------------------------------------------------------
     def _learn(self) -> int:
         pending, self._pending = self._pending, []
-        for request, result, cycle in pending:
-            self.scheduler.commit(request, result, cycle)
+        for request, result, cycle, tokens in pending:
+            self._commit(request, result, cycle, tokens)
         return len(pending)
+
+    def _commit(self, request: LLMRequest, result: SchedulingResult, cycle: CycleState, tokens: int) -> None:
+        """The plugins learn from a decision; then the peer replicas are told it (with what the plugins learned)."""
+        self.scheduler.commit(request, result, cycle)
+        if self.on_routed is not None:
+            blocks = self.scheduler.routing_blocks(cycle, request)
+            self.on_routed(Routed(request.request_id, result.targets[0].address, tokens, blocks))
 
     def _judge(self, address: str, status: int, now: float) -> None:
         tracked = self._tracked.get(address)
@@ -238,8 +292,12 @@ class Director:
             raise NoEndpointError(f"no ready endpoint in the subset hint ({len(wanted)} given)")
         return chosen
 
-    def _charge(self, request: LLMRequest, primary: EndpointState, now: float) -> None:
+    def _charge(self, request: LLMRequest, primary: EndpointState, now: float) -> int:
         tokens = request.estimated_prompt_tokens()
+        self._charge_tokens(request, primary, tokens, now)
+        return tokens
+
+    def _charge_tokens(self, request: LLMRequest, primary: EndpointState, tokens: int, now: float) -> None:
         primary.in_flight += 1
         primary.in_flight_tokens += tokens
         primary.dispatched_since_scrape += 1

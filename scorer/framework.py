@@ -106,6 +106,20 @@ class MembershipHook(Protocol):
 
 
 @runtime_checkable
+class SharedRoutingHook(Protocol):
+    """What a plugin learns from a decision, in a form another picker replica can learn it from (active-active).
+
+    `routing_blocks` returns what this plugin recorded for the decision as unsigned 64-bit integers (the prompt's
+    block hashes for the prefix index, the prefill work for the ttft estimate's backlog; None: nothing to share); a
+    peer replica calls `learn_peer_routing(address, blocks, now)` with them, so its state holds what every replica
+    sent where. Both must be cheap: they run inside the decision and for every peer decision."""
+
+    def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> Sequence[int] | None: ...
+
+    def learn_peer_routing(self, address: str, blocks: Sequence[int], now: float) -> None: ...
+
+
+@runtime_checkable
 class PluginBinder(Protocol):
     """Given every instantiated plugin by name once, before the first cycle (to reach a plugin it reads from)."""
 

@@ -18,7 +18,7 @@ Rules the framework owns so that plugins don't:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from scorer.framework import (
     ProfileHandler,
     ResponseHook,
     Scorer,
+    SharedRoutingHook,
     Usage,
     is_soft_filter,
     plugin_roles,
@@ -72,6 +73,7 @@ class Scheduler:
         self._pre_request = [p for p in hooks if isinstance(p, PreRequestHook)]
         self._response = [p for p in hooks if isinstance(p, ResponseHook)]
         self._membership = [p for p in hooks if isinstance(p, MembershipHook)]
+        self._shared = {n: p for n, p in self.plugins.items() if isinstance(p, SharedRoutingHook)}
 
     def schedule(self, request: LLMRequest, candidates: Sequence[EndpointState], cycle: CycleState) -> SchedulingResult:
         """Choose the targets for one request among `candidates`. Changes no state; raises `NoEndpointError`."""
@@ -137,6 +139,18 @@ class Scheduler:
         """Tell the response hooks how a request ended and which endpoint served it."""
         for hook in self._response:
             hook.response_complete(request, address, status, usage, now)
+
+    def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> dict[str, Sequence[int]]:
+        """Per sharing plugin (by name), the block hashes it learned from this cycle's decision (for peer replicas)."""
+        shared = {name: hook.routing_blocks(cycle, request) for name, hook in self._shared.items()}
+        return {name: blocks for name, blocks in shared.items() if blocks}
+
+    def learn_peer_routing(self, address: str, blocks: Mapping[str, Sequence[int]], now: float) -> None:
+        """A peer replica sent a request to `address`: each named plugin learns its state (unknown names ignored)."""
+        for name, hashes in blocks.items():
+            hook = self._shared.get(name)
+            if hook is not None:
+                hook.learn_peer_routing(address, hashes, now)
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         """Tell the membership hooks which endpoints exist now (state of the others can be dropped)."""

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from scorer.allocator import return_large_frees_to_os
 from scorer.api import PickerApi
 from scorer.config import PickerConfig
@@ -27,6 +29,7 @@ from scorer.metrics import PickerMetrics, serve_metrics
 from scorer.observed import ExtProcStreamMetrics, ObservedDirector
 from scorer.plugins.scorers.prefix_cache import PrefixCacheScorer
 from scorer.registry import PluginRuntime
+from scorer.replica_sync import ReplicaSync
 from scorer.scheduler import Scheduler
 from scorer.sources.inferencepool import PoolRef, follow_pool
 from scorer.sources.precise_inputs import precise_inputs
@@ -57,6 +60,14 @@ class PickerOptions:
     health_interval_s: float = 0.5
     pool: PoolRef | None = None  # follow an InferencePool's pods instead of the fixed `endpoints`
     tls: CertSource | None = None  # serve ext_proc + Picker API over TLS (health port stays plaintext)
+    # active-active replicas (scorer/replica_sync.py): peers' host:port (a DNS name: every address behind it);
+    # this replica serves them on peer_port and is known to them as replica_address (default: host)
+    peers: Sequence[str] = ()
+    peer_port: int = 9004
+    replica_address: str | None = None
+    # on SIGTERM: health NOT_SERVING (and /readyz 503) this long before the gRPC server stops taking streams, so
+    # Envoy's health check (every second) moves new streams to the other replicas first (none are refused)
+    shutdown_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,13 +81,18 @@ class RunningPicker:
     host: str
     metrics_port: int
     tls: str = "off"  # "off", "self-signed" or the served certificate's path
+    peer_port: int | None = None  # replica sync on: the port the peers send to
 
     def ready_line(self) -> str:
         health = f"{self.host}:{self.extproc.health_port}" if self.extproc.health_port else "-"
         return (
-            f"ready: ext_proc={self.host}:{self.extproc.port} health={health} "
-            f"metrics={self.host}:{self.metrics_port} endpoints={len(self.director.endpoints())}"
-        ) + (f" tls={self.tls}" if self.tls != "off" else "")
+            (
+                f"ready: ext_proc={self.host}:{self.extproc.port} health={health} "
+                f"metrics={self.host}:{self.metrics_port} endpoints={len(self.director.endpoints())}"
+            )
+            + (f" tls={self.tls}" if self.tls != "off" else "")
+            + (f" peers={self.peer_port}" if self.peer_port else "")
+        )
 
 
 async def run_picker(
@@ -140,19 +156,44 @@ async def run_picker(
         except OSError as exc:
             await handle.stop(0)
             raise StartupError(f"metrics on {opts.host}:{opts.metrics_port}: {exc}") from None
+        sync: ReplicaSync | None = None
+        peer_runner: web.AppRunner | None = None
+        peer_port = 0
+        if opts.peers:
+            sync = ReplicaSync(director, opts.peers, "", metrics.registry)
+            try:
+                peer_runner, peer_port = await sync.serve(opts.host, opts.peer_port)
+            except OSError as exc:
+                await handle.stop(0)
+                await runner.cleanup()
+                raise StartupError(f"replica peers on {opts.host}:{opts.peer_port}: {exc}") from None
+            sync.self_address = f"{opts.replica_address or opts.host}:{peer_port}"
+            await sync.resolve()
+            log.info("replica sync on", extra={"self": sync.self_address, "peers": list(opts.peers)})
         try:
             async with asyncio.TaskGroup() as tg:
                 scraping = tg.create_task(scraper.run(), name="scrapes")
+                syncing = tg.create_task(sync.run(), name="replica sync") if sync else None
                 following = [tg.create_task(p.source.run(), name=f"kv-events {p.plugin.name}") for p in precise]
                 tls = opts.tls.current.origin if opts.tls else "off"
-                on_ready(RunningPicker(director, metrics, scraper, handle, opts.host, metrics_port, tls))
+                bound_peer_port = peer_port if sync else None
+                on_ready(
+                    RunningPicker(director, metrics, scraper, handle, opts.host, metrics_port, tls, bound_peer_port)
+                )
                 await stop.wait()
                 log.info("shutting down", extra={"drain_s": opts.drain_s, "in_flight": director.in_flight_requests()})
+                await handle.not_serving()
+                if opts.shutdown_delay_s:  # still answering, while the health checks move traffic elsewhere
+                    await asyncio.sleep(opts.shutdown_delay_s)
                 await handle.stop(opts.drain_s)
                 scraping.cancel()
+                if syncing is not None:
+                    syncing.cancel()
                 for task in following:
                     task.cancel()
         finally:
             await handle.stop(0)  # no-op after a clean stop; closes the servers if the TaskGroup failed
             await runner.cleanup()
+            if peer_runner is not None:
+                await peer_runner.cleanup()
     log.info("stopped")

@@ -12,6 +12,7 @@ loadtests.report.writer: report.md, ttft_cdf.png, results.json (issue 7's schema
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import re
 import time
@@ -31,6 +32,7 @@ from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
 from loadtests.routing.peers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
 from loadtests.routing.replay import ReplayRecord, replay
+from loadtests.routing.replicas import kill_halfway, profile_name, replica_arm, replica_events, routed_decisions
 from loadtests.soak.sampler import cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.profile import load_profile
@@ -94,12 +96,20 @@ async def _start_router(
         lb = ENVOY_POLICIES.get(name, "ROUND_ROBIN")
         # the reference EPP as GIE deploys it: the whole response through it (its response plugins), no observer
         observe_response_body = name.endswith(RESPONSE_BODY_SUFFIX) or name in EPP_ARMS
+        extra_pickers: list[tuple[int, int | None]] = []
+        buffered = False
         if name.startswith("picker-"):
-            profile = name.removeprefix("picker-").removesuffix(RESPONSE_BODY_SUFFIX)
-            picker = PickerProcess(pool, config=shipped_profiles()[profile])
-            await picker.start()
-            started.append(picker)
-            picker_port, readyz_port = picker.port, picker.metrics_port
+            replicas = replica_arm(name)
+            config = shipped_profiles()[profile_name(name, RESPONSE_BODY_SUFFIX)]
+            pickers = [PickerProcess(pool, config=config) for _ in range(replicas.replicas if replicas else 1)]
+            for picker in pickers:
+                if replicas and replicas.shared:
+                    picker.peers = [p.peer_address for p in pickers if p is not picker]
+                await picker.start()
+                started.append(picker)
+            picker_port, readyz_port = pickers[0].port, pickers[0].metrics_port
+            extra_pickers = [(p.port, p.metrics_port) for p in pickers[1:]]
+            buffered = replicas is not None and replicas.buffered
         elif name in EPP_ARMS:  # the EPP finds the servers as Pods: fleet.hosts, one port
             arm = EppArm(name, fleet.hosts, fleet.port, workdir)
             await arm.start()
@@ -113,9 +123,11 @@ async def _start_router(
             picker_readyz_port=readyz_port,
             picker_grpc_health_port=grpc_health_port,
             pool=pool,
-            failure_mode_allow=False,
+            failure_mode_allow=buffered,
+            body_mode="BUFFERED" if buffered else "FULL_DUPLEX_STREAMED",
             pool_lb_policy=lb,  # type: ignore[arg-type]
             observe_response_body=observe_response_body,
+            extra_pickers=extra_pickers,
         )
         envoy = LocalEnvoy(opts)
         await envoy.start()
@@ -149,16 +161,33 @@ async def run_router(
         def tick(sent: int, done: int, failed: int) -> None:
             print(f"  {name}: {time.monotonic() - t0:6.1f}s sent {sent}/{len(trace)} done {done} failed {failed}")
 
-        records = await replay(
-            trace, lambda _i: url, model=model, time_scale=args.time_scale, id_prefix=name, progress=tick,
-            progress_every_s=10.0,
-        )  # fmt: skip
+        replicas = replica_arm(name)
+        replica_procs = [t for t in stack if isinstance(t, PickerProcess)]
+        killed: dict[str, Any] = {}
+        half = (trace[-1].timestamp_s - trace[0].timestamp_s) / args.time_scale / 2
+        killing = replicas is not None and replicas.kill
+        killer = asyncio.create_task(kill_halfway(replica_procs, half, killed)) if killing else None
+        try:
+            records = await replay(
+                trace, lambda _i: url, model=model, time_scale=args.time_scale, id_prefix=name, progress=tick,
+                progress_every_s=10.0,
+            )  # fmt: skip
+        finally:
+            if killer is not None:
+                killer.cancel()
         wall = time.monotonic() - t0
+        if replicas:
+            alive = [p for p in replica_procs if p.running]
+            summary_extra = {**killed, "decisions_at_end": [await routed_decisions(p) for p in alive]}
+            summary_extra["peer_events"] = [await replica_events(p) for p in alive]
+        else:
+            summary_extra = {}
         logs = {i: es[before.get(i, 0) :] for i, es in (await fleet.request_logs()).items()}
         summary = summarize(records, logs, time_scale=args.time_scale, wall_s=wall)
         summary["router_overhead_p50_ms"] = router_overhead_ms(records, logs, args.time_scale)
         summary["max_engine_lag_model_s"] = max(d["max_lag_model_s"] for d in await fleet.describe())
         summary["failed_sent_at_s"] = [round(r.sent_at, 2) for r in records if not r.ok][:50]
+        summary["replicas"] = summary_extra
         pickers = [t for t in stack if isinstance(t, PickerProcess | EppArm)]
         cpu = [cpu_seconds(t.pid if isinstance(t, PickerProcess) else t.epp.pid) for t in pickers]
         if pickers and None not in cpu:  # the picker's CPU over its whole life (start-up and idle scrapes too)
@@ -271,6 +300,8 @@ async def bench(args: argparse.Namespace, routers: list[str]) -> dict[str, Any]:
             f"{s['ttft_model_p90_s']:.3f} s, ok {s['ok']}, failed {s['failed']}, wall {s['wall_s']:.0f} s",
             flush=True,
         )
+        if s.get("replicas"):
+            print(f"[bench routing] {name}: replicas {s['replicas']}", flush=True)
     results = {
         "oracle_hit_ratio": oracle,
         "pooled_capacity_bound": pooled,

@@ -33,6 +33,7 @@ from pathlib import Path
 from loadtests.entry import module_main
 from loadtests.routing.epp import EPP_ARMS
 from loadtests.routing.peers import PEERS
+from loadtests.routing.replicas import REPLICA_ARMS, profile_name
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TRACE = REPO.parent / "shared/data/traces/mooncake_conversation_first30min.jsonl"
@@ -50,7 +51,7 @@ def shipped_profiles() -> dict[str, Path]:
 # (EnvoyOptions.observe_response_body), as the local config did before the response observer and as gateways that
 # cannot add an observability-mode filter run it: the cost of relaying every response chunk, same run
 RESPONSE_BODY_SUFFIX = "-response-body"
-EXTRA_ROUTERS = ("picker-default" + RESPONSE_BODY_SUFFIX,)
+EXTRA_ROUTERS = ("picker-default" + RESPONSE_BODY_SUFFIX, *REPLICA_ARMS)
 
 
 def all_routers() -> list[str]:
@@ -90,8 +91,8 @@ def validate(args: argparse.Namespace) -> list[str]:
     for name in routers:
         if name.startswith("picker-"):
             try:
-                load_config(shipped_profiles()[name.removeprefix("picker-").removesuffix(RESPONSE_BODY_SUFFIX)])
-            except ConfigError as exc:
+                load_config(shipped_profiles()[profile_name(name, RESPONSE_BODY_SUFFIX)])
+            except (ConfigError, KeyError) as exc:
                 raise ValueError(f"--routers: {name}: {exc}") from exc
     return list(dict.fromkeys(routers))
 

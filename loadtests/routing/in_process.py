@@ -17,14 +17,16 @@ import heapq
 import itertools
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from scorer.config import PickerConfig, default_config, load_config
 from scorer.director import Director
+from scorer.framework import Usage
 from scorer.scheduler import Scheduler
-from scorer.types import Endpoint, EndpointMetrics, LLMRequest, NoEndpointError
+from scorer.types import Endpoint, EndpointMetrics, LLMRequest, NoEndpointError, SchedulingResult
 from sim.fleet.engine import Engine, EngineRequest
 from sim.fleet.profile import EngineProfile, load_profile
 from sim.fleet.synth import prompt_text_and_ids
@@ -47,6 +49,15 @@ PROFILES: dict[str, str] = {
 }
 
 
+class Front(Protocol):
+    """What the loop routes through: the Director, or several replicas of it."""
+
+    def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None: ...
+    def update_metrics(self, address: str, metrics: EndpointMetrics | None, error: str | None = None) -> None: ...
+    def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult: ...
+    def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None: ...
+
+
 @dataclass
 class RunStats:
     name: str
@@ -56,6 +67,10 @@ class RunStats:
     cached_tokens: int = 0
     per_server: list[int] = field(default_factory=list)
     rejected: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.cached_tokens / max(1, self.prompt_tokens)
 
     def row(self) -> str:
         q = statistics.quantiles(self.ttft, n=100) if len(self.ttft) > 1 else [0.0] * 99
@@ -82,6 +97,21 @@ def simulate(
     return replay(name, config, trace, members, compress, scrape_interval_s, seed)
 
 
+def simulate_with(
+    name: str,
+    config: PickerConfig,
+    trace: list[TraceRequest],
+    servers: int,
+    compress: float,
+    seed: int,
+    front: Callable[[Callable[[], float]], Front],
+) -> RunStats:
+    """`simulate` through `front(clock)` instead of one Director."""
+    profile = load_profile()
+    members = [(Endpoint(f"10.0.0.{i + 1}:8000"), profile) for i in range(servers)]
+    return replay(name, config, trace, members, compress, seed=seed, front=front)
+
+
 def replay(
     name: str,
     config: PickerConfig,
@@ -90,14 +120,18 @@ def replay(
     compress: float,
     scrape_interval_s: float = 0.05,
     seed: int = 1,
+    front: Callable[[Callable[[], float]], Front] | None = None,
 ) -> RunStats:
     """The discrete-event loop: one fresh engine per member (on its own profile) behind a Director, the trace's
-    arrivals compressed `compress` times, a scrape of every engine each `scrape_interval_s` of model time."""
+    arrivals compressed `compress` times, a scrape of every engine each `scrape_interval_s` of model time.
+    `front(clock)` builds what decides instead of one Director (e.g. several replicas, loadtests.routing.replica_sim).
+    """
     engines = [Engine(p) for _, p in members]
     addresses = [e.address for e, _ in members]
     model = members[0][1].model if members else ""
     clock = [0.0]
-    director = Director(Scheduler(config), clock=lambda: clock[0], rng=random.Random(seed))
+    now_is = lambda: clock[0]  # noqa: E731
+    director: Front = front(now_is) if front else Director(Scheduler(config), clock=now_is, rng=random.Random(seed))
     director.set_endpoints([e for e, _ in members])
     stats = RunStats(name, per_server=[0] * len(members))
     events: list[tuple[float, int, str, object]] = []

@@ -88,6 +88,15 @@ class EnvoyOptions:
     picker_grpc_health_port: int | None = None
     # without a picker: Envoy's own policy over the pool (the routing benchmark's random and least-queue baselines)
     pool_lb_policy: Literal["ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"] = "ROUND_ROBIN"
+    # active-active: further picker replicas on picker_host besides picker_port, each (ext_proc port, health port);
+    # the health port is checked as picker_readyz_port / picker_grpc_health_port say (None: the ext_proc port).
+    # With several replicas Envoy spreads ext_proc streams over the healthy ones, ejects a replica at its first
+    # refused connection (outlier detection) and retries a stream that could not connect on another replica
+    extra_pickers: Sequence[tuple[int, int | None]] = ()
+    # the same settings for a picker_host that resolves to several replicas (a headless Service; STRICT_DNS)
+    picker_replicas: bool = False
+    # attempts after the first for an ext_proc stream whose connection failed (only with several replicas)
+    picker_stream_retries: int = 2
 
 
 def _address(hostport: str) -> dict[str, Any]:
@@ -110,9 +119,14 @@ def _metadata_key(key: str) -> dict[str, Any]:
 _PLAIN_MATCH = {"autonomic.health_check": "plain"}
 
 
-def _cluster(name: str, endpoints: Sequence[str], health_check_port: int | None = None, **extra: Any) -> dict[str, Any]:
-    check = {} if health_check_port is None else {"health_check_config": {"port_value": health_check_port}}
-    lb_endpoints = [{"endpoint": {**_address(e), **check}} for e in endpoints]
+def _cluster(
+    name: str, endpoints: Sequence[str], health_check_ports: Sequence[int | None] = (), **extra: Any
+) -> dict[str, Any]:
+    ports = list(health_check_ports) or [None] * len(endpoints)
+    lb_endpoints = [
+        {"endpoint": {**_address(e), **({} if p is None else {"health_check_config": {"port_value": p}})}}
+        for e, p in zip(endpoints, ports, strict=True)
+    ]
     assignment = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
     return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": assignment, **extra}
 
@@ -155,15 +169,37 @@ def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
         extra["transport_socket_matches"] = [{"name": "plain", "match": _PLAIN_MATCH, "transport_socket": raw}]
     if not _is_ip(opts.picker_host):
         extra.update(type="STRICT_DNS", dns_lookup_family="V4_PREFERRED")
+    replicas = [(opts.picker_port, health_port), *opts.extra_pickers]
+    if _several_replicas(opts):
+        # a replica that refuses a connection (killed) is out at once, not after the health check's 3 misses;
+        # only local-origin failures count: a stream the picker ends with an error is a request's, not the replica's
+        extra["outlier_detection"] = {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "interval": "1s",
+            "base_ejection_time": "30s",
+            "max_ejection_percent": 100,
+        }
+        # not round robin: a request opens two streams in a fixed order (the observer's, then the routing one), so
+        # with 2 replicas strict alternation sends every routing stream to the same replica (measured: 0 vs 141)
+        extra["lb_policy"] = "RANDOM"
     return _cluster(
         "picker",
-        [f"{opts.picker_host}:{opts.picker_port}"],
-        health_check_port=health_port,
+        [f"{opts.picker_host}:{port}" for port, _ in replicas],
+        health_check_ports=[p for _, p in replicas],
         typed_extension_protocol_options={"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
         health_checks=[health],
         common_lb_config={"healthy_panic_threshold": {"value": 0}},
         **extra,
     )
+
+
+def _several_replicas(opts: EnvoyOptions) -> bool:
+    return bool(opts.extra_pickers) or opts.picker_replicas
 
 
 def _is_ip(host: str) -> bool:
@@ -195,7 +231,23 @@ def _request_rules(opts: EnvoyOptions) -> list[dict[str, Any]]:
 
 
 _EXT_PROC = "filters.http.ext_proc.v3.ExternalProcessor"
-_PICKER_SERVICE = {"envoy_grpc": {"cluster_name": "picker"}, "timeout": "10s"}
+
+
+def _picker_service(opts: EnvoyOptions) -> dict[str, Any]:
+    """The ext_proc gRPC service; with several replicas, a stream that cannot connect is retried on another one."""
+    envoy_grpc: dict[str, Any] = {"cluster_name": "picker"}
+    if _several_replicas(opts) and opts.picker_stream_retries:
+        previous = _typed(
+            "envoy.retry_host_predicates.previous_hosts", "retry.host.previous_hosts.v3.PreviousHostsPredicate"
+        )
+        envoy_grpc["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream,reset,unavailable",
+            "num_retries": opts.picker_stream_retries,
+            "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
+            "retry_host_predicate": [previous],
+            "host_selection_retry_max_attempts": 3,
+        }
+    return {"envoy_grpc": envoy_grpc, "timeout": "10s"}
 
 
 def _ext_proc(opts: EnvoyOptions) -> dict[str, Any]:
@@ -214,7 +266,7 @@ def _ext_proc(opts: EnvoyOptions) -> dict[str, Any]:
     return _typed(
         "envoy.filters.http.ext_proc",
         _EXT_PROC,
-        grpc_service=_PICKER_SERVICE,
+        grpc_service=_picker_service(opts),
         failure_mode_allow=opts.failure_mode_allow,
         message_timeout=f"{opts.message_timeout_s}s",
         processing_mode=mode,
@@ -225,7 +277,7 @@ def _ext_proc(opts: EnvoyOptions) -> dict[str, Any]:
     )
 
 
-def _response_observer() -> list[dict[str, Any]]:
+def _response_observer(opts: EnvoyOptions) -> list[dict[str, Any]]:
     """Without observe_response_body: a marker on the request (the routing stream ends after the decision and must
     not report), then an ext_proc filter in observability mode ("send and go": Envoy never waits for it) that sends
     the request headers (x-request-id) and the response headers (status, served endpoint) and keeps its stream open
@@ -247,7 +299,7 @@ def _response_observer() -> list[dict[str, Any]]:
     observer = _typed(
         "autonomic.response_observer",
         _EXT_PROC,
-        grpc_service=_PICKER_SERVICE,
+        grpc_service=_picker_service(opts),
         observability_mode=True,
         deferred_close_timeout="0.1s",
         failure_mode_allow=True,  # it only observes: a picker it cannot reach must not fail the request
@@ -264,7 +316,7 @@ def _filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
         return [router]
     filters = [_typed("autonomic.request_to_metadata", h2m, request_rules=_request_rules(opts))]
     if not opts.observe_response_body:
-        filters += _response_observer()
+        filters += _response_observer(opts)
     filters.append(_ext_proc(opts))
     if opts.routing == "original_dst":
         to_md = {"metadata_namespace": LB_NAMESPACE, "key": SERVED_KEY, "type": "STRING"}
@@ -301,6 +353,11 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
             raise ValueError(f"{field} must be a port (1-65535), got {port}")
     if opts.picker_readyz_port is not None and opts.picker_grpc_health_port is not None:
         raise ValueError("picker_readyz_port and picker_grpc_health_port are exclusive (one health check)")
+    for port, health in opts.extra_pickers:
+        if not 0 < port < 65536 or (health is not None and not 0 < health < 65536):
+            raise ValueError(f"extra_pickers: ({port}, {health}) is not a pair of ports (1-65535)")
+    if opts.picker_stream_retries < 0:
+        raise ValueError(f"picker_stream_retries must be >= 0, got {opts.picker_stream_retries}")
     if opts.picker_unhealthy_threshold < 1:
         raise ValueError(f"picker_unhealthy_threshold must be at least 1, got {opts.picker_unhealthy_threshold}")
     clusters = [_pool_cluster(opts)] if opts.pool else []
@@ -376,6 +433,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="gRPC health of the ext_proc service on this port instead of /readyz (an ext_proc server that answers "
         "it apart, as the GIE EPP on its --grpc-health-port); overrides --picker-readyz-port",
     )
+    ap.add_argument(
+        "--picker-replicas",
+        action="store_true",
+        help="--picker-host resolves to several active-active replicas (a headless Service): random balancing, "
+        "ejection at the first refused connection, ext_proc streams retried on another replica",
+    )
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
@@ -395,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         admin_port=a.admin_port,
         picker_port=None if a.no_picker else a.picker_port,
         picker_host=a.picker_host,
+        picker_replicas=a.picker_replicas,
         picker_tls=a.picker_tls or a.picker_ca is not None,
         picker_ca_file=a.picker_ca,
         picker_sni=a.picker_sni,

@@ -153,11 +153,15 @@ class ExtProcHandle:
     health: HealthState
     task: asyncio.Task[None]
 
-    async def stop(self, grace: float | None = 1.0) -> None:
+    async def not_serving(self) -> None:
+        """Every health service NOT_SERVING for good (shutting down), while streams are still served."""
         await self.health.servicer.enter_graceful_shutdown()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.not_serving()
         servers = [self.server] + ([self.health_server] if self.health_server else [])
         await asyncio.gather(*(s.stop(grace) for s in servers))
 

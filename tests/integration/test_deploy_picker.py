@@ -80,7 +80,8 @@ def _picker_args(deployment: dict[str, Any], config: Path, kubeconfig: Path, por
     """The container's args as the kubelet would pass them, then the loopback substitutions."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    env["POD_NAMESPACE"] = deployment["metadata"]["namespace"]  # the fieldRef
+    env["POD_NAMESPACE"] = deployment["metadata"]["namespace"]  # the fieldRefs
+    env["POD_IP"] = "127.0.0.1"
     args = [re.sub(r"\$\((\w+)\)", lambda m: str(env[m.group(1)]), a) for a in container["args"]]
     assert args[0] == "picker"
     swap = {
@@ -89,6 +90,10 @@ def _picker_args(deployment: dict[str, Any], config: Path, kubeconfig: Path, por
         "--port": str(ports["grpc"]),
         "--health-port": str(ports["health"]),
         "--metrics-port": str(ports["metrics"]),
+        "--peer-port": str(ports["peers"]),
+        # a name that resolves to this replica only: it leaves itself out and has no peer (the other replica of the
+        # Deployment is not started here; tests/integration/test_picker_replicas.py runs two)
+        "--peers": f"localhost:{ports['peers']}",
     }
     out = []
     for arg in args[1:]:
@@ -105,7 +110,7 @@ def _envoy_config(text: str, picker_port: int, listen: int, admin: int) -> str:
     listener.update(address="127.0.0.1", port_value=listen)
     picker = next(c for c in config["static_resources"]["clusters"] if c["name"] == "picker")
     address = picker["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-    assert address["address"].startswith("autonomic-picker.") and address["port_value"] == 9002
+    assert address["address"].startswith("autonomic-picker-replicas.") and address["port_value"] == 9002
     address.update(address="127.0.0.1", port_value=picker_port)
     assert picker["transport_socket"]["name"] == "envoy.transport_sockets.tls"  # kept: ext_proc over TLS
     return yaml.safe_dump(config)
@@ -144,14 +149,14 @@ async def test_rendered_pool_picker_and_envoy_route_a_request(tmp_path: Path):
         )
         for s in servers:
             await s.start()
-        ports = {"grpc": free_port(), "health": free_port(), "metrics": free_port()}
+        ports = {"grpc": free_port(), "health": free_port(), "metrics": free_port(), "peers": free_port()}
         args = _picker_args(objs["PickerDeployment"], config, twin.kubeconfig_path, ports)
         picker = PickerProcess([], extra_args=args)
         picker.port, picker.health_port, picker.metrics_port = ports["grpc"], ports["health"], ports["metrics"]
         try:
             await picker.start()
             ready = picker.ready_line
-            assert "endpoints=2" in ready and ready.endswith("tls=self-signed"), ready
+            assert "endpoints=2" in ready and ready.endswith(f"tls=self-signed peers={ports['peers']}"), ready
             listen, admin = free_port(), free_port()
             envoy_config = _envoy_config(objs["EnvoyConfig"]["data"]["envoy.yaml"], ports["grpc"], listen, admin)
             async with _envoy(envoy_config, tmp_path, admin), aiohttp.ClientSession() as http:

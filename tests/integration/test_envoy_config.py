@@ -41,6 +41,8 @@ VARIANTS = [
         pool=(), routing="original_dst", picker_host="picker.example", picker_tls=True, picker_readyz_port=9090
     ),
     EnvoyOptions(pool=POOL, picker_tls=True, picker_grpc_health_port=9003),
+    EnvoyOptions(pool=POOL, picker_readyz_port=9090, extra_pickers=[(9012, 9091), (9022, 9092)]),
+    EnvoyOptions(pool=POOL, body_mode="BUFFERED", failure_mode_allow=True, extra_pickers=[(9012, None)]),
 ]
 
 
@@ -187,3 +189,58 @@ def test_observe_response_body_sends_the_whole_response(body_mode: str, response
     mode = filters["envoy.filters.http.ext_proc"]["processing_mode"]
     assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SEND", response)
     assert "autonomic.response_observer" not in filters
+
+
+def _ext_procs(opts: EnvoyOptions) -> list[dict]:
+    hcm = render(opts)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return [f["typed_config"] for f in hcm["http_filters"] if "grpc_service" in f.get("typed_config", {})]
+
+
+def test_several_replicas_are_balanced_ejected_and_retried():
+    """Each replica a host with its own health port; random balancing (round robin would give every routing stream to
+    one replica: the observer's stream opens first on every request); ejection at the first refused connection,
+    longer than the health check takes to notice; both ext_proc filters retry a stream on another replica."""
+    opts = EnvoyOptions(pool=POOL, picker_readyz_port=9090, extra_pickers=[(9012, 9091)])
+    picker = _picker_cluster(opts)
+    hosts = [e["endpoint"] for e in picker["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert [(h["address"]["socket_address"]["port_value"], h["health_check_config"]["port_value"]) for h in hosts] == [
+        (9002, 9090),
+        (9012, 9091),
+    ]
+    assert picker["lb_policy"] == "RANDOM"
+    outlier = picker["outlier_detection"]
+    assert outlier["consecutive_local_origin_failure"] == 1 and outlier["split_external_local_origin_errors"]
+    assert outlier["enforcing_consecutive_5xx"] == 0  # a stream the picker ends with an error is not the replica's
+    assert int(outlier["base_ejection_time"].rstrip("s")) > 3 * opts.picker_unhealthy_threshold
+    filters = _ext_procs(opts)
+    assert len(filters) == 2  # the observer and the routing filter
+    for f in filters:
+        retry = f["grpc_service"]["envoy_grpc"]["retry_policy"]
+        assert retry["num_retries"] == 2 and "connect-failure" in retry["retry_on"]
+        assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [EnvoyOptions(pool=POOL), EnvoyOptions(pool=POOL, extra_pickers=[(9012, None)], picker_stream_retries=0)],
+)
+def test_one_replica_or_no_retries_render_without_them(opts: EnvoyOptions):
+    assert all("retry_policy" not in f["grpc_service"]["envoy_grpc"] for f in _ext_procs(opts))
+    if not opts.extra_pickers:
+        assert {"outlier_detection", "lb_policy"}.isdisjoint(_picker_cluster(opts))
+
+
+def test_a_dns_name_with_several_replicas_gets_the_same_settings():
+    opts = EnvoyOptions(pool=(), routing="original_dst", picker_host="picker-replicas.llm.svc", picker_replicas=True)
+    picker = _picker_cluster(opts)
+    assert picker["type"] == "STRICT_DNS" and picker["lb_policy"] == "RANDOM" and "outlier_detection" in picker
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [({"extra_pickers": [(0, 9091)]}, "extra_pickers"), ({"extra_pickers": [(9012, 70000)]}, "extra_pickers"),
+     ({"picker_stream_retries": -1}, "picker_stream_retries")],
+)  # fmt: skip
+def test_bad_replica_options_are_refused(changes: dict, error: str):
+    with pytest.raises(ValueError, match=error):
+        render(EnvoyOptions(pool=POOL, **changes))

@@ -243,7 +243,10 @@ def test_references_resolve(path: Path):
             picker = next(c for c in clusters if c["name"] == "picker")
             endpoint = picker["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
             host = endpoint["socket_address"]["address"]
-            assert host == f"autonomic-picker.{obj['metadata']['namespace']}.svc.cluster.local", host
+            # the headless Service: one host per replica (docs/deploy.md, "Picker replicas")
+            assert host == f"autonomic-picker-replicas.{obj['metadata']['namespace']}.svc.cluster.local", host
+            assert ("Service", "autonomic-picker-replicas") in index
+            assert index[("Service", "autonomic-picker-replicas")]["spec"]["clusterIP"] == "None"
         if obj["kind"] in ("Service", "NetworkPolicy", "ServiceMonitor"):
             selector = spec.get("podSelector") or spec.get("selector") or {}
             labels = selector.get("matchLabels", selector) if obj["kind"] != "Service" else selector
@@ -273,7 +276,8 @@ STANDALONE_ARGS = [
     "--pool",
     "",
     "--picker-host",
-    "autonomic-picker.llm.svc.cluster.local",
+    "autonomic-picker-replicas.llm.svc.cluster.local",  # headless: one host per replica, each health-checked
+    "--picker-replicas",
     "--picker-tls",
     "--picker-readyz-port",  # gRPC health: the NetworkPolicy opens the picker's 9090 to monitoring only
     "0",
@@ -291,6 +295,7 @@ def test_standalone_envoy_config_is_current_and_valid(tmp_path: Path):
     config = yaml.safe_load(out.read_text())
     picker = next(c for c in config["static_resources"]["clusters"] if c["name"] == "picker")
     assert picker["type"] == "STRICT_DNS" and picker["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    assert picker["lb_policy"] == "RANDOM" and picker["outlier_detection"]["consecutive_local_origin_failure"] == 1
     done = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     rendered = next(

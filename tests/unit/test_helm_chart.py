@@ -312,8 +312,10 @@ def _spec_without_instance(obj: Obj) -> Obj:
 def test_services_and_network_policies_are_the_kustomize_ones(kind: str, component: str):
     mine = [o for o in template("both") if o["kind"] == kind and f"-{component}" in o["metadata"]["name"]]
     theirs = [o for o in render(KUSTOMIZE[component]) if o["kind"] == kind]
-    assert len(mine) == len(theirs) == 1
-    assert _spec_without_instance(mine[0]) == theirs[0]["spec"]
+    assert len(mine) == len(theirs) >= 1
+    by_name = lambda objs: sorted(objs, key=lambda o: o["metadata"]["name"])  # noqa: E731
+    for ours, ref in zip(by_name(mine), by_name(theirs), strict=True):
+        assert _spec_without_instance(ours) == ref["spec"], ref["metadata"]["name"]
 
 
 GATEWAY_OVERLAYS = {  # case -> (overlay, kinds to compare)

@@ -6,7 +6,9 @@ index believes `e` holds (`scorer.prefix_index`). A prompt shorter than one bloc
 
 Learning: `pre_request` records the request's block hashes against the primary target (what the picker sent where).
 When the response says a different endpoint served it (Envoy retried down the fallback list), the response hook
-records them against the served endpoint too. An endpoint that leaves the pool is forgotten.
+records them against the served endpoint too. An endpoint that leaves the pool is forgotten. With several picker
+replicas (active-active), each replica also records the blocks its peers routed (`learn_peer_routing`, fed by
+scorer/replica_sync.py), so every replica's index holds what the whole pool of pickers sent where.
 
 Sharing: `match(cycle, request)` hashes the prompt and matches it once per cycle and keeps the result in the cycle
 state, so the ttft-estimate-scorer reads the same numbers without hashing again. Hashing goes through a
@@ -27,6 +29,7 @@ measured, the index then adds ~280 MB to the process, and at most 512Mi, under t
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -110,6 +113,14 @@ class PrefixCacheScorer:
             self._sent[request.request_id] = primary
             if len(self._sent) > _PENDING_LIMIT:
                 self._sent.popitem(last=False)
+
+    def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> list[int] | None:
+        """The block hashes this cycle's decision recorded (for peer replicas); None for a prompt under one block."""
+        found = cycle.data.get(self._key)
+        return found.hashes if isinstance(found, PrefixMatch) and found.hashes else None
+
+    def learn_peer_routing(self, address: str, blocks: Sequence[int], now: float) -> None:
+        self.index.record(address, blocks)
 
     def response_complete(
         self, request: LLMRequest, address: str, status: int, usage: Usage | None, now: float

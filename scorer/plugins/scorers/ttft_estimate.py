@@ -19,6 +19,10 @@ Estimate for candidate e (seconds):
   from elsewhere and replicas slower than `prefillTokensPerSecond`; `mean_uncached` is a moving average of the
   uncached tokens of recent dispatches (starting at `waitingRequestTokens`).
 
+Active-active replicas: each dispatch is shared with the peer replicas as `[prefill microseconds, uncached tokens]`
+(`routing_blocks`), which extend their `backlog_until` and `mean_uncached` as their own dispatches do, so every
+replica's virtual queue holds every replica's prefill work (scorer/replica_sync.py).
+
 Score: `min_e ttft(e) / ttft(e)`, in (0, 1]: 1 for the fastest candidate, 0.5 for one twice as slow.
 The estimates are left in the cycle state (`<name>/estimates`) for Explain.
 
@@ -69,6 +73,7 @@ class TTFTEstimateScorer:
         self.params = params
         self.prefix: PrefixCacheScorer | None = None
         self.backlog_until: dict[str, float] = {}
+        self._shared_key = f"{name}/dispatch"
         self.mean_uncached = float(params.waiting_request_tokens)
         self._key = f"{name}/estimates"
 
@@ -141,6 +146,19 @@ class TTFTEstimateScorer:
         prefill_s = estimate.uncached_tokens * estimate.slowdown / self.params.prefill_tokens_per_second
         self.backlog_until[primary.address] = start + prefill_s
         self.mean_uncached += _EWMA_ALPHA * (estimate.uncached_tokens - self.mean_uncached)
+        cycle.data[self._shared_key] = (round(prefill_s * 1e6), max(0, round(estimate.uncached_tokens)))
+
+    def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> list[int] | None:
+        """This cycle's dispatch for peer replicas: [prefill microseconds added to the backlog, uncached tokens]."""
+        shared = cycle.data.get(self._shared_key)
+        return list(shared) if isinstance(shared, tuple) else None
+
+    def learn_peer_routing(self, address: str, blocks: Sequence[int], now: float) -> None:
+        if len(blocks) != 2:
+            return
+        prefill_us, uncached = blocks
+        self.backlog_until[address] = max(now, self.backlog_until.get(address, 0.0)) + prefill_us / 1e6
+        self.mean_uncached += _EWMA_ALPHA * (uncached - self.mean_uncached)
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         self.backlog_until = {a: t for a, t in self.backlog_until.items() if a in present}

@@ -7,7 +7,7 @@ Rendered (as nothing) by templates/validate.yaml.
 {{- fail "picker.enabled and controller.enabled are both false: nothing to install" }}
 {{- end }}
 {{- if .Values.picker.enabled }}
-{{- $owned := dict "pool" "inferencePool.name" "pool-namespace" "the release namespace" "config" "picker.config" "host" "the chart (0.0.0.0)" "port" "picker.ports.extProc" "health-port" "picker.ports.health" "metrics-port" "picker.ports.metrics" "secure-serving" "the chart (always TLS)" "tls-cert" "picker.tls.secretName" "tls-key" "picker.tls.secretName" "drain-seconds" "picker.drainSeconds" "no-dra" "picker.dra.enabled" "endpoints" "inferencePool.name (the chart follows a pool)" "endpoints-file" "inferencePool.name (the chart follows a pool)" "kubeconfig" "the service account" }}
+{{- $owned := dict "pool" "inferencePool.name" "pool-namespace" "the release namespace" "config" "picker.config" "host" "the chart (0.0.0.0)" "port" "picker.ports.extProc" "health-port" "picker.ports.health" "metrics-port" "picker.ports.metrics" "secure-serving" "the chart (always TLS)" "tls-cert" "picker.tls.secretName" "tls-key" "picker.tls.secretName" "drain-seconds" "picker.drainSeconds" "shutdown-delay" "picker.shutdownDelaySeconds" "peers" "picker.replicas" "peer-port" "picker.ports.peers" "replica-address" "the chart (the pod IP)" "no-dra" "picker.dra.enabled" "endpoints" "inferencePool.name (the chart follows a pool)" "endpoints-file" "inferencePool.name (the chart follows a pool)" "kubeconfig" "the service account" }}
 {{- range $flag, $_ := .Values.picker.flags }}
 {{- if hasKey $owned $flag }}
 {{- fail (printf "picker.flags.%s: --%s is set by the chart from %s" $flag $flag (get $owned $flag)) }}

@@ -1,0 +1,167 @@
+"""Active-active picker replicas: two real `autonomic picker` processes, sharing what they route, behind the real
+Envoy (an ext_proc cluster of both), in front of the fleet twin; one is killed (SIGKILL) or stopped (SIGTERM) while
+requests flow, and none may fail. Conditions are waited for, never slept on; the timeouts only stop a hung test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from envoy_fixture import fleet_addresses
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.envoy import LocalEnvoy
+from harness.netutil import free_port
+from harness.picker import PickerProcess
+from proto.autonomic.picker.v1 import picker_pb2 as pb
+from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
+from scorer.extproc.envoy_config import EnvoyOptions
+from sim.fleet.fleet import Fleet
+from sim.fleet.synth import prompt_text
+
+HUNG_S = 60.0  # only a guard against a hung test
+
+
+async def _metric(picker: PickerProcess, name: str) -> float:
+    text = await picker.metrics_text()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+async def _routed(picker: PickerProcess) -> float:
+    return await _metric(picker, "autonomic_picker_decisions_total")
+
+
+async def _until(check: Callable[[], Coroutine[Any, Any, bool]], what: str) -> None:
+    async def poll() -> None:
+        while not await check():  # noqa: ASYNC110 (a condition of other processes)
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(poll(), HUNG_S)
+    except TimeoutError:
+        pytest.fail(f"never happened: {what}")
+
+
+@contextlib.asynccontextmanager
+async def _replicas(fleet: Fleet, *extra: str) -> AsyncIterator[tuple[PickerProcess, PickerProcess]]:
+    pool = fleet_addresses(fleet)
+    a = PickerProcess(pool, scrape_interval_s=0.2, extra_args=extra)
+    b = PickerProcess(pool, scrape_interval_s=0.2, extra_args=extra)
+    a.peers, b.peers = [b.peer_address], [a.peer_address]
+    try:
+        await asyncio.gather(a.start(), b.start())
+        yield a, b
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_each_replica_learns_what_the_other_routed_and_hears_its_end(fleet2: Fleet):
+    addresses = fleet_addresses(fleet2)
+    body = json.dumps({"model": fleet2.servers[0].model_name, "prompt": prompt_text([71, 72, 73], 768)}).encode()
+    async with (
+        _replicas(fleet2) as (a, b),
+        grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as to_a,
+        grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as to_b,
+    ):
+        assert f"peers={a.peer_port}" in a.ready_line
+        picked = await pb_grpc.PickerStub(to_a).Pick(pb.PickRequest(body=body, request_id="shared-1"))
+
+        async def b_knows() -> bool:
+            seen = await pb_grpc.PickerStub(to_b).Explain(pb.PickRequest(body=body))
+            prefix = {e.endpoint: e.scores["prefix-cache-scorer"] for e in seen.endpoints}
+            in_flight = {e.endpoint: e.load.in_flight for e in seen.endpoints}
+            return prefix[picked.endpoint] == 1.0 and in_flight[picked.endpoint] == 1
+
+        await _until(b_knows, "replica B learns A's decision (prefix blocks and in-flight charge)")
+        explained = await pb_grpc.PickerStub(to_b).Explain(pb.PickRequest(body=body))
+        assert {e.endpoint: e.scores["prefix-cache-scorer"] for e in explained.endpoints} == {
+            x: (1.0 if x == picked.endpoint else 0.0) for x in addresses
+        }
+        # the end reported to the other replica (Envoy's observer stream may land there): B knows the request, and
+        # both release the charge
+        ended = pb.CompleteRequest(request_id="shared-1", status=200)
+        assert (await pb_grpc.PickerStub(to_b).Complete(ended)).known
+
+        async def a_released() -> bool:
+            return await _metric(a, "autonomic_picker_in_flight_requests") == 0
+
+        await _until(a_released, "replica A releases the charge on B's report of the end")
+        assert await _metric(b, "autonomic_picker_in_flight_requests") == 0
+        assert await _metric(a, "autonomic_picker_replica_events_total") > 0
+
+
+class _Load:
+    """Closed-loop clients through Envoy, each request a new prompt; counts every outcome."""
+
+    def __init__(self, url: str, model: str, clients: int = 4):
+        self.url, self.model = url, model
+        self.outcomes: Counter[str] = Counter()
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._client(i)) for i in range(clients)]
+
+    async def _client(self, i: int) -> None:
+        n = 0
+        async with aiohttp.ClientSession() as http:
+            while not self._stop.is_set():
+                n += 1
+                body = {"model": self.model, "prompt": prompt_text([i, n], 256), "max_tokens": 4}
+                try:
+                    async with http.post(f"{self.url}/v1/completions", json=body) as resp:
+                        await resp.read()
+                        self.outcomes[str(resp.status)] += 1
+                except aiohttp.ClientError as exc:
+                    self.outcomes[type(exc).__name__] += 1
+
+    async def stop(self) -> Counter[str]:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.outcomes
+
+
+@pytest.mark.parametrize(
+    ("how", "body_mode", "fail_open"),
+    [
+        ("kill", "BUFFERED", True),  # a decision cut off by the kill fails open (Envoy's round robin)
+        ("term", "FULL_DUPLEX_STREAMED", False),  # the shipped local config; --shutdown-delay moves traffic first
+        ("term", "BUFFERED", True),
+    ],
+)
+async def test_losing_a_replica_mid_run_loses_no_request(fleet2: Fleet, how: str, body_mode: str, fail_open: bool):
+    async with _replicas(fleet2, "--shutdown-delay", "3") as (a, b):
+        opts = EnvoyOptions(
+            listen_port=free_port(),
+            admin_port=free_port(),
+            picker_port=a.port,
+            picker_readyz_port=a.metrics_port,
+            extra_pickers=[(b.port, b.metrics_port)],
+            pool=tuple(fleet_addresses(fleet2)),
+            body_mode=body_mode,  # type: ignore[arg-type]
+            failure_mode_allow=fail_open,
+        )
+        async with LocalEnvoy(opts) as envoy:
+            load = _Load(envoy.url, fleet2.servers[0].model_name)
+            try:
+
+                async def both_route() -> bool:
+                    return min(await _routed(a), await _routed(b)) >= 10
+
+                await _until(both_route, "both replicas route requests")
+                await (a.kill() if how == "kill" else a.stop())
+                assert not a.running
+                after = await _routed(b)
+
+                async def survivor_carries_on() -> bool:
+                    return await _routed(b) >= after + 50
+
+                await _until(survivor_carries_on, "the survivor routes 50 more requests")
+            finally:
+                outcomes = await load.stop()
+            assert sum(outcomes.values()) > 0
+            assert outcomes == Counter({"200": sum(outcomes.values())}), outcomes
