@@ -59,6 +59,8 @@ from sim.cluster.view import StoreView
 from sim.cluster.vm_trace import load_vm_trace
 from sim.cluster.watch import Change
 
+log = logging.getLogger("autonomic.loadtests.rebalance.model")
+
 WATCHED = {"nodes", "virtualmachineinstances", "virtualmachineinstancemigrations.kubevirt.io"}
 MAX_SETTLE_ROUNDS = 50  # KubeVirt reconciles until the store stops changing (a migration step takes a few rounds)
 
@@ -122,7 +124,10 @@ class ModelTwin:
             return
         for _ in range(MAX_SETTLE_ROUNDS):
             before = self.store.resource_version
-            self.kubevirt.reconcile()
+            try:
+                self.kubevirt.reconcile()
+            except Exception:  # as KubeVirt's task does: log it, the next reconcile tries again
+                log.exception("kubevirt reconcile failed")
             if self.store.resource_version == before:
                 break
         self._settled = self.store.resource_version

@@ -28,6 +28,7 @@ from sim.cluster.watch import Change, EventLog, Watcher
 # hook(operation "CREATE"|"UPDATE"|"DELETE", new object (mutable) or None, old object or None)
 AdmissionHook = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
 T = TypeVar("T")
+GENERATE_NAME_ATTEMPTS = 8  # a generated name that is taken is drawn again, up to 7 more times, as the apiserver does
 Obj = dict[str, Any]
 CUSTOM_RESOURCE_PATCHES = ("application/json-patch+json", "application/merge-patch+json")
 ObjList = list[Obj]  # spelled out: inside Store, `list` names the method
@@ -125,6 +126,15 @@ class Store:
                 if (("", namespace)) not in self._table(NAMESPACES):
                     raise errors.not_found("namespaces", "", namespace)
             new = prepare_create(rt, obj, namespace, rfc3339(self.clock.wall()))
+            given = obj.get("metadata") or {}
+            generated = not given.get("name") and bool(given.get("generateName"))
+            for _ in range(GENERATE_NAME_ATTEMPTS - 1):  # kube-apiserver's RetryGenerateName (GA in 1.31)
+                if not generated or (
+                    new["metadata"].get("namespace") or "",
+                    new["metadata"]["name"],
+                ) not in self._table(rt):
+                    break
+                new = prepare_create(rt, obj, namespace, rfc3339(self.clock.wall()))
             validate(rt, new)
             self._admit(rt, "CREATE", new, None)
             key = (new["metadata"].get("namespace") or "", new["metadata"]["name"])
