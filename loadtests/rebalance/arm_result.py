@@ -8,7 +8,7 @@ controller's reasons; the output is the arm's entry of `runs.json` (schema in `r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from controller.metrics import ControllerMetrics
 from controller.model import Plan
 from loadtests.rebalance.bound import BoundNode, BoundVm, lower_bound
 from loadtests.rebalance.figures import MigrationRecord, migration_figures, pressure_figures, steady_figures
+from sim.cluster.state_view import VmiInfo
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ def finish_result(
         nodes, vms = bounds
         bound = lower_bound(nodes, vms, threshold, max_variables=milp_max_variables)
         result["milp_lower_bound"], result["milp_bound_kind"] = bound.value, bound.kind
+
+
+def unplaced_vms(vmis: Iterable[VmiInfo]) -> int:
+    """VMIs not Running on a node: VMs the cluster failed to schedule (must stay 0)."""
+    return sum(1 for v in vmis if v.node is None or v.phase != "Running")
 
 
 def cycle_outcomes(metrics: ControllerMetrics) -> dict[str, float]:

@@ -38,7 +38,7 @@ from controller.metrics import ControllerMetrics
 from controller.sources.cluster import ClusterSource
 from controller.sources.prometheus import PressureReading, PrometheusSource, assemble
 from controller.tracker import MigrationTracker
-from loadtests.rebalance.arm_result import ArmSeries, cycle_outcomes, explain, finish_result
+from loadtests.rebalance.arm_result import ArmSeries, cycle_outcomes, explain, finish_result, unplaced_vms
 from loadtests.rebalance.arms import BASELINE, BASELINE_GA, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
 from loadtests.rebalance.bound import BoundNode, BoundVm, bound_inputs
 from loadtests.rebalance.figures import MigrationRecord
@@ -49,7 +49,7 @@ from sim.cluster.builder import build, kubevirt_config
 from sim.cluster.clock import ManualClock
 from sim.cluster.faults import FaultState
 from sim.cluster.kubevirt import KubeVirt
-from sim.cluster.resources import VMIS
+from sim.cluster.resources import NODES, VMIMS, VMIS
 from sim.cluster.scenario import Scenario, ScenarioError
 from sim.cluster.scenario_load import apply_faults
 from sim.cluster.state_view import NodeInfo
@@ -61,7 +61,7 @@ from sim.cluster.watch import Change
 
 log = logging.getLogger("autonomic.loadtests.rebalance.model")
 
-WATCHED = {"nodes", "virtualmachineinstances", "virtualmachineinstancemigrations.kubevirt.io"}
+WATCHED = {rt.key: rt.plural for rt in (NODES, VMIS, VMIMS)}  # the resources whose changes wake the loop
 MAX_SETTLE_ROUNDS = 50  # KubeVirt reconciles until the store stops changing (a migration step takes a few rounds)
 
 
@@ -184,10 +184,6 @@ class ModelRun:
     bounds: tuple[list[BoundNode], list[BoundVm]] | None
 
 
-def pending(twin: ModelTwin) -> int:
-    return sum(1 for v in twin.view.vmis() if v.node is None or v.phase != "Running")
-
-
 async def run_arm(
     scenario: Scenario,
     config: ControllerConfig | None,
@@ -211,8 +207,9 @@ async def run_arm(
     cluster = ClusterSource(None, caches=store_caches(twin.store), on_change=on_change)
 
     def watch(change: Change) -> None:
-        if change.resource in WATCHED:
-            cluster.observe(change.resource.split(".", 1)[0], change.type, change.old, change.obj)
+        plural = WATCHED.get(change.resource)
+        if plural is not None:
+            cluster.observe(plural, change.type, change.old, change.obj)
 
     twin.store.on_change(watch)
     controller: Controller | None = None
@@ -241,7 +238,7 @@ async def run_arm(
     twin.advance_to(warmup_s)
     start, end = twin.now(), twin.now() + duration_s
     bounds = arm_bound_inputs(twin) if with_bound else None
-    pending_start = pending(twin)
+    pending_start = unplaced_vms(twin.view.vmis())
     names = [n.name for n in twin.view.nodes()]
     cpu: dict[str, list[float]] = {n: [] for n in names}
     score: dict[str, list[float]] = {n: [] for n in names}
@@ -295,7 +292,7 @@ async def run_arm(
         end_s=end,
         vm_count=len(twin.view.vmis()),
         pending_vms_start=pending_start,
-        pending_vms=pending(twin),
+        pending_vms=unplaced_vms(twin.view.vmis()),
         bounds=bounds,
     )
 

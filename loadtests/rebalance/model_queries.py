@@ -83,6 +83,7 @@ class QueryModel:
             raise ValueError("window_s must be > 0")
         self.window_s = window_s
         self._samples: deque[tuple[float, Sample]] = deque()  # (epoch seconds, sample), oldest first
+        self._windows: tuple[Any, dict[str, NodeWindow]] | None = None  # node_windows' last answer, by its inputs
 
     def add(self, at: float, sample: Sample) -> None:
         """A sample taken at epoch second `at`; samples older than the window (from the newest) are dropped."""
@@ -95,9 +96,19 @@ class QueryModel:
         return self._samples[-1][0] if self._samples else None
 
     def node_windows(self, nodes: Mapping[str, NodeInfo]) -> dict[str, NodeWindow]:
-        """Per node present in the newest sample: the means over the window's samples that have it."""
+        """Per node present in the newest sample: the means over the window's samples that have it (computed once
+        per newest sample: the engine's series and the controller's reading ask for the same)."""
         if not self._samples:
             return {}
+        newest = self._samples[-1]
+        key = (
+            len(self._samples),
+            newest[0],
+            id(newest[1]),
+            tuple(sorted((n, i.allocatable_memory_bytes) for n, i in nodes.items())),
+        )
+        if self._windows is not None and self._windows[0] == key:
+            return self._windows[1]
         out: dict[str, NodeWindow] = {}
         for name in self._samples[-1][1].nodes:
             seen = [s.nodes[name] for _, s in self._samples if name in s.nodes]
@@ -111,6 +122,7 @@ class QueryModel:
             allocatable = info.allocatable_memory_bytes if info is not None else 0
             memory = 1.0 - _mean(n.pressure.memory_available_bytes for n in seen) / allocatable if allocatable else None
             out[name] = NodeWindow(psi, busy, memory)
+        self._windows = (key, out)
         return out
 
     def results(self, plan: Mapping[str, str], nodes: Mapping[str, NodeInfo]) -> dict[str, list[dict[str, Any]]]:

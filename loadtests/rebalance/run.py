@@ -39,7 +39,7 @@ from typing import Any
 from controller.clock import FunctionClock
 from controller.config import ControllerConfig, parse_config
 from controller.service import ControllerOptions, RunningController, run_controller
-from loadtests.rebalance.arm_result import ArmSeries, cycle_outcomes, explain, finish_result
+from loadtests.rebalance.arm_result import ArmSeries, cycle_outcomes, explain, finish_result, unplaced_vms
 from loadtests.rebalance.arms import ARMS, BASELINE, BASELINE_GA, DESCHEDULER, NO_OP, PROFILE_VERSIONS, PSI_RELIEF
 from loadtests.rebalance.bound import BoundNode, BoundVm, bound_inputs
 from loadtests.rebalance.descheduler_arm import DeschedulerProcess, find_binary, interval_flag, unavailable
@@ -246,7 +246,7 @@ def run_policy(
             _wait(lambda: len(instant(url, cpu_q)) == len(node_names), "every node's CPU PSI", 120)
             _wait(lambda: len(instant(url, SCORE_RULE)) == len(node_names), "every node's descheduler score", 120)
             _wait(lambda: twin.view.now() >= settings.warmup_s, f"model time {settings.warmup_s:g} s", 600)
-            result["pending_vms_start"] = pending_vms(twin)
+            result["pending_vms_start"] = unplaced_vms(twin.view.vmis())
             bounds = _bound_inputs(twin, telemetry) if with_bound else None
             controller: ControllerThread | None = None
             if config is not None:
@@ -293,7 +293,7 @@ def run_policy(
                     cycles = {"completed": float(result["descheduler"]["cycles"])}
                     if "error" in result["descheduler"]:
                         errors.append(f"descheduler: {result['descheduler']['error']}")
-            result["pending_vms"] = pending_vms(twin)
+            result["pending_vms"] = unplaced_vms(twin.view.vmis())
             twin_vms = twin.view.vmis()
             migrations = _migrations(twin, telemetry)
             reasons = _move_reasons(twin)
@@ -319,11 +319,6 @@ def run_policy(
     result["errors"] = errors
     result["wall_s"] = time.monotonic() - started
     return result
-
-
-def pending_vms(twin: ClusterTwin) -> int:
-    """VMIs not Running on a node: VMs the cluster failed to schedule (must stay 0)."""
-    return sum(1 for v in twin.view.vmis() if v.node is None or v.phase != "Running")
 
 
 def _move_reasons(twin: ClusterTwin) -> dict[str, list[str]]:
@@ -389,7 +384,7 @@ def run_policies_parallel(
     progress: ProgressFn,
 ) -> dict[str, Any]:
     """`run_policies` with the arms in up to `jobs` processes at once (the model engine: each arm is one CPU-bound
-    process, deterministic, sharing nothing); the bound from the first arm, results in the order asked."""
+    process, sharing nothing); the bound from the first arm, results in the order asked."""
     out: dict[str, Any] = {"milp_lower_bound": None, "policies": {}}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         futures = {
