@@ -87,6 +87,7 @@ class StepResult:
     prefix_queries: int = 0
     prefix_hits: int = 0
     preempted: int = 0
+    first_token_prompt_tokens: int = 0  # prompt tokens of the requests whose first token came this step
 
 
 class Engine:
@@ -249,6 +250,7 @@ class Engine:
             req.token_times.append(end)
             if req.first_token is None:
                 req.first_token = end
+                res.first_token_prompt_tokens += req.num_prompt_tokens
             res.new_tokens[req.request_id] = [tok]
             if len(req.token_ids) % bs == 0:
                 req.hashes.extend(req.token_ids)

@@ -319,6 +319,14 @@ class ServerMetrics:
         _check_count("iteration tokens", n)
         self._iteration_tokens.observe(n)
 
+    def add_step_tokens(self, prompt_tokens: int, generation_tokens: int) -> None:
+        """One engine step's token counts, as vLLM's iteration stats add them: the whole prompt of each request whose
+        prefill finished this step (it produced its first token), and every token generated."""
+        _check_count("prompt_tokens", prompt_tokens)
+        _check_count("generation_tokens", generation_tokens)
+        self._prompt_tokens.inc(prompt_tokens)
+        self._generation_tokens.inc(generation_tokens)
+
     # ---- per request --------------------------------------------------------------------------------------
     def observe_finished(
         self,
@@ -361,8 +369,6 @@ class ServerMetrics:
         self._ttft.observe(ttft_s)
         for gap in gaps:
             self._itl.observe(gap)
-        self._prompt_tokens.inc(prompt_tokens)
-        self._generation_tokens.inc(generation_tokens)
         self._success[finish_reason].inc()
         self._e2e.observe(e2e_s)
         self._queue.observe(queue_s)

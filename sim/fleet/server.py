@@ -235,6 +235,7 @@ class ModelServer:
         if res.preempted:
             m.add_preemptions(res.preempted)
         m.add_iteration_tokens(res.num_scheduled_tokens)
+        m.add_step_tokens(res.first_token_prompt_tokens, sum(len(t) for t in res.new_tokens.values()))
         running, waiting = self.engine.lora_sets()
         if self.profile.max_loras:
             m.set_lora(running, waiting, time.time())

@@ -194,6 +194,27 @@ def test_iteration_tokens_histogram() -> None:
     assert value(m, "vllm:iteration_tokens_total_bucket", le="512.0") == 3
 
 
+@pytest.mark.parametrize(
+    ("steps", "prompt", "generated"),
+    [
+        ([], 0, 0),
+        ([(600, 1)], 600, 1),
+        ([(600, 1), (0, 3), (10, 2)], 610, 6),
+    ],
+)
+def test_token_counters_add_up_step_by_step(steps: list[tuple[int, int]], prompt: int, generated: int) -> None:
+    m = make()
+    for p, g in steps:
+        m.add_step_tokens(p, g)
+    assert value(m, "vllm:prompt_tokens_total") == prompt
+    assert value(m, "vllm:generation_tokens_total") == generated
+
+
+def test_step_token_counts_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        make().add_step_tokens(-1, 0)
+
+
 def test_finished_requests_fill_histograms_and_counters() -> None:
     m = make()
     m.observe_finished(
@@ -222,8 +243,7 @@ def test_finished_requests_fill_histograms_and_counters() -> None:
     assert value(m, "vllm:request_success_total", finished_reason="length") == 1
     assert value(m, "vllm:request_success_total", finished_reason="stop") == 1
     assert value(m, "vllm:request_success_total", finished_reason="abort") == 0
-    assert value(m, "vllm:prompt_tokens_total") == 610
-    assert value(m, "vllm:generation_tokens_total") == 102
+    assert value(m, "vllm:prompt_tokens_total") == 0  # counted by the steps, not at the end (vLLM's timing)
     assert value(m, "vllm:time_to_first_token_seconds_count") == 2
     assert value(m, "vllm:time_to_first_token_seconds_sum") == pytest.approx(0.24)
     assert value(m, "vllm:time_to_first_token_seconds_bucket", le="0.04") == 1
