@@ -138,6 +138,7 @@ class Director:
             state.metrics, state.error, state.stale = metrics, None, False
             state.dispatched_since_scrape = 0
             tracked.received_at = self.clock()
+            self.scheduler.metrics_updated(address, metrics)
 
     def endpoints(self) -> list[EndpointState]:
         """Every member with its freshness refreshed (for status pages and tests)."""

@@ -12,6 +12,7 @@ hooks:
 - `PreRequestHook.pre_request` learns from a decision (e.g. the prefix index records what was sent where);
 - `ResponseHook.response_complete` learns from the answer (served endpoint, usage, cached tokens);
 - `MembershipHook.endpoints_changed` drops the state of endpoints that left the pool;
+- `MetricsHook.metrics_updated` learns from each successful scrape (e.g. the prefix index sizes itself from it);
 - `PluginBinder.bind` receives every plugin by name once (a scorer that reads another plugin's per-cycle data).
 
 A filter may declare `soft = True` (skipped when it would remove every candidate); a plugin class may define a
@@ -27,7 +28,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult, ScoredEndpoint
+from scorer.types import CycleState, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult, ScoredEndpoint
 
 
 class NoParams(BaseModel):
@@ -103,6 +104,13 @@ class MembershipHook(Protocol):
     """Told the full set of endpoint addresses whenever membership changes (drop state of departed endpoints)."""
 
     def endpoints_changed(self, present: frozenset[str]) -> None: ...
+
+
+@runtime_checkable
+class MetricsHook(Protocol):
+    """Told every successful scrape of an endpoint (cheap: it runs for each endpoint every scrape interval)."""
+
+    def metrics_updated(self, address: str, metrics: EndpointMetrics) -> None: ...
 
 
 @runtime_checkable

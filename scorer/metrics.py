@@ -275,6 +275,14 @@ class PrefixIndexCollector:
         blocks = GaugeMetricFamily(
             p + "endpoint_blocks", "Blocks the index holds per endpoint.", labels=[*_P, "endpoint"]
         )
+        capacity = GaugeMetricFamily(
+            p + "endpoint_capacity_blocks",
+            "Blocks the index may hold per endpoint: its KV cache in prompt bytes, or lruCapacityPerServer.",
+            labels=[*_P, "endpoint"],
+        )
+        rate = GaugeMetricFamily(
+            p + "bytes_per_token", "Prompt bytes per model token the capacities were sized with.", labels=_P
+        )
         for plugin, index in self.indexes().items():
             stats = index.stats()
             entries.add_metric([plugin], stats.entries)
@@ -284,9 +292,12 @@ class PrefixIndexCollector:
                 budget.add_metric([plugin], stats.max_entries * ENTRY_BYTES)
             evictions.add_metric([plugin, "capacity"], stats.evicted_capacity)
             evictions.add_metric([plugin, "budget"], stats.evicted_budget)
+            if index.bytes_per_token is not None:
+                rate.add_metric([plugin], index.bytes_per_token)
             for address in index.addresses():
                 blocks.add_metric([plugin, address], index.blocks(address))
-        yield from (entries, hashes, size, budget, evictions, blocks)
+                capacity.add_metric([plugin, address], index.capacity_of(address))
+        yield from (entries, hashes, size, budget, evictions, blocks, capacity, rate)
 
 
 _P = ["plugin"]

@@ -17,7 +17,8 @@ endpoints x 31,250 blocks, measured), and a plain dict entry takes half the memo
 a delete and an insert (~70 ns) instead of `move_to_end` (~20 ns), on the learning path only.
 
 Bounds, two of them:
-- `capacity` blocks per endpoint: the size of one server's real cache (beyond it the server has evicted too);
+- `capacity` blocks per endpoint: the size of one server's real cache (beyond it the server has evicted too); one
+  default for all, or each endpoint's own (`set_capacity`, from its reported KV size: scorer/index_sizing.py);
 - `max_entries` (endpoint, block) entries over all endpoints: the picker's memory budget (llm-d's indexer ran out
   of memory, llm-d-kv-cache #1158). Over it, the endpoint holding the most entries gives up its least recently
   used ones, so busy endpoints share the budget equally while a quiet one keeps what it holds (max-min fairness).
@@ -81,11 +82,13 @@ class PrefixIndex:
             raise ValueError(f"max_entries must be >= 1 or None, got {max_entries}")
         self.capacity = capacity_per_endpoint
         self.max_entries = max_entries
+        self.bytes_per_token: float | None = None  # what sized the endpoints' capacities, when their owner says
         self._owners: dict[int, int] = {}
         self._lrus: dict[str, dict[int, None]] = {}
         self._slot_of: dict[str, int] = {}
         self._address_of: dict[int, str] = {}
         self._free_slots: list[int] = []
+        self._capacity_of: dict[str, int] = {}  # endpoints sized apart from `capacity` (scorer/index_sizing.py)
         self._entries = 0
         self.evicted_capacity = 0
         self.evicted_budget = 0
@@ -126,6 +129,10 @@ class PrefixIndex:
         lru = self._lrus.get(address)
         return len(lru) if lru is not None else 0
 
+    def capacity_of(self, address: str) -> int:
+        """The endpoint's capacity in blocks: its own if one was set, else the index's default."""
+        return self._capacity_of.get(address, self.capacity)
+
     def addresses(self) -> list[str]:
         return list(self._lrus)
 
@@ -160,7 +167,8 @@ class PrefixIndex:
         lru = self._lrus[address]
         owners = self._owners
         before = len(lru)
-        head = hashes[: self.capacity]  # a longer tail would be evicted by its own head anyway
+        capacity = self._capacity_of.get(address, self.capacity)
+        head = hashes[:capacity]  # a longer tail would be evicted by its own head anyway
         pop, get = lru.pop, owners.get
         for block_hash in reversed(head):
             held = pop(block_hash, 1) is None  # refreshed: deleted, then inserted again at the recent end
@@ -169,15 +177,26 @@ class PrefixIndex:
                 mask = get(block_hash)
                 owners[block_hash] = bit if mask is None else mask | bit
         self._entries += len(lru) - before
-        excess = len(lru) - self.capacity
+        excess = len(lru) - capacity
         if excess > 0:
             self._evict_oldest(address, excess)
             self.evicted_capacity += excess
         if self.max_entries is not None and self._entries > self.max_entries:
             self._enforce_budget()
 
+    def set_capacity(self, address: str, blocks: int) -> None:
+        """Size one endpoint's LRU (the size of its real cache); a smaller size evicts its oldest blocks at once."""
+        if blocks < 1:
+            raise ValueError(f"capacity must be >= 1 block, got {blocks}")
+        self._capacity_of[address] = blocks
+        excess = self.blocks(address) - blocks
+        if excess > 0:
+            self._evict_oldest(address, excess)
+            self.evicted_capacity += excess
+
     def remove_endpoint(self, address: str) -> None:
-        """Forget everything about an endpoint that left the pool, and free its slot."""
+        """Forget everything about an endpoint that left the pool (its capacity too), and free its slot."""
+        self._capacity_of.pop(address, None)
         lru = self._lrus.pop(address, None)
         if lru is None:
             return

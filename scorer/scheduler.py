@@ -26,6 +26,7 @@ from scorer.config import PickerConfig
 from scorer.framework import (
     Filter,
     MembershipHook,
+    MetricsHook,
     Picker,
     Plugin,
     PluginBinder,
@@ -39,7 +40,15 @@ from scorer.framework import (
     plugin_roles,
 )
 from scorer.registry import PluginRuntime
-from scorer.types import CycleState, EndpointState, LLMRequest, NoEndpointError, SchedulingResult, ScoredEndpoint
+from scorer.types import (
+    CycleState,
+    EndpointMetrics,
+    EndpointState,
+    LLMRequest,
+    NoEndpointError,
+    SchedulingResult,
+    ScoredEndpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class Scheduler:
         self._pre_request = [p for p in hooks if isinstance(p, PreRequestHook)]
         self._response = [p for p in hooks if isinstance(p, ResponseHook)]
         self._membership = [p for p in hooks if isinstance(p, MembershipHook)]
+        self._metrics = [p for p in hooks if isinstance(p, MetricsHook)]
         self._shared = {n: p for n, p in self.plugins.items() if isinstance(p, SharedRoutingHook)}
 
     def schedule(self, request: LLMRequest, candidates: Sequence[EndpointState], cycle: CycleState) -> SchedulingResult:
@@ -151,6 +161,11 @@ class Scheduler:
             hook = self._shared.get(name)
             if hook is not None:
                 hook.learn_peer_routing(address, hashes, now)
+
+    def metrics_updated(self, address: str, metrics: EndpointMetrics) -> None:
+        """Tell the metrics hooks what a successful scrape of `address` read."""
+        for hook in self._metrics:
+            hook.metrics_updated(address, metrics)
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         """Tell the membership hooks which endpoints exist now (state of the others can be dropped)."""

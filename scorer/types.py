@@ -46,6 +46,7 @@ class EndpointMetrics:
     max_loras: int = 0  # vllm:lora_requests_info max_lora
     block_size: int | None = None  # vllm:cache_config_info block_size
     num_gpu_blocks: int | None = None  # vllm:cache_config_info num_gpu_blocks
+    prompt_tokens_total: float | None = None  # vllm:prompt_tokens_total, summed over engines
     scraped_at: float = 0.0  # clock time of the scrape that produced these values
 
 

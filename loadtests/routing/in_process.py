@@ -138,6 +138,7 @@ def replay(
     seq = itertools.count()
     stepping = [False] * len(members)
     gpu_free = [0.0] * len(members)
+    prompt_tokens_total = [0] * len(members)  # vllm:prompt_tokens_total: counted when a prefill ends
     heapq.heappush(events, (0.0, next(seq), "scrape", None))  # first, so the pool is ready for the first arrival
     for i, req in enumerate(trace):
         heapq.heappush(events, (req.timestamp_s / compress, next(seq), "arrive", (i, req)))
@@ -161,6 +162,7 @@ def replay(
                     engine.kv_usage(),
                     block_size=p.block_size,
                     num_gpu_blocks=p.num_gpu_blocks,
+                    prompt_tokens_total=prompt_tokens_total[k],
                     scraped_at=now,
                 )
                 director.update_metrics(addresses[k], metrics)
@@ -193,6 +195,7 @@ def replay(
                 continue
             end = now + res.duration
             gpu_free[k] = end
+            prompt_tokens_total[k] += res.first_token_prompt_tokens
             for done in res.finished:
                 heapq.heappush(events, (end, next(seq), "finish", (k, done)))
             if engines[k].has_work():

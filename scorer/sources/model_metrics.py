@@ -11,7 +11,9 @@ Series read (vLLM V1 names, as `sim/fleet/metrics.py` and docs/fleet-metrics.md 
 - active/waiting LoRAs, max_loras: the labels of `vllm:lora_requests_info` (comma-joined adapter names); optional;
   vLLM keeps every label combination it ever set, with the time it was set as the value, so the series with the
   largest value is the current one (as GIE reads it);
-- block_size, num_gpu_blocks: labels of `vllm:cache_config_info`; optional, `"None"` means unknown.
+- block_size, num_gpu_blocks: labels of `vllm:cache_config_info`; optional, `"None"` means unknown;
+- prompt_tokens_total: `vllm:prompt_tokens_total`, summed over engines; optional (the prefix index learns its bytes per
+  token from it: scorer/index_sizing.py).
 
 Required values must be finite and non-negative (KV usage at most 1), and a queue at most `MAX_COUNT`: NaN, a
 negative or impossibly long queue or a missing series raise `MetricsError`. Integers are bounded so that whatever a
@@ -39,8 +41,10 @@ KV_USAGE = "vllm:kv_cache_usage_perc"
 KV_USAGE_LEGACY = "vllm:gpu_cache_usage_perc"  # vLLM <= 0.10 (hidden in 0.11, gone in 0.13)
 LORA_INFO = "vllm:lora_requests_info"
 CACHE_CONFIG = "vllm:cache_config_info"
-SERIES = (WAITING, RUNNING, KV_USAGE, KV_USAGE_LEGACY, LORA_INFO, CACHE_CONFIG)
-_TYPE_PREFIXES = tuple(f"# TYPE {name} " for name in SERIES)
+PROMPT_TOKENS = "vllm:prompt_tokens_total"  # a counter: its TYPE line names the family without `_total`
+SERIES = (WAITING, RUNNING, KV_USAGE, KV_USAGE_LEGACY, LORA_INFO, CACHE_CONFIG, PROMPT_TOKENS)
+_TYPE_PREFIXES = (*(f"# TYPE {name} " for name in SERIES[:-1]), "# TYPE vllm:prompt_tokens counter")
+MAX_TOKENS = 2.0**53  # a counter beyond this has lost integer precision in a float: no real server counts that far
 MAX_COUNT = 2**31 - 1  # a queue, a block count or a block size beyond this is no real server's
 
 
@@ -69,6 +73,7 @@ def parse_vllm_metrics(text: str, scraped_at: float = 0.0) -> ParsedMetrics:
         raise MetricsError(f"{kv_name}: must be a fraction in [0, 1], got {kv_usage}")
     active, waiting_loras, max_loras = _lora(samples.get(LORA_INFO, []), warnings)
     block_size, num_gpu_blocks = _cache_config(samples.get(CACHE_CONFIG, []), warnings)
+    prompt_tokens = _prompt_tokens(samples.get(PROMPT_TOKENS, []), warnings)
     metrics = EndpointMetrics(
         waiting=waiting,
         running=running,
@@ -78,6 +83,7 @@ def parse_vllm_metrics(text: str, scraped_at: float = 0.0) -> ParsedMetrics:
         max_loras=max_loras,
         block_size=block_size,
         num_gpu_blocks=num_gpu_blocks,
+        prompt_tokens_total=prompt_tokens,
         scraped_at=scraped_at,
     )
     return ParsedMetrics(metrics, tuple(warnings))
@@ -143,6 +149,16 @@ def _lora(found: list[Sample], warnings: list[str]) -> tuple[frozenset[str], fro
         warnings.append(f"{LORA_INFO}: max_lora is not an integer in [0, {MAX_COUNT}]: {labels.get('max_lora')!r}")
         return frozenset(), frozenset(), 0
     return _names(labels.get("running_lora_adapters", "")), _names(labels.get("waiting_lora_adapters", "")), max_loras
+
+
+def _prompt_tokens(found: list[Sample], warnings: list[str]) -> float | None:
+    if not found:
+        return None
+    total = sum(v for _labels, v in found)
+    if not 0.0 <= total <= MAX_TOKENS:  # NaN and infinities fail this too
+        warnings.append(f"{PROMPT_TOKENS}: must be a count in [0, 2^53], got {total}")
+        return None
+    return total
 
 
 def _cache_config(found: list[Sample], warnings: list[str]) -> tuple[int | None, int | None]:

@@ -149,6 +149,7 @@ def test_parse_vllm_metrics_returns_trustworthy_metrics_or_a_metrics_error(text:
     assert isinstance(m.max_loras, int) and m.max_loras >= 0
     assert m.block_size is None or m.block_size >= 1
     assert m.num_gpu_blocks is None or m.num_gpu_blocks >= 1
+    assert m.prompt_tokens_total is None or (math.isfinite(m.prompt_tokens_total) and m.prompt_tokens_total >= 0)
     director = Director(SCHEDULER, clock=lambda: scraped_at)
     director.set_endpoints([Endpoint("10.0.0.1:8000"), Endpoint("10.0.0.2:8000")])
     director.update_metrics("10.0.0.1:8000", m)

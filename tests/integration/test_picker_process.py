@@ -33,7 +33,9 @@ from scorer.config import default_config
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import serve_extproc
+from scorer.index_sizing import capacity_blocks
 from scorer.service import PickerOptions, StartupError, run_picker
+from scorer.sources.model_metrics import parse_vllm_metrics
 from scorer.types import Endpoint
 from sim.fleet.fleet import Fleet
 from sim.fleet.profile import load_profile
@@ -146,6 +148,16 @@ async def test_requests_land_on_the_picked_endpoint_and_a_shared_prefix_sticks(
     held = _value(final, "autonomic_picker_prefix_index_endpoint_blocks", plugin=plugin, endpoint=addresses[landed[0]])
     assert held == entries
     assert _value(final, "autonomic_picker_prefix_index_budget_bytes", plugin=plugin) == 512 * 2**20 // 400 * 400
+    # each endpoint's part of the index is sized to the KV cache its twin reports (cache_config_info), in prompt bytes
+    async with aiohttp.ClientSession() as session, session.get(f"http://{addresses[0]}/metrics") as answer:
+        twin = parse_vllm_metrics(await answer.text()).metrics
+    assert twin.num_gpu_blocks is not None and twin.block_size is not None
+    rate = _value(final, "autonomic_picker_prefix_index_bytes_per_token", plugin=plugin)
+    expected = capacity_blocks(twin.num_gpu_blocks * twin.block_size, rate, 64)
+    capacity = _value(
+        final, "autonomic_picker_prefix_index_endpoint_capacity_blocks", plugin=plugin, endpoint=addresses[landed[0]]
+    )
+    assert capacity == expected
 
 
 async def test_a_killed_replica_stops_receiving_traffic_within_a_scrape_interval(

@@ -81,6 +81,15 @@ BASE = "vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:kv_cache_
             BASE + 'vllm:kv_cache_usage_perc{engine="1"} 0.7\n', {"kv_usage": pytest.approx(0.6)}, id="kv-mean"
         ),
         pytest.param(BASE.replace(" 2\n", " 2.6\n"), {"waiting": 3}, id="fractional-count-rounds"),
+        pytest.param(BASE, {"prompt_tokens_total": None}, id="no-prompt-counter"),
+        pytest.param(
+            BASE + "# TYPE vllm:prompt_tokens counter\n"
+            'vllm:prompt_tokens_total{engine="0",model_name="m"} 1234.0\n'
+            'vllm:prompt_tokens_created{engine="0",model_name="m"} 1.7e9\n'
+            'vllm:prompt_tokens_total{engine="1",model_name="m"} 66.0\n',
+            {"prompt_tokens_total": 1300.0},
+            id="prompt-counter-summed-over-engines",
+        ),
         pytest.param(
             BASE + 'vllm:cache_config_info{block_size="None",num_gpu_blocks="None"} 1\n',
             {"block_size": None, "num_gpu_blocks": None},
@@ -136,6 +145,9 @@ def test_refuses(text: str, message: str):
     [
         ('vllm:lora_requests_info{max_lora="x",running_lora_adapters="a",waiting_lora_adapters=""} 5\n', "max_lora"),
         ('vllm:cache_config_info{block_size="0",num_gpu_blocks="12"} 1\n', "block_size"),
+        ("vllm:prompt_tokens_total NaN\n", "vllm:prompt_tokens_total"),
+        ("vllm:prompt_tokens_total -5\n", "vllm:prompt_tokens_total"),
+        ("vllm:prompt_tokens_total 1e300\n", "vllm:prompt_tokens_total"),
         ('vllm:cache_config_info{block_size="16",num_gpu_blocks="lots"} 1\n', "num_gpu_blocks"),
         (f'vllm:cache_config_info{{block_size="16",num_gpu_blocks="{"1" * 400}"}} 1\n', "num_gpu_blocks"),
         (
@@ -165,7 +177,9 @@ def test_the_fleet_twin_exposition_round_trips():
         ttft_s=0.1, e2e_s=1.0, queue_s=0.0, prefill_s=0.1, decode_s=0.9, itl_s=[0.1], prompt_tokens=10,
         generation_tokens=2, finish_reason="stop",
     )  # fmt: skip
+    twin.add_step_tokens(10, 2)
     m = parse_vllm_metrics(twin.render().decode()).metrics
+    assert m.prompt_tokens_total == 10
     assert (m.waiting, m.running, m.kv_usage) == (9, 4, 0.75)
     assert (m.active_loras, m.max_loras, m.block_size, m.num_gpu_blocks) == (frozenset({"sql-adapter"}), 2, 16, 512)
     assert not math.isnan(m.kv_usage)

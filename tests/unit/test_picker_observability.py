@@ -117,3 +117,9 @@ def test_prefix_index_collector_reports_size_budget_and_evictions():
     assert sample(p + "evictions_total", {"plugin": "bounded", "reason": "budget"}) == 1
     assert sample(p + "endpoint_blocks", {"plugin": "bounded", "endpoint": "a:1"}) == 2
     assert sample(p + "endpoint_blocks", {"plugin": "unbounded", "endpoint": "a:1"}) == 2
+    assert sample(p + "endpoint_capacity_blocks", {"plugin": "bounded", "endpoint": "a:1"}) == 3
+    assert sample(p + "bytes_per_token", {"plugin": "bounded"}) is None  # nobody sized it
+    bounded.set_capacity("b:1", 1)
+    bounded.bytes_per_token = 6.5
+    assert sample(p + "endpoint_capacity_blocks", {"plugin": "bounded", "endpoint": "b:1"}) == 1
+    assert sample(p + "bytes_per_token", {"plugin": "bounded"}) == 6.5

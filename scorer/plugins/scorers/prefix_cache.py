@@ -31,17 +31,21 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from scorer.block_hash_memo import BlockHashMemo
 from scorer.byte_size import ByteSize
 from scorer.framework import PluginParams, Usage
+from scorer.index_sizing import MAX_BYTES_PER_TOKEN, MIN_BYTES_PER_TOKEN, BytesPerToken, capacity_blocks
 from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
-from scorer.types import CycleState, EndpointState, LLMRequest, SchedulingResult
+from scorer.types import CycleState, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult
 
 _PENDING_LIMIT = 65_536  # requests remembered between pick and response (oldest forgotten first)
+_INITIAL_BYTES_PER_TOKEN = 4.0  # GIE's guess for English text, until the counters say otherwise
+_RESIZE_AT = 0.02  # re-size every endpoint when the bytes-per-token estimate moved by more than this fraction
+BytesPerTokenParam = Annotated[float, Field(ge=MIN_BYTES_PER_TOKEN, le=MAX_BYTES_PER_TOKEN, allow_inf_nan=False)]
 
 
 class PrefixCacheParams(PluginParams):
@@ -50,6 +54,8 @@ class PrefixCacheParams(PluginParams):
     lru_capacity_per_server: int = Field(31_250, ge=1)
     max_index_bytes: ByteSize | None = Field(512 * 2**20, ge=ENTRY_BYTES)
     learn_from_responses: bool = True
+    capacity_from_metrics: bool = True
+    bytes_per_token: BytesPerTokenParam | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,12 @@ class PrefixCacheScorer:
         self.memo = BlockHashMemo(params.block_size, params.max_prefix_blocks)
         self._sent: OrderedDict[str, str] = OrderedDict()  # request id -> address its hashes were recorded for
         self._key = f"{name}/match"
+        fixed = params.bytes_per_token
+        self.bytes_per_token = BytesPerToken(_INITIAL_BYTES_PER_TOKEN if fixed == "auto" else fixed)
+        self._learn_bytes_per_token = fixed == "auto"
+        self._kv_tokens: dict[str, int] = {}  # address -> the KV tokens its cache_config_info reports
+        self._sized_with = self.bytes_per_token.value()  # the estimate the capacities were computed with
+        self.index.bytes_per_token = self._sized_with
 
     def match(self, cycle: CycleState, request: LLMRequest) -> PrefixMatch:
         """This request's match, computed once per cycle (before any learning from this cycle's decision)."""
@@ -109,6 +121,8 @@ class PrefixCacheScorer:
         match = self.match(cycle, request)
         primary = result.targets[0].address
         self.index.record(primary, match.hashes)
+        if self._learn_bytes_per_token:
+            self.bytes_per_token.routed(primary, match.prompt_bytes)
         if self.params.learn_from_responses and match.hashes:
             self._sent[request.request_id] = primary
             if len(self._sent) > _PENDING_LIMIT:
@@ -121,6 +135,28 @@ class PrefixCacheScorer:
 
     def learn_peer_routing(self, address: str, blocks: Sequence[int], now: float) -> None:
         self.index.record(address, blocks)
+        if self._learn_bytes_per_token:  # the peer shared whole blocks: the prompt had half a block more on average
+            self.bytes_per_token.routed(address, (len(blocks) + 0.5) * self.params.block_size)
+
+    def metrics_updated(self, address: str, metrics: EndpointMetrics) -> None:
+        """Size the endpoint's index to its KV cache (scorer/index_sizing.py) and learn the bytes per token."""
+        if self._learn_bytes_per_token and metrics.prompt_tokens_total is not None:
+            self.bytes_per_token.counted(address, metrics.prompt_tokens_total)
+        if not self.params.capacity_from_metrics:
+            return
+        if metrics.num_gpu_blocks is not None and metrics.block_size is not None:
+            kv_tokens = metrics.num_gpu_blocks * metrics.block_size
+            if self._kv_tokens.get(address) != kv_tokens:
+                self._kv_tokens[address] = kv_tokens
+                self._size(address, kv_tokens, self._sized_with)
+        estimate = self.bytes_per_token.value()
+        if abs(estimate - self._sized_with) > _RESIZE_AT * self._sized_with:
+            self._sized_with = self.index.bytes_per_token = estimate
+            for known, kv_tokens in self._kv_tokens.items():
+                self._size(known, kv_tokens, estimate)
+
+    def _size(self, address: str, kv_tokens: int, bytes_per_token: float) -> None:
+        self.index.set_capacity(address, capacity_blocks(kv_tokens, bytes_per_token, self.params.block_size))
 
     def response_complete(
         self, request: LLMRequest, address: str, status: int, usage: Usage | None, now: float
@@ -132,3 +168,6 @@ class PrefixCacheScorer:
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         self.index.retain(present)
+        for address in [a for a in self._kv_tokens if a not in present]:
+            del self._kv_tokens[address]
+        self.bytes_per_token.retain(present)
