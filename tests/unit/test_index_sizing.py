@@ -135,14 +135,14 @@ def route(scorer: PrefixCacheScorer, address: str, prompt: str, rid: str = "r") 
 
 
 def test_the_scorer_sizes_each_endpoint_from_its_cache_config_at_the_initial_rate():
-    scorer = PrefixCacheScorer("p", PrefixCacheParams())
+    scorer = PrefixCacheScorer("p", PrefixCacheParams.model_validate({}))
     scorer.metrics_updated(A, metrics(num_gpu_blocks=1000))  # 16,000 tokens x 4 bytes / 64
     scorer.metrics_updated(B, metrics(num_gpu_blocks=None))  # no cache_config_info: the configured default
     assert (scorer.index.capacity_of(A), scorer.index.capacity_of(B)) == (1000, 31_250)
 
 
 def test_the_learned_rate_resizes_every_endpoint():
-    scorer = PrefixCacheScorer("p", PrefixCacheParams(lru_capacity_per_server=10))
+    scorer = PrefixCacheScorer("p", PrefixCacheParams.model_validate({"lruCapacityPerServer": 10}))
     scorer.bytes_per_token.min_tokens = 100
     scorer.metrics_updated(A, metrics(prompt_tokens=0))
     scorer.metrics_updated(B, metrics(num_gpu_blocks=2000, prompt_tokens=0))
@@ -154,7 +154,7 @@ def test_the_learned_rate_resizes_every_endpoint():
 
 
 def test_a_fixed_rate_is_not_learned():
-    scorer = PrefixCacheScorer("p", PrefixCacheParams(bytes_per_token=2.0))
+    scorer = PrefixCacheScorer("p", PrefixCacheParams.model_validate({"bytesPerToken": 2.0}))
     scorer.bytes_per_token.min_tokens = 1
     scorer.metrics_updated(A, metrics(prompt_tokens=0))
     route(scorer, A, "x" * 6400)
@@ -163,7 +163,9 @@ def test_a_fixed_rate_is_not_learned():
 
 
 def test_sizing_from_metrics_can_be_turned_off():
-    scorer = PrefixCacheScorer("p", PrefixCacheParams(capacity_from_metrics=False, lru_capacity_per_server=77))
+    scorer = PrefixCacheScorer(
+        "p", PrefixCacheParams.model_validate({"capacityFromMetrics": False, "lruCapacityPerServer": 77})
+    )
     scorer.metrics_updated(A, metrics(num_gpu_blocks=1000))
     assert scorer.index.capacity_of(A) == 77
 
