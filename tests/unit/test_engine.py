@@ -260,3 +260,22 @@ def test_requests_are_not_admitted_before_they_arrive_on_the_gpu_timeline() -> N
         eng.step(1.0)
     assert eng.next_start(1.0) == 5.0
     assert eng.step(5.0).prefix_queries == 40
+
+
+@pytest.mark.parametrize(("prompts", "out"), [([40], 3), ([300, 20], 2), ([600, 600, 10], 1)])
+def test_a_prompt_is_counted_once_in_the_step_of_its_first_token(prompts: list[int], out: int) -> None:
+    """vLLM's prompt-token counter moves when a prefill ends (chunked over several steps here for 300 and 600)."""
+    eng = make_engine(num_gpu_blocks=256)
+    mine = [req(f"r{i}", toks(i + 1, n), out=out) for i, n in enumerate(prompts)]
+    for r in mine:
+        eng.add_request(r)
+    seen: set[str] = set()
+    counted, now = 0, 0.0
+    while eng.has_work():
+        res = eng.step(now)
+        firsts = [r for r in mine if r.first_token is not None and r.request_id not in seen]
+        seen.update(r.request_id for r in firsts)
+        assert res.first_token_prompt_tokens == sum(r.num_prompt_tokens for r in firsts)
+        counted += res.first_token_prompt_tokens
+        now += res.duration
+    assert counted == sum(prompts) and seen == {r.request_id for r in mine}
