@@ -14,9 +14,16 @@ Sharing: `match(cycle, request)` hashes the prompt and matches it once per cycle
 state, so the ttft-estimate-scorer reads the same numbers without hashing again. Hashing goes through a
 `BlockHashMemo`: the part of a prompt it shares with a recent prompt is compared, not hashed again.
 
+Sizing: each endpoint's LRU holds what its KV cache holds, in prompt bytes (`scorer/index_sizing.py`): its
+`vllm:cache_config_info` tokens times a bytes-per-token rate learned from the servers' `vllm:prompt_tokens_total`
+against the prompt bytes routed to them (`metrics_updated`, on every scrape; `pre_request` and `learn_peer_routing`
+count the bytes).
+
 Parameters: `blockSize` (64 bytes ~ 16 tokens, vLLM's block), `maxPrefixBlocks` (8192 = 512 KiB ~ 128k tokens,
-Llama-3.1's context, so no legal prompt is cut), `lruCapacityPerServer` (31250 blocks ~ 2 M characters ~ 500k tokens,
-the KV capacity of one 8B replica on an H100; size it as `kv_tokens * 4 / blockSize`), `maxIndexBytes` (512Mi: the
+Llama-3.1's context, so no legal prompt is cut), `lruCapacityPerServer` (31250 blocks ~ 2 M characters ~ 500k tokens
+at 4 bytes per token: the size of an endpoint that reports no KV size, or of every endpoint with
+`capacityFromMetrics: false`), `capacityFromMetrics` (true), `bytesPerToken` (`auto`: learned, 4 until 500k tokens
+were counted; or a fixed number in [1, 32]), `maxIndexBytes` (512Mi: the
 memory budget of the whole index over all endpoints, counted at `scorer.prefix_index.ENTRY_BYTES` per
 (endpoint, block) entry; over it the endpoints holding the most give up their oldest blocks; null: no budget, only
 the per-endpoint capacity), `learnFromResponses` (true).
