@@ -15,10 +15,11 @@ Pods through the cluster twin (the EPP arm, loadtests.routing.epp).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from harness.netutil import find_base_port, find_loopback_hosts
-from sim.fleet.process import FleetProcess
+from sim.fleet.process import FleetProcess, FleetStartError
 
 _OFFSETS = (0, 1000, 2000, 3000)
 
@@ -36,14 +37,33 @@ def _disjoint_bases(n: int) -> list[int]:
     return bases
 
 
+_PORT_TAKEN = "address already in use"
+
+
 class FleetGroup:
-    def __init__(self, servers: int, time_scale: float, *, distinct_hosts: bool = False):
+    """`start` picks free ports, but another process can bind one before the server does (other benchmarks share the
+    machine): a start that failed on a port already in use is retried on fresh ports, up to `start_attempts` times."""
+
+    def __init__(
+        self,
+        servers: int,
+        time_scale: float,
+        *,
+        distinct_hosts: bool = False,
+        start_attempts: int = 3,
+        choose_bases: Callable[[int], list[int]] = _disjoint_bases,
+    ):
         if servers < 1:
             raise ValueError(f"servers must be >= 1, got {servers}")
+        if start_attempts < 1:
+            raise ValueError(f"start_attempts must be >= 1, got {start_attempts}")
         self.servers = servers
         self.time_scale = time_scale
         self.distinct_hosts = distinct_hosts
+        self.start_attempts = start_attempts
+        self.choose_bases = choose_bases
         self.members: list[FleetProcess] = []
+        self.port_retries = 0
 
     @property
     def urls(self) -> list[str]:
@@ -65,6 +85,16 @@ class FleetGroup:
         return self.members[0].base_port
 
     async def start(self) -> None:
+        for attempt in range(1, self.start_attempts + 1):
+            try:
+                await self._start_once()
+                return
+            except FleetStartError as exc:
+                if _PORT_TAKEN not in str(exc) or attempt == self.start_attempts:
+                    raise
+                self.port_retries += 1
+
+    async def _start_once(self) -> None:
         if self.distinct_hosts:
             hosts, base = find_loopback_hosts(self.servers, _OFFSETS)
             self.members = [
@@ -73,7 +103,8 @@ class FleetGroup:
             ]
         else:
             self.members = [
-                FleetProcess(servers=1, base_port=b, time_scale=self.time_scale) for b in _disjoint_bases(self.servers)
+                FleetProcess(servers=1, base_port=b, time_scale=self.time_scale)
+                for b in self.choose_bases(self.servers)
             ]
         results = await asyncio.gather(*(m.start() for m in self.members), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
