@@ -11,11 +11,15 @@ Two load shapes: closed loop (`--concurrency C` requests always in flight: the h
 open loop (`--rate R`: requests start every 1/R s whatever the answers, the latency added at a stated rate).
 `--body-size 256k` sends long prompts instead (loadtests.picker.long_prompts: twin-tokenizable text, a shared
 document and a unique tail per request, built before the clock starts). Each picker arm also reports the picker
-process's CPU seconds per 1,000 requests over the measured requests (/proc, user + system).
+processes' CPU seconds per 1,000 requests over the measured requests (/proc, user + system; a supervisor and its
+workers summed) and decisions per CPU-second, and every arm Envoy's CPU seconds per 1,000 requests; a second table
+puts req/s and decisions per CPU-second against the floor (`picker-round-robin`) and Envoy's own round robin.
 
     python -m loadtests.picker.envoy_hop --requests 2000 --concurrency 16
     python -m loadtests.picker.envoy_hop --requests 2000 --rate 200
     python -m loadtests.picker.envoy_hop --requests 300 --rate 20 --body-size 256k --arms envoy-round-robin,picker
+    python -m loadtests.picker.envoy_hop --requests 3000 --concurrency 16 \
+        --arms envoy-round-robin,picker-round-robin,picker,picker-workers-2
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from harness.envoy import LocalEnvoy
 from harness.netutil import find_base_port, free_port
 from harness.picker import PickerProcess
 from loadtests.picker.long_prompts import PromptBodies, parse_size
-from loadtests.soak.sampler import cpu_seconds
+from loadtests.soak.sampler import children, cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.process import FleetProcess
 
 ARMS = ("envoy-round-robin", "picker-round-robin", "picker")
-EXTRA_ARMS = ("picker-tls",)  # on request (--arms): the real picker with --secure-serving, Envoy dialling it over TLS
+# on request (--arms): the real picker with --secure-serving, Envoy dialling it over TLS; the real picker with
+# `--workers 2` (a supervisor and 2 workers on one port; Envoy opens several connections: EnvoyOptions.picker_workers)
+EXTRA_ARMS = ("picker-tls", "picker-workers-2")
 
 
 class PickerChild:
@@ -137,6 +143,8 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         picker = PickerChild(["scorer.extproc.roundrobin"], pool)
     elif arm == "picker":  # the real `autonomic picker` process with its shipped default profile
         picker = PickerProcess(pool)
+    elif arm == "picker-workers-2":  # the same with 2 worker processes on its port (and their supervisor)
+        picker = PickerProcess(pool, extra_args=["--workers", "2"])
     elif arm == "picker-tls":  # the same, ext_proc over TLS (self-signed certificate, as deployed)
         picker = PickerProcess(pool, extra_args=["--secure-serving"])
     opts = EnvoyOptions(
@@ -147,6 +155,7 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         pool=pool,
         picker_tls=arm == "picker-tls",
         body_mode=getattr(args, "body_mode", "FULL_DUPLEX_STREAMED"),
+        picker_workers=2 if arm == "picker-workers-2" else 1,
     )
     envoy = LocalEnvoy(opts, concurrency=args.envoy_concurrency)
     try:
@@ -156,12 +165,18 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         async with envoy:
             await drive(envoy.url, model, args.warmup, args.concurrency, args.max_tokens, args.rate, bodies)
             idle = await idle_cores(picker.pid) if picker is not None else None
-            cpu_before = cpu_seconds(picker.pid) if picker is not None else None
+            cpu_before = tree_cpu_seconds(picker.pid) if picker is not None else None
+            envoy_before = cpu_seconds(envoy.pid)
             result = await drive(envoy.url, model, args.requests, args.concurrency, args.max_tokens, args.rate, bodies)
-            cpu_after = cpu_seconds(picker.pid) if picker is not None else None
+            cpu_after = tree_cpu_seconds(picker.pid) if picker is not None else None
+            envoy_after = cpu_seconds(envoy.pid)
+            if envoy_before is not None and envoy_after is not None:
+                result["envoy_cpu_s_per_1000"] = (envoy_after - envoy_before) / args.requests * 1000
             if idle is not None and cpu_before is not None and cpu_after is not None:
                 busy = cpu_after - cpu_before
                 result["picker_cpu_s_per_1000"] = busy / args.requests * 1000
+                # decisions per CPU-second of every picker process (a supervisor and its workers together)
+                result["decisions_per_cpu_s"] = args.requests / busy if busy > 0 else float("nan")
                 result["picker_idle_cores"] = idle
                 # net of what the idle picker burns anyway (its scrapes, health): the requests' own cost
                 net = max(0.0, busy - idle * result["wall_s"])
@@ -172,11 +187,19 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
             await picker.stop()
 
 
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of a process and its children (a picker with --workers: the supervisor and its workers)."""
+    own = cpu_seconds(pid)
+    if pid is None or own is None:
+        return own
+    return own + sum(cpu_seconds(child) or 0.0 for child in children(pid))
+
+
 async def idle_cores(pid: int | None, window_s: float = 2.0) -> float | None:
     """The CPU the picker uses with no request in flight (scraping, health), in cores over `window_s`."""
-    before = cpu_seconds(pid)
+    before = tree_cpu_seconds(pid)
     await asyncio.sleep(window_s)  # a measurement window, not a wait for a condition
-    after = cpu_seconds(pid)
+    after = tree_cpu_seconds(pid)
     return None if before is None or after is None else (after - before) / window_s
 
 
@@ -193,6 +216,39 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
     base = results.get("envoy-round-robin")
     heads = f"{'arm':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'CPU s/1k':>8}"  # net of idle
     lines = [heads + "  vs envoy-round-robin"]
+    lines += _table_rows(results, base)
+    lines += ["", _capacity_table(results)]
+    return "\n".join(lines)
+
+
+def _capacity_table(results: dict[str, dict[str, Any]]) -> str:
+    """Throughput and decisions per CPU-second of the picker processes, against the floor (`picker-round-robin`)
+    and Envoy's own round robin (its decisions per CPU-second are Envoy's: it routes and proxies in one process)."""
+    floor, envoy = results.get("picker-round-robin", {}), results.get("envoy-round-robin", {})
+    lines = [
+        f"{'arm':<20} {'req/s':>9} {'vs floor':>8} {'vs envoy':>8} {'picker CPU s/1k':>15} {'dec/CPU-s':>9} "
+        f"{'vs floor':>8} {'envoy CPU s/1k':>14}"
+    ]
+    for arm, r in results.items():
+        if "req_per_s" not in r:
+            continue
+        per_cpu = r.get("decisions_per_cpu_s")
+        if per_cpu is None and r.get("envoy_cpu_s_per_1000"):  # no picker: Envoy's own decisions per CPU-second
+            per_cpu = 1000 / r["envoy_cpu_s_per_1000"]
+        vs_floor = r["req_per_s"] / floor["req_per_s"] if "req_per_s" in floor else float("nan")
+        vs_envoy = r["req_per_s"] / envoy["req_per_s"] if "req_per_s" in envoy else float("nan")
+        floor_cpu = floor.get("decisions_per_cpu_s")
+        cpu_vs_floor = per_cpu / floor_cpu if per_cpu and floor_cpu else float("nan")
+        picker_cpu = r.get("picker_cpu_s_per_1000", float("nan"))
+        lines.append(
+            f"{arm:<20} {r['req_per_s']:9.0f} {vs_floor:8.2f} {vs_envoy:8.2f} {picker_cpu:15.2f} "
+            f"{per_cpu or float('nan'):9.0f} {cpu_vs_floor:8.2f} {r.get('envoy_cpu_s_per_1000', float('nan')):14.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _table_rows(results: dict[str, dict[str, Any]], base: dict[str, Any] | None) -> list[str]:
+    lines = []
     for arm, r in results.items():
         if "skipped" in r:
             lines.append(f"{arm:<20} skipped: {r['skipped']}")
@@ -206,7 +262,7 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
         cpu = f"{r['picker_net_cpu_s_per_1000']:8.2f}" if "picker_net_cpu_s_per_1000" in r else f"{'-':>8}"
         cells = f"{r['req_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:6d} {cpu}"
         lines.append(f"{arm:<20} {cells}  {ratio}")
-    return "\n".join(lines)
+    return lines
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -97,6 +97,15 @@ class EnvoyOptions:
     picker_replicas: bool = False
     # attempts after the first for an ext_proc stream whose connection failed (only with several replicas)
     picker_stream_retries: int = 2
+    # a picker with `--workers N` (N > 1) behind one address: the kernel spreads connections, not streams, over the
+    # workers (SO_REUSEPORT), and Envoy multiplexes every ext_proc stream of a worker thread on one HTTP/2 connection.
+    # So Envoy is made to open several (at most PICKER_STREAMS_PER_CONNECTION streams each) and to replace each after
+    # PICKER_CONNECTION_STREAMS streams (re-spread), and a stream whose connection a dying worker reset is retried
+    picker_workers: int = 1
+
+
+PICKER_STREAMS_PER_CONNECTION = 4  # concurrent ext_proc streams on one connection to a picker with workers
+PICKER_CONNECTION_STREAMS = 200  # streams after which such a connection is replaced (spread again by the kernel)
 
 
 def _address(hostport: str) -> dict[str, Any]:
@@ -148,7 +157,13 @@ def _pool_cluster(opts: EnvoyOptions) -> dict[str, Any]:
 
 
 def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
-    h2 = {_TYPE: _T + "upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}}
+    h2: dict[str, Any] = {
+        _TYPE: _T + "upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }
+    if opts.picker_workers > 1:  # several connections, so that the kernel spreads them over the workers
+        h2["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"] = PICKER_STREAMS_PER_CONNECTION
+        h2["common_http_protocol_options"] = {"max_requests_per_connection": PICKER_CONNECTION_STREAMS}
     # every second, also without traffic: this interval is the window of 500s after a picker crash (see docs).
     # NOT_SERVING takes the picker out at once whatever the threshold (Envoy counts an explicit "unhealthy" answer
     # as an active failure); timeouts and connection failures must repeat `picker_unhealthy_threshold` times, so a
@@ -236,7 +251,14 @@ _EXT_PROC = "filters.http.ext_proc.v3.ExternalProcessor"
 def _picker_service(opts: EnvoyOptions) -> dict[str, Any]:
     """The ext_proc gRPC service; with several replicas, a stream that cannot connect is retried on another one."""
     envoy_grpc: dict[str, Any] = {"cluster_name": "picker"}
-    if _several_replicas(opts) and opts.picker_stream_retries:
+    if opts.picker_workers > 1 and not _several_replicas(opts) and opts.picker_stream_retries:
+        # one address: a retry opens a new connection to it, which reaches a live worker
+        envoy_grpc["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream,reset,unavailable",
+            "num_retries": opts.picker_stream_retries,
+            "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
+        }
+    elif _several_replicas(opts) and opts.picker_stream_retries:
         previous = _typed(
             "envoy.retry_host_predicates.previous_hosts", "retry.host.previous_hosts.v3.PreviousHostsPredicate"
         )
@@ -356,6 +378,8 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
     for port, health in opts.extra_pickers:
         if not 0 < port < 65536 or (health is not None and not 0 < health < 65536):
             raise ValueError(f"extra_pickers: ({port}, {health}) is not a pair of ports (1-65535)")
+    if opts.picker_workers < 1:
+        raise ValueError(f"picker_workers must be at least 1, got {opts.picker_workers}")
     if opts.picker_stream_retries < 0:
         raise ValueError(f"picker_stream_retries must be >= 0, got {opts.picker_stream_retries}")
     if opts.picker_unhealthy_threshold < 1:
@@ -439,6 +463,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="--picker-host resolves to several active-active replicas (a headless Service): random balancing, "
         "ejection at the first refused connection, ext_proc streams retried on another replica",
     )
+    ap.add_argument(
+        "--picker-workers",
+        type=int,
+        default=1,
+        help="the picker runs --workers N (N > 1): several connections to it, re-opened every "
+        f"{PICKER_CONNECTION_STREAMS} streams, so that its workers share the streams; reset streams retried",
+    )
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
@@ -459,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         picker_port=None if a.no_picker else a.picker_port,
         picker_host=a.picker_host,
         picker_replicas=a.picker_replicas,
+        picker_workers=a.picker_workers,
         picker_tls=a.picker_tls or a.picker_ca is not None,
         picker_ca_file=a.picker_ca,
         picker_sni=a.picker_sni,
