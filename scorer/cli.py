@@ -124,6 +124,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     replicas.add_argument(
         "--replica-address", help="this replica's address as the peers resolve it (default --host; the pod IP)"
     )
+    replicas.add_argument(
+        "--peer-batch-interval",
+        type=_positive,
+        default=0.002,
+        help="seconds between a decision and the batch that tells the peers (default 0.002; --workers: 0.01)",
+    )
     tls = p.add_argument_group("TLS on --port (ext_proc + Picker API); the health port stays plaintext")
     tls.add_argument(
         "--secure-serving", action="store_true", help="serve TLS; self-signed at start without --tls-cert (as GIE)"
@@ -191,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         peers=peers,
         peer_port=args.peer_port,
         replica_address=args.replica_address,
+        peer_batch_interval_s=args.peer_batch_interval,
         shutdown_delay_s=args.shutdown_delay,
         pool=pool_ref,
         tls=tls,

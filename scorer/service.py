@@ -65,6 +65,7 @@ class PickerOptions:
     peers: Sequence[str] = ()
     peer_port: int = 9004
     replica_address: str | None = None
+    peer_batch_interval_s: float = 0.002  # a batch to the peers leaves this long after its first event
     # on SIGTERM: health NOT_SERVING (and /readyz 503) this long before the gRPC server stops taking streams, so
     # Envoy's health check (every second) moves new streams to the other replicas first (none are refused)
     shutdown_delay_s: float = 0.0
@@ -167,7 +168,7 @@ async def run_picker(
         peer_runner: web.AppRunner | None = None
         peer_port = 0
         if opts.peers:
-            sync = ReplicaSync(director, opts.peers, "", metrics.registry)
+            sync = ReplicaSync(director, opts.peers, "", metrics.registry, interval_s=opts.peer_batch_interval_s)
             try:
                 peer_runner, peer_port = await sync.serve(private_host, opts.peer_port)
             except OSError as exc:

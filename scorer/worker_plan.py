@@ -5,7 +5,7 @@ are pure and tested here without processes. A worker is the ordinary picker comm
 (argparse keeps the last value of a repeated flag, so the user's own flags stay as they were): the shared ext_proc
 and health ports (bound with SO_REUSEPORT, `--worker-index`), its private metrics and replica-sync ports on
 loopback, and its sibling workers as its replica peers (scorer/replica_sync.py), so that their prefix indexes and
-in-flight counts agree as those of active-active replicas do.
+in-flight counts agree as those of active-active replicas do, with a longer batch interval unless one was given.
 
 A worker that dies is started again after a delay that doubles with each death in a row (`base_s`, then 2x, up to
 `max_s`), and falls back to `base_s` once a worker has lived `healthy_after_s`: a worker that crashes at start
@@ -18,6 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 LOOPBACK = "127.0.0.1"
+# siblings batch what they tell each other for 10 ms rather than a replica's 2 ms: half the batches (each an HTTP
+# POST, ~0.5 ms of CPU on the two sides), -7% CPU per decision with 2 workers (BENCHMARKS.md, "Capacity per core");
+# in model time 5 and 20 ms gave the same hit ratio (BENCHMARKS.md, "Picker: active-active replicas")
+WORKER_BATCH_INTERVAL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,11 @@ def worker_argv(
     """The `autonomic ...` arguments of worker `index`: the parent's own, then the flags that make it a worker."""
     own = ports[index]
     peers = [f"{LOOPBACK}:{p.peer_port}" for i, p in enumerate(ports) if i != index]
+    chosen = any(a == "--peer-batch-interval" or a.startswith("--peer-batch-interval=") for a in base_argv)
+    batch = [] if chosen else ["--peer-batch-interval", str(WORKER_BATCH_INTERVAL_S)]  # the user's choice stands
     return [
         *base_argv,
+        *batch,
         "--workers",
         "1",
         "--worker-index",

@@ -40,6 +40,12 @@ def test_a_worker_keeps_the_users_flags_and_gets_its_own(index: int, peers: str)
     assert args.peers == peers  # its siblings, never itself
     assert args.replica_address == "127.0.0.1"
     assert args.endpoints == "10.0.0.1:8000" and args.log_level == "info"
+    assert args.peer_batch_interval == 0.01
+
+
+@pytest.mark.parametrize("given", [["--peer-batch-interval", "0.005"], ["--peer-batch-interval=0.005"]])
+def test_the_users_batch_interval_stands(given: list[str]):
+    assert _parse(worker_argv([*BASE, *given], 1, 9002, 9003, PORTS)).peer_batch_interval == 0.005
 
 
 def test_a_single_worker_has_no_peers():
