@@ -28,8 +28,10 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -46,7 +48,18 @@ from sim.fleet.process import FleetProcess
 ARMS = ("envoy-round-robin", "picker-round-robin", "picker")
 # on request (--arms): the real picker with --secure-serving, Envoy dialling it over TLS; the real picker with
 # `--workers 2` (a supervisor and 2 workers on one port; Envoy opens several connections: EnvoyOptions.picker_workers)
-EXTRA_ARMS = ("picker-tls", "picker-workers-2")
+# `picker-random`: the real picker process with a profile of one random picker and no scorer (what the process costs
+# beside its scoring)
+EXTRA_ARMS = ("picker-tls", "picker-workers-2", "picker-random")
+RANDOM_PROFILE = """apiVersion: autonomic.dev/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: random-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: random-picker}
+"""
 
 
 class PickerChild:
@@ -143,6 +156,10 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         picker = PickerChild(["scorer.extproc.roundrobin"], pool)
     elif arm == "picker":  # the real `autonomic picker` process with its shipped default profile
         picker = PickerProcess(pool)
+    elif arm == "picker-random":
+        profile = Path(tempfile.mkdtemp(prefix="envoy-hop-")) / "random.yaml"
+        profile.write_text(RANDOM_PROFILE)
+        picker = PickerProcess(pool, config=profile)
     elif arm == "picker-workers-2":  # the same with 2 worker processes on its port (and their supervisor)
         picker = PickerProcess(pool, extra_args=["--workers", "2"])
     elif arm == "picker-tls":  # the same, ext_proc over TLS (self-signed certificate, as deployed)
