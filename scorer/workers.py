@@ -94,6 +94,7 @@ class _Worker:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     ready_line: str = ""
     deaths_in_a_row: int = 0
+    reader: asyncio.Task[None] | None = None  # drains its stdout; held here (the loop keeps only weak references)
 
     async def start(self) -> None:
         self.ready = asyncio.Event()
@@ -102,7 +103,7 @@ class _Worker:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "autonomic", *self.argv, stdout=pipe, stdin=devnull
         )
-        asyncio.get_running_loop().create_task(self._read_stdout(self.proc), name=f"worker {self.index} stdout")
+        self.reader = asyncio.create_task(self._read_stdout(self.proc), name=f"worker {self.index} stdout")
 
     async def _read_stdout(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -120,8 +121,16 @@ class _Worker:
 class Supervisor:
     """The workers and the pod's metrics server; `run` until `stop` is set."""
 
-    def __init__(self, opts: WorkersOptions, ports: Sequence[WorkerPorts], port: int, health_port: int):
+    def __init__(
+        self,
+        opts: WorkersOptions,
+        ports: Sequence[WorkerPorts],
+        port: int,
+        health_port: int,
+        stop: asyncio.Event | None = None,
+    ):
         self.opts = opts
+        self.stop = stop or asyncio.Event()  # set (SIGTERM/SIGINT): a worker that exits now is not started again
         self.ports = list(ports)
         self.workers = [
             _Worker(i, worker_argv(opts.argv, i, port, health_port, self.ports)) for i in range(opts.workers)
@@ -212,7 +221,7 @@ class Supervisor:
         while not self.stopping:
             assert worker.proc is not None
             code = await worker.proc.wait()
-            if self.stopping:
+            if self.stopping or self.stop.is_set():  # e.g. Ctrl-C: the workers got SIGINT with the supervisor
                 return
             lived = time.monotonic() - worker.started_at
             delay, worker.deaths_in_a_row = self.opts.backoff.next_delay(worker.deaths_in_a_row, lived)
@@ -228,7 +237,7 @@ class Supervisor:
                 },
             )
             await asyncio.sleep(delay)
-            if self.stopping:
+            if self.stopping or self.stop.is_set():
                 return
             self.restarts.labels(str(worker.index)).inc()
             await worker.start()
@@ -285,7 +294,7 @@ async def run_workers(opts: WorkersOptions, stop: asyncio.Event, on_ready: Calla
             raise StartupError(f"ports {opts.host}:{opts.port} / health {opts.health_port}: {exc}") from None
         port, health_port = held[0].getsockname()[1], held[1].getsockname()[1]
         ports = [WorkerPorts(_free_loopback_port(), _free_loopback_port()) for _ in range(opts.workers)]
-        supervisor = Supervisor(opts, ports, port, health_port)
+        supervisor = Supervisor(opts, ports, port, health_port, stop)
         try:
             runner, metrics_port = await supervisor.serve_metrics()
         except OSError as exc:
