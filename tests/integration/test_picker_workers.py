@@ -186,3 +186,22 @@ async def _remote_closes(envoy: LocalEnvoy) -> int:
 
 async def _none_alive(pids: list[int]) -> bool:
     return not any(_alive(pid) for pid in pids)
+
+
+async def test_a_port_held_by_workers_is_refused_to_any_other_picker(fleet2: Fleet):
+    """The supervisor keeps the ports from unrelated processes: a plain picker and a second supervisor on the same
+    --port exit 1 without serving, and the workers' port keeps answering."""
+    pool = fleet_addresses(fleet2)
+    held = PickerProcess(pool, scrape_interval_s=0.2, extra_args=["--workers", "2"])
+    await held.start()
+    try:
+        for extra in ([], ["--workers", "2"]):
+            intruder = PickerProcess(pool, extra_args=extra)
+            intruder.port = held.port  # the same ext_proc port, its other ports its own
+            with pytest.raises(RuntimeError, match="exited with code 1"):
+                await intruder.start()
+            assert any("cannot serve" in line for line in intruder.output), intruder.output[-5:]
+        assert held.running
+        assert (await _by_worker(held, "autonomic_picker_workers_running")) == {"": 2.0}
+    finally:
+        await held.stop()
