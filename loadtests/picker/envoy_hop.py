@@ -18,7 +18,7 @@ puts req/s and decisions per CPU-second against the floor (`picker-round-robin`)
     python -m loadtests.picker.envoy_hop --requests 2000 --concurrency 16
     python -m loadtests.picker.envoy_hop --requests 2000 --rate 200
     python -m loadtests.picker.envoy_hop --requests 300 --rate 20 --body-size 256k --arms envoy-round-robin,picker
-    python -m loadtests.picker.envoy_hop --requests 3000 --concurrency 16 \
+    python -m loadtests.picker.envoy_hop --requests 3000 --concurrency 16 --repeat 4 \
         --arms envoy-round-robin,picker-round-robin,picker,picker-workers-2
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -238,28 +239,72 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _capacity_table(results: dict[str, dict[str, Any]]) -> str:
-    """Throughput and decisions per CPU-second of the picker processes, against the floor (`picker-round-robin`)
-    and Envoy's own round robin (its decisions per CPU-second are Envoy's: it routes and proxies in one process)."""
+def capacity_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per arm of one run: req/s against the floor (`picker-round-robin`) and Envoy's own round robin, and decisions
+    per CPU-second of the picker processes against the floor's (for Envoy round robin: Envoy's own, since it routes
+    and proxies in one process). NaN where a baseline is missing."""
+    nan = float("nan")
     floor, envoy = results.get("picker-round-robin", {}), results.get("envoy-round-robin", {})
-    lines = [
-        f"{'arm':<20} {'req/s':>9} {'vs floor':>8} {'vs envoy':>8} {'picker CPU s/1k':>15} {'dec/CPU-s':>9} "
-        f"{'vs floor':>8} {'envoy CPU s/1k':>14}"
-    ]
+    out = {}
     for arm, r in results.items():
         if "req_per_s" not in r:
             continue
         per_cpu = r.get("decisions_per_cpu_s")
-        if per_cpu is None and r.get("envoy_cpu_s_per_1000"):  # no picker: Envoy's own decisions per CPU-second
+        if per_cpu is None and r.get("envoy_cpu_s_per_1000"):
             per_cpu = 1000 / r["envoy_cpu_s_per_1000"]
-        vs_floor = r["req_per_s"] / floor["req_per_s"] if "req_per_s" in floor else float("nan")
-        vs_envoy = r["req_per_s"] / envoy["req_per_s"] if "req_per_s" in envoy else float("nan")
         floor_cpu = floor.get("decisions_per_cpu_s")
-        cpu_vs_floor = per_cpu / floor_cpu if per_cpu and floor_cpu else float("nan")
+        out[arm] = {
+            "req_per_s": r["req_per_s"],
+            "vs_floor": r["req_per_s"] / floor["req_per_s"] if "req_per_s" in floor else nan,
+            "vs_envoy": r["req_per_s"] / envoy["req_per_s"] if "req_per_s" in envoy else nan,
+            "decisions_per_cpu_s": per_cpu if per_cpu else nan,
+            "cpu_vs_floor": per_cpu / floor_cpu if per_cpu and floor_cpu else nan,
+        }
+    return out
+
+
+def median_ratios(runs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """The median over runs of each arm's `capacity_ratios` (each ratio taken within its own run first)."""
+    per_run = [capacity_ratios(r) for r in runs]
+    arms = list(dict.fromkeys(arm for ratios in per_run for arm in ratios))
+    out: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        rows = [ratios[arm] for ratios in per_run if arm in ratios]
+        out[arm] = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    return out
+
+
+def rotated(arms: Sequence[str], run: int) -> list[str]:
+    """The arms of run `run` (0-based), starting `run` arms later: over len(arms) runs each arm comes first once."""
+    k = run % len(arms) if arms else 0
+    return [*arms[k:], *arms[:k]]
+
+
+def _capacity_table(results: dict[str, dict[str, Any]]) -> str:
+    """Throughput and decisions per CPU-second of the picker processes, against the floor (`picker-round-robin`)
+    and Envoy's own round robin (its decisions per CPU-second are Envoy's: it routes and proxies in one process)."""
+    lines = [
+        f"{'arm':<20} {'req/s':>9} {'vs floor':>8} {'vs envoy':>8} {'picker CPU s/1k':>15} {'dec/CPU-s':>9} "
+        f"{'vs floor':>8} {'envoy CPU s/1k':>14}"
+    ]
+    for arm, c in capacity_ratios(results).items():
+        r = results[arm]
         picker_cpu = r.get("picker_cpu_s_per_1000", float("nan"))
+        envoy_cpu = r.get("envoy_cpu_s_per_1000", float("nan"))
         lines.append(
-            f"{arm:<20} {r['req_per_s']:9.0f} {vs_floor:8.2f} {vs_envoy:8.2f} {picker_cpu:15.2f} "
-            f"{per_cpu or float('nan'):9.0f} {cpu_vs_floor:8.2f} {r.get('envoy_cpu_s_per_1000', float('nan')):14.2f}"
+            f"{arm:<20} {c['req_per_s']:9.0f} {c['vs_floor']:8.2f} {c['vs_envoy']:8.2f} {picker_cpu:15.2f} "
+            f"{c['decisions_per_cpu_s']:9.0f} {c['cpu_vs_floor']:8.2f} {envoy_cpu:14.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _median_table(runs: Sequence[dict[str, dict[str, Any]]]) -> str:
+    lines = [f"medians of {len(runs)} runs (each ratio within its run; arms in rotated order)"]
+    lines.append(f"{'arm':<20} {'req/s':>9} {'vs floor':>8} {'vs envoy':>8} {'dec/CPU-s':>9} {'vs floor':>8}")
+    for arm, m in median_ratios(runs).items():
+        lines.append(
+            f"{arm:<20} {m['req_per_s']:9.0f} {m['vs_floor']:8.2f} {m['vs_envoy']:8.2f} "
+            f"{m['decisions_per_cpu_s']:9.0f} {m['cpu_vs_floor']:8.2f}"
         )
     return "\n".join(lines)
 
@@ -316,21 +361,41 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="FULL_DUPLEX_STREAMED",
         help="the ext_proc request body mode Envoy uses (BUFFERED: the picker does not stream the body back)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the arms N times, each run starting one arm later (no arm always first: on a busy machine the "
+        "order matters), then print the medians of the within-run ratios",
+    )
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = set(args.arms) - set(ARMS + EXTRA_ARMS)
     if unknown:
         ap.error(f"unknown arms: {sorted(unknown)}")
-    results = asyncio.run(main_async(args))
     shape = f"open loop at {args.rate:g} req/s" if args.rate else f"concurrency {args.concurrency}"
     what = f"bodies of {args.body_size} bytes" if args.body_size else "small prompts"
     header = f"{args.requests} completions ({what}, max_tokens {args.max_tokens}, {args.body_mode}), {shape}, "
-    print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
-    print(_table(results))
+    runs = []
+    arms = list(args.arms)
+    for run in range(args.repeat):
+        args.arms = rotated(arms, run)
+        runs.append(asyncio.run(main_async(args)))
+        print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
+        print(_table(runs[-1]))
+    args.arms = arms
+    if args.repeat > 1:
+        print(_median_table(runs))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            out: dict[str, Any] = {"args": vars(args), "results": runs[0]}
+            if args.repeat > 1:
+                out["runs"] = runs
+                out["medians"] = median_ratios(runs)
+            json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":
