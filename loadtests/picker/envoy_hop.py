@@ -51,7 +51,8 @@ ARMS = ("envoy-round-robin", "picker-round-robin", "picker")
 # `--workers 2` (a supervisor and 2 workers on one port; Envoy opens several connections: EnvoyOptions.picker_workers)
 # `picker-random`: the real picker process with a profile of one random picker and no scorer (what the process costs
 # beside its scoring)
-EXTRA_ARMS = ("picker-tls", "picker-workers-2", "picker-random")
+# `picker-access-log`: the real picker told of response ends by Envoy's gRPC access log, whatever --response-ends
+EXTRA_ARMS = ("picker-tls", "picker-workers-2", "picker-random", "picker-access-log")
 RANDOM_PROFILE = """apiVersion: autonomic.dev/v1alpha1
 kind: EndpointPickerConfig
 plugins:
@@ -155,7 +156,7 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
     picker: PickerChild | PickerProcess | None = None
     if arm == "picker-round-robin":
         picker = PickerChild(["scorer.extproc.roundrobin"], pool)
-    elif arm == "picker":  # the real `autonomic picker` process with its shipped default profile
+    elif arm in ("picker", "picker-access-log"):  # the real `autonomic picker` with its shipped default profile
         picker = PickerProcess(pool)
     elif arm == "picker-random":
         profile = Path(tempfile.mkdtemp(prefix="envoy-hop-")) / "random.yaml"
@@ -174,6 +175,7 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         picker_tls=arm == "picker-tls",
         body_mode=getattr(args, "body_mode", "FULL_DUPLEX_STREAMED"),
         picker_workers=2 if arm == "picker-workers-2" else 1,
+        response_ends="access_log" if arm == "picker-access-log" else getattr(args, "response_ends", "ext_proc"),
     )
     envoy = LocalEnvoy(opts, concurrency=args.envoy_concurrency)
     try:
@@ -360,6 +362,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=("FULL_DUPLEX_STREAMED", "BUFFERED"),
         default="FULL_DUPLEX_STREAMED",
         help="the ext_proc request body mode Envoy uses (BUFFERED: the picker does not stream the body back)",
+    )
+    ap.add_argument(
+        "--response-ends",
+        choices=("ext_proc", "access_log"),
+        default="ext_proc",
+        help="how the pickers learn that a response ended: a second ext_proc stream per request (the observer) or "
+        "Envoy's gRPC access log (batched, one stream per Envoy worker)",
     )
     ap.add_argument(
         "--repeat",

@@ -65,6 +65,11 @@ class EnvoyOptions:
     # answer, one round trip per token). Off: the picker sees the response headers (status, served endpoint) and
     # the stream's end, which Envoy sends when the HTTP stream ends, and that is all the picker needs
     observe_response_body: bool = False
+    # how the picker learns that a response ended (without observe_response_body): "ext_proc", a second ext_proc
+    # stream per request in observability mode; "access_log", Envoy's gRPC access log to the picker (entries batched
+    # every access_log_flush_s on one stream per Envoy worker: half the picker's streams, ends up to that much later)
+    response_ends: Literal["ext_proc", "access_log"] = "ext_proc"
+    access_log_flush_s: float = 0.01
     # a JSON line per request with Envoy's own account of the ext_proc stream (per phase: latency waiting for the
     # picker, calls, gRPC status; `ExtProcLoggingInfo`) keyed by x-request-id: where the picker's time goes
     extproc_log_path: str | None = None
@@ -328,7 +333,19 @@ def _response_observer(opts: EnvoyOptions) -> list[dict[str, Any]]:
         processing_mode=mode,
         metadata_options={"forwarding_namespaces": {"untyped": [LB_NAMESPACE]}},
     )
-    return [marker, observer]
+    return [marker] if opts.response_ends == "access_log" else [marker, observer]
+
+
+def _response_log(opts: EnvoyOptions) -> dict[str, Any]:
+    """The gRPC access log that tells the picker each response's end (response_ends="access_log")."""
+    common = {
+        "log_name": "autonomic.response_ends",
+        "grpc_service": {"envoy_grpc": {"cluster_name": "picker"}},
+        "transport_api_version": "V3",
+        "buffer_flush_interval": f"{opts.access_log_flush_s}s",
+        "buffer_size_bytes": 16384,
+    }
+    return _typed("autonomic.response_ends", "access_loggers.grpc.v3.HttpGrpcAccessLogConfig", common_config=common)
 
 
 def _filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
@@ -378,6 +395,8 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
     for port, health in opts.extra_pickers:
         if not 0 < port < 65536 or (health is not None and not 0 < health < 65536):
             raise ValueError(f"extra_pickers: ({port}, {health}) is not a pair of ports (1-65535)")
+    if not 0 < opts.access_log_flush_s <= 60:
+        raise ValueError(f"access_log_flush_s must be in (0, 60] seconds, got {opts.access_log_flush_s}")
     if opts.picker_workers < 1:
         raise ValueError(f"picker_workers must be at least 1, got {opts.picker_workers}")
     if opts.picker_stream_retries < 0:
@@ -420,6 +439,8 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
             log_format={"json_format": fields},
         )
         hcm.setdefault("access_log", []).append(file_log)
+    if opts.picker_port is not None and not opts.observe_response_body and opts.response_ends == "access_log":
+        hcm.setdefault("access_log", []).append(_response_log(opts))
     hcm_filter = {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
     listener = {"name": "inference", **_address(f"{opts.listen_host}:{opts.listen_port}")}
     listener["filter_chains"] = [{"filters": [hcm_filter]}]
@@ -482,6 +503,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="send the response body through the picker too (only to read token usage; each chunk then waits)",
     )
+    ap.add_argument(
+        "--response-ends",
+        choices=["ext_proc", "access_log"],
+        default="ext_proc",
+        help="how the picker learns that a response ended: an observer ext_proc stream per request (default) or "
+        "Envoy's gRPC access log (batched on one stream per Envoy worker: half the picker's streams)",
+    )
     ap.add_argument("-o", "--output", default="-")
     a = ap.parse_args(argv)
     opts = EnvoyOptions(
@@ -503,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         body_mode="BUFFERED" if a.buffered else "FULL_DUPLEX_STREAMED",
         subset_from_header=a.subset_from_header,
         observe_response_body=a.observe_response_body,
+        response_ends=a.response_ends,
     )
     text = render_yaml(opts)
     if a.output == "-":

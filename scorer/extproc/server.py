@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from scorer.extproc.exchange import MAX_BODY_BYTES, Exchange, PickBackend
 from scorer.extproc.protocol import BodyMode, immediate_response
+from scorer.extproc.response_log import ResponseLogServicer
 from scorer.extproc.tls import CertSource, server_credentials
 
 log = logging.getLogger("autonomic.extproc")
@@ -231,6 +232,7 @@ async def serve_extproc(
         hooks=stream_hooks,
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    ResponseLogServicer(backend).add_to_server(server)  # response ends from Envoy's gRPC access log, if configured
     health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
     for add_service in services:
         add_service(server)

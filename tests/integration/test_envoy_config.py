@@ -44,6 +44,7 @@ VARIANTS = [
     EnvoyOptions(pool=POOL, picker_readyz_port=9090, extra_pickers=[(9012, 9091), (9022, 9092)]),
     EnvoyOptions(pool=POOL, body_mode="BUFFERED", failure_mode_allow=True, extra_pickers=[(9012, None)]),
     EnvoyOptions(pool=POOL, picker_readyz_port=9090, picker_workers=2),
+    EnvoyOptions(pool=POOL, picker_readyz_port=9090, response_ends="access_log"),
 ]
 
 
@@ -259,3 +260,17 @@ def test_a_picker_with_workers_gets_several_connections_and_stream_retries(worke
     assert ("retry_policy" in text.split("envoy_grpc")[1].split("timeout")[0]) is spread
     with pytest.raises(ValueError, match="picker_workers"):
         render(EnvoyOptions(pool=POOL, picker_workers=0))
+
+
+def test_response_ends_through_the_access_log_drop_the_observer_stream():
+    def shape(opts: EnvoyOptions) -> tuple[list[str], list[str]]:
+        hcm = render(opts)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return [f["name"] for f in hcm["http_filters"]], [log["name"] for log in hcm.get("access_log", [])]
+
+    filters, logs = shape(EnvoyOptions(pool=POOL, response_ends="access_log"))
+    assert "autonomic.response_observer" not in filters and "autonomic.response_observer_marker" in filters
+    assert logs == ["autonomic.response_ends"]
+    filters, logs = shape(EnvoyOptions(pool=POOL))
+    assert "autonomic.response_observer" in filters and logs == []
+    with pytest.raises(ValueError, match="access_log_flush_s"):
+        render(EnvoyOptions(pool=POOL, response_ends="access_log", access_log_flush_s=0))
