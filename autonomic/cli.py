@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # only the named subcommand is imported; with none (`--help`, a typo) every one is listed and none loaded
         args = _parser({command} if command else set()).parse_args(argv)
+        args.argv = argv  # as given: a command that starts copies of itself (`picker --workers N`) passes them on
         setup_logging(args.log_level, args.log_format)
         module = _load(args.command)
     except NotInstalled as exc:

@@ -58,6 +58,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "picker",
@@ -98,6 +105,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="on SIGTERM, report not ready this long before refusing new streams, so the gateway's health check "
         "moves traffic to the other replicas first (default 0; the deploy uses 3 with 2 replicas)",
     )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="picker processes sharing --port and --health-port (SO_REUSEPORT), supervised by this one: restarted "
+        "if they die, one /metrics for all on --metrics-port (docs/picker.md, 'Workers'; default 1: no supervisor)",
+    )
+    p.add_argument("--worker-index", type=_non_negative_int, default=None, help=argparse.SUPPRESS)  # set by --workers
     replicas = p.add_argument_group("active-active replicas (docs/picker-envoy.md, 'Several replicas')")
     replicas.add_argument(
         "--peers",
@@ -108,6 +123,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     replicas.add_argument("--peer-port", type=_port, default=9004, help="serve the peers here (default 9004)")
     replicas.add_argument(
         "--replica-address", help="this replica's address as the peers resolve it (default --host; the pod IP)"
+    )
+    replicas.add_argument(
+        "--peer-batch-interval",
+        type=_positive,
+        default=0.002,
+        help="seconds between a decision and the batch that tells the peers (default 0.002; --workers: 0.01)",
     )
     tls = p.add_argument_group("TLS on --port (ext_proc + Picker API); the health port stays plaintext")
     tls.add_argument(
@@ -129,7 +150,6 @@ def run(args: argparse.Namespace) -> int:
         return explain_cli.run(args)
     from scorer.config import ConfigError, default_config, load_config
     from scorer.extproc.tls import TLSError
-    from scorer.service import PickerOptions, StartupError
     from scorer.sources.endpoints import EndpointsError, load_endpoints_file, parse_endpoint_list
 
     try:
@@ -163,10 +183,21 @@ def run(args: argparse.Namespace) -> int:
     bad = [x for x in peers if not _is_host_port(x)]
     if bad:
         return _fail(f"--peers: not HOST:PORT: {', '.join(bad)}", 2)
+    if args.workers > 1:
+        if peers:
+            return _fail("--workers > 1 and --peers: not supported yet (the workers are each other's peers)", 2)
+        return _run_workers(args)
+    if args.worker_index is not None:
+        _become_worker(args.worker_index)
+    from scorer.service import PickerOptions, StartupError
+
     opts = PickerOptions(
+        reuse_port=args.worker_index is not None,
+        private_host="127.0.0.1" if args.worker_index is not None else None,
         peers=peers,
         peer_port=args.peer_port,
         replica_address=args.replica_address,
+        peer_batch_interval_s=args.peer_batch_interval,
         shutdown_delay_s=args.shutdown_delay,
         pool=pool_ref,
         tls=tls,
@@ -188,6 +219,55 @@ def run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         return _fail(f"cannot serve: {exc}", 1)
     return 0
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    """The supervisor of `--workers N` (scorer/workers.py): the flags were checked above, each worker checks its own."""
+    from scorer.workers import StartupError, WorkersOptions, run_workers
+
+    opts = WorkersOptions(
+        workers=args.workers,
+        argv=list(getattr(args, "argv", None) or sys.argv[1:]),
+        host=args.host,
+        port=args.port,
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        shutdown_delay_s=args.shutdown_delay,
+        drain_s=args.drain_seconds,
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_workers(opts, stop, lambda line: print(line, flush=True))
+
+    try:
+        asyncio.run(serve())
+    except StartupError as exc:
+        return _fail(f"cannot serve: {exc}", 1)
+    return 0
+
+
+def _become_worker(index: int) -> None:
+    """A worker's log lines carry its index, and it gets SIGTERM if its supervisor dies (Linux: PR_SET_PDEATHSIG),
+    so no worker outlives a supervisor that was killed."""
+    import ctypes
+    import logging
+
+    class _Tag(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.worker = index
+            return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Tag())
+    try:
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's SIGTERM is the only way out
+        pass
 
 
 def _is_host_port(text: str) -> bool:

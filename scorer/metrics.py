@@ -16,12 +16,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from scorer.loop_histogram import LoopHistogram
 from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
 from scorer.sources.scraper import ScrapeResult
 from scorer.types import EndpointState, SchedulingResult
@@ -58,6 +60,15 @@ def decision_reason(result: SchedulingResult, weights: Mapping[str, float]) -> s
     return max(leads, key=lambda n: leads[n]) if leads else "no_scorers"
 
 
+def _child(cache: dict[tuple[str, ...], Any], metric: Counter, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once per label values. A child dropped from `metric` (`remove`) would
+    stay here: the decision counters never remove theirs."""
+    child = cache.get(values)
+    if child is None:
+        child = cache[values] = metric.labels(*values)
+    return child
+
+
 class PickerMetrics:
     """Counters, histograms and gauges of one picker, in `self.registry`."""
 
@@ -72,16 +83,17 @@ class PickerMetrics:
         self.picks = Counter(
             "autonomic_picker_picks", "Requests routed, by primary endpoint.", ["endpoint"], registry=reg
         )
-        self.pick_seconds = Histogram(
+        # observed on every decision: loop histograms, no lock or label lookup per call (scorer/loop_histogram.py)
+        self.pick_seconds = LoopHistogram(
             "autonomic_picker_pick_duration_seconds", "Time of one whole pick.", buckets=PLUGIN_BUCKETS, registry=reg
         )
-        self.learn_seconds = Histogram(
+        self.learn_seconds = LoopHistogram(
             "autonomic_picker_learn_duration_seconds",
             "Time the plugins took to learn from one decision (prefix recording), after its answer was sent.",
             buckets=PLUGIN_BUCKETS,
             registry=reg,
         )
-        self.plugin_seconds = Histogram(
+        self.plugin_seconds = LoopHistogram(
             "autonomic_picker_plugin_duration_seconds",
             "Time each plugin took in a scheduling cycle.",
             ["plugin"],
@@ -127,14 +139,19 @@ class PickerMetrics:
             registry=reg,
         )
         reg.register(_LoopCollector())
+        # labelled children by label values, so that a decision does not pay for `labels()` (its validation and lock)
+        self._routed: dict[tuple[str, ...], Any] = {}
+        self._picked: dict[tuple[str, ...], Any] = {}
+        self._responded: dict[tuple[str, ...], Any] = {}
 
     def observe_pick(self, result: SchedulingResult, weights: Mapping[str, float], seconds: float) -> str:
         reason = decision_reason(result, weights)
-        self.decisions.labels("routed", reason).inc()
-        self.picks.labels(result.targets[0].address).inc()
+        _child(self._routed, self.decisions, "routed", reason).inc()
+        _child(self._picked, self.picks, result.targets[0].address).inc()
         self.pick_seconds.observe(seconds)
+        observe = self.plugin_seconds.observe
         for plugin, spent in result.plugin_seconds.items():
-            self.plugin_seconds.labels(plugin).observe(spent)
+            observe(spent, plugin)
         return reason
 
     def observe_scrape(self, result: ScrapeResult) -> None:
@@ -142,7 +159,7 @@ class PickerMetrics:
         self.scrape_seconds.observe(result.seconds)
 
     def observe_response(self, status: int) -> None:
-        self.responses.labels(f"{status // 100}xx").inc()
+        _child(self._responded, self.responses, f"{status // 100}xx").inc()
 
     def watch_pool(
         self,

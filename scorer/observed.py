@@ -3,7 +3,7 @@
 Why it exists: the Director and the ext_proc servicer are pure of observability concerns and tested as such. The
 `autonomic picker` process wraps them instead: `ObservedDirector` is the `PickBackend` the shell and the Pick API
 call (every decision counted with its outcome and deciding factor, every plugin's time observed, every completion
-counted), and `ExtProcStreamMetrics` is a gRPC server interceptor that counts ext_proc streams and the requests the
+counted), and `ExtProcStreamMetrics` is told by the servicer of every ext_proc stream and of the requests the
 picker answered itself (ImmediateResponse: 400, 429, 500, 503).
 """
 
@@ -12,11 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
-
-import grpc
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from collections.abc import Awaitable, Callable, Sequence
 
 from scorer.director import Director
 from scorer.framework import Usage
@@ -24,8 +20,6 @@ from scorer.metrics import PickerMetrics
 from scorer.types import LLMRequest, NoEndpointError, SchedulingResult
 
 log = logging.getLogger("autonomic.picker")
-
-EXTPROC_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
 class ObservedDirector:
@@ -99,36 +93,22 @@ class ObservedDirector:
         return dict(self._weights.get(profile, {}))
 
 
-class ExtProcStreamMetrics(grpc.aio.ServerInterceptor):
-    """Counts ext_proc streams (opened, open now) and the ImmediateResponses sent on them, by status."""
+class ExtProcStreamMetrics:
+    """`StreamHooks` of the ext_proc servicer: counts streams (opened, open now) and the ImmediateResponses sent on
+    them, by status. Inline hooks, not a gRPC interceptor: an interceptor wraps every stream in one more async
+    generator and runs a coroutine per call, which cost the picker capacity (BENCHMARKS.md, "Capacity per core")."""
 
     def __init__(self, metrics: PickerMetrics):
         self.metrics = metrics
+        self._opened = metrics.streams.inc
+        self._active = metrics.active_streams
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method != EXTPROC_METHOD or handler.stream_stream is None:
-            return handler
-        inner = handler.stream_stream
-        metrics = self.metrics
+    def opened(self) -> None:
+        self._opened()
+        self._active.inc()
 
-        async def counted(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            metrics.streams.inc()
-            metrics.active_streams.inc()
-            try:
-                async for answer in inner(requests, context):
-                    if isinstance(answer, pb.ProcessingResponse) and answer.HasField("immediate_response"):
-                        metrics.immediate.labels(str(answer.immediate_response.status.code)).inc()
-                    yield answer
-            finally:
-                metrics.active_streams.dec()
+    def closed(self) -> None:
+        self._active.dec()
 
-        return grpc.stream_stream_rpc_method_handler(
-            counted,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    def immediate(self, status: int) -> None:
+        self.metrics.immediate.labels(str(status)).inc()

@@ -65,9 +65,15 @@ class PickerOptions:
     peers: Sequence[str] = ()
     peer_port: int = 9004
     replica_address: str | None = None
+    peer_batch_interval_s: float = 0.002  # a batch to the peers leaves this long after its first event
     # on SIGTERM: health NOT_SERVING (and /readyz 503) this long before the gRPC server stops taking streams, so
     # Envoy's health check (every second) moves new streams to the other replicas first (none are refused)
     shutdown_delay_s: float = 0.0
+    # a worker of `autonomic picker --workers N` (scorer/workers.py): the ext_proc and health ports are bound with
+    # SO_REUSEPORT (shared with the sibling workers), and the metrics and replica-sync servers listen on this address
+    # (loopback) instead of `host`: only the supervisor and the siblings talk to them
+    reuse_port: bool = False
+    private_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ async def run_picker(
             extra={"endpoints": len(results), "ok": sum(r.ok for r in results), "ready": director.ready()},
         )
         api = PickerApi(backend, metrics)
+        private_host = opts.private_host or opts.host
         try:
             handle = await serve_extproc(
                 backend,
@@ -143,8 +150,9 @@ async def run_picker(
                 opts.health_port,
                 health_interval=opts.health_interval_s,
                 services=[api.add_to_server],
-                interceptors=[ExtProcStreamMetrics(metrics)],
+                stream_hooks=ExtProcStreamMetrics(metrics),
                 tls=opts.tls,
+                reuse_port=opts.reuse_port,
             )
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
             raise StartupError(f"gRPC on {opts.host}:{opts.port} / health {opts.health_port}: {exc}") from None
@@ -152,21 +160,21 @@ async def run_picker(
             # /readyz goes 503 once stopping, as gRPC health goes NOT_SERVING: Envoy (which may check /readyz)
             # and the kubelet stop sending new streams while open ones drain
             ready = lambda: not stop.is_set() and director.ready()  # noqa: E731
-            runner, metrics_port = await serve_metrics(metrics, ready, opts.host, opts.metrics_port)
+            runner, metrics_port = await serve_metrics(metrics, ready, private_host, opts.metrics_port)
         except OSError as exc:
             await handle.stop(0)
-            raise StartupError(f"metrics on {opts.host}:{opts.metrics_port}: {exc}") from None
+            raise StartupError(f"metrics on {private_host}:{opts.metrics_port}: {exc}") from None
         sync: ReplicaSync | None = None
         peer_runner: web.AppRunner | None = None
         peer_port = 0
         if opts.peers:
-            sync = ReplicaSync(director, opts.peers, "", metrics.registry)
+            sync = ReplicaSync(director, opts.peers, "", metrics.registry, interval_s=opts.peer_batch_interval_s)
             try:
-                peer_runner, peer_port = await sync.serve(opts.host, opts.peer_port)
+                peer_runner, peer_port = await sync.serve(private_host, opts.peer_port)
             except OSError as exc:
                 await handle.stop(0)
                 await runner.cleanup()
-                raise StartupError(f"replica peers on {opts.host}:{opts.peer_port}: {exc}") from None
+                raise StartupError(f"replica peers on {private_host}:{opts.peer_port}: {exc}") from None
             sync.self_address = f"{opts.replica_address or opts.host}:{peer_port}"
             await sync.resolve()
             log.info("replica sync on", extra={"self": sync.self_address, "peers": list(opts.peers)})

@@ -10,12 +10,15 @@ alone, as CPU seconds of this process per 1,000 decisions, for each body size:
   `finish`), so protobuf copies count;
 - the body arrives as Envoy 1.40 sent it from a loopback client here: the whole body in one request_body message,
   then an empty one with end_of_stream (`--chunk N` splits it into N-byte messages instead), then a response;
-- two backends, same messages, same run: `round-robin` (scorer.extproc.roundrobin, what the protocol alone costs:
-  the baseline) and `director` (the Director with the shipped default profile and its prefix index);
+- backends, same messages, same run: `round-robin` (scorer.extproc.roundrobin, what the protocol alone costs:
+  the baseline), `director` (the Director with the shipped default profile and its prefix index) and, on request
+  (`--backends`), `observed` (the same Director wrapped as `autonomic picker` runs it: `ObservedDirector` and its
+  decision metrics, with the stream hooks called as the servicer calls them);
 - bodies are those of the Envoy hop (loadtests.picker.long_prompts: twin text, 7/8 one shared document, the rest
   unique), so a prompt shares most of its blocks with the previous one, as a shared system prompt or document does.
 
     python -m loadtests.picker.body_cost --sizes 4k,94k,220k,256k,512k --decisions 200
+    python -m loadtests.picker.body_cost --sizes 100 --decisions 5000 --backends round-robin,director,observed
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from scorer.config import default_config
 from scorer.director import Director
 from scorer.extproc.exchange import Exchange, PickBackend
 from scorer.extproc.roundrobin import RoundRobinBackend
+from scorer.extproc.server import StreamHooks
+from scorer.metrics import PickerMetrics
+from scorer.observed import ExtProcStreamMetrics, ObservedDirector
 from scorer.scheduler import Scheduler
 from scorer.types import Endpoint, EndpointMetrics
 
@@ -68,9 +74,11 @@ def request_messages(body: bytes, request_id: str, chunk: int) -> list[bytes]:
     return out
 
 
-def exchange_once(backend: PickBackend, messages: Sequence[bytes]) -> int:
+def exchange_once(backend: PickBackend, messages: Sequence[bytes], hooks: StreamHooks | None = None) -> int:
     """Run one stream the way ExtProcServicer does (decode, parse ahead, handle, encode); returns answer bytes."""
     exchange = Exchange(backend)
+    if hooks is not None:
+        hooks.opened()
     parse_ahead = getattr(backend, "prepare", None) is not None and getattr(backend, "preparers", True)
     sent = 0
     try:
@@ -82,6 +90,10 @@ def exchange_once(backend: PickBackend, messages: Sequence[bytes]) -> int:
                 sent += len(answer.SerializeToString())
     finally:
         exchange.finish()
+        if hooks is not None:
+            if exchange.rejected:
+                hooks.immediate(exchange.rejected)
+            hooks.closed()
     return sent
 
 
@@ -111,34 +123,53 @@ class Cell:
         }
 
 
+BACKENDS = ("round-robin", "director", "observed")
+
+
 def measure(size: int, backend_name: str, decisions: int, chunk: int, shared: float, warmup: int = 20) -> Cell:
-    backend: PickBackend = director_backend() if backend_name == "director" else RoundRobinBackend(list(ENDPOINTS))
+    backend: PickBackend = RoundRobinBackend(list(ENDPOINTS))
+    hooks: StreamHooks | None = None
+    if backend_name == "director":
+        backend = director_backend()
+    elif backend_name == "observed":
+        metrics = PickerMetrics()
+        backend, hooks = ObservedDirector(director_backend(), metrics), ExtProcStreamMetrics(metrics)
     bodies = PromptBodies(size, MODEL, shared=shared)
     streams = [request_messages(bodies.body(i), f"r{i}", chunk) for i in range(decisions + warmup)]
     for messages in streams[:warmup]:
-        exchange_once(backend, messages)
+        exchange_once(backend, messages, hooks)
     sent = 0
     started = time.process_time()
     for messages in streams[warmup:]:
-        sent += exchange_once(backend, messages)
+        sent += exchange_once(backend, messages, hooks)
     return Cell(size, backend_name, decisions, time.process_time() - started, sent)
 
 
-def run(sizes: Sequence[int], decisions: int, chunk: int, repeats: int, shared: float) -> list[dict[str, Any]]:
+def run(
+    sizes: Sequence[int],
+    decisions: int,
+    chunk: int,
+    repeats: int,
+    shared: float,
+    backends: Sequence[str] = ("round-robin", "director"),
+) -> list[dict[str, Any]]:
     """Median CPU of `repeats` alternating measurements per (size, backend); progress on stdout."""
     rows: list[dict[str, Any]] = []
     for size in sizes:
-        per: dict[str, list[Cell]] = {"round-robin": [], "director": []}
+        names = ["round-robin", *(b for b in backends if b != "round-robin")]  # the baseline first, always
+        per: dict[str, list[Cell]] = {name: [] for name in names}
         for r in range(repeats):
             for name in per:
                 per[name].append(measure(size, name, decisions, chunk, shared))
                 cpu = per[name][-1].cpu_s / decisions * 1000
                 print(f"[body cost] {size_label(size)} {name} {r + 1}/{repeats}: {cpu:.2f} CPU s / 1000", flush=True)
+        medians = []
         for cells in per.values():
             cells.sort(key=lambda c: c.cpu_s)
-            rows.append(cells[len(cells) // 2].row())
-        rr, di = rows[-2], rows[-1]
-        di["ratio_to_round_robin"] = di["cpu_s_per_1000"] / rr["cpu_s_per_1000"]
+            medians.append(cells[len(cells) // 2].row())
+        for row in medians[1:]:  # the first is round robin
+            row["ratio_to_round_robin"] = row["cpu_s_per_1000"] / medians[0]["cpu_s_per_1000"]
+        rows += medians
     return rows
 
 
@@ -157,15 +188,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=0, help="bytes per request_body message (0: as Envoy sent them)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs, median kept (%(default)s)")
     ap.add_argument("--shared", type=float, default=7 / 8, help="share of each prompt that is a shared document")
+    ap.add_argument("--backends", default="round-robin,director", help=f"comma-separated from {','.join(BACKENDS)}")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if b]
+    if set(backends) - set(BACKENDS):
+        ap.error(f"--backends: unknown {sorted(set(backends) - set(BACKENDS))}")
     try:
         sizes = parse_sizes(args.sizes)
     except ValueError as exc:
         ap.error(f"--sizes: {exc}")
     if args.decisions < 10 or args.chunk < 0 or args.repeats < 1 or not sizes or not 0 <= args.shared < 1:
         ap.error("--decisions >= 10, --chunk >= 0, --repeats >= 1, 0 <= --shared < 1 and at least one size")
-    rows = run(sizes, args.decisions, args.chunk, args.repeats, args.shared)
+    rows = run(sizes, args.decisions, args.chunk, args.repeats, args.shared, backends)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -11,11 +11,15 @@ Two load shapes: closed loop (`--concurrency C` requests always in flight: the h
 open loop (`--rate R`: requests start every 1/R s whatever the answers, the latency added at a stated rate).
 `--body-size 256k` sends long prompts instead (loadtests.picker.long_prompts: twin-tokenizable text, a shared
 document and a unique tail per request, built before the clock starts). Each picker arm also reports the picker
-process's CPU seconds per 1,000 requests over the measured requests (/proc, user + system).
+processes' CPU seconds per 1,000 requests over the measured requests (/proc, user + system; a supervisor and its
+workers summed) and decisions per CPU-second, and every arm Envoy's CPU seconds per 1,000 requests; a second table
+puts req/s and decisions per CPU-second against the floor (`picker-round-robin`) and Envoy's own round robin.
 
     python -m loadtests.picker.envoy_hop --requests 2000 --concurrency 16
     python -m loadtests.picker.envoy_hop --requests 2000 --rate 200
     python -m loadtests.picker.envoy_hop --requests 300 --rate 20 --body-size 256k --arms envoy-round-robin,picker
+    python -m loadtests.picker.envoy_hop --requests 3000 --concurrency 16 --repeat 4 \
+        --arms envoy-round-robin,picker-round-robin,picker,picker-workers-2
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,12 +42,26 @@ from harness.envoy import LocalEnvoy
 from harness.netutil import find_base_port, free_port
 from harness.picker import PickerProcess
 from loadtests.picker.long_prompts import PromptBodies, parse_size
-from loadtests.soak.sampler import cpu_seconds
+from loadtests.soak.sampler import children, cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.process import FleetProcess
 
 ARMS = ("envoy-round-robin", "picker-round-robin", "picker")
-EXTRA_ARMS = ("picker-tls",)  # on request (--arms): the real picker with --secure-serving, Envoy dialling it over TLS
+# on request (--arms): the real picker with --secure-serving, Envoy dialling it over TLS; the real picker with
+# `--workers 2` (a supervisor and 2 workers on one port; Envoy opens several connections: EnvoyOptions.picker_workers)
+# `picker-random`: the real picker process with a profile of one random picker and no scorer (what the process costs
+# beside its scoring)
+# `picker-access-log`: the real picker told of response ends by Envoy's gRPC access log, whatever --response-ends
+EXTRA_ARMS = ("picker-tls", "picker-workers-2", "picker-random", "picker-access-log")
+RANDOM_PROFILE = """apiVersion: autonomic.dev/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: random-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: random-picker}
+"""
 
 
 class PickerChild:
@@ -135,8 +156,14 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
     picker: PickerChild | PickerProcess | None = None
     if arm == "picker-round-robin":
         picker = PickerChild(["scorer.extproc.roundrobin"], pool)
-    elif arm == "picker":  # the real `autonomic picker` process with its shipped default profile
+    elif arm in ("picker", "picker-access-log"):  # the real `autonomic picker` with its shipped default profile
         picker = PickerProcess(pool)
+    elif arm == "picker-random":
+        profile = Path(tempfile.mkdtemp(prefix="envoy-hop-")) / "random.yaml"
+        profile.write_text(RANDOM_PROFILE)
+        picker = PickerProcess(pool, config=profile)
+    elif arm == "picker-workers-2":  # the same with 2 worker processes on its port (and their supervisor)
+        picker = PickerProcess(pool, extra_args=["--workers", "2"])
     elif arm == "picker-tls":  # the same, ext_proc over TLS (self-signed certificate, as deployed)
         picker = PickerProcess(pool, extra_args=["--secure-serving"])
     opts = EnvoyOptions(
@@ -147,6 +174,8 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         pool=pool,
         picker_tls=arm == "picker-tls",
         body_mode=getattr(args, "body_mode", "FULL_DUPLEX_STREAMED"),
+        picker_workers=2 if arm == "picker-workers-2" else 1,
+        response_ends="access_log" if arm == "picker-access-log" else getattr(args, "response_ends", "ext_proc"),
     )
     envoy = LocalEnvoy(opts, concurrency=args.envoy_concurrency)
     try:
@@ -156,12 +185,18 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
         async with envoy:
             await drive(envoy.url, model, args.warmup, args.concurrency, args.max_tokens, args.rate, bodies)
             idle = await idle_cores(picker.pid) if picker is not None else None
-            cpu_before = cpu_seconds(picker.pid) if picker is not None else None
+            cpu_before = tree_cpu_seconds(picker.pid) if picker is not None else None
+            envoy_before = cpu_seconds(envoy.pid)
             result = await drive(envoy.url, model, args.requests, args.concurrency, args.max_tokens, args.rate, bodies)
-            cpu_after = cpu_seconds(picker.pid) if picker is not None else None
+            cpu_after = tree_cpu_seconds(picker.pid) if picker is not None else None
+            envoy_after = cpu_seconds(envoy.pid)
+            if envoy_before is not None and envoy_after is not None:
+                result["envoy_cpu_s_per_1000"] = (envoy_after - envoy_before) / args.requests * 1000
             if idle is not None and cpu_before is not None and cpu_after is not None:
                 busy = cpu_after - cpu_before
                 result["picker_cpu_s_per_1000"] = busy / args.requests * 1000
+                # decisions per CPU-second of every picker process (a supervisor and its workers together)
+                result["decisions_per_cpu_s"] = args.requests / busy if busy > 0 else float("nan")
                 result["picker_idle_cores"] = idle
                 # net of what the idle picker burns anyway (its scrapes, health): the requests' own cost
                 net = max(0.0, busy - idle * result["wall_s"])
@@ -172,11 +207,19 @@ async def run_arm(arm: str, fleet: FleetProcess, model: str, args: argparse.Name
             await picker.stop()
 
 
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of a process and its children (a picker with --workers: the supervisor and its workers)."""
+    own = cpu_seconds(pid)
+    if pid is None or own is None:
+        return own
+    return own + sum(cpu_seconds(child) or 0.0 for child in children(pid))
+
+
 async def idle_cores(pid: int | None, window_s: float = 2.0) -> float | None:
     """The CPU the picker uses with no request in flight (scraping, health), in cores over `window_s`."""
-    before = cpu_seconds(pid)
+    before = tree_cpu_seconds(pid)
     await asyncio.sleep(window_s)  # a measurement window, not a wait for a condition
-    after = cpu_seconds(pid)
+    after = tree_cpu_seconds(pid)
     return None if before is None or after is None else (after - before) / window_s
 
 
@@ -193,6 +236,83 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
     base = results.get("envoy-round-robin")
     heads = f"{'arm':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'CPU s/1k':>8}"  # net of idle
     lines = [heads + "  vs envoy-round-robin"]
+    lines += _table_rows(results, base)
+    lines += ["", _capacity_table(results)]
+    return "\n".join(lines)
+
+
+def capacity_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per arm of one run: req/s against the floor (`picker-round-robin`) and Envoy's own round robin, and decisions
+    per CPU-second of the picker processes against the floor's (for Envoy round robin: Envoy's own, since it routes
+    and proxies in one process). NaN where a baseline is missing."""
+    nan = float("nan")
+    floor, envoy = results.get("picker-round-robin", {}), results.get("envoy-round-robin", {})
+    out = {}
+    for arm, r in results.items():
+        if "req_per_s" not in r:
+            continue
+        per_cpu = r.get("decisions_per_cpu_s")
+        if per_cpu is None and r.get("envoy_cpu_s_per_1000"):
+            per_cpu = 1000 / r["envoy_cpu_s_per_1000"]
+        floor_cpu = floor.get("decisions_per_cpu_s")
+        out[arm] = {
+            "req_per_s": r["req_per_s"],
+            "vs_floor": r["req_per_s"] / floor["req_per_s"] if "req_per_s" in floor else nan,
+            "vs_envoy": r["req_per_s"] / envoy["req_per_s"] if "req_per_s" in envoy else nan,
+            "decisions_per_cpu_s": per_cpu if per_cpu else nan,
+            "cpu_vs_floor": per_cpu / floor_cpu if per_cpu and floor_cpu else nan,
+        }
+    return out
+
+
+def median_ratios(runs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """The median over runs of each arm's `capacity_ratios` (each ratio taken within its own run first)."""
+    per_run = [capacity_ratios(r) for r in runs]
+    arms = list(dict.fromkeys(arm for ratios in per_run for arm in ratios))
+    out: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        rows = [ratios[arm] for ratios in per_run if arm in ratios]
+        out[arm] = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    return out
+
+
+def rotated(arms: Sequence[str], run: int) -> list[str]:
+    """The arms of run `run` (0-based), starting `run` arms later: over len(arms) runs each arm comes first once."""
+    k = run % len(arms) if arms else 0
+    return [*arms[k:], *arms[:k]]
+
+
+def _capacity_table(results: dict[str, dict[str, Any]]) -> str:
+    """Throughput and decisions per CPU-second of the picker processes, against the floor (`picker-round-robin`)
+    and Envoy's own round robin (its decisions per CPU-second are Envoy's: it routes and proxies in one process)."""
+    lines = [
+        f"{'arm':<20} {'req/s':>9} {'vs floor':>8} {'vs envoy':>8} {'picker CPU s/1k':>15} {'dec/CPU-s':>9} "
+        f"{'vs floor':>8} {'envoy CPU s/1k':>14}"
+    ]
+    for arm, c in capacity_ratios(results).items():
+        r = results[arm]
+        picker_cpu = r.get("picker_cpu_s_per_1000", float("nan"))
+        envoy_cpu = r.get("envoy_cpu_s_per_1000", float("nan"))
+        lines.append(
+            f"{arm:<20} {c['req_per_s']:9.0f} {c['vs_floor']:8.2f} {c['vs_envoy']:8.2f} {picker_cpu:15.2f} "
+            f"{c['decisions_per_cpu_s']:9.0f} {c['cpu_vs_floor']:8.2f} {envoy_cpu:14.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _median_table(runs: Sequence[dict[str, dict[str, Any]]]) -> str:
+    lines = [f"medians of {len(runs)} runs (each ratio within its run; arms in rotated order)"]
+    lines.append(f"{'arm':<20} {'req/s':>9} {'vs floor':>8} {'vs envoy':>8} {'dec/CPU-s':>9} {'vs floor':>8}")
+    for arm, m in median_ratios(runs).items():
+        lines.append(
+            f"{arm:<20} {m['req_per_s']:9.0f} {m['vs_floor']:8.2f} {m['vs_envoy']:8.2f} "
+            f"{m['decisions_per_cpu_s']:9.0f} {m['cpu_vs_floor']:8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _table_rows(results: dict[str, dict[str, Any]], base: dict[str, Any] | None) -> list[str]:
+    lines = []
     for arm, r in results.items():
         if "skipped" in r:
             lines.append(f"{arm:<20} skipped: {r['skipped']}")
@@ -206,7 +326,7 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
         cpu = f"{r['picker_net_cpu_s_per_1000']:8.2f}" if "picker_net_cpu_s_per_1000" in r else f"{'-':>8}"
         cells = f"{r['req_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:6d} {cpu}"
         lines.append(f"{arm:<20} {cells}  {ratio}")
-    return "\n".join(lines)
+    return lines
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -243,21 +363,48 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="FULL_DUPLEX_STREAMED",
         help="the ext_proc request body mode Envoy uses (BUFFERED: the picker does not stream the body back)",
     )
+    ap.add_argument(
+        "--response-ends",
+        choices=("ext_proc", "access_log"),
+        default="ext_proc",
+        help="how the pickers learn that a response ended: a second ext_proc stream per request (the observer) or "
+        "Envoy's gRPC access log (batched, one stream per Envoy worker)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the arms N times, each run starting one arm later (no arm always first: on a busy machine the "
+        "order matters), then print the medians of the within-run ratios",
+    )
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = set(args.arms) - set(ARMS + EXTRA_ARMS)
     if unknown:
         ap.error(f"unknown arms: {sorted(unknown)}")
-    results = asyncio.run(main_async(args))
     shape = f"open loop at {args.rate:g} req/s" if args.rate else f"concurrency {args.concurrency}"
     what = f"bodies of {args.body_size} bytes" if args.body_size else "small prompts"
     header = f"{args.requests} completions ({what}, max_tokens {args.max_tokens}, {args.body_mode}), {shape}, "
-    print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
-    print(_table(results))
+    runs = []
+    arms = list(args.arms)
+    for run in range(args.repeat):
+        args.arms = rotated(arms, run)
+        runs.append(asyncio.run(main_async(args)))
+        print(header + f"{args.servers} twins at x{args.time_scale:g}, Envoy workers {args.envoy_concurrency}")
+        print(_table(runs[-1]))
+    args.arms = arms
+    if args.repeat > 1:
+        print(_median_table(runs))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            out: dict[str, Any] = {"args": vars(args), "results": runs[0]}
+            if args.repeat > 1:
+                out["runs"] = runs
+                out["medians"] = median_ratios(runs)
+            json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,11 @@ class EnvoyOptions:
     # answer, one round trip per token). Off: the picker sees the response headers (status, served endpoint) and
     # the stream's end, which Envoy sends when the HTTP stream ends, and that is all the picker needs
     observe_response_body: bool = False
+    # how the picker learns that a response ended (without observe_response_body): "ext_proc", a second ext_proc
+    # stream per request in observability mode; "access_log", Envoy's gRPC access log to the picker (entries batched
+    # every access_log_flush_s on one stream per Envoy worker: half the picker's streams, ends up to that much later)
+    response_ends: Literal["ext_proc", "access_log"] = "ext_proc"
+    access_log_flush_s: float = 0.01
     # a JSON line per request with Envoy's own account of the ext_proc stream (per phase: latency waiting for the
     # picker, calls, gRPC status; `ExtProcLoggingInfo`) keyed by x-request-id: where the picker's time goes
     extproc_log_path: str | None = None
@@ -97,6 +102,15 @@ class EnvoyOptions:
     picker_replicas: bool = False
     # attempts after the first for an ext_proc stream whose connection failed (only with several replicas)
     picker_stream_retries: int = 2
+    # a picker with `--workers N` (N > 1) behind one address: the kernel spreads connections, not streams, over the
+    # workers (SO_REUSEPORT), and Envoy multiplexes every ext_proc stream of a worker thread on one HTTP/2 connection.
+    # So Envoy is made to open several (at most PICKER_STREAMS_PER_CONNECTION streams each) and to replace each after
+    # PICKER_CONNECTION_STREAMS streams (re-spread), and a stream whose connection a dying worker reset is retried
+    picker_workers: int = 1
+
+
+PICKER_STREAMS_PER_CONNECTION = 4  # concurrent ext_proc streams on one connection to a picker with workers
+PICKER_CONNECTION_STREAMS = 200  # streams after which such a connection is replaced (spread again by the kernel)
 
 
 def _address(hostport: str) -> dict[str, Any]:
@@ -148,7 +162,13 @@ def _pool_cluster(opts: EnvoyOptions) -> dict[str, Any]:
 
 
 def _picker_cluster(opts: EnvoyOptions) -> dict[str, Any]:
-    h2 = {_TYPE: _T + "upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}}
+    h2: dict[str, Any] = {
+        _TYPE: _T + "upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }
+    if opts.picker_workers > 1:  # several connections, so that the kernel spreads them over the workers
+        h2["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"] = PICKER_STREAMS_PER_CONNECTION
+        h2["common_http_protocol_options"] = {"max_requests_per_connection": PICKER_CONNECTION_STREAMS}
     # every second, also without traffic: this interval is the window of 500s after a picker crash (see docs).
     # NOT_SERVING takes the picker out at once whatever the threshold (Envoy counts an explicit "unhealthy" answer
     # as an active failure); timeouts and connection failures must repeat `picker_unhealthy_threshold` times, so a
@@ -236,7 +256,14 @@ _EXT_PROC = "filters.http.ext_proc.v3.ExternalProcessor"
 def _picker_service(opts: EnvoyOptions) -> dict[str, Any]:
     """The ext_proc gRPC service; with several replicas, a stream that cannot connect is retried on another one."""
     envoy_grpc: dict[str, Any] = {"cluster_name": "picker"}
-    if _several_replicas(opts) and opts.picker_stream_retries:
+    if opts.picker_workers > 1 and not _several_replicas(opts) and opts.picker_stream_retries:
+        # one address: a retry opens a new connection to it, which reaches a live worker
+        envoy_grpc["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream,reset,unavailable",
+            "num_retries": opts.picker_stream_retries,
+            "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
+        }
+    elif _several_replicas(opts) and opts.picker_stream_retries:
         previous = _typed(
             "envoy.retry_host_predicates.previous_hosts", "retry.host.previous_hosts.v3.PreviousHostsPredicate"
         )
@@ -306,7 +333,19 @@ def _response_observer(opts: EnvoyOptions) -> list[dict[str, Any]]:
         processing_mode=mode,
         metadata_options={"forwarding_namespaces": {"untyped": [LB_NAMESPACE]}},
     )
-    return [marker, observer]
+    return [marker] if opts.response_ends == "access_log" else [marker, observer]
+
+
+def _response_log(opts: EnvoyOptions) -> dict[str, Any]:
+    """The gRPC access log that tells the picker each response's end (response_ends="access_log")."""
+    common = {
+        "log_name": "autonomic.response_ends",
+        "grpc_service": {"envoy_grpc": {"cluster_name": "picker"}},
+        "transport_api_version": "V3",
+        "buffer_flush_interval": f"{opts.access_log_flush_s}s",
+        "buffer_size_bytes": 16384,
+    }
+    return _typed("autonomic.response_ends", "access_loggers.grpc.v3.HttpGrpcAccessLogConfig", common_config=common)
 
 
 def _filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
@@ -356,6 +395,10 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
     for port, health in opts.extra_pickers:
         if not 0 < port < 65536 or (health is not None and not 0 < health < 65536):
             raise ValueError(f"extra_pickers: ({port}, {health}) is not a pair of ports (1-65535)")
+    if not 0 < opts.access_log_flush_s <= 60:
+        raise ValueError(f"access_log_flush_s must be in (0, 60] seconds, got {opts.access_log_flush_s}")
+    if opts.picker_workers < 1:
+        raise ValueError(f"picker_workers must be at least 1, got {opts.picker_workers}")
     if opts.picker_stream_retries < 0:
         raise ValueError(f"picker_stream_retries must be >= 0, got {opts.picker_stream_retries}")
     if opts.picker_unhealthy_threshold < 1:
@@ -396,6 +439,8 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
             log_format={"json_format": fields},
         )
         hcm.setdefault("access_log", []).append(file_log)
+    if opts.picker_port is not None and not opts.observe_response_body and opts.response_ends == "access_log":
+        hcm.setdefault("access_log", []).append(_response_log(opts))
     hcm_filter = {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
     listener = {"name": "inference", **_address(f"{opts.listen_host}:{opts.listen_port}")}
     listener["filter_chains"] = [{"filters": [hcm_filter]}]
@@ -439,6 +484,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="--picker-host resolves to several active-active replicas (a headless Service): random balancing, "
         "ejection at the first refused connection, ext_proc streams retried on another replica",
     )
+    ap.add_argument(
+        "--picker-workers",
+        type=int,
+        default=1,
+        help="the picker runs --workers N (N > 1): several connections to it, re-opened every "
+        f"{PICKER_CONNECTION_STREAMS} streams, so that its workers share the streams; reset streams retried",
+    )
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--pool", default="127.0.0.1:8100,127.0.0.1:8101", help="model servers, comma-separated ('': none)")
     ap.add_argument("--routing", choices=["override_host", "original_dst"], default="override_host")
@@ -451,6 +503,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="send the response body through the picker too (only to read token usage; each chunk then waits)",
     )
+    ap.add_argument(
+        "--response-ends",
+        choices=["ext_proc", "access_log"],
+        default="ext_proc",
+        help="how the picker learns that a response ended: an observer ext_proc stream per request (default) or "
+        "Envoy's gRPC access log (batched on one stream per Envoy worker: half the picker's streams)",
+    )
     ap.add_argument("-o", "--output", default="-")
     a = ap.parse_args(argv)
     opts = EnvoyOptions(
@@ -459,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         picker_port=None if a.no_picker else a.picker_port,
         picker_host=a.picker_host,
         picker_replicas=a.picker_replicas,
+        picker_workers=a.picker_workers,
         picker_tls=a.picker_tls or a.picker_ca is not None,
         picker_ca_file=a.picker_ca,
         picker_sni=a.picker_sni,
@@ -471,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         body_mode="BUFFERED" if a.buffered else "FULL_DUPLEX_STREAMED",
         subset_from_header=a.subset_from_header,
         observe_response_body=a.observe_response_body,
+        response_ends=a.response_ends,
     )
     text = render_yaml(opts)
     if a.output == "-":

@@ -74,6 +74,7 @@ class Exchange:
         self.served: str | None = None
         self.usage: UsageReader | None = None
         self.closed = False  # an immediate response ended the exchange
+        self.rejected = 0  # the status of that immediate response
         self.reported = False
         self.observer = False  # an observability-mode stream: answers nothing, reports the response
         self.reports = True  # False on a routing stream whose response a separate observer stream reports
@@ -244,6 +245,7 @@ class Exchange:
 
     def _reject(self, status: int, message: str, reason: str, param: str | None = None) -> Out:
         self.closed = True
+        self.rejected = status
         path = self.head.path if self.head else ""
         log.info(
             "request rejected",

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -25,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from scorer.extproc.exchange import MAX_BODY_BYTES, Exchange, PickBackend
 from scorer.extproc.protocol import BodyMode, immediate_response
+from scorer.extproc.response_log import ResponseLogServicer
 from scorer.extproc.tls import CertSource, server_credentials
 
 log = logging.getLogger("autonomic.extproc")
@@ -37,6 +39,20 @@ DRAIN_S = 1.0  # after an ImmediateResponse, how long the client may take to end
 _MESSAGE_SLACK = 1 << 20  # what a ProcessingRequest carries besides its body (headers, metadata, attributes)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class StreamHooks(Protocol):
+    """Told of every ext_proc stream (opened, closed) and of each ImmediateResponse sent on one, by status.
+
+    Called inline by the servicer: cheaper than a gRPC interceptor, which wraps every stream in another async
+    generator and runs a coroutine per call (measured in BENCHMARKS.md, "Capacity per core").
+    """
+
+    def opened(self) -> None: ...
+
+    def closed(self) -> None: ...
+
+    def immediate(self, status: int) -> None: ...
 
 
 class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
@@ -53,8 +69,10 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         response_mode: BodyMode = "FULL_DUPLEX_STREAMED",
         max_body_bytes: int = MAX_BODY_BYTES,
         drain_s: float = DRAIN_S,
+        hooks: StreamHooks | None = None,
     ):
         self.backend = backend
+        self.hooks = hooks
         self.request_mode: BodyMode = request_mode
         self.response_mode: BodyMode = response_mode
         self.max_body_bytes = max_body_bytes
@@ -73,6 +91,9 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         if not getattr(self.backend, "preparers", True):  # nothing to prepare: no parse ahead, no body copy
             prepare = None
         answered = False  # an ImmediateResponse ended the exchange: what the client still sends is read and dropped
+        hooks = self.hooks
+        if hooks is not None:
+            hooks.opened()
         try:
             while not exchange.closed:
                 try:
@@ -92,9 +113,14 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             log.exception("ext_proc stream failed", extra={"request_id": exchange.request_id})
             if not exchange.targets and not exchange.closed:  # still unanswered: do not leave the client hanging
                 yield immediate_response(500, "the endpoint picker failed", reason="picker_error")
+                exchange.rejected = 500
                 answered = True
         finally:
             exchange.finish()  # stream end, client cancel or error: the backend hears about the request once
+            if hooks is not None:
+                if exchange.rejected:
+                    hooks.immediate(exchange.rejected)
+                hooks.closed()
         if answered:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_drain(context), self.drain_s)
@@ -179,24 +205,34 @@ async def serve_extproc(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     tls: CertSource | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    stream_hooks: StreamHooks | None = None,
+    reuse_port: bool = False,
 ) -> ExtProcHandle:
     """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`.
 
     `services` add more gRPC services to the same server (each is called with it, e.g. a generated
     `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server. `tls`: serve
     the main port over TLS with that certificate source (the health-only port stays plaintext). A request body over
-    `max_body_bytes` is answered 413.
+    `max_body_bytes` is answered 413. `stream_hooks` are told of every ext_proc stream. `reuse_port`: bind both ports
+    with SO_REUSEPORT, for the sibling workers of one `autonomic picker --workers N` (scorer/workers.py); off, a
+    port another process holds is an error rather than shared traffic.
     """
     state = HealthState(backend, interval=health_interval)
     await state.update()
     # one message may carry a whole buffered body (BUFFERED mode): up to the body limit it reaches the Exchange, which
     # answers 413 beyond it, rather than gRPC's default 4 MiB cap failing the stream with RESOURCE_EXHAUSTED
     max_message = ("grpc.max_receive_message_length", max_body_bytes + _MESSAGE_SLACK)
-    server = grpc.aio.server(interceptors=list(interceptors) or None, options=[*_NO_PORT_SHARING, max_message])
-    pb_grpc.add_ExternalProcessorServicer_to_server(
-        ExtProcServicer(backend, request_mode=request_mode, response_mode=response_mode, max_body_bytes=max_body_bytes),
-        server,
+    sharing = (("grpc.so_reuseport", 1),) if reuse_port else _NO_PORT_SHARING
+    server = grpc.aio.server(interceptors=list(interceptors) or None, options=[*sharing, max_message])
+    servicer = ExtProcServicer(
+        backend,
+        request_mode=request_mode,
+        response_mode=response_mode,
+        max_body_bytes=max_body_bytes,
+        hooks=stream_hooks,
     )
+    pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    ResponseLogServicer(backend).add_to_server(server)  # response ends from Envoy's gRPC access log, if configured
     health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
     for add_service in services:
         add_service(server)
@@ -206,7 +242,7 @@ async def serve_extproc(
     )
     health_server, health_bound = None, None
     if health_port is not None:
-        health_server = grpc.aio.server(options=_NO_PORT_SHARING)
+        health_server = grpc.aio.server(options=sharing)
         health_pb2_grpc.add_HealthServicer_to_server(state.servicer, health_server)
         health_bound = health_server.add_insecure_port(f"{host}:{health_port}")
     await server.start()

@@ -93,7 +93,7 @@ class Picker:
 
     async def _start(self) -> ExtProcHandle:
         return await serve_extproc(
-            self.backend, port=0, interceptors=[ExtProcStreamMetrics(self.metrics)], max_body_bytes=LIMIT
+            self.backend, port=0, stream_hooks=ExtProcStreamMetrics(self.metrics), max_body_bytes=LIMIT
         )
 
     async def _channel(self) -> grpc.aio.Channel:

@@ -43,6 +43,8 @@ VARIANTS = [
     EnvoyOptions(pool=POOL, picker_tls=True, picker_grpc_health_port=9003),
     EnvoyOptions(pool=POOL, picker_readyz_port=9090, extra_pickers=[(9012, 9091), (9022, 9092)]),
     EnvoyOptions(pool=POOL, body_mode="BUFFERED", failure_mode_allow=True, extra_pickers=[(9012, None)]),
+    EnvoyOptions(pool=POOL, picker_readyz_port=9090, picker_workers=2),
+    EnvoyOptions(pool=POOL, picker_readyz_port=9090, response_ends="access_log"),
 ]
 
 
@@ -244,3 +246,31 @@ def test_a_dns_name_with_several_replicas_gets_the_same_settings():
 def test_bad_replica_options_are_refused(changes: dict, error: str):
     with pytest.raises(ValueError, match=error):
         render(EnvoyOptions(pool=POOL, **changes))
+
+
+@pytest.mark.parametrize(("workers", "spread"), [(1, False), (2, True), (8, True)])
+def test_a_picker_with_workers_gets_several_connections_and_stream_retries(workers: int, spread: bool):
+    rendered = render(EnvoyOptions(pool=POOL, picker_workers=workers))["static_resources"]
+    picker = next(c for c in rendered["clusters"] if c["name"] == "picker")
+    protocol = picker["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    h2 = protocol["explicit_http_config"]["http2_protocol_options"]
+    assert ("max_concurrent_streams" in h2) is spread
+    assert ("common_http_protocol_options" in protocol) is spread
+    text = render_yaml(EnvoyOptions(pool=POOL, picker_workers=workers))
+    assert ("retry_policy" in text.split("envoy_grpc")[1].split("timeout")[0]) is spread
+    with pytest.raises(ValueError, match="picker_workers"):
+        render(EnvoyOptions(pool=POOL, picker_workers=0))
+
+
+def test_response_ends_through_the_access_log_drop_the_observer_stream():
+    def shape(opts: EnvoyOptions) -> tuple[list[str], list[str]]:
+        hcm = render(opts)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return [f["name"] for f in hcm["http_filters"]], [log["name"] for log in hcm.get("access_log", [])]
+
+    filters, logs = shape(EnvoyOptions(pool=POOL, response_ends="access_log"))
+    assert "autonomic.response_observer" not in filters and "autonomic.response_observer_marker" in filters
+    assert logs == ["autonomic.response_ends"]
+    filters, logs = shape(EnvoyOptions(pool=POOL))
+    assert "autonomic.response_observer" in filters and logs == []
+    with pytest.raises(ValueError, match="access_log_flush_s"):
+        render(EnvoyOptions(pool=POOL, response_ends="access_log", access_log_flush_s=0))

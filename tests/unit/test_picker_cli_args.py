@@ -41,6 +41,8 @@ def test_explain_sub_action():
         ["--scrape-interval", "0"],
         ["--scrape-timeout", "nan"],
         ["--drain-seconds", "-1"],
+        ["--workers", "0"],
+        ["--workers", "two"],
         ["explain"],  # --prompt-file is required
     ],
 )
@@ -78,6 +80,9 @@ def test_bad_flags_exit_2(argv: list[str]):
             "plugins[0].type: unknown plugin type 'nope'",
         ),
         (["--endpoints", "a:1", "--config", "{tmp}/missing.yaml"], {}, "missing.yaml: No such file or directory"),
+        (["--endpoints", "a:1", "--workers", "2", "--peers", "b:9004"], {}, "--workers > 1 and --peers: not supported"),
+        # the supervisor checks what its workers would refuse before starting any
+        (["--endpoints", "a:1,b", "--workers", "2"], {}, "--endpoints[1].address: endpoint address must be host:port"),
     ],
 )
 def test_refusals_exit_2_with_the_path(

@@ -1,0 +1,207 @@
+"""`autonomic picker --workers 2` behind the real Envoy, in front of the fleet twin: both workers serve decisions (the
+per-worker counters of the pod's one /metrics), a worker killed with SIGKILL is started again while the other one
+carries every request, and SIGTERM to the supervisor stops every process with exit code 0. Conditions are waited
+for, never slept on; the timeouts only stop a hung test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+import pytest
+from envoy_fixture import fleet_addresses
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.envoy import LocalEnvoy
+from harness.netutil import free_port
+from harness.picker import PickerProcess
+from loadtests.soak.sampler import children
+from scorer.extproc.envoy_config import EnvoyOptions
+from sim.fleet.fleet import Fleet
+from sim.fleet.synth import prompt_text
+
+HUNG_S = 90.0  # only a guard against a hung test
+
+
+async def _until(check: Callable[[], Coroutine[Any, Any, bool]], what: str, seen: object = None) -> None:
+    async def poll() -> None:
+        while not await check():  # noqa: ASYNC110 (a condition of other processes)
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(poll(), HUNG_S)
+    except TimeoutError:
+        pytest.fail(f"never happened: {what} (last seen: {seen})")
+
+
+async def _by_worker(picker: PickerProcess, name: str) -> dict[str, float]:
+    """The sum of a series' samples per `worker` label (the supervisor's own series have none: key '')."""
+    totals: Counter[str] = Counter()
+    for family in text_string_to_metric_families(await picker.metrics_text()):
+        for s in family.samples:
+            if s.name == name:
+                totals[s.labels.get("worker", "")] += s.value
+    return dict(totals)
+
+
+class _Load:
+    """Closed-loop clients through Envoy, each request a new prompt; every outcome counted. `paused` holds them
+    between two requests (so a worker can be killed while none of their requests is inside the picker)."""
+
+    def __init__(self, url: str, model: str, clients: int):
+        self.url, self.model = url, model
+        self.outcomes: Counter[str] = Counter()
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self.idle = [asyncio.Event() for _ in range(clients)]
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._client(i)) for i in range(clients)]
+
+    async def _client(self, i: int) -> None:
+        n = 0
+        async with aiohttp.ClientSession() as http:
+            while not self._stop.is_set():
+                if not self.resumed.is_set():
+                    self.idle[i].set()
+                    await self.resumed.wait()
+                    self.idle[i].clear()
+                n += 1
+                body = {"model": self.model, "prompt": prompt_text([i, n], 256), "max_tokens": 4}
+                try:
+                    async with http.post(f"{self.url}/v1/completions", json=body) as resp:
+                        await resp.read()
+                        self.outcomes[str(resp.status)] += 1
+                except aiohttp.ClientError as exc:
+                    self.outcomes[type(exc).__name__] += 1
+
+    async def pause(self) -> None:
+        self.resumed.clear()
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self.idle)), HUNG_S)
+
+    def resume(self) -> None:
+        self.resumed.set()
+
+    async def stop(self) -> Counter[str]:
+        self._stop.set()
+        self.resume()
+        await asyncio.gather(*self._tasks)
+        return self.outcomes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("body_mode", "fail_open", "kill_between"),
+    [
+        # the shipped local config: the kill lands between requests (a decision in progress on the killed worker
+        # would fail closed in full duplex, as with replicas: docs/picker-envoy.md §8)
+        ("FULL_DUPLEX_STREAMED", False, True),
+        # the kill lands anywhere: a decision cut off by it fails open (Envoy's round robin)
+        ("BUFFERED", True, False),
+    ],
+)
+async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
+    fleet2: Fleet, body_mode: str, fail_open: bool, kill_between: bool
+):
+    picker = PickerProcess(fleet_addresses(fleet2), scrape_interval_s=0.2, extra_args=["--workers", "2"])
+    await picker.start()
+    try:
+        assert picker.ready_line.endswith("workers=2")
+        assert picker.pid is not None
+        workers = sorted(children(picker.pid))
+        assert len(workers) == 2
+        opts = EnvoyOptions(
+            listen_port=free_port(),
+            admin_port=free_port(),
+            picker_port=picker.port,
+            picker_readyz_port=picker.metrics_port,
+            pool=tuple(fleet_addresses(fleet2)),
+            body_mode=body_mode,  # type: ignore[arg-type]
+            failure_mode_allow=fail_open,
+            picker_workers=2,
+        )
+        async with LocalEnvoy(opts) as envoy:
+            load = _Load(envoy.url, fleet2.servers[0].model_name, clients=1 if kill_between else 4)
+            try:
+
+                async def both_decide() -> bool:
+                    decided = await _by_worker(picker, "autonomic_picker_decisions_total")
+                    return min(decided.get("0", 0), decided.get("1", 0)) >= 10
+
+                await _until(both_decide, "both workers serve decisions")
+                if kill_between:
+                    await load.pause()
+                closed = await _remote_closes(envoy)
+                os.kill(workers[0], signal.SIGKILL)
+                if kill_between:  # resumed once Envoy has seen the killed worker's connections close
+
+                    async def envoy_noticed() -> bool:
+                        return await _remote_closes(envoy) > closed
+
+                    await _until(envoy_noticed, "Envoy sees the killed worker's connections close")
+                load.resume()
+                before = sum((await _by_worker(picker, "autonomic_picker_decisions_total")).values())
+
+                seen: dict[str, Any] = {"before": before}
+
+                async def restarted_and_serving() -> bool:
+                    restarts = await _by_worker(picker, "autonomic_picker_worker_restarts_total")
+                    running = await _by_worker(picker, "autonomic_picker_workers_running")
+                    decided = await _by_worker(picker, "autonomic_picker_decisions_total")
+                    seen.update(restarts=restarts, running=running, decided=decided, outcomes=dict(load.outcomes))
+                    # the restarted worker starts its counters at 0: the total after the kill counts anew
+                    restarted = sum(restarts.values()) == 1  # labelled by the index of the worker started again
+                    return restarted and running == {"": 2.0} and sum(decided.values()) >= before + 50
+
+                await _until(restarted_and_serving, "the killed worker is started again, 50 more decisions", seen)
+            finally:
+                outcomes = await load.stop()
+            assert sum(outcomes.values()) > 0
+            assert outcomes == Counter({"200": sum(outcomes.values())}), outcomes
+            now = sorted(children(picker.pid))
+            assert len(now) == 2 and workers[0] not in now and workers[1] in now
+        code = await picker._child.stop() if picker._child else None
+        assert code == 0
+        await _until(lambda: _none_alive(now), "every worker exits with the supervisor")
+    finally:
+        await picker.stop()
+
+
+async def _remote_closes(envoy: LocalEnvoy) -> int:
+    """Connections to the picker that the picker's side closed, as Envoy counts them."""
+    text = await envoy.admin_get("/stats?filter=^cluster\\.picker\\.upstream_cx_destroy_remote$")
+    return sum(int(line.rpartition(": ")[2]) for line in text.splitlines() if line.strip())
+
+
+async def _none_alive(pids: list[int]) -> bool:
+    return not any(_alive(pid) for pid in pids)
+
+
+async def test_a_port_held_by_workers_is_refused_to_any_other_picker(fleet2: Fleet):
+    """The supervisor keeps the ports from unrelated processes: a plain picker and a second supervisor on the same
+    --port exit 1 without serving, and the workers' port keeps answering."""
+    pool = fleet_addresses(fleet2)
+    held = PickerProcess(pool, scrape_interval_s=0.2, extra_args=["--workers", "2"])
+    await held.start()
+    try:
+        for extra in ([], ["--workers", "2"]):
+            intruder = PickerProcess(pool, extra_args=extra)
+            intruder.port = held.port  # the same ext_proc port, its other ports its own
+            with pytest.raises(RuntimeError, match="exited with code 1"):
+                await intruder.start()
+            assert any("cannot serve" in line for line in intruder.output), intruder.output[-5:]
+        assert held.running
+        assert (await _by_worker(held, "autonomic_picker_workers_running")) == {"": 2.0}
+    finally:
+        await held.stop()
