@@ -35,20 +35,18 @@ class PeerArm:
         return self.binary == "smg"
 
 
-# smg 1.13.0 in front of vLLM HTTP workers. Warm-up off in every tuned arm: it diverts one cache hit in 8 (and a
-# quarter of the misses) to workers whose prefix tree is thin, for the first 60 s and whenever a tree falls under
-# half the median (docs/peers.md, "smg 1.13.0": why each flag).
+# smg 1.13.0 in front of vLLM HTTP workers: the flags of its best configurations found here, and of the candidates
+# measured against them (docs/peers.md, "smg 1.13.0: its best configuration", says why each flag).
 _SMG_NO_WARMUP = ("--worker-warmup-secs", "0", "--worker-warmup-divert-every", "0", "--worker-warmup-thin-ratio", "0")
+_SMG_FAST_POLL = ("--load-monitor-interval", "1")  # vLLM's /metrics every second, not every 10 s
 _SMG_NO_PROTECTION = ("--disable-worker-overload-protection",)
+_SMG_PREFIX_1024 = ("--prefix-token-count", "1024")  # 4,096 characters: past the trace's shared first block
 _SMG_SPILL = ("--balance-abs-threshold", "8", "--balance-rel-threshold", "1.25")
-
-_SMG_PREFIX_1024 = ("--prefix-token-count", "1024")
-_SMG_FAST_POLL = ("--load-monitor-interval", "1")
 _SMG_TIGHT_RING = ("--prefix-hash-load-factor", "1.1", "--prefix-hash-balance-abs-threshold", "4")
 
 PEERS: dict[str, PeerArm] = {
     "sglang-cache-aware": PeerArm("sglang", "smg", "cache_aware"),
-    "smg-cache-aware": PeerArm("smg", "smg", "cache_aware", _SMG_NO_WARMUP),
+    "smg-cache-aware": PeerArm("smg", "smg", "cache_aware", (*_SMG_NO_WARMUP, *_SMG_FAST_POLL)),
     "smg-prefix-hash": PeerArm("smg", "smg", "prefix_hash", (*_SMG_NO_WARMUP, *_SMG_NO_PROTECTION, *_SMG_PREFIX_1024)),
     "vllm-router-cache-aware": PeerArm("vllm", "vllm-router", "cache_aware"),
     "vllm-router-kv-aware": PeerArm("vllm", "vllm-router", "kv_aware"),
@@ -64,11 +62,11 @@ EXTRA_PEERS: dict[str, PeerArm] = {
     "smg-cache-aware-spill": PeerArm(
         "smg", "smg", "cache_aware", (*_SMG_NO_WARMUP, "--cache-threshold", "0.1", *_SMG_SPILL)
     ),
-    "smg-cache-aware-fastpoll": PeerArm("smg", "smg", "cache_aware", (*_SMG_NO_WARMUP, *_SMG_FAST_POLL)),
-    "smg-cache-aware-fastpoll-t01": PeerArm(
+    "smg-cache-aware-no-warmup": PeerArm("smg", "smg", "cache_aware", _SMG_NO_WARMUP),
+    "smg-cache-aware-t01-fast-poll": PeerArm(
         "smg", "smg", "cache_aware", (*_SMG_NO_WARMUP, *_SMG_FAST_POLL, "--cache-threshold", "0.1")
     ),
-    "smg-prefix-hash-fastpoll": PeerArm(
+    "smg-prefix-hash-protected-fast-poll": PeerArm(
         "smg", "smg", "prefix_hash", (*_SMG_NO_WARMUP, *_SMG_FAST_POLL, *_SMG_PREFIX_1024)
     ),
     "smg-prefix-hash-256": PeerArm("smg", "smg", "prefix_hash", (*_SMG_NO_WARMUP, *_SMG_NO_PROTECTION)),
