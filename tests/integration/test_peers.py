@@ -229,6 +229,9 @@ async def test_sglang_router_rejects_requests_without_model(fleet3: Fleet, tmp_p
 @needs_smg
 @pytest.mark.parametrize("arm", ["smg-cache-aware", "smg-prefix-hash"])
 async def test_smg(arm: str, fleet3: Fleet, tmp_path: Path) -> None:
+    """smg 1.13.0 with each benchmark arm's flags: concurrent requests all answered, a repeated long prompt kept on
+    the worker that served it first (cache_aware: its character tree; prefix_hash: the prompt's first 4,096
+    characters on its hash ring)."""
     port = free_port()
     await _run(smg_cmd(port, fleet3.urls, arm), fleet3, port, tmp_path, arm)
 
