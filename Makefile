@@ -53,7 +53,7 @@ helm: $(STAMP)
 descheduler:
 	nice -n 10 bash scripts/install-descheduler.sh .gopath
 
-# the peer routers (sglang-router, vllm-router), each in its own venv under .venv-peers/, the reference EPP
+# the peer routers (smg, sglang-router, vllm-router), each in its own venv under .venv-peers/, the reference EPP
 # (GIE v1.5.0, `go install` into .gopath-peers/bin; why that version: scripts/install-epp.sh), the upstream
 # descheduler (`make descheduler`) for the rebalance benchmark's `descheduler` arm, and llm-d's vLLM simulator for
 # the twin cross-check (scripts/install-inference-sim.sh: `go install`, refused by this machine's module proxy)

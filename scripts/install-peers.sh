@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the peer routers the routing benchmark compares against, each in its own virtual environment,
-# so their dependencies never meet ours: .venv-peers/sglang (sglang-router, CLI `smg`) and
-# .venv-peers/vllm (vllm-router). Idempotent: a venv that already holds the pinned version is left alone.
+# so their dependencies never meet ours: .venv-peers/smg (smg 1.13.0, the SGLang Model Gateway's own package,
+# CLI `smg`), .venv-peers/sglang (sglang-router 0.3.2, its predecessor, kept because it holds the peers' best hit
+# ratio; its CLI is also called `smg`, hence separate venvs) and .venv-peers/vllm (vllm-router). Idempotent: a venv that already holds the pinned version is left alone.
 # Then the reference endpoint picker (GIE EPP v1.5.0, a Go binary in .gopath-peers/bin) through
 # scripts/install-epp.sh, the upstream descheduler (sigs.k8s.io/descheduler, .gopath/bin/descheduler) through
 # scripts/install-descheduler.sh, for `autonomic bench rebalance --policies descheduler,...`, and llm-d's vLLM
@@ -29,6 +30,7 @@ install_peer() {  # name package version binary
     echo "installed $pkg $version into $dir"
 }
 
+install_peer smg smg 1.13.0 smg
 install_peer sglang sglang-router 0.3.2 smg
 install_peer vllm vllm-router 0.1.17 vllm-router
 

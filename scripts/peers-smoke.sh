@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # By-hand demonstration that the real peers accept the twin: starts a 3-server fleet (`autonomic fleet`),
-# puts sglang-router and then vllm-router (cache_aware, then kv_aware on the twin's KV events) in front of it,
+# puts smg 1.13.0 (cache_aware, its best configuration here: docs/peers.md), sglang-router 0.3.2 and then vllm-router
+# (cache_aware, then kv_aware on the twin's KV events) in front of it,
 # sends a few completions through each and prints which server answered. Everything binds 127.0.0.1 and
 # every process started here is stopped on exit. Needs `make setup` and `make peers`.
 set -euo pipefail
@@ -67,7 +68,13 @@ drive() {  # name
 
 stop_last() { local pid="${pids[-1]}"; kill -TERM -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; unset 'pids[-1]'; }
 
-echo "sglang-router (smg launch, cache_aware)"
+echo "smg 1.13.0 (smg launch, cache_aware)"
+start smg .venv-peers/smg/bin/smg launch --host 127.0.0.1 --port "$ROUTER_PORT" \
+    --prometheus-host 127.0.0.1 --prometheus-port "$METRICS_PORT" --policy cache_aware --load-monitor-interval 1 \
+    --worker-warmup-secs 0 --worker-warmup-divert-every 0 --worker-warmup-thin-ratio 0 --worker-urls "${workers[@]}"
+drive smg; stop_last
+
+echo "sglang-router 0.3.2 (smg launch, cache_aware)"
 start sglang .venv-peers/sglang/bin/smg launch --host 127.0.0.1 --port "$ROUTER_PORT" \
     --prometheus-host 127.0.0.1 --prometheus-port "$METRICS_PORT" --policy cache_aware --worker-urls "${workers[@]}"
 drive sglang; stop_last

@@ -30,7 +30,7 @@ from loadtests.routing.epp import missing_reason as epp_missing_reason
 from loadtests.routing.extproc_log import phase_summary
 from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
-from loadtests.routing.peers import PEERS, PeerError, PeerRouter, missing_reason, peer_command
+from loadtests.routing.peers import PeerError, PeerRouter, is_peer, missing_reason, peer_command
 from loadtests.routing.replay import ReplayRecord, replay
 from loadtests.routing.replicas import kill_halfway, profile_name, replica_arm, replica_events, routed_decisions
 from loadtests.soak.sampler import cpu_seconds
@@ -84,7 +84,7 @@ async def _start_router(
     pool = [u.removeprefix("http://") for u in fleet.urls]
     started: list[Any] = []
     try:
-        if name in PEERS:
+        if is_peer(name):
             cmd = peer_command(
                 name, free_port(), fleet.urls, model=model, block_size=block_size, kv_endpoints=fleet.kv_endpoints
             )
@@ -282,7 +282,7 @@ async def bench(args: argparse.Namespace, routers: list[str]) -> dict[str, Any]:
     summaries: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     for name in routers:
-        reason = missing_reason(name) if name in PEERS else epp_missing_reason(name) if name in EPP_ARMS else None
+        reason = missing_reason(name) if is_peer(name) else epp_missing_reason(name) if name in EPP_ARMS else None
         if reason:
             skipped[name] = reason
             print(f"[bench routing] {name}: skipped ({reason})", flush=True)

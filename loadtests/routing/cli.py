@@ -32,7 +32,7 @@ from pathlib import Path
 
 from loadtests.entry import module_main
 from loadtests.routing.epp import EPP_ARMS
-from loadtests.routing.peers import PEERS
+from loadtests.routing.peers import EXTRA_PEERS, PEERS
 from loadtests.routing.replicas import REPLICA_ARMS, profile_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,9 +49,10 @@ def shipped_profiles() -> dict[str, Path]:
 
 # on request only (not in 'all'): the shipped default profile with the whole response through the picker
 # (EnvoyOptions.observe_response_body), as the local config did before the response observer and as gateways that
-# cannot add an observability-mode filter run it: the cost of relaying every response chunk, same run
+# cannot add an observability-mode filter run it: the cost of relaying every response chunk, same run; and peer arms
+# kept for reference (smg 1.13.0 with its defaults)
 RESPONSE_BODY_SUFFIX = "-response-body"
-EXTRA_ROUTERS = ("picker-default" + RESPONSE_BODY_SUFFIX, *REPLICA_ARMS)
+EXTRA_ROUTERS = ("picker-default" + RESPONSE_BODY_SUFFIX, *REPLICA_ARMS, *EXTRA_PEERS)
 
 
 def all_routers() -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from autonomic.cli import main as autonomic_main
-from loadtests.routing.cli import DEFAULT_TRACE
+from loadtests.routing.cli import DEFAULT_TRACE, all_routers
 from loadtests.routing.epp import missing_reason as epp_missing_reason
 from loadtests.routing.peers import missing_reason
 
@@ -109,6 +109,18 @@ def test_bench_routing_short_run(tmp_path: Path) -> None:
 @pytest.mark.skipif(missing_reason("vllm-router-kv-aware") is not None, reason="vllm-router not installed")
 def test_bench_routing_short_run_with_peers(tmp_path: Path) -> None:
     peers = ["sglang-cache-aware", "vllm-router-cache-aware", "vllm-router-kv-aware"]
+    code, results, report, out = routing(tmp_path, ",".join(peers))
+    assert code == 0, report
+    check_routing_report(results, report, out, peers)
+
+
+@pytest.mark.peers
+@pytest.mark.skipif(missing_reason("smg-cache-aware") is not None, reason=str(missing_reason("smg-cache-aware")))
+def test_bench_routing_short_run_with_smg(tmp_path: Path) -> None:
+    """smg 1.13.0's arms, `--routers all` includes both, and its defaults arm is selectable by name."""
+    peers = ["smg-cache-aware", "smg-prefix-hash", "smg-cache-aware-defaults"]
+    assert {"smg-cache-aware", "smg-prefix-hash"} <= set(all_routers())
+    assert "smg-cache-aware-defaults" not in all_routers()
     code, results, report, out = routing(tmp_path, ",".join(peers))
     assert code == 0, report
     check_routing_report(results, report, out, peers)

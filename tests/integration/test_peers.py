@@ -1,4 +1,4 @@
-"""The real peer routers (sglang-router, vllm-router) in front of a 3-server twin fleet.
+"""The real peer routers (smg, sglang-router, vllm-router) in front of a 3-server twin fleet.
 
 Why it exists: the routing benchmark compares our picker with these peers, which is only fair if each peer
 accepts the twin as it would real engines: registration probes answered, requests with the `model` field
@@ -23,12 +23,14 @@ import aiohttp
 import pytest
 
 from harness.netutil import find_base_port, free_port
+from loadtests.routing.peers import PEERS
 from sim.fleet.fleet import KV_OFFSET, Fleet
 from sim.fleet.profile import load_profile
 
 pytestmark = pytest.mark.peers
 
 REPO = Path(__file__).resolve().parents[2]
+SMG_BIN = REPO / ".venv-peers" / "smg" / "bin" / "smg"
 SGLANG_BIN = REPO / ".venv-peers" / "sglang" / "bin" / "smg"
 VLLM_BIN = REPO / ".venv-peers" / "vllm" / "bin" / "vllm-router"
 READY_TIMEOUT_S = 60.0
@@ -37,6 +39,7 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
 needs_sglang = pytest.mark.skipif(
     not SGLANG_BIN.exists(), reason=f"sglang-router not installed ({SGLANG_BIN} missing): run `make peers`"
 )
+needs_smg = pytest.mark.skipif(not SMG_BIN.exists(), reason=f"smg not installed ({SMG_BIN} missing): run `make peers`")
 needs_vllm = pytest.mark.skipif(
     not VLLM_BIN.exists(), reason=f"vllm-router not installed ({VLLM_BIN} missing): run `make peers`"
 )
@@ -71,6 +74,14 @@ def sglang_cmd(port: int, workers: list[str], policy: str = "cache_aware") -> li
         "--worker-urls",
         *workers,
     ]
+
+
+def smg_cmd(port: int, workers: list[str], arm: str, extra: list[str] | None = None) -> list[str]:
+    """smg 1.13 with the flags of benchmark arm `arm` (loadtests/routing/peers.py), so the test runs what we measure."""
+    spec = PEERS[arm]
+    cmd = [str(SMG_BIN), "launch", "--host", "127.0.0.1", "--port", str(port), "--prometheus-host", "127.0.0.1"]
+    cmd += ["--prometheus-port", str(free_port()), "--policy", spec.policy, *spec.flags, *(extra or [])]
+    return [*cmd, "--worker-urls", *workers]
 
 
 def vllm_cmd(port: int, workers: list[str], policy: str = "cache_aware", extra: list[str] | None = None) -> list[str]:
@@ -213,6 +224,60 @@ async def test_sglang_router_rejects_requests_without_model(fleet3: Fleet, tmp_p
         await wait_ready(s, url, fleet3.servers[0].model_name, proc, log)
         async with s.post(f"{url}/v1/completions", json={"prompt": "no model", "max_tokens": 4}) as r:
             assert r.status == 422
+
+
+@needs_smg
+@pytest.mark.parametrize("arm", ["smg-cache-aware", "smg-prefix-hash"])
+async def test_smg(arm: str, fleet3: Fleet, tmp_path: Path) -> None:
+    """smg 1.13.0 with each benchmark arm's flags: concurrent requests all answered, a repeated long prompt kept on
+    the worker that served it first (cache_aware: its character tree; prefix_hash: the prompt's first 4,096
+    characters on its hash ring)."""
+    port = free_port()
+    await _run(smg_cmd(port, fleet3.urls, arm), fleet3, port, tmp_path, arm)
+
+
+async def smg_json(session: aiohttp.ClientSession, url: str, path: str) -> dict[str, Any]:
+    async with session.get(f"{url}{path}") as r:
+        assert r.status == 200, await r.text()
+        data: dict[str, Any] = await r.json()
+    return data
+
+
+@needs_smg
+async def test_smg_registers_the_twin_as_vllm_and_reads_its_load(fleet3: Fleet, tmp_path: Path) -> None:
+    """smg classifies a worker by `/v1/models` (`owned_by: vllm`), asks `/v1/loads` (404 on vLLM, as on the twin)
+    and then reads the load from vLLM's `/metrics` gauges: a request held running on server 0 shows in its
+    `/get_loads`. Without `vllm:kv_cache_usage_perc` it would report no load at all."""
+    port = free_port()
+    log = tmp_path / "smg-load.log"
+    url = f"http://127.0.0.1:{port}"
+    model, workers = fleet3.servers[0].model_name, fleet3.urls
+    cmd = smg_cmd(port, workers, "smg-cache-aware", ["--load-monitor-interval", "1"])
+    async with peer(cmd, log) as proc, aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+        await wait_ready(session, url, model, proc, log)
+        registered = {w["url"]: w for w in (await smg_json(session, url, "/workers"))["workers"]}
+        assert set(registered) == set(workers), registered
+        for w in registered.values():
+            assert (w["runtime_type"], w["connection_mode"], w["model_id"]) == ("vllm", "http", model), w
+            assert w["models"][0]["context_length"] == fleet3.servers[0].profile.max_model_len, w
+        async with session.post(f"{fleet3.control_url}/servers/0/fault", json={"mode": "slow", "factor": 200}) as r:
+            assert r.status == 200
+        body = completion_body(model, long_prompt(3), max_tokens=4000)
+        held = asyncio.create_task(complete(session, workers[0], body))  # straight to server 0, kept running
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while True:
+                loads = {x["worker"]: x for x in (await smg_json(session, url, "/get_loads"))["loads"]}
+                if loads.get(workers[0], {}).get("num_running_reqs", 0) >= 1:  # a worker polled late is absent
+                    break
+                assert time.monotonic() < deadline, f"smg never saw server 0 busy: {loads}\n{_tail(log)}"
+                await asyncio.sleep(0.2)
+            assert loads[workers[0]]["token_usage"] > 0.0, loads
+            assert all(loads.get(w, {}).get("num_running_reqs", 0) == 0 for w in workers[1:]), loads
+        finally:
+            held.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await held
 
 
 @needs_vllm
