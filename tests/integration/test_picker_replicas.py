@@ -8,14 +8,14 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import grpc
 import pytest
 from envoy_fixture import fleet_addresses
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import until
 
 from harness.envoy import LocalEnvoy
 from harness.netutil import free_port
@@ -36,17 +36,6 @@ async def _metric(picker: PickerProcess, name: str) -> float:
 
 async def _routed(picker: PickerProcess) -> float:
     return await _metric(picker, "autonomic_picker_decisions_total")
-
-
-async def _until(check: Callable[[], Coroutine[Any, Any, bool]], what: str) -> None:
-    async def poll() -> None:
-        while not await check():  # noqa: ASYNC110 (a condition of other processes)
-            await asyncio.sleep(0.05)
-
-    try:
-        await asyncio.wait_for(poll(), HUNG_S)
-    except TimeoutError:
-        pytest.fail(f"never happened: {what}")
 
 
 @contextlib.asynccontextmanager
@@ -79,7 +68,7 @@ async def test_each_replica_learns_what_the_other_routed_and_hears_its_end(fleet
             in_flight = {e.endpoint: e.load.in_flight for e in seen.endpoints}
             return prefix[picked.endpoint] == 1.0 and in_flight[picked.endpoint] == 1
 
-        await _until(b_knows, "replica B learns A's decision (prefix blocks and in-flight charge)")
+        await until(b_knows, "replica B learns A's decision (prefix blocks and in-flight charge)")
         explained = await pb_grpc.PickerStub(to_b).Explain(pb.PickRequest(body=body))
         assert {e.endpoint: e.scores["prefix-cache-scorer"] for e in explained.endpoints} == {
             x: (1.0 if x == picked.endpoint else 0.0) for x in addresses
@@ -92,7 +81,7 @@ async def test_each_replica_learns_what_the_other_routed_and_hears_its_end(fleet
         async def a_released() -> bool:
             return await _metric(a, "autonomic_picker_in_flight_requests") == 0
 
-        await _until(a_released, "replica A releases the charge on B's report of the end")
+        await until(a_released, "replica A releases the charge on B's report of the end")
         assert await _metric(b, "autonomic_picker_in_flight_requests") == 0
         assert await _metric(a, "autonomic_picker_replica_events_total") > 0
 
@@ -152,7 +141,7 @@ async def test_losing_a_replica_mid_run_loses_no_request(fleet2: Fleet, how: str
                 async def both_route() -> bool:
                     return min(await _routed(a), await _routed(b)) >= 10
 
-                await _until(both_route, "both replicas route requests")
+                await until(both_route, "both replicas route requests")
                 await (a.kill() if how == "kill" else a.stop())
                 assert not a.running
                 after = await _routed(b)
@@ -160,7 +149,7 @@ async def test_losing_a_replica_mid_run_loses_no_request(fleet2: Fleet, how: str
                 async def survivor_carries_on() -> bool:
                     return await _routed(b) >= after + 50
 
-                await _until(survivor_carries_on, "the survivor routes 50 more requests")
+                await until(survivor_carries_on, "the survivor routes 50 more requests")
             finally:
                 outcomes = await load.stop()
             assert sum(outcomes.values()) > 0

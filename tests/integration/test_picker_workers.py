@@ -9,13 +9,13 @@ import asyncio
 import os
 import signal
 from collections import Counter
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
 import pytest
 from envoy_fixture import fleet_addresses
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import until
 
 from harness.envoy import LocalEnvoy
 from harness.netutil import free_port
@@ -28,25 +28,15 @@ from sim.fleet.synth import prompt_text
 HUNG_S = 90.0  # only a guard against a hung test
 
 
-async def _until(check: Callable[[], Coroutine[Any, Any, bool]], what: str, seen: object = None) -> None:
-    async def poll() -> None:
-        while not await check():  # noqa: ASYNC110 (a condition of other processes)
-            await asyncio.sleep(0.05)
-
-    try:
-        await asyncio.wait_for(poll(), HUNG_S)
-    except TimeoutError:
-        pytest.fail(f"never happened: {what} (last seen: {seen})")
-
-
 async def _by_worker(picker: PickerProcess, name: str) -> dict[str, float]:
     """The sum of a series' samples per `worker` label (the supervisor's own series have none: key '')."""
-    totals: Counter[str] = Counter()
+    totals: dict[str, float] = {}
     for family in text_string_to_metric_families(await picker.metrics_text()):
         for s in family.samples:
             if s.name == name:
-                totals[s.labels.get("worker", "")] += s.value
-    return dict(totals)
+                worker = s.labels.get("worker", "")
+                totals[worker] = totals.get(worker, 0.0) + s.value
+    return totals
 
 
 class _Load:
@@ -139,7 +129,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
                     decided = await _by_worker(picker, "autonomic_picker_decisions_total")
                     return min(decided.get("0", 0), decided.get("1", 0)) >= 10
 
-                await _until(both_decide, "both workers serve decisions")
+                await until(both_decide, "both workers serve decisions")
                 if kill_between:
                     await load.pause()
                 closed = await _remote_closes(envoy)
@@ -149,7 +139,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
                     async def envoy_noticed() -> bool:
                         return await _remote_closes(envoy) > closed
 
-                    await _until(envoy_noticed, "Envoy sees the killed worker's connections close")
+                    await until(envoy_noticed, "Envoy sees the killed worker's connections close")
                 load.resume()
                 before = sum((await _by_worker(picker, "autonomic_picker_decisions_total")).values())
 
@@ -164,7 +154,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
                     restarted = sum(restarts.values()) == 1  # labelled by the index of the worker started again
                     return restarted and running == {"": 2.0} and sum(decided.values()) >= before + 50
 
-                await _until(restarted_and_serving, "the killed worker is started again, 50 more decisions", seen)
+                await until(restarted_and_serving, "the killed worker is started again, 50 more decisions", seen)
             finally:
                 outcomes = await load.stop()
             assert sum(outcomes.values()) > 0
@@ -173,7 +163,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
             assert len(now) == 2 and workers[0] not in now and workers[1] in now
         code = await picker._child.stop() if picker._child else None
         assert code == 0
-        await _until(lambda: _none_alive(now), "every worker exits with the supervisor")
+        await until(lambda: _none_alive(now), "every worker exits with the supervisor")
     finally:
         await picker.stop()
 
