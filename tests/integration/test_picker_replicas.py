@@ -10,9 +10,9 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 
-import aiohttp
 import grpc
 import pytest
+from closed_loop import ClosedLoop
 from envoy_fixture import fleet_addresses
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import until
@@ -25,8 +25,6 @@ from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.fleet import Fleet
 from sim.fleet.synth import prompt_text
-
-HUNG_S = 60.0  # only a guard against a hung test
 
 
 async def _metric(picker: PickerProcess, name: str) -> float:
@@ -86,34 +84,6 @@ async def test_each_replica_learns_what_the_other_routed_and_hears_its_end(fleet
         assert await _metric(a, "autonomic_picker_replica_events_total") > 0
 
 
-class _Load:
-    """Closed-loop clients through Envoy, each request a new prompt; counts every outcome."""
-
-    def __init__(self, url: str, model: str, clients: int = 4):
-        self.url, self.model = url, model
-        self.outcomes: Counter[str] = Counter()
-        self._stop = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._client(i)) for i in range(clients)]
-
-    async def _client(self, i: int) -> None:
-        n = 0
-        async with aiohttp.ClientSession() as http:
-            while not self._stop.is_set():
-                n += 1
-                body = {"model": self.model, "prompt": prompt_text([i, n], 256), "max_tokens": 4}
-                try:
-                    async with http.post(f"{self.url}/v1/completions", json=body) as resp:
-                        await resp.read()
-                        self.outcomes[str(resp.status)] += 1
-                except aiohttp.ClientError as exc:
-                    self.outcomes[type(exc).__name__] += 1
-
-    async def stop(self) -> Counter[str]:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-        return self.outcomes
-
-
 @pytest.mark.parametrize(
     ("how", "body_mode", "fail_open"),
     [
@@ -135,7 +105,7 @@ async def test_losing_a_replica_mid_run_loses_no_request(fleet2: Fleet, how: str
             failure_mode_allow=fail_open,
         )
         async with LocalEnvoy(opts) as envoy:
-            load = _Load(envoy.url, fleet2.servers[0].model_name)
+            load = ClosedLoop(envoy.url, fleet2.servers[0].model_name)
             try:
 
                 async def both_route() -> bool:

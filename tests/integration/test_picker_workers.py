@@ -5,14 +5,13 @@ for, never slept on; the timeouts only stop a hung test."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections import Counter
 from typing import Any
 
-import aiohttp
 import pytest
+from closed_loop import ClosedLoop
 from envoy_fixture import fleet_addresses
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import until
@@ -23,9 +22,6 @@ from harness.picker import PickerProcess
 from loadtests.soak.sampler import children
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.fleet import Fleet
-from sim.fleet.synth import prompt_text
-
-HUNG_S = 90.0  # only a guard against a hung test
 
 
 async def _by_worker(picker: PickerProcess, name: str) -> dict[str, float]:
@@ -37,50 +33,6 @@ async def _by_worker(picker: PickerProcess, name: str) -> dict[str, float]:
                 worker = s.labels.get("worker", "")
                 totals[worker] = totals.get(worker, 0.0) + s.value
     return totals
-
-
-class _Load:
-    """Closed-loop clients through Envoy, each request a new prompt; every outcome counted. `paused` holds them
-    between two requests (so a worker can be killed while none of their requests is inside the picker)."""
-
-    def __init__(self, url: str, model: str, clients: int):
-        self.url, self.model = url, model
-        self.outcomes: Counter[str] = Counter()
-        self.resumed = asyncio.Event()
-        self.resumed.set()
-        self.idle = [asyncio.Event() for _ in range(clients)]
-        self._stop = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._client(i)) for i in range(clients)]
-
-    async def _client(self, i: int) -> None:
-        n = 0
-        async with aiohttp.ClientSession() as http:
-            while not self._stop.is_set():
-                if not self.resumed.is_set():
-                    self.idle[i].set()
-                    await self.resumed.wait()
-                    self.idle[i].clear()
-                n += 1
-                body = {"model": self.model, "prompt": prompt_text([i, n], 256), "max_tokens": 4}
-                try:
-                    async with http.post(f"{self.url}/v1/completions", json=body) as resp:
-                        await resp.read()
-                        self.outcomes[str(resp.status)] += 1
-                except aiohttp.ClientError as exc:
-                    self.outcomes[type(exc).__name__] += 1
-
-    async def pause(self) -> None:
-        self.resumed.clear()
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self.idle)), HUNG_S)
-
-    def resume(self) -> None:
-        self.resumed.set()
-
-    async def stop(self) -> Counter[str]:
-        self._stop.set()
-        self.resume()
-        await asyncio.gather(*self._tasks)
-        return self.outcomes
 
 
 def _alive(pid: int) -> bool:
@@ -122,7 +74,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
             picker_workers=2,
         )
         async with LocalEnvoy(opts) as envoy:
-            load = _Load(envoy.url, fleet2.servers[0].model_name, clients=1 if kill_between else 4)
+            load = ClosedLoop(envoy.url, fleet2.servers[0].model_name, clients=1 if kill_between else 4)
             try:
 
                 async def both_decide() -> bool:
