@@ -41,9 +41,11 @@ KV_USAGE = "vllm:kv_cache_usage_perc"
 KV_USAGE_LEGACY = "vllm:gpu_cache_usage_perc"  # vLLM <= 0.10 (hidden in 0.11, gone in 0.13)
 LORA_INFO = "vllm:lora_requests_info"
 CACHE_CONFIG = "vllm:cache_config_info"
-PROMPT_TOKENS = "vllm:prompt_tokens_total"  # a counter: its TYPE line names the family without `_total`
+PROMPT_TOKENS = "vllm:prompt_tokens_total"
 SERIES = (WAITING, RUNNING, KV_USAGE, KV_USAGE_LEGACY, LORA_INFO, CACHE_CONFIG, PROMPT_TOKENS)
-_TYPE_PREFIXES = (*(f"# TYPE {name} " for name in SERIES[:-1]), "# TYPE vllm:prompt_tokens counter")
+# the metric families of those series: a counter's TYPE line names its family without `_total`
+_FAMILIES = tuple(name.removesuffix("_total") for name in SERIES)
+_TYPE_PREFIXES = tuple(f"# TYPE {family} " for family in _FAMILIES)
 MAX_TOKENS = 2.0**53  # a counter beyond this has lost integer precision in a float: no real server counts that far
 MAX_COUNT = 2**31 - 1  # a queue, a block count or a block size beyond this is no real server's
 
