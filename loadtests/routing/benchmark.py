@@ -198,7 +198,7 @@ async def run_router(
         for thing in reversed(stack):
             await thing.stop()
         await fleet.stop()
-    if name.startswith("picker-") or name in EPP_ARMS:  # Envoy has flushed its access log on stop
+    if extproc_log(args.out, name).exists():  # an Envoy-fronted arm; Envoy has flushed its access log on stop
         summary["extproc_phases"] = phase_summary(extproc_log(args.out, name))
     return summary
 
@@ -250,15 +250,18 @@ def report_table(oracle: float, pooled: float, summaries: dict[str, dict[str, An
 
 
 def phases_table(phases: dict[str, dict[str, Any]]) -> Table:
-    headers = ["router", "requests", "request path wait p50 ms", "response headers wait p50 ms"]
-    headers += ["wait per response chunk p50 ms", "response chunks p50", "picker CPU s"]
-    table = Table("Where the picker's time goes (Envoy's ext_proc account)", headers)
+    headers = ["router", "routed p50 ms", "ext_proc streams", "request path wait p50 ms"]
+    headers += ["response headers wait p50 ms", "wait per response chunk p50 ms", "response chunks p50", "picker CPU s"]
+    table = Table("Where the router's time goes (Envoy's account)", headers)
     for name, p in phases.items():
-        row = [name, str(p["requests"]), fmt(p["request_wait_ms"], ".2f"), fmt(p["response_headers_wait_ms"], ".2f")]
+        row = [name, fmt(p.get("routed_ms"), ".2f"), str(p["requests"]), fmt(p["request_wait_ms"], ".2f")]
+        row += [fmt(p["response_headers_wait_ms"], ".2f")]
         row += [fmt(p["response_chunk_wait_ms"], ".2f"), fmt(p["response_chunks"], "g"), fmt(p.get("cpu_s"), ".1f")]
         table.rows.append(row)
     table.notes = [
-        "From Envoy's access log (ExtProcLoggingInfo), successful requests. Request path: from the request headers",
+        "From Envoy's access log, successful requests of the arms Envoy fronts. Routed: from the request's first byte",
+        "at Envoy to Envoy sending it upstream (the whole decision, the picker's inbound hop included; ~0 for Envoy's",
+        "own load balancers). The rest from ExtProcLoggingInfo. Request path: from the request headers",
         "sent to the picker to its answer, held until the whole body arrived and the decision was made. The response",
         "headers and every response body chunk then wait for the picker again; the first chunk is the first token.",
         "Picker CPU: user + system seconds of the picker process over its life (start-up and idle scrapes included).",

@@ -1,11 +1,14 @@
-"""Where the picker's time goes, as Envoy saw it: per-phase waits of every ext_proc stream, from Envoy's access log.
+"""Where the router's time goes, as Envoy saw it: per-phase waits of every ext_proc stream, from Envoy's access log.
 
 Why it exists: "router overhead" (client TTFT minus the model server's own TTFT) says how much the hop costs, not
 where. Envoy records per request how long each ext_proc phase waited for the picker (`ExtProcLoggingInfo`, written
 by `EnvoyOptions.extproc_log_path` as JSON lines). In FULL_DUPLEX_STREAMED mode the request headers' answer is held
 until the whole body has arrived and the decision is made, so `request_header_latency_us` is the request path's
 wait; the response headers and every response body chunk then wait for the picker again, and the first chunk of
-a streamed answer is the first token.
+a streamed answer is the first token. Every Envoy-fronted arm (also Envoy's own load balancers, without ext_proc)
+also logs `routed_us`: from the request's first byte at Envoy to Envoy sending it upstream, the whole routing
+decision as the request lived it, including the picker's inbound hop, which `request_header_latency_us` also covers
+but which the picker's own timers cannot see.
 """
 
 from __future__ import annotations
@@ -26,26 +29,33 @@ PHASES = {  # figure -> how to read it from one request's ext_proc fields (micro
 }
 
 
-def read_entries(path: Path) -> list[dict[str, Any]]:
-    """The `ext_proc` objects of the successful requests in an Envoy JSON access log (other lines are skipped)."""
-    entries: list[dict[str, Any]] = []
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The successful requests' lines of an Envoy JSON access log (other lines are skipped)."""
+    rows: list[dict[str, Any]] = []
     if not path.exists():
-        return entries
+        return rows
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        ext = row.get("ext_proc") if isinstance(row, dict) else None
-        if isinstance(ext, dict) and str(row.get("status")) == "200":
-            entries.append(ext)
-    return entries
+        if isinstance(row, dict) and str(row.get("status")) == "200":
+            rows.append(row)
+    return rows
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """The `ext_proc` objects of the successful requests that had an ext_proc stream."""
+    return [row["ext_proc"] for row in read_rows(path) if isinstance(row.get("ext_proc"), dict)]
 
 
 def phase_summary(path: Path) -> dict[str, float | int | None]:
-    """p50 per phase in ms over the successful requests, their count, and the p50 response chunks per request."""
-    entries = read_entries(path)
-    out: dict[str, float | int | None] = {"requests": len(entries)}
+    """p50 per phase in ms over the successful requests, their count, the p50 response chunks per request, and the
+    p50 time to being routed (`routed_ms`, every successful request, with or without an ext_proc stream)."""
+    rows = read_rows(path)
+    entries = [row["ext_proc"] for row in rows if isinstance(row.get("ext_proc"), dict)]
+    routed = [row["routed_us"] / 1e3 for row in rows if isinstance(row.get("routed_us"), int | float)]
+    out: dict[str, float | int | None] = {"requests": len(entries), "routed_ms": median(routed) if routed else None}
     for name, read in PHASES.items():
         values = [v / 1e3 for v in (read(e) for e in entries) if isinstance(v, int | float)]
         out[name] = median(values) if values else None

@@ -71,7 +71,8 @@ class EnvoyOptions:
     response_ends: Literal["ext_proc", "access_log"] = "ext_proc"
     access_log_flush_s: float = 0.01
     # a JSON line per request with Envoy's own account of the ext_proc stream (per phase: latency waiting for the
-    # picker, calls, gRPC status; `ExtProcLoggingInfo`) keyed by x-request-id: where the picker's time goes
+    # picker, calls, gRPC status; `ExtProcLoggingInfo`) keyed by x-request-id, and how long the request took from its
+    # first byte to being sent upstream (also without a picker): where the router's time goes
     extproc_log_path: str | None = None
     # ext_proc over TLS (the in-cluster picker serves TLS): without a CA the picker's certificate is not verified,
     # as GIE's gateways do with the EPP's self-signed one; a picker_host that is not an IP is resolved (STRICT_DNS)
@@ -425,12 +426,14 @@ def render(opts: EnvoyOptions) -> dict[str, Any]:
         fmt = {"text_format_source": {"inline_string": line + "%DYNAMIC_METADATA(envoy.lb)%\n"}}
         stderr = _typed("envoy.access_loggers.stderr", "access_loggers.stream.v3.StderrAccessLog", log_format=fmt)
         hcm["access_log"] = [stderr]
-    if opts.extproc_log_path and opts.picker_port is not None:
+    if opts.extproc_log_path:
         fields = {
             "request_id": "%REQ(X-REQUEST-ID)%",
             "status": "%RESPONSE_CODE%",
             "duration_ms": "%DURATION%",
             "ext_proc": "%FILTER_STATE(envoy.filters.http.ext_proc:TYPED)%",
+            # from the request's first byte to Envoy sending it upstream: the whole routing decision, any router
+            "routed_us": "%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%",
         }
         file_log = _typed(
             "envoy.access_loggers.file",

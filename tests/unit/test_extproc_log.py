@@ -40,3 +40,18 @@ def test_phases_are_medians_over_successful_requests(tmp_path: Path):
 def test_a_missing_log_gives_no_figures(tmp_path: Path):
     summary = phase_summary(tmp_path / "absent.jsonl")
     assert summary["requests"] == 0 and summary["request_wait_ms"] is None
+
+
+def test_routed_time_is_read_with_or_without_an_ext_proc_stream(tmp_path: Path):
+    log = tmp_path / "extproc.jsonl"
+    rows = [
+        json.dumps({"status": 200, "ext_proc": "-", "routed_us": 100}),  # Envoy's own load balancer
+        json.dumps({"status": 200, "ext_proc": {"request_header_latency_us": 5000}, "routed_us": 7000}),
+        json.dumps({"status": 200, "ext_proc": "-", "routed_us": 300}),
+        json.dumps({"status": 200, "ext_proc": "-", "routed_us": "-"}),  # never sent upstream
+        json.dumps({"status": 503, "ext_proc": "-", "routed_us": 90_000}),  # failed: not a figure
+    ]
+    log.write_text("\n".join(rows) + "\n")
+    summary = phase_summary(log)
+    assert summary["routed_ms"] == pytest.approx(0.3)  # median of 0.1, 7 and 0.3 ms
+    assert summary["requests"] == 1 and summary["request_wait_ms"] == pytest.approx(5.0)
