@@ -64,15 +64,18 @@ async def receive(stream: Stream[Any, Any], limit: int) -> bytes | None:
     grpclib 0.4.9 has no public way to read the raw bytes: `Stream._stream` is its HTTP/2 stream.
     """
     h2_stream: H2Stream = stream._stream
-    prefix = await h2_stream.recv_data(_PREFIX.size)
-    if not prefix:
-        return None
-    compressed, length = _PREFIX.unpack(prefix)
-    if compressed:
-        raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not supported")
-    if length > limit:
-        raise GRPCError(Status.RESOURCE_EXHAUSTED, f"message of {length} bytes is over the limit of {limit}")
-    return await h2_stream.recv_data(length)
+    try:
+        prefix = await h2_stream.recv_data(_PREFIX.size)
+        if not prefix:
+            return None
+        compressed, length = _PREFIX.unpack(prefix)
+        if compressed:
+            raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not supported")
+        if length > limit:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, f"message of {length} bytes is over the limit of {limit}")
+        return await h2_stream.recv_data(length)
+    except AssertionError:  # grpclib's buffer: the client ended its side inside a message
+        raise GRPCError(Status.INTERNAL, "the stream ended inside a message") from None
 
 
 async def receive_one(stream: Stream[Any, Any], kind: type[M], limit: int = DEFAULT_MAX_MESSAGE) -> M:
