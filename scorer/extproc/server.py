@@ -122,9 +122,9 @@ class ExtProcServicer:
                     log.exception("ext_proc stream failed", extra={"request_id": exchange.request_id})
                     if exchange.targets or exchange.closed:  # answered already: end the call
                         return
+                    # still unanswered: do not leave the client hanging
                     answers = [immediate_response(500, "the endpoint picker failed", reason="picker_error")]
-                    exchange.rejected = 500  # still unanswered: do not leave the client hanging
-                    exchange.closed = True
+                    exchange.rejected, exchange.closed = 500, True
                 for answer in answers:
                     await stream.send_message(answer)
             answered = True
