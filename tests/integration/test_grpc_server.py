@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -14,6 +16,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import ResponseReceived, TrailersReceived
 from waiting import until
 
 from scorer.extproc.roundrobin import RoundRobinBackend
@@ -221,3 +226,30 @@ async def test_health_watch_follows_readiness_and_the_shutdown():
             watch.cancel()
     finally:
         await handle.stop(0)
+
+
+async def test_a_stream_that_ends_inside_a_message_is_internal_and_logs_no_error(picker, caplog):
+    """A client that half-closes in the middle of a message (no grpcio client does: raw HTTP/2 here)."""
+    handle, _, hooks = picker
+    reader, writer = await asyncio.open_connection("127.0.0.1", handle.port)
+    client = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+    client.initiate_connection()
+    grpc_headers = [(":method", "POST"), (":scheme", "http"), (":path", PROCESS), (":authority", "picker")]
+    client.send_headers(1, [*grpc_headers, ("content-type", "application/grpc"), ("te", "trailers")])
+    client.send_data(1, struct.pack(">?I", False, 100) + b"\x12" * 10, end_stream=True)  # 10 of 100 bytes
+    writer.write(client.data_to_send())
+    trailers: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(10):
+            while not trailers:
+                data = await reader.read(65536)
+                assert data, "connection closed before the trailers"
+                for event in client.receive_data(data):
+                    if isinstance(event, TrailersReceived | ResponseReceived) and event.stream_ended:
+                        trailers = dict(event.headers)  # type: ignore[arg-type]
+                writer.write(client.data_to_send())
+    finally:
+        writer.close()
+    assert trailers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
+    await until_true(lambda: hooks.open == 0, "the stream closed on the server")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
