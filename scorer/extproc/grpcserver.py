@@ -2,9 +2,9 @@
 
 Why it exists: under grpc.aio every message in or out of a stream crossed grpc's poller thread and came back to the
 asyncio loop; on a busy machine that hop was most of the picker's time per request (6.4 ms at p50, against 2.6 ms
-with grpclib; docs/picker-envoy.md §3). grpclib (pure asyncio, h2) runs on the loop itself. Its `Server` lacks
-what the picker needs, and this module adds it, as the one place that knows grpclib's internals (pinned to 0.4.9
-in pyproject.toml):
+with a grpclib prototype; docs/picker-envoy.md §3). grpclib (pure asyncio, h2) runs on the loop itself. Its
+`Server` lacks what the picker needs, and this module adds it, as the one place that knows grpclib's internals
+(pinned to 0.4.9 in pyproject.toml):
 
 - a size limit per message, checked on the 5-byte gRPC prefix before the message is read (`receive`): beyond it
   the call ends RESOURCE_EXHAUSTED, as grpcio's `max_receive_message_length` did;
