@@ -18,7 +18,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from h2.events import ResponseReceived, TrailersReceived
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 from waiting import until
 
 from scorer.extproc.roundrobin import RoundRobinBackend
@@ -253,3 +255,60 @@ async def test_a_stream_that_ends_inside_a_message_is_internal_and_logs_no_error
     assert trailers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
     await until_true(lambda: hooks.open == 0, "the stream closed on the server")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def _frames(reader: asyncio.StreamReader) -> AsyncIterator[Frame]:
+    """The server's HTTP/2 frames, parsed without HPACK (the raw client only looks at types, flags and ids)."""
+    while True:
+        frame, length = Frame.parse_frame_header(memoryview(await reader.readexactly(9)))
+        frame.parse_body(memoryview(await reader.readexactly(length)))
+        yield frame
+
+
+async def test_a_stream_opened_after_the_goaway_is_refused_and_the_open_one_finishes():
+    """Raw HTTP/2: stream 3 leaves the client before the GOAWAY arrives; the server refuses it (REFUSED_STREAM, safe
+    to retry elsewhere) while stream 1, open before the stop, is answered to its end."""
+    backend, hooks = RoundRobinBackend([A]), CountingHooks()
+    handle = await serve_extproc(backend, port=0, stream_hooks=hooks)
+    reader, writer = await asyncio.open_connection("127.0.0.1", handle.port)
+    client = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+    client.initiate_connection()
+    request = [(":method", "POST"), (":scheme", "http"), (":path", PROCESS), (":authority", "picker")]
+    request += [("content-type", "application/grpc"), ("te", "trailers")]
+
+    def message(m: pb.ProcessingRequest) -> bytes:
+        data = m.SerializeToString()
+        return struct.pack(">?I", False, len(data)) + data
+
+    client.send_headers(1, request)
+    client.send_data(1, message(headers("before")))
+    writer.write(client.data_to_send())
+    try:
+        await until_true(lambda: hooks.open == 1, "stream 1 open on the server")
+        stopping = asyncio.create_task(handle.stop(30))
+        await until_true(lambda: not listening(handle.port), "the port closed (the GOAWAY is written with it)")
+        client.send_headers(3, request)
+        writer.write(client.data_to_send())
+        frames = _frames(reader)
+        seen: dict[str, int] = {}
+        async with asyncio.timeout(10):
+            async for frame in frames:
+                if isinstance(frame, GoAwayFrame):
+                    seen["goaway"] = frame.last_stream_id
+                elif isinstance(frame, RstStreamFrame) and frame.stream_id == 3:
+                    seen["refused"] = frame.error_code
+                if len(seen) == 2:
+                    break
+        assert seen == {"goaway": 1, "refused": ErrorCodes.REFUSED_STREAM}
+        client.send_data(1, message(body()), end_stream=True)
+        writer.write(client.data_to_send())
+        async with asyncio.timeout(10):
+            async for frame in frames:
+                if frame.stream_id == 1 and isinstance(frame, HeadersFrame) and "END_STREAM" in frame.flags:
+                    break  # the trailers: the call ended
+        async with asyncio.timeout(10):
+            await stopping  # nothing left open: well before the grace
+    finally:
+        writer.close()
+        await handle.stop(0)
+    assert [rid for rid, _ in backend.picks] == ["before"]
