@@ -10,10 +10,9 @@ import asyncio
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 from aiohttp import web
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy_fixture import (
     Stack,
     completion_body,
@@ -22,13 +21,16 @@ from envoy_fixture import (
     picker_and_envoy,
     post_completion,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpclib.const import Cardinality, Handler
+from grpclib.server import Stream
 
 from harness.envoy import LocalEnvoy
 from harness.netutil import free_port
 from scorer.extproc.envoy_config import EnvoyOptions
+from scorer.extproc.grpcserver import GrpcServer, receive
+from scorer.extproc.health import EXTPROC_SERVICE, SERVING, HealthServicer
 from scorer.extproc.roundrobin import RoundRobinBackend
-from scorer.extproc.server import ExtProcServicer, serve_extproc
+from scorer.extproc.server import PROCESS, serve_extproc
 from sim.fleet.fleet import Fleet
 
 
@@ -127,14 +129,16 @@ async def test_not_ready_picker_is_skipped_by_envoy(fleet2: Fleet, fail_open: bo
         assert status == 200 and len(backend.picks) == picks + 1
 
 
-class _HungPicker(pb_grpc.ExternalProcessorServicer):
+class _HungPicker:
     """Accepts every stream and never answers (a deadlocked picker)."""
 
-    async def Process(self, request_iterator, context):  # type: ignore[override]
-        async for _ in request_iterator:
+    def __mapping__(self) -> dict[str, Handler]:
+        kind = Cardinality.STREAM_STREAM
+        return {PROCESS: Handler(self.process, kind, pb.ProcessingRequest, pb.ProcessingResponse)}
+
+    async def process(self, stream: Stream) -> None:
+        while await receive(stream, 1 << 20) is not None:
             pass
-        return
-        yield  # an async generator that yields nothing
 
 
 @pytest.mark.parametrize(
@@ -143,13 +147,10 @@ class _HungPicker(pb_grpc.ExternalProcessorServicer):
 )
 async def test_hung_picker_is_bounded_by_a_timeout(fleet2: Fleet, body_mode: str, limit: dict[str, float]):
     """FULL_DUPLEX: message_timeout does not apply, the HCM stream idle timeout does; BUFFERED: message_timeout."""
-    server = grpc.aio.server()
-    pb_grpc.add_ExternalProcessorServicer_to_server(_HungPicker(), server)
-    health_servicer = health.aio.HealthServicer()
-    await health_servicer.set("envoy.service.ext_proc.v3.ExternalProcessor", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    health = HealthServicer()
+    await health.set(EXTPROC_SERVICE, SERVING)
+    server = GrpcServer([_HungPicker(), health])
+    port = await server.start("127.0.0.1", 0)
     pool = tuple(fleet_addresses(fleet2))
     opts = EnvoyOptions(
         listen_port=free_port(), admin_port=free_port(), picker_port=port, pool=pool, body_mode=body_mode, **limit
@@ -224,10 +225,8 @@ async def test_a_late_health_check_does_not_take_the_picker_out(fleet2: Fleet):
     picker at once (this test failed 4 times in 15 with two CPU hogs until then). A late answer must be a timeout.
     NOT_SERVING / 503 still takes it out at once (test_not_ready_picker_is_skipped_by_envoy)."""
     addresses = fleet_addresses(fleet2)
-    server = grpc.aio.server()
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(RoundRobinBackend(addresses)), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    picker = await serve_extproc(RoundRobinBackend(addresses), port=0)
+    port = picker.port
     checks = _StallingReadiness()
     readyz_port = await checks.start()
     opts = EnvoyOptions(
@@ -270,4 +269,4 @@ async def test_a_late_health_check_does_not_take_the_picker_out(fleet2: Fleet):
             assert status == 200
     finally:
         await checks.stop()
-        await server.stop(0)
+        await picker.stop(0)
