@@ -75,8 +75,8 @@ async def receive(stream: Stream[Any, Any], limit: int) -> bytes | None:
         if length > limit:
             raise GRPCError(Status.RESOURCE_EXHAUSTED, f"message of {length} bytes is over the limit of {limit}")
         return await h2_stream.recv_data(length)
-    except AssertionError:  # grpclib's buffer: the client ended its side inside a message (its framing error)
-        raise GRPCError(Status.INVALID_ARGUMENT, "the stream ended inside a message") from None
+    except AssertionError:  # grpclib's buffer: the client ended its side inside a message
+        raise GRPCError(Status.INTERNAL, "the stream ended inside a message") from None
 
 
 async def receive_one(stream: Stream[Any, Any], kind: type[M], limit: int = DEFAULT_MAX_MESSAGE) -> M:

