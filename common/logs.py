@@ -36,6 +36,3 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # grpclib (the picker's gRPC server) logs each stream the client resets at info, and Envoy resets both ext_proc
-    # streams of every request as it ends
-    logging.getLogger("grpclib.server").setLevel(logging.WARNING)

@@ -5,8 +5,7 @@ an operator needs to see why a request would go where it goes. Pick and Complete
 completion as two unary calls; Explain runs the same scheduling cycle with no side effect and reports every
 candidate's score by scorer, what each filter removed, which pool members were not candidates and why, and the
 reason. The request is parsed by the same parser as the ext_proc path, so both see the same prompt. Served on the
-ext_proc port (`serve_extproc(services=[api])`, the picker's grpclib server: `__mapping__` names the three methods);
-the message types live in proto/autonomic/picker/v1/picker.proto, and clients use its generated grpcio stubs.
+ext_proc port (`serve_extproc(services=[...])`); the message types live in proto/autonomic/picker/v1/picker.proto.
 """
 
 from __future__ import annotations
@@ -14,15 +13,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError
-from grpclib.server import Stream
+import grpc
 
 from proto.autonomic.picker.v1 import picker_pb2 as pb
-from scorer.extproc.exchange import MAX_BODY_BYTES
-from scorer.extproc.grpcserver import receive_one
+from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
 from scorer.extproc.roundrobin import in_subset
 from scorer.framework import Usage
 from scorer.metrics import PickerMetrics
@@ -33,45 +29,30 @@ from scorer.types import EndpointState, LLMRequest, NoEndpointError, SchedulingR
 log = logging.getLogger("autonomic.picker.api")
 
 DEFAULT_PATH = "/v1/completions"
-SERVICE = "/autonomic.picker.v1.Picker"
-MAX_MESSAGE = MAX_BODY_BYTES + (1 << 20)  # a PickRequest carries a whole request body, as an ext_proc message may
 
 
-class PickerApi:
+class PickerApi(pb_grpc.PickerServicer):
     def __init__(self, backend: ObservedDirector, metrics: PickerMetrics):
         self.backend = backend
         self.metrics = metrics
 
-    def __mapping__(self) -> dict[str, Handler]:
-        unary = Cardinality.UNARY_UNARY
-        return {
-            f"{SERVICE}/Pick": Handler(self._pick, unary, pb.PickRequest, pb.PickResponse),
-            f"{SERVICE}/Complete": Handler(self._complete, unary, pb.CompleteRequest, pb.CompleteResponse),
-            f"{SERVICE}/Explain": Handler(self._explain, unary, pb.PickRequest, pb.ExplainResponse),
-        }
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_PickerServicer_to_server(self, server)
 
-    async def _pick(self, stream: Stream[Any, Any]) -> None:
-        await stream.send_message(await self.Pick(await receive_one(stream, pb.PickRequest, MAX_MESSAGE)))
-
-    async def _complete(self, stream: Stream[Any, Any]) -> None:
-        await stream.send_message(await self.Complete(await receive_one(stream, pb.CompleteRequest, MAX_MESSAGE)))
-
-    async def _explain(self, stream: Stream[Any, Any]) -> None:
-        await stream.send_message(await self.Explain(await receive_one(stream, pb.PickRequest, MAX_MESSAGE)))
-
-    async def Pick(self, request: pb.PickRequest) -> pb.PickResponse:
-        llm, subset = await self._parse(request, "Pick")
+    async def Pick(self, request: pb.PickRequest, context: grpc.aio.ServicerContext) -> pb.PickResponse:
+        llm, subset = await self._parse(request, context, "Pick")
         await self.backend.prepare(llm)
         try:
             result = self.backend.pick(llm, subset)
         except NoEndpointError as exc:
-            self._abort("Pick", Status.RESOURCE_EXHAUSTED if exc.shed else Status.UNAVAILABLE, str(exc))
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.shed else grpc.StatusCode.UNAVAILABLE
+            await self._abort(context, "Pick", code, str(exc))
         targets = result.addresses
         log.debug(
             "picked",
             extra={"request_id": llm.request_id, "targets": targets, "reason": result.reason, "api": "Pick"},
         )
-        self._count("Pick", Status.OK)
+        self._count("Pick", grpc.StatusCode.OK)
         return pb.PickResponse(
             request_id=llm.request_id,
             endpoint=targets[0],
@@ -80,7 +61,7 @@ class PickerApi:
             profile=result.profile,
         )
 
-    async def Complete(self, request: pb.CompleteRequest) -> pb.CompleteResponse:
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
         known = self.backend.director.inflight.get(request.request_id) is not None
         usage = None
         if request.HasField("usage"):
@@ -92,11 +73,11 @@ class PickerApi:
             )
         if known:  # a repeated or unknown id changes nothing (and is not counted as a response)
             self.backend.response_complete(request.request_id, request.served_endpoint or None, request.status, usage)
-        self._count("Complete", Status.OK)
+        self._count("Complete", grpc.StatusCode.OK)
         return pb.CompleteResponse(known=known)
 
-    async def Explain(self, request: pb.PickRequest) -> pb.ExplainResponse:
-        llm, subset = await self._parse(request, "Explain")
+    async def Explain(self, request: pb.PickRequest, context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
+        llm, subset = await self._parse(request, context, "Explain")
         await self.backend.prepare(llm)
         director = self.backend.director
         pool = director.endpoints()
@@ -109,7 +90,7 @@ class PickerApi:
             answer = self._explanation(llm, result, director.clock())
         answer.prompt_tokens = llm.estimated_prompt_tokens()
         _add_pool(answer, pool, subset)
-        self._count("Explain", Status.OK)
+        self._count("Explain", grpc.StatusCode.OK)
         return answer
 
     # ---- helpers -----------------------------------------------------------------------------------------
@@ -127,21 +108,26 @@ class PickerApi:
         answer.plugin_seconds.update(result.plugin_seconds)
         return answer
 
-    async def _parse(self, request: pb.PickRequest, method: str) -> tuple[LLMRequest, list[str] | None]:
+    async def _parse(
+        self, request: pb.PickRequest, context: grpc.aio.ServicerContext, method: str
+    ) -> tuple[LLMRequest, list[str] | None]:
         request_id = request.request_id or uuid.uuid4().hex
         try:
             llm = parse_request(request.path or DEFAULT_PATH, dict(request.headers), request.body, request_id)
         except BadRequestError as exc:
             where = f"{exc.param}: " if exc.param else ""
-            self._abort(method, Status.INVALID_ARGUMENT, where + exc.message)
+            await self._abort(context, method, grpc.StatusCode.INVALID_ARGUMENT, where + exc.message)
         subset = list(request.subset.endpoints) if request.HasField("subset") else None
         return llm, subset
 
-    def _abort(self, method: str, code: Status, message: str) -> NoReturn:
+    async def _abort(
+        self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str
+    ) -> NoReturn:
         self._count(method, code)
-        raise GRPCError(code, message)
+        await context.abort(code, message)
+        raise AssertionError("unreachable: context.abort raises")
 
-    def _count(self, method: str, code: Status) -> None:
+    def _count(self, method: str, code: grpc.StatusCode) -> None:
         self.metrics.api_requests.labels(method, code.name).inc()
 
 

@@ -149,12 +149,12 @@ async def run_picker(
                 opts.port,
                 opts.health_port,
                 health_interval=opts.health_interval_s,
-                services=[api],
+                services=[api.add_to_server],
                 stream_hooks=ExtProcStreamMetrics(metrics),
                 tls=opts.tls,
                 reuse_port=opts.reuse_port,
             )
-        except OSError as exc:  # the address is taken or cannot be bound
+        except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
             raise StartupError(f"gRPC on {opts.host}:{opts.port} / health {opts.health_port}: {exc}") from None
         try:
             # /readyz goes 503 once stopping, as gRPC health goes NOT_SERVING: Envoy (which may check /readyz)

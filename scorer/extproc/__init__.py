@@ -1,3 +1,2 @@
 """Envoy ext_proc shell of the endpoint picker: pure protocol translation, the per-stream state machine, the
-ext_proc servicer and gRPC health on a grpclib server, and the local Envoy config/runner used by tests, benchmarks
-and the demo."""
+grpc.aio servicer with health, and the local Envoy config/runner used by tests, benchmarks and the demo."""

@@ -6,23 +6,19 @@ machinery. Envoy's gRPC access logger (`envoy.access_loggers.http_grpc`, `EnvoyO
 "access_log"`) instead sends one entry per finished request, batched (`buffer_flush_interval`) on one long-lived
 stream per Envoy worker thread: the picker learns the same three facts (x-request-id, the response status, the
 upstream actually used) and calls `response_complete` as the observer stream would, at most one flush interval
-later. Entries of requests the picker did not route are ignored by the backend, as the observer's are. Served on
-the picker's grpclib server (`scorer.extproc.grpcserver`) beside ext_proc.
+later. Entries of requests the picker did not route are ignored by the backend, as the observer's are.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
 
+import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
-from envoy.service.accesslog.v3 import als_pb2
-from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError
-from grpclib.server import Stream
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from scorer.extproc.exchange import PickBackend
-from scorer.extproc.grpcserver import DEFAULT_MAX_MESSAGE, receive
 
 log = logging.getLogger("autonomic.extproc")
 
@@ -42,25 +38,16 @@ def response_end(entry: accesslog_pb2.HTTPAccessLogEntry) -> tuple[str, str | No
     return request_id, served, status
 
 
-class ResponseLogServicer:
+class ResponseLogServicer(als_pb2_grpc.AccessLogServiceServicer):
     """`envoy.service.accesslog.v3.AccessLogService`: each HTTP entry is one `response_complete`."""
 
-    PATH = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
-
-    def __init__(self, backend: PickBackend, max_message: int = DEFAULT_MAX_MESSAGE):
+    def __init__(self, backend: PickBackend):
         self.backend = backend
-        self.max_message = max_message
 
-    def __mapping__(self) -> dict[str, Handler]:
-        request, reply = als_pb2.StreamAccessLogsMessage, als_pb2.StreamAccessLogsResponse
-        return {self.PATH: Handler(self.stream_access_logs, Cardinality.STREAM_UNARY, request, reply)}
-
-    async def stream_access_logs(self, stream: Stream[Any, Any]) -> None:
-        while (data := await receive(stream, self.max_message)) is not None:
-            try:
-                message = als_pb2.StreamAccessLogsMessage.FromString(data)
-            except Exception as exc:  # DecodeError: not an access-log batch
-                raise GRPCError(Status.INVALID_ARGUMENT, f"malformed StreamAccessLogsMessage: {exc}") from None
+    async def StreamAccessLogs(
+        self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext
+    ) -> als_pb2.StreamAccessLogsResponse:
+        async for message in request_iterator:
             for entry in message.http_logs.log_entry:
                 end = response_end(entry)
                 if end is None:
@@ -69,4 +56,7 @@ class ResponseLogServicer:
                     self.backend.response_complete(end[0], end[1], end[2], None)
                 except Exception:  # one bad entry must not end the stream of all the others
                     log.exception("response_complete failed", extra={"request_id": end[0]})
-        await stream.send_message(als_pb2.StreamAccessLogsResponse())
+        return als_pb2.StreamAccessLogsResponse()
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self, server)

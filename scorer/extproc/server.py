@@ -1,16 +1,12 @@
-"""The gRPC shell of the endpoint picker: Envoy's ExternalProcessor service, served with health on one grpclib server.
+"""The gRPC shell of the endpoint picker: Envoy's ExternalProcessor service and the gRPC health service.
 
 Why it exists: Envoy opens one `Process` stream per HTTP request; this module reads that stream, lets an
-`Exchange` (pure state machine) decide the answers and writes them back in order. The server
-(`scorer.extproc.grpcserver`, grpclib on the picker's own event loop) also serves `grpc.health.v1.Health`
-(`scorer.extproc.health`) — on the main port, so Envoy's gRPC health check can use it, and optionally on a separate
-plaintext port (GIE serves health on 9003) — Envoy's gRPC access log (`scorer.extproc.response_log`) and the services
-the caller adds (the Picker API). A small task keeps the readiness statuses current. With `tls` the main port serves
-TLS (`scorer.extproc.tls`); the health-only port stays plaintext for the kubelet's gRPC probes.
-
-Each message is read undecoded (`grpcserver.receive`, which refuses one over max_body_bytes + 1 MiB with
-RESOURCE_EXHAUSTED before reading it) and decoded here, so a message that is not a ProcessingRequest is answered 400
-(`Exchange.malformed`) while the stream is still read.
+`Exchange` (pure state machine) decide the answers and writes them back in order. It also serves
+`grpc.health.v1.Health` as GIE's EPP does — `liveness` (SERVING while the process runs), `readiness` and
+`envoy.service.ext_proc.v3.ExternalProcessor` (SERVING iff the backend is ready) — on the main port (so Envoy's
+gRPC health check can use it) and optionally on a separate port (GIE serves health on 9003). A small task keeps
+the readiness statuses current. With `tls` the main port serves TLS (`scorer.extproc.tls`); the health-only port
+stays plaintext for the kubelet's gRPC probes.
 """
 
 from __future__ import annotations
@@ -18,46 +14,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
+import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf.message import DecodeError
-from grpclib.const import Cardinality, Handler
-from grpclib.exceptions import GRPCError
-from grpclib.server import Stream
-from h2.exceptions import StreamClosedError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from scorer.extproc.exchange import MAX_BODY_BYTES, Exchange, Out, PickBackend
-from scorer.extproc.grpcserver import GrpcServer, Servable, receive
-from scorer.extproc.health import EXTPROC_SERVICE, LIVENESS, READINESS, HealthState
+from scorer.extproc.exchange import MAX_BODY_BYTES, Exchange, PickBackend
 from scorer.extproc.protocol import BodyMode, immediate_response
 from scorer.extproc.response_log import ResponseLogServicer
-from scorer.extproc.tls import CertSource, server_context
-
-__all__ = [
-    "EXTPROC_SERVICE",
-    "LIVENESS",
-    "READINESS",
-    "ExtProcHandle",
-    "ExtProcServicer",
-    "StreamHooks",
-    "serve_extproc",
-]
+from scorer.extproc.tls import CertSource, server_credentials
 
 log = logging.getLogger("autonomic.extproc")
 
-PROCESS = f"/{EXTPROC_SERVICE}/Process"
+EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+LIVENESS, READINESS = "liveness", "readiness"
+# grpcio binds with SO_REUSEPORT by default: a second picker on a taken port would start and share its traffic
+_NO_PORT_SHARING = (("grpc.so_reuseport", 0),)
 DRAIN_S = 1.0  # after an ImmediateResponse, how long the client may take to end its side of the stream
-MESSAGE_SLACK = 1 << 20  # what a ProcessingRequest carries besides its body (headers, metadata, attributes)
+_MESSAGE_SLACK = 1 << 20  # what a ProcessingRequest carries besides its body (headers, metadata, attributes)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class StreamHooks(Protocol):
     """Told of every ext_proc stream (opened, closed) and of each ImmediateResponse sent on one, by status.
 
-    Called inline by the servicer: cheaper than a wrapper around every stream (measured in BENCHMARKS.md,
-    "Capacity per core").
+    Called inline by the servicer: cheaper than a gRPC interceptor, which wraps every stream in another async
+    generator and runs a coroutine per call (measured in BENCHMARKS.md, "Capacity per core").
     """
 
     def opened(self) -> None: ...
@@ -67,12 +55,10 @@ class StreamHooks(Protocol):
     def immediate(self, status: int) -> None: ...
 
 
-class ExtProcServicer:
+class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
     """One `Exchange` per stream. `request_mode`/`response_mode` apply when Envoy does not announce its modes.
 
-    One message may carry a whole buffered body (BUFFERED mode): up to max_body_bytes it reaches the Exchange, which
-    answers 413 beyond it; a message over max_body_bytes + MESSAGE_SLACK ends the stream with RESOURCE_EXHAUSTED
-    unread. After an ImmediateResponse the stream is read to its end (at most `drain_s` seconds) before the call ends.
+    After an ImmediateResponse the stream is read to its end (at most `drain_s` seconds) before the call ends.
     """
 
     def __init__(
@@ -90,49 +76,45 @@ class ExtProcServicer:
         self.request_mode: BodyMode = request_mode
         self.response_mode: BodyMode = response_mode
         self.max_body_bytes = max_body_bytes
-        self.max_message = max_body_bytes + MESSAGE_SLACK
         self.drain_s = drain_s
-        prepare = getattr(backend, "prepare", None)  # optional async step before a decision (tokenize)
-        if not getattr(backend, "preparers", True):  # nothing to prepare: no parse ahead, no body copy
-            prepare = None
-        self.prepare = prepare
 
-    def __mapping__(self) -> dict[str, Handler]:
-        return {PROCESS: Handler(self.process, Cardinality.STREAM_STREAM, pb.ProcessingRequest, pb.ProcessingResponse)}
-
-    async def process(self, stream: Stream[Any, Any]) -> None:
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessingResponse]:
         exchange = Exchange(
             self.backend,
             request_mode=self.request_mode,
             response_mode=self.response_mode,
             max_body_bytes=self.max_body_bytes,
         )
+        prepare = getattr(self.backend, "prepare", None)  # optional async step before a decision (tokenize)
+        if not getattr(self.backend, "preparers", True):  # nothing to prepare: no parse ahead, no body copy
+            prepare = None
         answered = False  # an ImmediateResponse ended the exchange: what the client still sends is read and dropped
         hooks = self.hooks
         if hooks is not None:
             hooks.opened()
         try:
             while not exchange.closed:
-                data = await receive(stream, self.max_message)  # RESOURCE_EXHAUSTED over the limit: ends the call
-                if data is None:
-                    return
                 try:
-                    answers = await self._answers(exchange, data)
-                except Exception:  # one odd stream must not take anything else down
-                    log.exception("ext_proc stream failed", extra={"request_id": exchange.request_id})
-                    if exchange.targets or exchange.closed:  # answered already: end the call
-                        return
-                    # still unanswered: do not leave the client hanging
-                    answers = [immediate_response(500, "the endpoint picker failed", reason="picker_error")]
-                    exchange.rejected, exchange.closed = 500, True
-                for answer in answers:
-                    await stream.send_message(answer)
+                    req = await context.read()  # not the iterator: a message that fails to decode would end it
+                except DecodeError as exc:  # not a ProcessingRequest: the client's fault
+                    for answer in exchange.malformed(str(exc)):
+                        yield answer
+                    continue
+                if req is grpc.aio.EOF:
+                    return
+                if prepare is not None and (pending := exchange.pending_request(req)) is not None:
+                    await prepare(pending)
+                for answer in exchange.handle(req):
+                    yield answer
             answered = True
-        except StreamClosedError:  # the client reset the stream while an answer was going out
-            return
-        except GRPCError as exc:  # a message over the limit: the call ends with that status
-            log.warning("ext_proc stream refused", extra={"request_id": exchange.request_id, "error": exc.message})
-            raise
+        except Exception:  # one odd stream must not take anything else down
+            log.exception("ext_proc stream failed", extra={"request_id": exchange.request_id})
+            if not exchange.targets and not exchange.closed:  # still unanswered: do not leave the client hanging
+                yield immediate_response(500, "the endpoint picker failed", reason="picker_error")
+                exchange.rejected = 500
+                answered = True
         finally:
             exchange.finish()  # stream end, client cancel or error: the backend hears about the request once
             if hooks is not None:
@@ -141,36 +123,58 @@ class ExtProcServicer:
                 hooks.closed()
         if answered:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drain(stream), self.drain_s)
+                await asyncio.wait_for(_drain(context), self.drain_s)
 
-    async def _answers(self, exchange: Exchange, data: bytes) -> Out:
+
+async def _drain(context: grpc.aio.ServicerContext) -> None:
+    """Read until the client ends its side of the stream.
+
+    Returning while the client still writes ends the call under its pending writes, which a gRPC client reports as
+    status INTERNAL. Envoy half-closes and resets the stream as soon as it has an ImmediateResponse, so this ends
+    at once with Envoy; a client that neither writes nor half-closes gets the end of the call after `drain_s`.
+    """
+    while True:
         try:
-            req = pb.ProcessingRequest.FromString(data)
-        except DecodeError as exc:  # not a ProcessingRequest: the client's fault
-            return exchange.malformed(str(exc))
-        if self.prepare is not None and (pending := exchange.pending_request(req)) is not None:
-            await self.prepare(pending)
-        return exchange.handle(req)
+            if await context.read() is grpc.aio.EOF:
+                return
+        except DecodeError:  # a malformed message: dropped like the others
+            continue
+        except Exception:  # the stream is broken: nothing more will come
+            return
 
-    async def _drain(self, stream: Stream[Any, Any]) -> None:
-        """Read (and drop) until the client ends its side of the stream.
 
-        Returning while the client still writes ends the call under its pending writes. Envoy half-closes and resets
-        the stream as soon as it has an ImmediateResponse, so this ends at once with Envoy; a client that neither
-        writes nor half-closes gets the end of the call after `drain_s`.
-        """
-        with contextlib.suppress(Exception):  # too large, or the stream is broken: nothing more will be read
-            while await receive(stream, self.max_message) is not None:
-                pass
+@dataclass
+class HealthState:
+    """The health servicer and the loop that mirrors `backend.ready()` into it."""
+
+    backend: PickBackend
+    interval: float = 0.5
+    servicer: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+
+    async def update(self) -> None:
+        try:
+            ready = bool(self.backend.ready())
+        except Exception:
+            log.exception("backend.ready() failed")
+            ready = False
+        status = _SERVING if ready else _NOT_SERVING
+        await self.servicer.set(LIVENESS, _SERVING)
+        await self.servicer.set(READINESS, status)
+        await self.servicer.set(EXTPROC_SERVICE, status)
+
+    async def run(self) -> None:
+        while True:
+            await self.update()
+            await asyncio.sleep(self.interval)
 
 
 @dataclass
 class ExtProcHandle:
     """A running picker: its bound ports and how to stop it."""
 
-    server: GrpcServer
+    server: grpc.aio.Server
     port: int
-    health_server: GrpcServer | None
+    health_server: grpc.aio.Server | None
     health_port: int | None
     health: HealthState
     task: asyncio.Task[None]
@@ -183,7 +187,6 @@ class ExtProcHandle:
             await self.task
 
     async def stop(self, grace: float | None = 1.0) -> None:
-        """NOT_SERVING, no new streams (GOAWAY), open ones get `grace` seconds to end, then cancelled; ports closed."""
         await self.not_serving()
         servers = [self.server] + ([self.health_server] if self.health_server else [])
         await asyncio.gather(*(s.stop(grace) for s in servers))
@@ -198,7 +201,8 @@ async def serve_extproc(
     request_mode: BodyMode = "FULL_DUPLEX_STREAMED",
     response_mode: BodyMode = "FULL_DUPLEX_STREAMED",
     health_interval: float = 0.5,
-    services: Sequence[Servable] = (),
+    services: Sequence[Callable[[grpc.aio.Server], None]] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     tls: CertSource | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     stream_hooks: StreamHooks | None = None,
@@ -206,14 +210,20 @@ async def serve_extproc(
 ) -> ExtProcHandle:
     """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`.
 
-    `services` add more grpclib services (objects with `__mapping__`) to the same server. `tls`: serve the main port
-    over TLS with that certificate source (the health-only port stays plaintext). A request body over
+    `services` add more gRPC services to the same server (each is called with it, e.g. a generated
+    `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server. `tls`: serve
+    the main port over TLS with that certificate source (the health-only port stays plaintext). A request body over
     `max_body_bytes` is answered 413. `stream_hooks` are told of every ext_proc stream. `reuse_port`: bind both ports
     with SO_REUSEPORT, for the sibling workers of one `autonomic picker --workers N` (scorer/workers.py); off, a
-    port another process holds is an error (OSError) rather than shared traffic.
+    port another process holds is an error rather than shared traffic.
     """
     state = HealthState(backend, interval=health_interval)
     await state.update()
+    # one message may carry a whole buffered body (BUFFERED mode): up to the body limit it reaches the Exchange, which
+    # answers 413 beyond it, rather than gRPC's default 4 MiB cap failing the stream with RESOURCE_EXHAUSTED
+    max_message = ("grpc.max_receive_message_length", max_body_bytes + _MESSAGE_SLACK)
+    sharing = (("grpc.so_reuseport", 1),) if reuse_port else _NO_PORT_SHARING
+    server = grpc.aio.server(interceptors=list(interceptors) or None, options=[*sharing, max_message])
     servicer = ExtProcServicer(
         backend,
         request_mode=request_mode,
@@ -221,17 +231,23 @@ async def serve_extproc(
         max_body_bytes=max_body_bytes,
         hooks=stream_hooks,
     )
-    # response ends from Envoy's gRPC access log, if configured
-    server = GrpcServer([servicer, ResponseLogServicer(backend), state.servicer, *services])
-    bound = await server.start(host, port, tls=server_context(tls) if tls else None, reuse_port=reuse_port)
+    pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    ResponseLogServicer(backend).add_to_server(server)  # response ends from Envoy's gRPC access log, if configured
+    health_pb2_grpc.add_HealthServicer_to_server(state.servicer, server)
+    for add_service in services:
+        add_service(server)
+    address = f"{host}:{port}"
+    bound = (
+        server.add_insecure_port(address) if tls is None else server.add_secure_port(address, server_credentials(tls))
+    )
     health_server, health_bound = None, None
     if health_port is not None:
-        health_server = GrpcServer([state.servicer])
-        try:
-            health_bound = await health_server.start(host, health_port, reuse_port=reuse_port)
-        except BaseException:
-            await server.stop(0)
-            raise
+        health_server = grpc.aio.server(options=sharing)
+        health_pb2_grpc.add_HealthServicer_to_server(state.servicer, health_server)
+        health_bound = health_server.add_insecure_port(f"{host}:{health_port}")
+    await server.start()
+    if health_server is not None:
+        await health_server.start()
     task = asyncio.create_task(state.run(), name="extproc-health")
     log.info(
         "ext_proc picker serving",

@@ -3,7 +3,7 @@
 Why it exists: in a cluster the gateway reaches the picker over TLS, as with GIE's endpoint picker, whose secure
 serving is on by default and which makes a self-signed certificate at start when none is mounted (the gateway then
 encrypts without verifying, an empty validation context). This module is the one place that makes, loads and checks
-certificates and turns them into what the picker's server serves (an `ssl.SSLContext`) and its clients dial with:
+certificates and turns them into gRPC server credentials:
 
 - `self_signed(hosts, now)`: an ECDSA P-256 key and a certificate for `hosts` (DNS names and IPs), valid from
   `now` for `days` (time is injected; made by `common/certs.py`, which the cluster twin's TLS shares);
@@ -12,8 +12,7 @@ certificates and turns them into what the picker's server serves (an `ssl.SSLCon
 - `client_credentials(target, ca_file, insecure)`: what a client (`autonomic picker explain`) dials with: the CA
   file's certificates, or, "insecure", the certificate the picker presents, fetched once and pinned (for the
   self-signed one, which nothing else could verify);
-- `server_context(source)`: the TLS context of the picker's port (ALPN h2, as gRPC requires), which asks
-  `source.fetch()` in every new connection's handshake and serves a rotated pair from there on, so a Secret
+- `server_credentials(source)`: gRPC credentials that ask `source.fetch()` on every new connection, so a Secret
   rotated by cert-manager is served from the next connection on without a restart; a rotation that does not load
   keeps the last good pair and logs why.
 
@@ -25,7 +24,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -140,36 +138,16 @@ class CertSource:
         return pair
 
 
-def _context(pair: ServingCert) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2  # as gRPC
-    context.set_alpn_protocols(["h2"])
-    with tempfile.TemporaryDirectory() as directory:  # `ssl` loads a key from a file only (a private 0700 directory)
-        cert, key = Path(directory) / "tls.crt", Path(directory) / "tls.key"
-        cert.write_bytes(pair.cert_pem)
-        key.touch(mode=0o600)
-        key.write_bytes(pair.key_pem)
-        context.load_cert_chain(cert, key)
-    return context
+def _config(pair: ServingCert) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(pair.key_pem, pair.cert_pem)])
 
 
-def server_context(source: CertSource) -> ssl.SSLContext:
-    """The TLS context to listen with; each handshake asks `source.fetch()` and a new pair is served from then on."""
-    listening = _context(source.current)
-    served = [listening]
+def server_credentials(source: CertSource) -> grpc.ServerCredentials:
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        pair = source.fetch()
+        return None if pair is None else _config(pair)
 
-    def rotate(connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
-        pair = source.fetch()  # called whether or not the client sent a server name
-        if pair is not None:
-            try:
-                served[0] = _context(pair)
-            except (ssl.SSLError, OSError) as exc:  # checked by load_pair already: not expected
-                log.warning("certificate not served, serving the previous one", extra={"error": str(exc)})
-        if served[0] is not listening:
-            connection.context = served[0]
-
-    listening.sni_callback = rotate
-    return listening
+    return grpc.dynamic_ssl_server_credentials(_config(source.current), fetch)
 
 
 def presented_certificate(host: str, port: int, timeout_s: float = 5.0) -> bytes:

@@ -1,6 +1,6 @@
-"""Fuzz target, short form: the real servicer on its grpclib server (`serve_extproc`) over a real grpcio channel.
+"""Fuzz target, short form: the real grpc.aio servicer (`serve_extproc`) over a real loopback channel.
 
-One picker (round-robin backend with an async preparation step, the picker's stream-metrics hooks, a 4 KiB
+One picker (round-robin backend with an async preparation step, the picker's stream-metrics interceptor, a 4 KiB
 body limit) runs on its own event loop in a thread for the whole module; each case plays one stream on it: the
 messages of `extproc_messages.STREAMS`, some replaced by bytes that do not decode, written while a reader takes the
 answers, then half-closed, or cancelled after any number of writes. Invariants:
@@ -8,7 +8,7 @@ answers, then half-closed, or cancelled after any number of writes. Invariants:
 - the call ends OK (CANCELLED when the client cancelled it): never INTERNAL, UNKNOWN or any other status;
 - the answers are those of the pure `Exchange` fed the same messages (a 400 for a message that does not decode),
   so every ImmediateResponse is a 4xx (or 503/429 when no endpoint may take the request), never a 5xx;
-- nothing is logged at error level by any logger, grpclib's and gRPC's included;
+- nothing is logged at error level by any logger, gRPC's included;
 - every pick is reported back exactly once and no stream stays open (cancelled ones included);
 - afterwards the picker still routes a well-formed request.
 """

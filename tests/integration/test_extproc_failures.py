@@ -10,9 +10,10 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy_fixture import (
     Stack,
     completion_body,
@@ -21,16 +22,13 @@ from envoy_fixture import (
     picker_and_envoy,
     post_completion,
 )
-from grpclib.const import Cardinality, Handler
-from grpclib.server import Stream
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from harness.envoy import LocalEnvoy
 from harness.netutil import free_port
 from scorer.extproc.envoy_config import EnvoyOptions
-from scorer.extproc.grpcserver import GrpcServer, receive
-from scorer.extproc.health import EXTPROC_SERVICE, SERVING, HealthServicer
 from scorer.extproc.roundrobin import RoundRobinBackend
-from scorer.extproc.server import PROCESS, serve_extproc
+from scorer.extproc.server import ExtProcServicer, serve_extproc
 from sim.fleet.fleet import Fleet
 
 
@@ -129,16 +127,14 @@ async def test_not_ready_picker_is_skipped_by_envoy(fleet2: Fleet, fail_open: bo
         assert status == 200 and len(backend.picks) == picks + 1
 
 
-class _HungPicker:
+class _HungPicker(pb_grpc.ExternalProcessorServicer):
     """Accepts every stream and never answers (a deadlocked picker)."""
 
-    def __mapping__(self) -> dict[str, Handler]:
-        kind = Cardinality.STREAM_STREAM
-        return {PROCESS: Handler(self.process, kind, pb.ProcessingRequest, pb.ProcessingResponse)}
-
-    async def process(self, stream: Stream) -> None:
-        while await receive(stream, 1 << 20) is not None:
+    async def Process(self, request_iterator, context):  # type: ignore[override]
+        async for _ in request_iterator:
             pass
+        return
+        yield  # an async generator that yields nothing
 
 
 @pytest.mark.parametrize(
@@ -147,10 +143,13 @@ class _HungPicker:
 )
 async def test_hung_picker_is_bounded_by_a_timeout(fleet2: Fleet, body_mode: str, limit: dict[str, float]):
     """FULL_DUPLEX: message_timeout does not apply, the HCM stream idle timeout does; BUFFERED: message_timeout."""
-    health = HealthServicer()
-    await health.set(EXTPROC_SERVICE, SERVING)
-    server = GrpcServer([_HungPicker(), health])
-    port = await server.start("127.0.0.1", 0)
+    server = grpc.aio.server()
+    pb_grpc.add_ExternalProcessorServicer_to_server(_HungPicker(), server)
+    health_servicer = health.aio.HealthServicer()
+    await health_servicer.set("envoy.service.ext_proc.v3.ExternalProcessor", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
     pool = tuple(fleet_addresses(fleet2))
     opts = EnvoyOptions(
         listen_port=free_port(), admin_port=free_port(), picker_port=port, pool=pool, body_mode=body_mode, **limit
@@ -225,8 +224,10 @@ async def test_a_late_health_check_does_not_take_the_picker_out(fleet2: Fleet):
     picker at once (this test failed 4 times in 15 with two CPU hogs until then). A late answer must be a timeout.
     NOT_SERVING / 503 still takes it out at once (test_not_ready_picker_is_skipped_by_envoy)."""
     addresses = fleet_addresses(fleet2)
-    picker = await serve_extproc(RoundRobinBackend(addresses), port=0)
-    port = picker.port
+    server = grpc.aio.server()
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(RoundRobinBackend(addresses)), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
     checks = _StallingReadiness()
     readyz_port = await checks.start()
     opts = EnvoyOptions(
@@ -269,4 +270,4 @@ async def test_a_late_health_check_does_not_take_the_picker_out(fleet2: Fleet):
             assert status == 200
     finally:
         await checks.stop()
-        await picker.stop(0)
+        await server.stop(0)
