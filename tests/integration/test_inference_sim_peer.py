@@ -19,12 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from envoy_fixture import picker_options
 
 from harness.envoy import LocalEnvoy
 from harness.inference_sim import MODEL, InferenceSimFleet, SimOptions, missing_reason
-from harness.netutil import find_base_port, free_port
+from harness.netutil import find_base_port
 from harness.picker import PickerProcess
-from scorer.extproc.envoy_config import EnvoyOptions
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))]
 PRECISE_CONFIG = Path(__file__).parents[2] / "scorer" / "precise-config.yaml"
@@ -50,13 +50,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, InferenceSimFleet, P
     async with sims:
         picker = PickerProcess(sims.addresses, config=precise_config(tmp_path / "picker.yaml"), scrape_interval_s=0.2)
         async with picker:
-            opts = EnvoyOptions(
-                listen_port=free_port(),
-                admin_port=free_port(),
-                picker_port=picker.port,
-                picker_readyz_port=picker.metrics_port,
-                pool=sims.addresses,
-            )
+            opts = picker_options(picker, sims.addresses)
             async with LocalEnvoy(opts, workdir=tmp_path) as envoy:
                 yield envoy.url, sims, picker
 

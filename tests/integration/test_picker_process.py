@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
-from envoy_fixture import completion_body, fleet_addresses, new_request_id, post_completion, served_by
+from envoy_fixture import completion_body, fleet_addresses, new_request_id, picker_options, post_completion, served_by
 from prometheus_client.parser import text_string_to_metric_families
 
 from autonomic.cli import build_parser
@@ -81,15 +81,7 @@ async def _set_fault(fleet: Fleet, index: int, fault: dict[str, object]) -> None
 
 
 def _envoy(picker: PickerProcess, pool: list[str]) -> LocalEnvoy:
-    return LocalEnvoy(
-        EnvoyOptions(
-            listen_port=free_port(),
-            admin_port=free_port(),
-            picker_port=picker.port,
-            picker_readyz_port=picker.metrics_port,
-            pool=tuple(pool),
-        )
-    )
+    return LocalEnvoy(picker_options(picker, pool))
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from envoy_fixture import fleet_addresses
+from envoy_fixture import fleet_addresses, picker_options
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.envoy import LocalEnvoy
-from harness.netutil import free_port
 from harness.picker import PickerProcess
-from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.fleet import Fleet
 
 HUNG_S = 60.0
@@ -32,14 +30,7 @@ async def test_the_access_log_reports_every_end_with_one_stream_per_request(flee
     picker = PickerProcess(fleet_addresses(fleet2), scrape_interval_s=0.2)
     await picker.start()
     try:
-        opts = EnvoyOptions(
-            listen_port=free_port(),
-            admin_port=free_port(),
-            picker_port=picker.port,
-            picker_readyz_port=picker.metrics_port,
-            pool=tuple(fleet_addresses(fleet2)),
-            response_ends="access_log",
-        )
+        opts = picker_options(picker, fleet_addresses(fleet2), response_ends="access_log")
         async with LocalEnvoy(opts) as envoy, aiohttp.ClientSession() as http:
             body = {"model": fleet2.servers[0].model_name, "prompt": "hello", "max_tokens": 2}
             statuses = []

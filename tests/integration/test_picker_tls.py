@@ -15,13 +15,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy_fixture import completion_body, fleet_addresses, new_request_id, post_completion, served_by
+from envoy_fixture import completion_body, fleet_addresses, new_request_id, picker_options, post_completion, served_by
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.envoy import LocalEnvoy
-from harness.netutil import free_port
 from harness.picker import PickerProcess
-from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import serve_extproc
 from scorer.extproc.tls import CertSource, self_signed
@@ -64,14 +62,7 @@ async def _explain(tmp_path: Path, port: int, *flags: str) -> tuple[int, str]:
 
 
 async def _route_one(fleet: Fleet, picker: PickerProcess, **envoy: object) -> list[int]:
-    opts = EnvoyOptions(
-        listen_port=free_port(),
-        admin_port=free_port(),
-        picker_port=picker.port,
-        picker_readyz_port=picker.metrics_port,
-        pool=tuple(fleet_addresses(fleet)),
-        **envoy,  # type: ignore[arg-type]
-    )
+    opts = picker_options(picker, fleet_addresses(fleet), **envoy)
     async with LocalEnvoy(opts) as proxy:
         rid = new_request_id()
         status, raw = await post_completion(proxy.url, completion_body(fleet, "hello over tls", rid), {})

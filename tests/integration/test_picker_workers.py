@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 from closed_loop import ClosedLoop
-from envoy_fixture import fleet_addresses
+from envoy_fixture import fleet_addresses, picker_options
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import until
 
 from harness.envoy import LocalEnvoy
-from harness.netutil import free_port
 from harness.picker import PickerProcess
 from loadtests.soak.sampler import children
-from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.fleet import Fleet
 
 
@@ -63,15 +61,8 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
         assert picker.pid is not None
         workers = sorted(children(picker.pid))
         assert len(workers) == 2
-        opts = EnvoyOptions(
-            listen_port=free_port(),
-            admin_port=free_port(),
-            picker_port=picker.port,
-            picker_readyz_port=picker.metrics_port,
-            pool=tuple(fleet_addresses(fleet2)),
-            body_mode=body_mode,  # type: ignore[arg-type]
-            failure_mode_allow=fail_open,
-            picker_workers=2,
+        opts = picker_options(
+            picker, fleet_addresses(fleet2), body_mode=body_mode, failure_mode_allow=fail_open, picker_workers=2
         )
         async with LocalEnvoy(opts) as envoy:
             load = ClosedLoop(envoy.url, fleet2.servers[0].model_name, clients=1 if kill_between else 4)
