@@ -212,6 +212,55 @@ def replay(
     return stats
 
 
+GRID: tuple[tuple[float, float], ...] = ((5, 2.0), (5, 2.5), (5, 3.0), (10, 2.0), (10, 2.5), (15, 2.5))
+EMULATED = "sglang-cache-aware (emulated)"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One thing to replay: a picker config (YAML text, or a file), or (None) sglang-router's policy, emulated.
+    Kept as its source so that `--grid` can hand it to worker processes."""
+
+    label: str
+    source: str | Path | None
+
+
+def run_arm(arm: Arm, minutes: float, compress: float, servers: int) -> RunStats:
+    """One arm over the trace's first `minutes`, compressed `compress` times."""
+    trace = load_trace(TRACE, max_seconds=minutes * 60)
+    if arm.source is None:
+        from loadtests.routing.cache_aware_emulation import CacheAwareRouter
+
+        return simulate_with(arm.label, default_config(), trace, servers, compress, 1, CacheAwareRouter)
+    return simulate(arm.label, load_config(arm.source), trace, servers, compress)
+
+
+def _grid_cell(job: tuple[Arm, float, float, int]) -> RunStats:
+    return run_arm(*job)
+
+
+def grid_table(arms: Sequence[Arm], servers: int, jobs: int) -> list[str]:
+    """Every arm over `GRID`: per cell hit ratio and TTFT p90 / p99, then the means (the docs' tuning table)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cells = [(arm, m, c, servers) for arm in arms for m, c in GRID]
+    with ProcessPoolExecutor(max(1, jobs)) as pool:
+        stats = list(pool.map(_grid_cell, cells))
+    head = " | ".join(f"{m:g} min, {c:g}x" for m, c in GRID)
+    lines = [
+        f"| arm | {head} | mean: hit ratio, TTFT p50 / p90 / p99 s |",
+        "|---" * (len(GRID) + 2) + "|",
+    ]
+    for k, arm in enumerate(arms):
+        row = stats[k * len(GRID) : (k + 1) * len(GRID)]
+        qs = [statistics.quantiles(r.ttft, n=100) for r in row]
+        text = " | ".join(f"{r.hit_ratio:.3f}, {q[89]:.2f} / {q[98]:.1f}" for r, q in zip(row, qs, strict=True))
+        mean = [statistics.mean(q[i] for q in qs) for i in (49, 89, 98)]
+        hit = statistics.mean(r.hit_ratio for r in row)
+        lines.append(f"| {arm.label} | {text} | {hit:.3f}, {mean[0]:.3f} / {mean[1]:.3f} / {mean[2]:.2f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="trace minutes to replay")
@@ -220,21 +269,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", action="append", default=[], help="extra NAME=PATH configs to compare")
     parser.add_argument("--default", action="store_true", help="include scorer/default-config.yaml")
     parser.add_argument("--only", action="append", default=[], help="run only the named built-in profiles")
+    parser.add_argument(
+        "--emulate-sglang", action="store_true", help="include sglang-router's cache_aware policy, emulated"
+    )
+    parser.add_argument(
+        "--grid", action="store_true", help="run every arm over 6 (minutes, compression) settings; print the means"
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="processes for --grid")
     args = parser.parse_args(argv)
-    trace = load_trace(TRACE, max_seconds=args.minutes * 60)
-    runs: list[tuple[str, PickerConfig]] = [
-        (n, load_config(text)) for n, text in PROFILES.items() if not args.only or n in args.only
-    ]
+    arms = [Arm(n, text) for n, text in PROFILES.items() if not args.only or n in args.only]
     if args.default:
-        runs.append(("default-config.yaml", default_config()))
+        arms.append(Arm("default-config.yaml", Path(__file__).parents[2] / "scorer" / "default-config.yaml"))
     for spec in args.config:
         label, _, path = spec.partition("=")
-        runs.append((label, load_config(Path(path))))
-    print(f"trace: {len(trace)} requests, {args.minutes} min compressed {args.compress}x; {args.servers} servers")
+        arms.append(Arm(label, Path(path)))
+    for arm in arms:  # a broken config fails here, before any run
+        if arm.source is not None:
+            load_config(arm.source)
+    if args.emulate_sglang:
+        arms.append(Arm(EMULATED, None))
+    if args.grid:
+        print(f"grid: {len(GRID)} settings of (trace minutes, compression); {args.servers} servers")
+        print("\n".join(grid_table(arms, args.servers, args.jobs)))
+        return
+    trace_len = len(load_trace(TRACE, max_seconds=args.minutes * 60))
+    print(f"trace: {trace_len} requests, {args.minutes} min compressed {args.compress}x; {args.servers} servers")
     print("| profile | done | hit ratio | TTFT p50 s | p90 s | p99 s | mean e2e s | max/min load | rejected |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for label, config in runs:
-        print(simulate(label, config, trace, args.servers, args.compress).row(), flush=True)
+    for arm in arms:
+        print(run_arm(arm, args.minutes, args.compress, args.servers).row(), flush=True)
 
 
 if __name__ == "__main__":

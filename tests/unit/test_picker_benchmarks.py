@@ -25,9 +25,9 @@ def test_schedule_latency_prints_one_row_per_cell(capsys: pytest.CaptureFixture[
 
 @pytest.mark.skipif(not in_process.TRACE.exists(), reason="trace not available")
 def test_in_process_routing_replays_a_few_requests(capsys: pytest.CaptureFixture[str]):
-    in_process.main(["--minutes", "0.05", "--servers", "2", "--only", "random", "--default"])
+    in_process.main(["--minutes", "0.05", "--servers", "2", "--only", "random", "--default", "--emulate-sglang"])
     header, *rows = _rows(capsys.readouterr().out)
-    assert header[0] == "profile" and [r[0] for r in rows] == ["random", "default-config.yaml"]
+    assert header[0] == "profile" and [r[0] for r in rows] == ["random", "default-config.yaml", in_process.EMULATED]
     for row in rows:
         assert int(row[1]) > 0 and row[-1] == "0"  # requests completed, none rejected
 
