@@ -6,70 +6,132 @@ against it once it is tokenized exactly as a server tokenizes it. Asking a serve
 with the servers. The answer depends only on (model, what is asked), so it is kept in `scorer.token_cache.TokenCache`
 (pure, read by the scorer without I/O); what is asked is `scorer.token_cache.tokenize_input`.
 
-`Tokenizer.prepare(request)` runs before a decision (the ext_proc shell and the Picker API await it): on a cache miss
-it asks one server, round robin over the ready ones, with a timeout; after an error other than a timeout it tries one
-other server, then gives up quietly (the scorer then falls back to the approximate index for this request).
+`Tokenizer.prepare(request)` runs before a decision (the ext_proc shell and the Picker API await it). On a cache miss:
+
+- when the request extends a cached prompt (`TokenCache.derive`, `scorer.token_prefix`: the next turn of a
+  conversation), the scorer can match a known prefix of its tokens with no I/O, so nothing is awaited: the full
+  prompt is tokenized in the background (its answer serves the next turn and any repeat of this request);
+- otherwise it asks one server, round robin over the ready ones, waiting at most `timeout_s`; after an error other
+  than a timeout it tries one other server, then gives up quietly (the scorer then falls back to the approximate
+  index for this request). With `timeout_s == 0` it never waits: the question goes to the background too.
+
+Background calls are bounded (`max_background` in flight, one per distinct prompt; past the bound a question is
+dropped and counted as skipped), have a timeout of their own (`BACKGROUND_TIMEOUT_S`, not on any critical path),
+and are cancelled when the tokenizer closes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 
-from scorer.token_cache import TokenCache, tokenize_input
+from scorer.token_cache import TokenCache, TokenizeInput, tokenize_input
 from scorer.types import LLMRequest
 
 log = logging.getLogger("autonomic.picker.tokenize")
+BACKGROUND_TIMEOUT_S = 10.0
 
 
 class Tokenizer:
-    """`async with Tokenizer(cache, servers) as t: await t.prepare(request)`; `servers()` lists ready endpoints."""
+    """`async with Tokenizer(cache, servers) as t: await t.prepare(request)`; `servers()` lists ready endpoints.
 
-    def __init__(self, cache: TokenCache, servers: Callable[[], Sequence[str]], timeout_s: float = 0.5):
+    `margin`: the derivation margin in tokens (`derivedPrefixMarginTokens`), None to never derive."""
+
+    def __init__(
+        self,
+        cache: TokenCache,
+        servers: Callable[[], Sequence[str]],
+        timeout_s: float = 0.5,
+        *,
+        margin: int | None = None,
+        max_background: int = 8,
+    ):
+        if timeout_s < 0 or max_background < 1 or (margin is not None and margin < 1):
+            raise ValueError(
+                f"need timeout_s >= 0, max_background >= 1, margin >= 1 or None: {timeout_s}, "
+                f"{max_background}, {margin}"
+            )
         self.cache = cache
         self.servers = servers
         self.timeout_s = timeout_s
+        self.margin = margin
+        self.max_background = max_background
         self.failures = 0
-        self.requests = 0
+        self.requests = 0  # /tokenize calls made, waited for or not
+        self.waited = 0  # requests whose decision waited for a /tokenize round trip
+        self.derived = 0  # requests decided on a derived prefix (their /tokenize went to the background)
+        self.skipped = 0  # background questions dropped: `max_background` already in flight
         self._turn = 0
         self._session: aiohttp.ClientSession | None = None
+        self._background: dict[tuple[str, bool, str], asyncio.Task[None]] = {}
 
     async def __aenter__(self) -> Tokenizer:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        self._session = aiohttp.ClientSession()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        tasks = list(self._background.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def prepare(self, request: LLMRequest) -> None:
-        """Make sure the request's tokens are cached when it can be tokenized (never raises)."""
+        """Make sure the request's tokens are cached, or derivable, when it can be tokenized (never raises)."""
         question = tokenize_input(request)
         if question is None or self._session is None:
             return
         if self.cache.get(request.model, question.text, chat=question.chat) is not None:
             return
+        if self.margin is not None and self.cache.derive(request.model, question, self.margin) is not None:
+            self.derived += 1
+            self._start_background(request.model, question)
+        elif self.timeout_s == 0:
+            self._start_background(request.model, question)
+        else:
+            self.waited += 1
+            await self._tokenize(request.model, question, self.timeout_s)
+
+    def in_background(self) -> int:
+        """Background /tokenize calls in flight."""
+        return len(self._background)
+
+    def _start_background(self, model: str, question: TokenizeInput) -> None:
+        key = (model, question.chat, question.text)
+        if key in self._background:
+            return  # already asked: its answer will serve this request's repeats too
+        if len(self._background) >= self.max_background:
+            self.skipped += 1
+            return
+        task = asyncio.create_task(self._tokenize(model, question, BACKGROUND_TIMEOUT_S))
+        self._background[key] = task
+        task.add_done_callback(lambda _t: self._background.pop(key, None))
+
+    async def _tokenize(self, model: str, question: TokenizeInput, timeout_s: float) -> None:
         servers = list(self.servers())
-        body = question.body(request.model)
+        body = question.body(model)
         for attempt in range(min(2, len(servers))):
             address = servers[(self._turn + attempt) % len(servers)]
-            tokens, retry = await self._ask(address, body)
+            tokens, retry = await self._ask(address, body, timeout_s)
             if tokens is not None:
-                self.cache.put(request.model, question.text, tokens, chat=question.chat)
+                self.cache.put(model, question.text, tokens, chat=question.chat, prefix_text=question.prefix_text)
             if not retry:
                 break
         self._turn += 1
 
-    async def _ask(self, address: str, body: dict[str, Any]) -> tuple[list[int] | None, bool]:
+    async def _ask(self, address: str, body: dict[str, Any], timeout_s: float) -> tuple[list[int] | None, bool]:
         """(tokens or None, whether another server is worth asking: not after a timeout, which already cost)."""
         assert self._session is not None
         self.requests += 1
         try:
-            async with self._session.post(f"http://{address}/tokenize", json=body) as resp:
+            timeout = aiohttp.ClientTimeout(total=timeout_s)
+            async with self._session.post(f"http://{address}/tokenize", json=body, timeout=timeout) as resp:
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")
                 doc = await resp.json(content_type=None)
