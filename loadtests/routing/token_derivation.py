@@ -1,0 +1,126 @@
+"""How often the precise profile can decide on derived tokens, and whether they are right: a trace replayed through
+the token cache's derivation with the fleet twin's tokenizer, no servers, no clock.
+
+Why it exists: the precise scorer waits for `/tokenize` only when a request's tokens are neither cached nor
+derivable from an earlier prompt it extends (`scorer.token_prefix`). Whether that wait is gone depends on the
+workload; whether the derived tokens are a true prefix of the real ones must hold for every request. This replays
+the first minutes of a trace in order, as the picker sees it when every `/tokenize` answer (waited for or in the
+background) arrives before the next request: each request is classified as decided on exact tokens (the same prompt
+was tokenized before), on a derived prefix, or on nothing (a wait for `/tokenize`), and each derived prefix is
+compared with the twin's tokenization of the whole prompt.
+
+    python -m loadtests.routing.token_derivation --minutes 5
+
+Figures: shares of requests per source; of the derived requests, the share of the prompt's 16-token blocks the
+derived prefix covers and the error of the estimated token count; the number of derived prefixes that are not a
+prefix of the real tokens (must be 0). "none, shares a block" counts the requests that share at least one full
+trace block (512 tokens) with an earlier prompt yet extend none: the synthesized trace gives a turn's partial last
+block new text in the next turn, so a later turn shares the earlier prompt's full blocks but does not extend it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scorer.token_cache import TokenCache, TokenizeInput
+from scorer.token_prefix import DEFAULT_MARGIN_TOKENS
+from sim.fleet.synth import BLOCK_TOKENS, prompt_text
+from sim.fleet.tokenizer import get_tokenizer
+from sim.fleet.trace import TraceRequest, load_trace
+
+TRACE = Path("/work/shared/data/traces/mooncake_conversation_first30min.jsonl")
+MODEL = "twin"
+KV_BLOCK = 16  # the twin's (and vLLM's) block size, for the coverage figure
+
+
+@dataclass
+class DerivationStats:
+    requests: int = 0
+    exact: int = 0
+    derived: int = 0
+    none: int = 0
+    none_sharing: int = 0  # undecidable requests that share a full trace block with an earlier prompt
+    wrong: int = 0  # derived prefixes that are not a prefix of the real tokens
+    covered_blocks: int = 0  # over derived requests: full KV blocks of the derived prefix
+    prompt_blocks: int = 0  # over derived requests: full KV blocks of the real tokens
+    estimate_error: list[float] = field(default_factory=list)  # |estimated - real| / real, derived requests
+
+    def report(self) -> str:
+        n = max(1, self.requests)
+        d = max(1, self.derived)
+        err = sorted(self.estimate_error)
+        median = err[len(err) // 2] if err else 0.0
+        worst = err[-1] if err else 0.0
+        return "\n".join(
+            [
+                f"requests                       {self.requests}",
+                f"exact tokens (cached)          {self.exact} ({self.exact / n:.1%})",
+                f"derived prefix                 {self.derived} ({self.derived / n:.1%})",
+                f"nothing (wait for /tokenize)   {self.none} ({self.none / n:.1%}), of which sharing a block with "
+                f"an earlier prompt: {self.none_sharing} ({self.none_sharing / n:.1%})",
+                f"derived: blocks covered        {self.covered_blocks / max(1, self.prompt_blocks):.1%} of the "
+                f"prompts' {KV_BLOCK}-token blocks",
+                f"derived: token count estimate  |error| median {median:.2%}, max {worst:.2%}",
+                f"derived: true token prefix     {self.derived - self.wrong} of {self.derived} "
+                f"({(self.derived - self.wrong) / d:.1%})",
+            ]
+        )
+
+
+def replay_derivation(trace: list[TraceRequest], cache: TokenCache, margin: int) -> DerivationStats:
+    """Each request in order: exact, derived (checked against the real tokens) or nothing; then its tokens cached."""
+    tok = get_tokenizer()
+    stats = DerivationStats()
+    seen_blocks: set[tuple[int, ...]] = set()  # full-block id prefixes of earlier prompts
+    for req in trace:
+        text = prompt_text(req.hash_ids, req.input_length)
+        question = TokenizeInput(text)
+        stats.requests += 1
+        full = req.input_length // BLOCK_TOKENS
+        if cache.get(MODEL, text) is not None:
+            stats.exact += 1
+        else:
+            real = tok.encode(text)
+            found = cache.derive(MODEL, question, margin)
+            if found is None:
+                stats.none += 1
+                stats.none_sharing += full >= 1 and tuple(req.hash_ids[:1]) in seen_blocks
+            else:
+                stats.derived += 1
+                known = list(found.tokens)
+                stats.wrong += real[: len(known)] != known
+                stats.covered_blocks += len(known) // KV_BLOCK
+                stats.prompt_blocks += len(real) // KV_BLOCK
+                stats.estimate_error.append(abs(found.estimated_total - len(real)) / max(1, len(real)))
+            cache.put(MODEL, text, real, prefix_text=question.prefix_text)
+        for k in range(1, full + 1):
+            seen_blocks.add(tuple(req.hash_ids[:k]))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtests.routing.token_derivation", description=__doc__.split("\n")[0])
+    p.add_argument("--trace", type=Path, default=TRACE)
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--margin", type=int, default=DEFAULT_MARGIN_TOKENS, help="derivedPrefixMarginTokens")
+    p.add_argument("--entries", type=int, default=1024, help="tokenCacheEntries")
+    p.add_argument("--tokens", type=int, default=16 * 1024 * 1024, help="tokenCacheTokens")
+    args = p.parse_args(argv)
+    if not args.trace.exists():
+        print(f"error: trace not found: {args.trace}", file=sys.stderr)
+        return 2
+    trace = load_trace(args.trace, max_seconds=args.minutes * 60)
+    stats = replay_derivation(trace, TokenCache(args.entries, args.tokens), args.margin)
+    print(
+        f"trace {args.trace.name}, first {args.minutes:g} min, margin {args.margin} tokens, cache "
+        f"{args.entries} prompts / {args.tokens} units"
+    )
+    print(stats.report())
+    return 1 if stats.wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
