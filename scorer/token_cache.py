@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import functools
 from array import array
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Literal
 
-from scorer.token_prefix import DerivedTokens, chat_prefix_text, derive, ladder, text_prefix_text
+from scorer.block_hash_memo import common_blocks
+from scorer.token_prefix import LADDER_BYTES, DerivedTokens, chat_prefix_text, derive, ladder, text_prefix_text
 from scorer.types import LLMRequest
 
 TokenSource = Literal["exact", "derived"]
@@ -94,6 +96,9 @@ def known_prefix(
     return None if found is None else ("derived", found.tokens, found.estimated_total)
 
 
+_RUNG_UNITS = 24  # ~96 bytes per rung filed in `TokenCache._rungs` (a dict slot, an int, a reference)
+
+
 @dataclass
 class _Entry:
     tokens: array[int]
@@ -101,10 +106,13 @@ class _Entry:
     anchor: int | None  # the ladder rung it is filed under, None when not filed
     model: str
     chat: bool
+    ends: array[int] | None = None  # byte offset where each token ends in `text` (`scorer.token_offsets`)
+    rungs: list[int] | None = None  # every rung of `text`, filed in `_rungs` (only with `ends`)
 
     @property
     def cost(self) -> int:
-        return len(self.tokens) + (len(self.text) + 3) // 4
+        extra = len(self.ends) + _RUNG_UNITS * len(self.rungs) if self.ends is not None and self.rungs else 0
+        return len(self.tokens) + (len(self.text) + 3) // 4 + extra
 
 
 class TokenCache:
@@ -118,7 +126,8 @@ class TokenCache:
         self.max_tokens = max_tokens
         self.keep_prefixes = keep_prefixes
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._anchors: dict[int, list[bytes]] = {}  # ladder rung -> keys of the prompts filed under it
+        self._anchors: dict[int, list[bytes]] = {}  # last ladder rung -> keys of the prompts filed under it
+        self._rungs: dict[int, bytes] = {}  # any ladder rung -> the latest prompt with token ends holding it
         self.tokens = 0  # tokens held
         self.units = 0  # what the bound counts: tokens plus prefix text in 4-byte units
         self.hits = 0
@@ -141,16 +150,27 @@ class TokenCache:
         return None if found is None else found.tokens
 
     def put(
-        self, model: str, prompt: str, tokens: Sequence[int], *, chat: bool = False, prefix_text: bytes | None = None
+        self,
+        model: str,
+        prompt: str,
+        tokens: Sequence[int],
+        *,
+        chat: bool = False,
+        prefix_text: bytes | None = None,
+        ends: Sequence[int] | None = None,
     ) -> None:
         """Keep `tokens` for (model, prompt); `prefix_text` (`TokenizeInput.prefix_text`; a text prompt's own UTF-8
-        when not given, nothing for a chat) files it for `derive`."""
+        when not given, nothing for a chat) files it for `derive`. `ends` (a text prompt's only: where each token
+        ends in `prefix_text`, `scorer.token_offsets`) also lets a request that merely shares a prefix with it derive
+        from it."""
         if prefix_text is None:
             prefix_text = b"" if chat else text_prefix_text(prompt)
         if not self.keep_prefixes:
             prefix_text = b""
         rungs = ladder(model, chat, prefix_text) if prefix_text else []
         entry = _Entry(array("I", tokens), prefix_text if rungs else b"", rungs[-1] if rungs else None, model, chat)
+        if rungs and ends and not chat and len(ends) == len(tokens) and ends[-1] == len(prefix_text):
+            entry.ends, entry.rungs = array("I", ends), rungs
         if entry.cost > self.max_tokens:
             return  # larger than the whole cache: not worth evicting everything for
         key = _digest(model, prompt, chat)
@@ -160,29 +180,59 @@ class TokenCache:
         self.units += entry.cost
         if entry.anchor is not None:
             self._anchors.setdefault(entry.anchor, []).append(key)
+        for rung in entry.rungs or ():
+            self._rungs[rung] = key
         while len(self._entries) > self.max_entries or self.units > self.max_tokens:
             self._drop(next(iter(self._entries)))
 
     def derive(self, model: str, question: TokenizeInput, margin: int) -> DerivedTokens | None:
-        """A known prefix of the tokens of `question` from the longest cached prompt of the same model and kind that
-        it extends (`scorer.token_prefix`), or None. Refreshes that prompt in the LRU."""
+        """A known prefix of the tokens of `question`, or None: from the longest cached prompt of the same model and
+        kind that it extends (`scorer.token_prefix`), or from the cached prompt with token ends that shares the
+        longest prefix with it, whichever knows more. Refreshes that prompt in the LRU."""
         data = question.prefix_text
         rungs = ladder(model, question.chat, data)
+        extended = self._extended(model, question.chat, data, rungs, margin)
+        shared = self._shared(model, question.chat, data, rungs, margin) if self._rungs else None
+        best = max((f for f in (extended, shared) if f is not None), key=lambda f: len(f[1].tokens), default=None)
+        if best is None:
+            return None
+        self._entries.move_to_end(best[0])
+        self.derived += 1
+        return best[1]
+
+    def _shared(
+        self, model: str, chat: bool, data: bytes, rungs: list[int], margin: int
+    ) -> tuple[bytes, DerivedTokens] | None:
+        """From the latest prompt holding the request's longest rung: the tokens that end within the bytes both
+        share, minus the margin."""
+        for k in range(len(rungs) - 1, -1, -1):
+            key = self._rungs.get(rungs[k])
+            entry = self._entries.get(key) if key is not None else None
+            if entry is None or entry.ends is None or entry.model != model or entry.chat != chat:
+                continue
+            common = common_blocks(data, entry.text, len(data), 1)
+            if common < (k + 1) * LADDER_BYTES:
+                continue  # a digest collision: the bytes decide
+            inside = bisect_right(entry.ends, common)
+            found = derive(entry.tokens[:inside], int(entry.ends[inside - 1]) if inside else 0, len(data), margin)
+            return None if found is None or key is None else (key, found)
+        return None
+
+    def _extended(
+        self, model: str, chat: bool, data: bytes, rungs: list[int], margin: int
+    ) -> tuple[bytes, DerivedTokens] | None:
+        """From the longest cached prompt that `data` extends: all its tokens but the margin."""
         for rung in reversed(rungs):
             best: tuple[bytes, _Entry] | None = None
             for key in self._anchors.get(rung, ()):
                 entry = self._entries[key]
-                if entry.model != model or entry.chat != question.chat or not data.startswith(entry.text):
+                if entry.model != model or entry.chat != chat or not data.startswith(entry.text):
                     continue  # another model or kind, or a digest collision: the bytes decide
                 if best is None or len(entry.text) > len(best[1].text):
                     best = key, entry
             if best is not None:
-                key, entry = best
-                found = derive(entry.tokens, len(entry.text), len(data), margin)
-                if found is not None:
-                    self._entries.move_to_end(key)
-                    self.derived += 1
-                    return found
+                found = derive(best[1].tokens, len(best[1].text), len(data), margin)
+                return None if found is None else (best[0], found)
         return None
 
     def _drop(self, key: bytes) -> None:
@@ -196,6 +246,9 @@ class TokenCache:
             filed.remove(key)
             if not filed:
                 del self._anchors[entry.anchor]
+        for rung in entry.rungs or ():
+            if self._rungs.get(rung) == key:
+                del self._rungs[rung]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scorer.token_cache import TokenCache, TokenizeInput
+from scorer.token_offsets import TokenOffsets
 from scorer.token_prefix import DEFAULT_MARGIN_TOKENS
 from sim.fleet.synth import BLOCK_TOKENS, prompt_text
 from sim.fleet.tokenizer import get_tokenizer
@@ -46,7 +47,13 @@ class DerivationStats:
     wrong: int = 0  # derived prefixes that are not a prefix of the real tokens
     covered_blocks: int = 0  # over derived requests: full KV blocks of the derived prefix
     prompt_blocks: int = 0  # over derived requests: full KV blocks of the real tokens
+    shared_blocks: int = 0  # over derived requests: KV blocks of the longest trace-block prefix an earlier one shares
     estimate_error: list[float] = field(default_factory=list)  # |estimated - real| / real, derived requests
+    with_ends: int = 0  # tokenized prompts whose token ends were read from their token strings
+
+    @property
+    def exact_misses(self) -> int:
+        return self.requests - self.exact
 
     def report(self) -> str:
         n = max(1, self.requests)
@@ -62,17 +69,23 @@ class DerivationStats:
                 f"nothing (wait for /tokenize)   {self.none} ({self.none / n:.1%}), of which sharing a block with "
                 f"an earlier prompt: {self.none_sharing} ({self.none_sharing / n:.1%})",
                 f"derived: blocks covered        {self.covered_blocks / max(1, self.prompt_blocks):.1%} of the "
-                f"prompts' {KV_BLOCK}-token blocks",
+                f"prompts' {KV_BLOCK}-token blocks; {self.covered_blocks / max(1, self.shared_blocks):.1%} of those "
+                f"an earlier prompt shares ({self.shared_blocks / max(1, self.prompt_blocks):.1%} of all)",
                 f"derived: token count estimate  |error| median {median:.2%}, max {worst:.2%}",
                 f"derived: true token prefix     {self.derived - self.wrong} of {self.derived} "
                 f"({(self.derived - self.wrong) / d:.1%})",
+                f"token ends read                {self.with_ends} of {self.exact_misses} tokenized prompts",
             ]
         )
 
 
-def replay_derivation(trace: list[TraceRequest], cache: TokenCache, margin: int) -> DerivationStats:
-    """Each request in order: exact, derived (checked against the real tokens) or nothing; then its tokens cached."""
+def replay_derivation(
+    trace: list[TraceRequest], cache: TokenCache, margin: int, *, offsets: bool = True
+) -> DerivationStats:
+    """Each request in order: exact, derived (checked against the real tokens) or nothing; then its tokens cached,
+    with their ends when `offsets` (as the picker does from `/tokenize`'s token strings)."""
     tok = get_tokenizer()
+    reader = TokenOffsets()
     stats = DerivationStats()
     seen_blocks: set[tuple[int, ...]] = set()  # full-block id prefixes of earlier prompts
     for req in trace:
@@ -80,6 +93,9 @@ def replay_derivation(trace: list[TraceRequest], cache: TokenCache, margin: int)
         question = TokenizeInput(text)
         stats.requests += 1
         full = req.input_length // BLOCK_TOKENS
+        shared = 0  # full trace blocks this prompt shares with an earlier one, from the first
+        while shared < full and tuple(req.hash_ids[: shared + 1]) in seen_blocks:
+            shared += 1
         if cache.get(MODEL, text) is not None:
             stats.exact += 1
         else:
@@ -87,15 +103,18 @@ def replay_derivation(trace: list[TraceRequest], cache: TokenCache, margin: int)
             found = cache.derive(MODEL, question, margin)
             if found is None:
                 stats.none += 1
-                stats.none_sharing += full >= 1 and tuple(req.hash_ids[:1]) in seen_blocks
+                stats.none_sharing += shared >= 1
             else:
                 stats.derived += 1
                 known = list(found.tokens)
                 stats.wrong += real[: len(known)] != known
                 stats.covered_blocks += len(known) // KV_BLOCK
                 stats.prompt_blocks += len(real) // KV_BLOCK
+                stats.shared_blocks += shared * BLOCK_TOKENS // KV_BLOCK
                 stats.estimate_error.append(abs(found.estimated_total - len(real)) / max(1, len(real)))
-            cache.put(MODEL, text, real, prefix_text=question.prefix_text)
+            ends = reader.ends(question.prefix_text, [tok.id_to_piece(t) for t in real]) if offsets else None
+            stats.with_ends += ends is not None
+            cache.put(MODEL, text, real, prefix_text=question.prefix_text, ends=ends)
         for k in range(1, full + 1):
             seen_blocks.add(tuple(req.hash_ids[:k]))
     return stats
@@ -108,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--margin", type=int, default=DEFAULT_MARGIN_TOKENS, help="derivedPrefixMarginTokens")
     p.add_argument("--entries", type=int, default=1024, help="tokenCacheEntries")
     p.add_argument("--tokens", type=int, default=16 * 1024 * 1024, help="tokenCacheTokens")
+    p.add_argument("--no-offsets", action="store_true", help="no token strings: only prompts that extend a cached one")
     args = p.parse_args(argv)
     if not args.trace.exists():
         print(f"error: trace not found: {args.trace}", file=sys.stderr)

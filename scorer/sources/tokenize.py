@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from scorer.token_cache import TokenCache, TokenizeInput, tokenize_input
+from scorer.token_offsets import TokenOffsets
 from scorer.types import LLMRequest
 
 log = logging.getLogger("autonomic.picker.tokenize")
@@ -68,6 +69,7 @@ class Tokenizer:
         self._turn = 0
         self._session: aiohttp.ClientSession | None = None
         self._background: dict[tuple[str, bool, str], asyncio.Task[None]] = {}
+        self._offsets = TokenOffsets()
 
     async def __aenter__(self) -> Tokenizer:
         self._session = aiohttp.ClientSession()
@@ -116,17 +118,25 @@ class Tokenizer:
     async def _tokenize(self, model: str, question: TokenizeInput, timeout_s: float) -> None:
         servers = list(self.servers())
         body = question.body(model)
+        with_strs = self.margin is not None and not question.chat  # token ends only serve text prompts
+        if with_strs:
+            body["return_token_strs"] = True
         for attempt in range(min(2, len(servers))):
             address = servers[(self._turn + attempt) % len(servers)]
-            tokens, retry = await self._ask(address, body, timeout_s)
+            tokens, strs, retry = await self._ask(address, body, timeout_s)
             if tokens is not None:
-                self.cache.put(model, question.text, tokens, chat=question.chat, prefix_text=question.prefix_text)
+                text = question.prefix_text if self.margin is not None else None
+                ends = self._offsets.ends(text, strs) if text is not None and strs is not None else None
+                self.cache.put(model, question.text, tokens, chat=question.chat, prefix_text=text, ends=ends)
             if not retry:
                 break
         self._turn += 1
 
-    async def _ask(self, address: str, body: dict[str, Any], timeout_s: float) -> tuple[list[int] | None, bool]:
-        """(tokens or None, whether another server is worth asking: not after a timeout, which already cost)."""
+    async def _ask(
+        self, address: str, body: dict[str, Any], timeout_s: float
+    ) -> tuple[list[int] | None, list[str] | None, bool]:
+        """(tokens or None, their strings when the server gave them, whether another server is worth asking: not
+        after a timeout, which already cost)."""
         assert self._session is not None
         self.requests += 1
         try:
@@ -138,8 +148,10 @@ class Tokenizer:
             tokens = doc.get("tokens") if isinstance(doc, dict) else None
             if not isinstance(tokens, list) or not all(type(t) is int and 0 <= t < 2**32 for t in tokens):
                 raise ValueError("answer has no 'tokens' list of non-negative 32-bit integers")
-            return tokens, False
+            strs = doc.get("token_strs")
+            valid = isinstance(strs, list) and len(strs) == len(tokens) and all(type(s) is str for s in strs)
+            return tokens, strs if valid else None, False
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self.failures += 1
             log.info("tokenize failed", extra={"endpoint": address, "error": f"{type(exc).__name__}: {exc}"})
-            return None, not isinstance(exc, TimeoutError)
+            return None, None, not isinstance(exc, TimeoutError)
