@@ -1,14 +1,19 @@
-"""Derived token prefixes: a cached earlier prompt that the request extends gives a true prefix of its tokens."""
+"""Derived token prefixes: a cached earlier prompt that the request extends, or shares a prefix with (when its token
+ends are known), gives a true prefix of the request's tokens."""
 
 from __future__ import annotations
 
 import dataclasses
+from array import array
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scorer.token_cache import TokenCache, TokenizeInput, known_prefix, tokenize_input
+from scorer.token_offsets import TokenOffsets
 from scorer.token_prefix import LADDER_BYTES, chat_prefix_text, derive, ladder
 from scorer.types import LLMRequest
 from sim.fleet.tokenizer import get_tokenizer
@@ -18,7 +23,7 @@ BASE = "w" * 2048  # two ladder rungs
 TOK = list(range(1, 513))  # BASE's tokens: 4 bytes each
 
 
-def cache_with(*prompts: tuple[str, list[int]], model: str = "m", **kw: int) -> TokenCache:
+def cache_with(*prompts: tuple[str, list[int]], model: str = "m", **kw: Any) -> TokenCache:
     cache = TokenCache(**kw)
     for text, tokens in prompts:
         cache.put(model, text, tokens)
@@ -110,7 +115,7 @@ ANSWER = {"role": "assistant", "content": "hello"}
 TURN2 = {"messages": [*TURN1["messages"], ANSWER, {"role": "user", "content": "and?"}]}
 
 
-def chat_request(fields: dict[str, object]) -> LLMRequest:
+def chat_request(fields: Mapping[str, Any]) -> LLMRequest:
     return LLMRequest("c", "m", kind="chat", prompt="", chat_fields=fields)
 
 
@@ -198,3 +203,93 @@ def test_derived_tokens_are_a_prefix_of_the_real_tokens(head: str, tail: str, cu
     real = TWIN.encode(request)
     assert found is not None and list(found.tokens) == real[: len(found.tokens)]
     assert len(found.tokens) == len(TWIN.encode(earlier)) - M
+
+
+# ---- token ends: a request that only shares a prefix with a cached prompt -----------------------------------------
+def twin_ends(text: str) -> tuple[list[int], array[int] | None]:
+    tokens = TWIN.encode(text)
+    return tokens, TokenOffsets().ends(text.encode(errors="surrogatepass"), [TWIN.id_to_piece(t) for t in tokens])
+
+
+BL = {" ": "Ġ", "\n": "Ċ"}  # GPT-2's byte-level characters for a space and a newline
+
+
+@pytest.mark.parametrize(
+    ("text", "strs", "expected"),
+    [
+        ("Hello world", ["Hello", " world"], [5, 11]),  # literal pieces
+        ("a\nb", ["a", "<0x0A>", "b"], [1, 2, 3]),  # byte pieces
+        ("é", ["<0xC3>", "<0xA9>"], [1, 2]),
+        ("Hello world\n", ["Hello", f"{BL[' ']}world", BL["\n"]], [5, 11, 12]),  # byte-level (Llama 3, Qwen)
+        ("héllo", ["h", "Ã©", "llo"], [1, 3, 6]),  # é is two bytes, two byte-level characters
+        ("Hi there", ["<|begin_of_text|>", "Hi", f"{BL[' ']}there"], [0, 2, 8]),  # a BOS not in the text
+        ("Hello world", ["▁Hello", "▁world"], None),  # SentencePiece's ▁: no reading reproduces the text
+        ("Hello world", ["Hello", " wor"], None),  # too short
+        ("Hello", ["Hel", "lo", "<|end|>"], None),  # a special token that is not in the text, not leading
+        ("", [], []),
+    ],
+)
+def test_token_ends(text: str, strs: list[str], expected: list[int] | None) -> None:
+    ends = TokenOffsets().ends(text.encode(), strs)
+    assert (list(ends) if ends is not None else None) == expected
+
+
+SHARED = "".join(" " + w for w in TWIN.words[2000:2300])  # ~2.4 KB of the twin's words: over two rungs
+
+
+def shared_cache(earlier: str, **kw: Any) -> TokenCache:
+    tokens, ends = twin_ends(earlier)
+    assert ends is not None
+    cache = TokenCache(**kw)
+    cache.put("m", earlier, tokens, ends=ends)
+    return cache
+
+
+@pytest.mark.parametrize(
+    ("earlier", "request_text"),
+    [
+        (SHARED + " tail of the earlier turn", SHARED + " another turn altogether"),  # an edited last turn
+        (SHARED + " bana", SHARED + " banana"),  # the shared prefix ends inside a word
+        (SHARED + "   ", SHARED + " x"),  # inside a run of spaces
+        (SHARED + " 12", SHARED + " 123456"),  # inside a number
+        (SHARED, SHARED + " more"),  # an extension: the same as the extension rule
+    ],
+)
+def test_shared_prefix_derivation_is_a_true_prefix(earlier: str, request_text: str) -> None:
+    found = shared_cache(earlier).derive("m", TokenizeInput(request_text), M)
+    real = TWIN.encode(request_text)
+    x, y = earlier.encode(), request_text.encode()
+    common = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
+    _, ends = twin_ends(earlier)
+    assert ends is not None
+    inside = sum(1 for e in ends if e <= common)
+    assert found is not None and list(found.tokens) == real[: inside - M] == TWIN.encode(earlier)[: inside - M]
+
+
+def test_shared_prefix_needs_ends_a_whole_rung_and_the_same_model() -> None:
+    earlier = SHARED + " end"
+    cache = TokenCache()
+    cache.put("m", earlier, TWIN.encode(earlier))  # no ends: only the extension rule
+    assert derived(cache, SHARED + " other") is None
+    assert derived(shared_cache(earlier), SHARED + " other", model="n") is None
+    assert derived(shared_cache(earlier), SHARED[:900] + "x" + SHARED[901:]) is None  # shares under one rung
+    tokens, ends = twin_ends(earlier)
+    bad = TokenCache()
+    bad.put("m", earlier, tokens, ends=list(ends or [])[:-1])  # ends that do not fit the tokens are not kept
+    assert derived(bad, SHARED + " other") is None
+
+
+def test_evicting_a_prompt_with_ends_unfiles_its_rungs() -> None:
+    cache = shared_cache(SHARED + " one", max_entries=1)
+    assert cache._rungs and derived(cache, SHARED + " two") is not None
+    cache.put("m", "short", [1])
+    assert not cache._rungs and derived(cache, SHARED + " two") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(head=_text, a=_text, b=_text)
+def test_shared_prefix_derived_tokens_are_a_prefix_of_the_real_tokens(head: str, a: str, b: str) -> None:
+    earlier, request = SHARED + head + a, SHARED + head + b
+    found = shared_cache(earlier).derive("m", TokenizeInput(request), M)
+    real = TWIN.encode(request)
+    assert found is not None and list(found.tokens) == real[: len(found.tokens)]
