@@ -73,8 +73,9 @@ class PreciseCollector(Collector):
         )
         waits = CounterMetricFamily(
             "autonomic_picker_tokenize_waits",
-            "Requests whose decision waited for a /tokenize round trip (nothing cached or derivable).",
-            labels=["plugin"],
+            "Requests whose decision waited for a /tokenize round trip (nothing cached or derivable), by outcome "
+            "(answered: the answer came within tokenizeTimeoutSeconds; timed_out: decided without it).",
+            labels=["plugin", "outcome"],
         )
         sources = CounterMetricFamily(
             "autonomic_picker_precise_tokens",
@@ -92,7 +93,8 @@ class PreciseCollector(Collector):
             tokenize.add_metric([w.plugin.name, "ok"], float(t.requests - t.failures))
             tokenize.add_metric([w.plugin.name, "failed"], float(t.failures))
             tokenize.add_metric([w.plugin.name, "skipped"], float(t.skipped))
-            waits.add_metric([w.plugin.name], float(t.waited))
+            waits.add_metric([w.plugin.name, "answered"], float(t.waited - t.wait_timeouts))
+            waits.add_metric([w.plugin.name, "timed_out"], float(t.wait_timeouts))
             for source, count in w.plugin.by_source.items():
                 sources.add_metric([w.plugin.name, source], float(count))
         yield from per_endpoint.values()

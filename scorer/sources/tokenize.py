@@ -11,9 +11,11 @@ with the servers. The answer depends only on (model, what is asked), so it is ke
 - when the request extends a cached prompt (`TokenCache.derive`, `scorer.token_prefix`: the next turn of a
   conversation), the scorer can match a known prefix of its tokens with no I/O, so nothing is awaited: the full
   prompt is tokenized in the background (its answer serves the next turn and any repeat of this request);
-- otherwise it asks one server, round robin over the ready ones, waiting at most `timeout_s`; after an error other
-  than a timeout it tries one other server, then gives up quietly (the scorer then falls back to the approximate
-  index for this request). With `timeout_s == 0` it never waits: the question goes to the background too.
+- otherwise it asks one server, round robin over the ready ones, waiting at most `timeout_s` for the answer; after
+  an error other than a timeout it tries one other server, then gives up quietly (the scorer then falls back to the
+  approximate index for this request). A wait that times out leaves the call running in the background, so its
+  answer still serves the conversation's next turn. With `timeout_s == 0` it never waits: the question goes to the
+  background at once.
 
 Background calls are bounded (`max_background` in flight, one per distinct prompt; past the bound a question is
 dropped and counted as skipped), have a timeout of their own (`BACKGROUND_TIMEOUT_S`, not on any critical path),
@@ -64,6 +66,7 @@ class Tokenizer:
         self.failures = 0
         self.requests = 0  # /tokenize calls made, waited for or not
         self.waited = 0  # requests whose decision waited for a /tokenize round trip
+        self.wait_timeouts = 0  # ...of which the wait ended before the answer (which then went on in the background)
         self.derived = 0  # requests decided on a derived prefix (their /tokenize went to the background)
         self.skipped = 0  # background questions dropped: `max_background` already in flight
         self._turn = 0
@@ -98,22 +101,36 @@ class Tokenizer:
             self._start_background(request.model, question)
         else:
             self.waited += 1
-            await self._tokenize(request.model, question, self.timeout_s)
+            task = self._start_background(request.model, question)
+            if task is None:  # the background is full: ask within the wait only, as before
+                await self._tokenize(request.model, question, self.timeout_s)
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.timeout_s)
+            except TimeoutError:
+                self.wait_timeouts += 1  # decided without it; the answer still fills the cache for the next turn
 
     def in_background(self) -> int:
         """Background /tokenize calls in flight."""
         return len(self._background)
 
-    def _start_background(self, model: str, question: TokenizeInput) -> None:
+    async def settled(self) -> None:
+        """Return once the background calls in flight now have ended (their answers cached, or failed)."""
+        await asyncio.gather(*self._background.values(), return_exceptions=True)
+
+    def _start_background(self, model: str, question: TokenizeInput) -> asyncio.Task[None] | None:
+        """The background call for `question` (an existing one for the same question), None when none may start."""
         key = (model, question.chat, question.text)
-        if key in self._background:
-            return  # already asked: its answer will serve this request's repeats too
+        task = self._background.get(key)
+        if task is not None:
+            return task  # already asked: its answer will serve this request's repeats too
         if len(self._background) >= self.max_background:
             self.skipped += 1
-            return
+            return None
         task = asyncio.create_task(self._tokenize(model, question, BACKGROUND_TIMEOUT_S))
         self._background[key] = task
         task.add_done_callback(lambda _t: self._background.pop(key, None))
+        return task
 
     async def _tokenize(self, model: str, question: TokenizeInput, timeout_s: float) -> None:
         servers = list(self.servers())

@@ -23,13 +23,21 @@ from harness.netutil import find_base_port, free_port
 from harness.picker import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
-from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams, PreciseState
+from scorer.config import load_config
+from scorer.director import Director
+from scorer.plugins.scorers.precise_prefix import (
+    PreciseMatch,
+    PrecisePrefixCacheScorer,
+    PrecisePrefixParams,
+    PreciseState,
+)
 from scorer.precise_index import PreciseIndex, request_keys
 from scorer.request_parser import parse_request
+from scorer.scheduler import Scheduler
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
 from scorer.sources.tokenize import Tokenizer
 from scorer.token_cache import known_tokens
-from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState
+from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest
 from sim.fleet.fleet import Fleet
 from sim.fleet.kv_publisher import KVEventPublisher
 from sim.fleet.profile import load_profile
@@ -337,3 +345,82 @@ async def test_a_chat_is_tokenized_as_the_server_does_and_its_cached_prefix_pred
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_second_turn_is_decided_on_derived_tokens_without_waiting_for_tokenize(fleet2: Fleet) -> None:
+    """Turn 1 is tokenized (waited for) and served by server 1; turn 2 extends it. Its decision reads the precise
+    index through the derived prefix before any /tokenize call is made, picks server 1, and the exact tokens that the
+    background call brings pick the same server."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    director = Director(Scheduler(load_config(PRECISE_CONFIG)))
+    director.set_endpoints([Endpoint(a) for a in pool])
+    for address in pool:
+        director.update_metrics(address, EndpointMetrics())
+    (plugin,) = [p for p in director.scheduler.plugins.values() if isinstance(p, PrecisePrefixCacheScorer)]
+    source = KVEventsSource(plugin.precise, pool)
+    task = asyncio.create_task(source.run())
+    margin = plugin.precise_params.derived_prefix_margin_tokens
+    try:
+        async with aiohttp.ClientSession() as session, Tokenizer(plugin.tokens, lambda: pool, 5.0, margin=margin) as t:
+            turn1 = prompt_text([81, 82, 83, 84], 4 * 100, 100)
+            await t.prepare(completion(model, turn1, "turn-1"))  # nothing to derive from: waits for /tokenize
+            assert t.waited == 1 and t.requests == 1
+            await complete(session, fleet2.urls[1], turn1, model)
+            for i, address in enumerate(pool):
+                seq = (await truth(session, fleet2, i))["last_published_seq"]
+                await caught_up(source, address, seq if seq >= 0 else None)
+
+            turn2 = completion(model, turn1 + " the answer" + prompt_text([85], 60, 60), "turn-2")
+            await t.prepare(turn2)
+            assert t.waited == 1 and t.derived == 1 and t.requests == 1  # no round trip before the decision
+            assert t.in_background() == 1
+            c = CycleState(now=0.0, rng=random.Random(0))
+            derived = plugin.match(c, turn2)
+            assert isinstance(derived, PreciseMatch) and derived.token_source == "derived"
+            derived_scores = plugin.score(c, turn2, [state(a) for a in pool])
+            assert derived_scores[pool[1]] > 0.5 and derived_scores[pool[0]] == 0.0
+            assert director.pick(turn2).targets[0].address == pool[1]
+
+            async with asyncio.timeout(WAIT):  # the background answer fills the cache
+                await t.settled()
+            assert t.requests == 2 and t.failures == 0
+            c = CycleState(now=0.0, rng=random.Random(0))
+            exact = plugin.match(c, turn2)
+            assert isinstance(exact, PreciseMatch) and exact.token_source == "exact"
+            exact_scores = plugin.score(c, turn2, [state(a) for a in pool])
+            assert max(exact_scores, key=exact_scores.__getitem__) == pool[1] and exact_scores[pool[0]] == 0.0
+            assert exact_scores[pool[1]] >= derived_scores[pool[1]]  # the margin's blocks are known now
+            assert plugin.by_source["derived"] >= 1 and plugin.by_source["exact"] >= 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def completion(model: str, prompt: str, request_id: str) -> LLMRequest:
+    return parse_request("/v1/completions", {}, json.dumps({"model": model, "prompt": prompt}).encode(), request_id)
+
+
+async def test_picker_process_counts_how_requests_were_tokenized(fleet2: Fleet) -> None:
+    """Through the process and its Pick API: turn 1 waits for /tokenize, turn 2 is derived; the metrics say so."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    turn1 = prompt_text([91, 92, 93], 3 * 100, 100)
+    turn2 = turn1 + " an answer" + prompt_text([94], 50, 50)
+    picker = PickerProcess(pool, config=PRECISE_CONFIG, scrape_interval_s=0.2)
+    await picker.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{picker.port}") as channel:
+            stub = pb_grpc.PickerStub(channel)
+            for i, prompt in enumerate((turn1, turn2)):
+                body = json.dumps({"model": model, "prompt": prompt}).encode()
+                await stub.Pick(pb.PickRequest(body=body, request_id=f"turn-{i + 1}"))
+        text = await picker.metrics_text()
+        plugin = 'plugin="precise-prefix-cache-scorer"'
+        waits = [
+            f'autonomic_picker_tokenize_waits_total{{outcome="{o}",{plugin}}} 1.0' for o in ("answered", "timed_out")
+        ]
+        assert sum(w in text for w in waits) == 1, text  # turn 1 only (answered in time, or after the wait)
+        assert f'autonomic_picker_precise_tokens_total{{{plugin},source="derived"}} 1.0' in text
+    finally:
+        await picker.stop()
