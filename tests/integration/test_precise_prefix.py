@@ -36,12 +36,13 @@ from scorer.request_parser import parse_request
 from scorer.scheduler import Scheduler
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
 from scorer.sources.tokenize import Tokenizer
-from scorer.token_cache import known_tokens
+from scorer.token_cache import TokenCache, known_tokens, tokenize_input
 from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest
 from sim.fleet.fleet import Fleet
 from sim.fleet.kv_publisher import KVEventPublisher
 from sim.fleet.profile import load_profile
 from sim.fleet.synth import prompt_text
+from sim.fleet.tokenizer import get_tokenizer
 
 WAIT = 20.0
 BLOCKS = 96
@@ -424,3 +425,26 @@ async def test_picker_process_counts_how_requests_were_tokenized(fleet2: Fleet) 
         assert f'autonomic_picker_precise_tokens_total{{{plugin},source="derived"}} 1.0' in text
     finally:
         await picker.stop()
+
+
+async def test_background_tokenize_is_bounded_shared_and_reads_token_ends(fleet2: Fleet) -> None:
+    """`tokenizeTimeoutSeconds: 0`: nothing is ever awaited; at most `max_background` calls run, a repeated question
+    joins the call in flight, and the answers' token strings let a request that shares only a prefix derive."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    cache = TokenCache()
+    async with Tokenizer(cache, lambda: pool, 0.0, margin=64, max_background=2) as t:
+        turns = [completion(model, prompt_text([100 + i], 300, 300), f"b{i}") for i in range(3)]
+        for request in [*turns, turns[0]]:
+            await t.prepare(request)
+        assert t.waited == 0 and t.skipped == 1 and t.in_background() == 2 and t.requests == 0
+        async with asyncio.timeout(WAIT):
+            await t.settled()
+        assert t.requests == 2 and t.failures == 0
+        assert known_tokens(turns[0], cache) is not None and known_tokens(turns[2], cache) is None
+        edited = completion(model, turns[0].prompt[:-40] + " something else", "b3")
+        question = tokenize_input(edited)
+        assert question is not None
+        found = cache.derive(model, question, 64)
+        real = get_tokenizer().encode(edited.prompt)
+        assert found is not None and list(found.tokens) == real[: len(found.tokens)] and len(found.tokens) > 200
