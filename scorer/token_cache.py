@@ -97,6 +97,7 @@ def known_prefix(
 
 
 _RUNG_UNITS = 24  # ~96 bytes per rung filed in `TokenCache._rungs` (a dict slot, an int, a reference)
+ENDS_STRIDE = 16  # token ends kept for every 16th token only: a known prefix then ends on a multiple of 16 tokens
 
 
 @dataclass
@@ -106,7 +107,7 @@ class _Entry:
     anchor: int | None  # the ladder rung it is filed under, None when not filed
     model: str
     chat: bool
-    ends: array[int] | None = None  # byte offset where each token ends in `text` (`scorer.token_offsets`)
+    ends: array[int] | None = None  # where tokens 16, 32, ... end in `text` (bytes; `scorer.token_offsets`)
     rungs: list[int] | None = None  # every rung of `text`, filed in `_rungs` (only with `ends`)
 
     @property
@@ -170,7 +171,7 @@ class TokenCache:
         rungs = ladder(model, chat, prefix_text) if prefix_text else []
         entry = _Entry(array("I", tokens), prefix_text if rungs else b"", rungs[-1] if rungs else None, model, chat)
         if rungs and ends and not chat and len(ends) == len(tokens) and ends[-1] == len(prefix_text):
-            entry.ends, entry.rungs = array("I", ends), rungs
+            entry.ends, entry.rungs = array("I", ends[ENDS_STRIDE - 1 :: ENDS_STRIDE]), rungs
         if entry.cost > self.max_tokens:
             return  # larger than the whole cache: not worth evicting everything for
         key = _digest(model, prompt, chat)
@@ -213,8 +214,9 @@ class TokenCache:
             common = common_blocks(data, entry.text, len(data), 1)
             if common < (k + 1) * LADDER_BYTES:
                 continue  # a digest collision: the bytes decide
-            inside = bisect_right(entry.ends, common)
-            found = derive(entry.tokens[:inside], int(entry.ends[inside - 1]) if inside else 0, len(data), margin)
+            strides = bisect_right(entry.ends, common)  # the first 16 * strides tokens end within the shared bytes
+            inside = strides * ENDS_STRIDE
+            found = derive(entry.tokens[:inside], int(entry.ends[strides - 1]) if strides else 0, len(data), margin)
             return None if found is None or key is None else (key, found)
         return None
 
