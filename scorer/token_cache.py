@@ -4,8 +4,10 @@ Why it exists: the precise prefix scorer (pure core) reads tokens that the picke
 `scorer/sources/tokenize.py`) fetched earlier from the pool's servers. Keeping the cache and the question here lets
 the core read them without importing the HTTP client. `TokenCache` is a pure LRU bounded both in entries and in total
 tokens (4 bytes each), keyed by a 128-bit digest of the input, not by the input. It also keeps each prompt's prefix
-text (counted in the token bound at 4 bytes a unit), so that a later request extending a cached prompt finds it and
-gets a known prefix of its tokens without asking (`derive`, `scorer.token_prefix`).
+text and, when the server's token strings gave them, where every 16th token ends in it (all counted in the token
+bound at 4 bytes a unit), so that a later request that extends a cached prompt, or shares at least one 1 KiB rung
+with one whose token ends are known, gets a true prefix of its tokens without asking (`derive`,
+`scorer.token_prefix`, `scorer.token_offsets`).
 
 What is asked (`tokenize_input`; `known_tokens` is what the scorer reads):
 
@@ -87,7 +89,7 @@ def known_prefix(
     request: LLMRequest, cache: TokenCache, margin: int | None
 ) -> tuple[TokenSource, Sequence[int], int] | None:
     """What is known of `request`'s tokens without I/O: ("exact", tokens, their count), or, with a `margin` (None:
-    never derive), ("derived", a true prefix of them, their estimated count) from a cached prompt it extends."""
+    never derive), ("derived", a true prefix of them, their estimated count): `TokenCache.derive`."""
     exact = known_tokens(request, cache)
     if exact is not None:
         return "exact", exact, len(exact)
