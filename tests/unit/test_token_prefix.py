@@ -295,3 +295,31 @@ def test_shared_prefix_derived_tokens_are_a_prefix_of_the_real_tokens(head: str,
     found = shared_cache(earlier).derive("m", TokenizeInput(request), M)
     real = TWIN.encode(request)
     assert found is not None and list(found.tokens) == real[: len(found.tokens)]
+
+
+_message = st.builds(
+    lambda role, content: {"role": role, "content": content},
+    st.sampled_from(["system", "user", "assistant", "tool"]),
+    _text,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages=st.lists(_message, min_size=2, max_size=8), cut=st.integers(1, 7), gen=st.booleans())
+def test_chat_derived_tokens_are_a_prefix_of_the_twins_rendered_tokens(
+    messages: list[dict[str, str]], cut: int, gen: bool
+) -> None:
+    """The twin's template is append-only: an earlier turn's tokens minus the margin (which covers its generation
+    prompt) are a prefix of the later turn's, whatever the messages."""
+    messages = [{"role": "system", "content": SHARED}, *messages]  # over one rung of prefix text
+    cut = min(cut, len(messages) - 1)
+    fields = {"add_generation_prompt": gen}
+    earlier = tokenize_input(chat_request({**fields, "messages": messages[:cut]}))
+    later = tokenize_input(chat_request({**fields, "messages": messages}))
+    assert earlier is not None and later is not None
+    cache = TokenCache()
+    earlier_tokens = TWIN.encode(TWIN.apply_chat_template(messages[:cut], add_generation_prompt=gen))
+    cache.put("m", earlier.text, earlier_tokens, chat=True, prefix_text=earlier.prefix_text)
+    found = cache.derive("m", later, M)
+    real = TWIN.encode(TWIN.apply_chat_template(messages, add_generation_prompt=gen))
+    assert found is not None and list(found.tokens) == real[: len(found.tokens)]
