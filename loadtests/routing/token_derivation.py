@@ -11,11 +11,15 @@ compared with the twin's tokenization of the whole prompt.
 
     python -m loadtests.routing.token_derivation --minutes 5
 
+Defaults: the margin and token cache bounds of the shipped precise profile (scorer/precise-config.yaml).
+
 Figures: shares of requests per source; of the derived requests, the share of the prompt's 16-token blocks the
 derived prefix covers and the error of the estimated token count; the number of derived prefixes that are not a
-prefix of the real tokens (must be 0). "none, shares a block" counts the requests that share at least one full
-trace block (512 tokens) with an earlier prompt yet extend none: the synthesized trace gives a turn's partial last
-block new text in the next turn, so a later turn shares the earlier prompt's full blocks but does not extend it.
+prefix of the real tokens (must be 0). "Shared" is the longest token prefix any earlier prompt shares with the
+request, read from the trace's block ids (a block's tokens depend on its id only, a partial block is a prefix of
+the full one): the most any derivation could know. The synthesized trace gives a turn's partial last block new text
+in the next turn, so a later turn shares the earlier prompt's full blocks but seldom extends it: `--no-offsets` (no
+token ends, the extension rule only) shows what that leaves.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scorer.config import load_config
+from scorer.plugins.scorers.precise_prefix import PrecisePrefixParams
 from scorer.token_cache import TokenCache, TokenizeInput
 from scorer.token_offsets import TokenOffsets
-from scorer.token_prefix import DEFAULT_MARGIN_TOKENS
 from sim.fleet.synth import BLOCK_TOKENS, prompt_text
 from sim.fleet.tokenizer import get_tokenizer
 from sim.fleet.trace import TraceRequest, load_trace
 
 TRACE = Path("/work/shared/data/traces/mooncake_conversation_first30min.jsonl")
+PRECISE_CONFIG = Path(__file__).resolve().parents[2] / "scorer" / "precise-config.yaml"
 MODEL = "twin"
 KV_BLOCK = 16  # the twin's (and vLLM's) block size, for the coverage figure
 
@@ -47,7 +53,7 @@ class DerivationStats:
     wrong: int = 0  # derived prefixes that are not a prefix of the real tokens
     covered_blocks: int = 0  # over derived requests: full KV blocks of the derived prefix
     prompt_blocks: int = 0  # over derived requests: full KV blocks of the real tokens
-    shared_blocks: int = 0  # over derived requests: KV blocks of the longest trace-block prefix an earlier one shares
+    shared_blocks: int = 0  # over derived requests: KV blocks of the longest token prefix an earlier prompt shares
     estimate_error: list[float] = field(default_factory=list)  # |estimated - real| / real, derived requests
     with_ends: int = 0  # tokenized prompts whose token ends were read from their token strings
 
@@ -66,8 +72,8 @@ class DerivationStats:
                 f"requests                       {self.requests}",
                 f"exact tokens (cached)          {self.exact} ({self.exact / n:.1%})",
                 f"derived prefix                 {self.derived} ({self.derived / n:.1%})",
-                f"nothing (wait for /tokenize)   {self.none} ({self.none / n:.1%}), of which sharing a block with "
-                f"an earlier prompt: {self.none_sharing} ({self.none_sharing / n:.1%})",
+                f"nothing (wait for /tokenize)   {self.none} ({self.none / n:.1%}), of which sharing a trace block "
+                f"with an earlier prompt: {self.none_sharing} ({self.none_sharing / n:.1%})",
                 f"derived: blocks covered        {self.covered_blocks / max(1, self.prompt_blocks):.1%} of the "
                 f"prompts' {KV_BLOCK}-token blocks; {self.covered_blocks / max(1, self.shared_blocks):.1%} of those "
                 f"an earlier prompt shares ({self.shared_blocks / max(1, self.prompt_blocks):.1%} of all)",
@@ -87,15 +93,18 @@ def replay_derivation(
     tok = get_tokenizer()
     reader = TokenOffsets()
     stats = DerivationStats()
-    seen_blocks: set[tuple[int, ...]] = set()  # full-block id prefixes of earlier prompts
+    seen: dict[tuple[int, ...], int] = {}  # id prefix of an earlier prompt -> most tokens it had in its last block
     for req in trace:
         text = prompt_text(req.hash_ids, req.input_length)
         question = TokenizeInput(text)
         stats.requests += 1
-        full = req.input_length // BLOCK_TOKENS
-        shared = 0  # full trace blocks this prompt shares with an earlier one, from the first
-        while shared < full and tuple(req.hash_ids[: shared + 1]) in seen_blocks:
-            shared += 1
+        blocks = block_lengths(req)
+        shared = 0  # tokens of the longest prefix an earlier prompt shares (a block's tokens depend on its id only)
+        for j, n in enumerate(blocks):
+            had = seen.get(req.hash_ids[: j + 1], 0)
+            shared += min(had, n)
+            if had < n or n < BLOCK_TOKENS:
+                break
         if cache.get(MODEL, text) is not None:
             stats.exact += 1
         else:
@@ -103,32 +112,57 @@ def replay_derivation(
             found = cache.derive(MODEL, question, margin)
             if found is None:
                 stats.none += 1
-                stats.none_sharing += shared >= 1
+                stats.none_sharing += shared >= BLOCK_TOKENS
             else:
                 stats.derived += 1
                 known = list(found.tokens)
                 stats.wrong += real[: len(known)] != known
                 stats.covered_blocks += len(known) // KV_BLOCK
                 stats.prompt_blocks += len(real) // KV_BLOCK
-                stats.shared_blocks += shared * BLOCK_TOKENS // KV_BLOCK
+                stats.shared_blocks += shared // KV_BLOCK
                 stats.estimate_error.append(abs(found.estimated_total - len(real)) / max(1, len(real)))
             ends = reader.ends(question.prefix_text, [tok.id_to_piece(t) for t in real]) if offsets else None
             stats.with_ends += ends is not None
             cache.put(MODEL, text, real, prefix_text=question.prefix_text, ends=ends)
-        for k in range(1, full + 1):
-            seen_blocks.add(tuple(req.hash_ids[:k]))
+        for j, n in enumerate(blocks):
+            key = req.hash_ids[: j + 1]
+            seen[key] = max(seen.get(key, 0), n)
     return stats
+
+
+def block_lengths(req: TraceRequest) -> list[int]:
+    """Tokens of each trace block the prompt uses (`sim.fleet.synth`: the last may be partial, or longer than a block
+    when the prompt outgrows its ids)."""
+    lengths, left = [], req.input_length
+    for j in range(len(req.hash_ids)):
+        if left <= 0:
+            break
+        n = left if j == len(req.hash_ids) - 1 else min(left, BLOCK_TOKENS)
+        lengths.append(n)
+        left -= n
+    return lengths
+
+
+def shipped_params() -> PrecisePrefixParams:
+    """The precise-prefix-cache-scorer's parameters in the shipped precise profile."""
+    config = load_config(PRECISE_CONFIG)
+    (params,) = [p.params for p in config.plugins if isinstance(p.params, PrecisePrefixParams)]
+    return params
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.routing.token_derivation", description=__doc__.split("\n")[0])
     p.add_argument("--trace", type=Path, default=TRACE)
     p.add_argument("--minutes", type=float, default=5.0)
-    p.add_argument("--margin", type=int, default=DEFAULT_MARGIN_TOKENS, help="derivedPrefixMarginTokens")
-    p.add_argument("--entries", type=int, default=1024, help="tokenCacheEntries")
-    p.add_argument("--tokens", type=int, default=16 * 1024 * 1024, help="tokenCacheTokens")
+    shipped = shipped_params()
+    p.add_argument("--margin", type=int, default=shipped.derived_prefix_margin_tokens, help="derivedPrefixMarginTokens")
+    p.add_argument("--entries", type=int, default=shipped.token_cache_entries, help="tokenCacheEntries")
+    p.add_argument("--tokens", type=int, default=shipped.token_cache_tokens, help="tokenCacheTokens")
     p.add_argument("--no-offsets", action="store_true", help="no token strings: only prompts that extend a cached one")
     args = p.parse_args(argv)
+    if args.margin is None or args.margin < 1:
+        print("error: --margin must be >= 1 (the shipped profile derives nothing)", file=sys.stderr)
+        return 2
     if not args.trace.exists():
         print(f"error: trace not found: {args.trace}", file=sys.stderr)
         return 2

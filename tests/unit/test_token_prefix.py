@@ -12,11 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadtests.routing.token_derivation import replay_derivation
 from scorer.token_cache import ENDS_STRIDE, TokenCache, TokenizeInput, known_prefix, tokenize_input
 from scorer.token_offsets import TokenOffsets
 from scorer.token_prefix import LADDER_BYTES, chat_prefix_text, derive, ladder
 from scorer.types import LLMRequest
 from sim.fleet.tokenizer import get_tokenizer
+from sim.fleet.trace import TraceRequest
 
 M = 64  # margin in tokens
 BASE = "w" * 2048  # two ladder rungs
@@ -323,3 +325,18 @@ def test_chat_derived_tokens_are_a_prefix_of_the_twins_rendered_tokens(
     found = cache.derive("m", later, M)
     real = TWIN.encode(TWIN.apply_chat_template(messages, add_generation_prompt=gen))
     assert found is not None and list(found.tokens) == real[: len(found.tokens)]
+
+
+def test_the_trace_replay_classifies_and_checks_every_request() -> None:
+    trace = [
+        TraceRequest(0.0, 1500, 10, (1, 2, 3)),
+        TraceRequest(1.0, 2000, 10, (1, 2, 3, 4)),  # extends the first (its partial block 3 is a prefix of block 3)
+        TraceRequest(2.0, 1200, 10, (1, 9, 8)),  # shares block 1 with both
+        TraceRequest(3.0, 1200, 10, (1, 9, 8)),  # a repeat
+        TraceRequest(4.0, 600, 10, (7, 6)),  # shares nothing
+    ]
+    stats = replay_derivation(trace, TokenCache(), M)
+    assert (stats.exact, stats.derived, stats.none, stats.wrong) == (1, 2, 2, 0)
+    assert stats.shared_blocks == 1500 // 16 + 512 // 16 and 0 < stats.covered_blocks <= stats.shared_blocks
+    without_ends = replay_derivation(trace, TokenCache(), M, offsets=False)
+    assert (without_ends.derived, without_ends.none) == (1, 3)  # only the extension
