@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from waiting import until
 
 from common.kv_event_types import BlockStored, EventBatch
 from harness.netutil import find_base_port, free_port
@@ -413,11 +414,17 @@ async def test_picker_process_counts_how_requests_were_tokenized(fleet2: Fleet) 
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{picker.port}") as channel:
             stub = pb_grpc.PickerStub(channel)
+            plugin = 'plugin="precise-prefix-cache-scorer"'
             for i, prompt in enumerate((turn1, turn2)):
                 body = json.dumps({"model": model, "prompt": prompt}).encode()
                 await stub.Pick(pb.PickRequest(body=body, request_id=f"turn-{i + 1}"))
+                answered = f'tokenize_requests_total{{outcome="ok",{plugin}}} {i + 1}.0'  # this turn's answer
+
+                async def cached(line: str = answered) -> bool:
+                    return line in await picker.metrics_text()
+
+                await until(cached, f"turn {i + 1}'s tokens cached (within the wait, after it, or in the background)")
         text = await picker.metrics_text()
-        plugin = 'plugin="precise-prefix-cache-scorer"'
         waits = [
             f'autonomic_picker_tokenize_waits_total{{outcome="{o}",{plugin}}} 1.0' for o in ("answered", "timed_out")
         ]
