@@ -167,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: trace not found: {args.trace}", file=sys.stderr)
         return 2
     trace = load_trace(args.trace, max_seconds=args.minutes * 60)
-    stats = replay_derivation(trace, TokenCache(args.entries, args.tokens), args.margin)
+    stats = replay_derivation(trace, TokenCache(args.entries, args.tokens), args.margin, offsets=not args.no_offsets)
     print(
         f"trace {args.trace.name}, first {args.minutes:g} min, margin {args.margin} tokens, cache "
-        f"{args.entries} prompts / {args.tokens} units"
+        f"{args.entries} prompts / {args.tokens} units, token ends {'off' if args.no_offsets else 'on'}"
     )
     print(stats.report())
     return 1 if stats.wrong else 0
