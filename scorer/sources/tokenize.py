@@ -127,10 +127,18 @@ class Tokenizer:
         if len(self._background) >= self.max_background:
             self.skipped += 1
             return None
-        task = asyncio.create_task(self._tokenize(model, question, BACKGROUND_TIMEOUT_S))
+        task = asyncio.create_task(self._tokenize_in_background(model, question))
         self._background[key] = task
         task.add_done_callback(lambda _t: self._background.pop(key, None))
         return task
+
+    async def _tokenize_in_background(self, model: str, question: TokenizeInput) -> None:
+        """`_tokenize` where nobody awaits the outcome: an unexpected error is logged here, not lost in the task."""
+        try:
+            await self._tokenize(model, question, BACKGROUND_TIMEOUT_S)
+        except Exception:
+            self.failures += 1
+            log.exception("background tokenize failed")
 
     async def _tokenize(self, model: str, question: TokenizeInput, timeout_s: float) -> None:
         servers = list(self.servers())
