@@ -455,3 +455,34 @@ async def test_background_tokenize_is_bounded_shared_and_reads_token_ends(fleet2
         found = cache.derive(model, question, 64)
         real = get_tokenizer().encode(edited.prompt)
         assert found is not None and list(found.tokens) == real[: len(found.tokens)] and len(found.tokens) > 200
+
+
+async def test_a_chats_next_turn_is_derived_from_the_twins_chat_tokens(fleet2: Fleet) -> None:
+    """The chat rule against the twin's own chat form of /tokenize: turn 2 (turn 1's messages, the answer, a new
+    question) is derived without a round trip, and the derived tokens are a prefix of what the server answers."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    cache = TokenCache()
+    async with aiohttp.ClientSession() as session, Tokenizer(cache, lambda: pool, 5.0, margin=64) as t:
+        turn1 = [
+            {"role": "system", "content": prompt_text([61, 62], 2 * 120, 120)},
+            {"role": "user", "content": [{"type": "text", "text": prompt_text([63], 50, 50)}]},
+        ]
+        first_body = {"model": model, "messages": turn1, "max_tokens": 8}
+        await t.prepare(parse_request("/v1/chat/completions", {}, json.dumps(first_body).encode(), "c1"))
+        assert t.waited == 1 and t.requests == 1
+        first = await chat(session, fleet2.urls[1], first_body)
+        turn2 = [*turn1, first["choices"][0]["message"], {"role": "user", "content": "and then?"}]
+        body = json.dumps({"model": model, "messages": turn2, "max_tokens": 8}).encode()
+        request = parse_request("/v1/chat/completions", {}, body, "c2")
+        await t.prepare(request)
+        assert t.waited == 1 and t.derived == 1 and t.requests == 1  # decided with no round trip
+        question = tokenize_input(request)
+        assert question is not None
+        found = cache.derive(model, question, 64)
+        assert found is not None
+        async with asyncio.timeout(WAIT):
+            await t.settled()
+        exact = known_tokens(request, cache)
+        assert exact is not None and list(found.tokens) == list(exact[: len(found.tokens)])
+        assert len(exact) - len(found.tokens) >= 64 and abs(found.estimated_total - len(exact)) <= 0.1 * len(exact)
