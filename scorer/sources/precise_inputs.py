@@ -68,7 +68,7 @@ class PreciseCollector(Collector):
         )
         tokenize = CounterMetricFamily(
             "autonomic_picker_tokenize_requests",
-            "Calls to a server's /tokenize, by outcome (skipped: a background call not made, too many in flight).",
+            "Calls to a server's /tokenize, by outcome (skipped: a background call not made, its queue full).",
             labels=["plugin", "outcome"],
         )
         waits = CounterMetricFamily(

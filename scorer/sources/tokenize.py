@@ -17,14 +17,17 @@ with the servers. The answer depends only on (model, what is asked), so it is ke
   answer still serves the conversation's next turn. With `timeout_s == 0` it never waits: the question goes to the
   background at once.
 
-Background calls are bounded (`max_background` in flight, one per distinct prompt; past the bound a question is
-dropped and counted as skipped), have a timeout of their own (`BACKGROUND_TIMEOUT_S`, not on any critical path),
-and are cancelled when the tokenizer closes.
+Background calls are bounded: at most `max_background` in flight, one per distinct prompt, and at most
+`QUEUED_PER_SLOT` times as many waiting for a slot (a burst of new prompts is tokenized a little later, not lost);
+past that a question is dropped and counted as skipped. They have a timeout of their own (`BACKGROUND_TIMEOUT_S`,
+not on any critical path) and are cancelled when the tokenizer closes. A call that a decision waits for (nothing to
+derive) takes no slot, as before (it counts in the bound while it runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +40,7 @@ from scorer.types import LLMRequest
 
 log = logging.getLogger("autonomic.picker.tokenize")
 BACKGROUND_TIMEOUT_S = 10.0
+QUEUED_PER_SLOT = 8
 
 
 class Tokenizer:
@@ -68,11 +72,12 @@ class Tokenizer:
         self.waited = 0  # requests whose decision waited for a /tokenize round trip
         self.wait_timeouts = 0  # ...of which the wait ended before the answer (which then went on in the background)
         self.derived = 0  # requests decided on a derived prefix (their /tokenize went to the background)
-        self.skipped = 0  # background questions dropped: `max_background` already in flight
+        self.skipped = 0  # background questions dropped: all slots busy and the queue full
         self._turn = 0
         self._session: aiohttp.ClientSession | None = None
         self._background: dict[tuple[str, bool, str], asyncio.Task[None]] = {}
         self._offsets = TokenOffsets()
+        self._slots = asyncio.Semaphore(max_background)
 
     async def __aenter__(self) -> Tokenizer:
         self._session = aiohttp.ClientSession()
@@ -101,7 +106,7 @@ class Tokenizer:
             self._start_background(request.model, question)
         else:
             self.waited += 1
-            task = self._start_background(request.model, question)
+            task = self._start_background(request.model, question, slot=False)
             if task is None:  # the background is full: ask within the wait only, as before
                 await self._tokenize(request.model, question, self.timeout_s)
                 return
@@ -111,31 +116,32 @@ class Tokenizer:
                 self.wait_timeouts += 1  # decided without it; the answer still fills the cache for the next turn
 
     def in_background(self) -> int:
-        """Background /tokenize calls in flight."""
+        """Background /tokenize calls in flight or waiting for a slot."""
         return len(self._background)
 
     async def settled(self) -> None:
         """Return once the background calls in flight now have ended (their answers cached, or failed)."""
         await asyncio.gather(*self._background.values(), return_exceptions=True)
 
-    def _start_background(self, model: str, question: TokenizeInput) -> asyncio.Task[None] | None:
+    def _start_background(self, model: str, question: TokenizeInput, *, slot: bool = True) -> asyncio.Task[None] | None:
         """The background call for `question` (an existing one for the same question), None when none may start."""
         key = (model, question.chat, question.text)
         task = self._background.get(key)
         if task is not None:
             return task  # already asked: its answer will serve this request's repeats too
-        if len(self._background) >= self.max_background:
+        if len(self._background) >= self.max_background * (1 + QUEUED_PER_SLOT):
             self.skipped += 1
             return None
-        task = asyncio.create_task(self._tokenize_in_background(model, question))
+        task = asyncio.create_task(self._tokenize_in_background(model, question, slot))
         self._background[key] = task
         task.add_done_callback(lambda _t: self._background.pop(key, None))
         return task
 
-    async def _tokenize_in_background(self, model: str, question: TokenizeInput) -> None:
-        """`_tokenize` where nobody awaits the outcome: an unexpected error is logged here, not lost in the task."""
+    async def _tokenize_in_background(self, model: str, question: TokenizeInput, slot: bool) -> None:
+        """`_tokenize` where nobody may await the outcome: an unexpected error is logged here, not lost in the task."""
         try:
-            await self._tokenize(model, question, BACKGROUND_TIMEOUT_S)
+            async with self._slots if slot else contextlib.nullcontext():
+                await self._tokenize(model, question, BACKGROUND_TIMEOUT_S)
         except Exception:
             self.failures += 1
             log.exception("background tokenize failed")

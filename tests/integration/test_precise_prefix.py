@@ -36,7 +36,7 @@ from scorer.precise_index import PreciseIndex, request_keys
 from scorer.request_parser import parse_request
 from scorer.scheduler import Scheduler
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
-from scorer.sources.tokenize import Tokenizer
+from scorer.sources.tokenize import QUEUED_PER_SLOT, Tokenizer
 from scorer.token_cache import TokenCache, known_tokens, tokenize_input
 from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest
 from sim.fleet.fleet import Fleet
@@ -435,21 +435,22 @@ async def test_picker_process_counts_how_requests_were_tokenized(fleet2: Fleet) 
 
 
 async def test_background_tokenize_is_bounded_shared_and_reads_token_ends(fleet2: Fleet) -> None:
-    """`tokenizeTimeoutSeconds: 0`: nothing is ever awaited; at most `max_background` calls run, a repeated question
-    joins the call in flight, and the answers' token strings let a request that shares only a prefix derive."""
+    """`tokenizeTimeoutSeconds: 0`: nothing is ever awaited; one call in flight and `QUEUED_PER_SLOT` waiting at most,
+    a repeated question joins the call it made, and the answers' token strings let a request that shares only a
+    prefix derive."""
     pool = addresses(fleet2)
     model = fleet2.servers[0].model_name
     cache = TokenCache()
-    async with Tokenizer(cache, lambda: pool, 0.0, margin=64, max_background=2) as t:
-        turns = [completion(model, prompt_text([100 + i], 300, 300), f"b{i}") for i in range(3)]
+    async with Tokenizer(cache, lambda: pool, 0.0, margin=64, max_background=1) as t:
+        turns = [completion(model, prompt_text([100 + i], 300, 300), f"b{i}") for i in range(QUEUED_PER_SLOT + 2)]
         for request in [*turns, turns[0]]:
             await t.prepare(request)
-        assert t.waited == 0 and t.skipped == 1 and t.in_background() == 2 and t.requests == 0
+        assert t.waited == 0 and t.skipped == 1 and t.in_background() == QUEUED_PER_SLOT + 1 and t.requests == 0
         async with asyncio.timeout(WAIT):
             await t.settled()
-        assert t.requests == 2 and t.failures == 0
-        assert known_tokens(turns[0], cache) is not None and known_tokens(turns[2], cache) is None
-        edited = completion(model, turns[0].prompt[:-40] + " something else", "b3")
+        assert t.requests == QUEUED_PER_SLOT + 1 and t.failures == 0
+        assert known_tokens(turns[0], cache) is not None and known_tokens(turns[-1], cache) is None
+        edited = completion(model, turns[0].prompt[:-40] + " something else", "b-edited")
         question = tokenize_input(edited)
         assert question is not None
         found = cache.derive(model, question, 64)

@@ -35,7 +35,7 @@ precise index per endpoint, above any real `num_gpu_blocks`), `maxPrefixTokens` 
 `tokenCacheEntries` (1024) and `tokenCacheTokens` (16777216 = 64 MiB: tokens, plus the prompts' text kept for
 derivation at 4 bytes a unit), `tokenizeTimeoutSeconds` (0.5: the longest wait for `/tokenize` when nothing can be
 derived; 0: never wait, always ask in the background), `derivedPrefixMarginTokens` (64; null: never derive, wait as
-before), `backgroundTokenizeConcurrency` (8: background `/tokenize` calls in flight at most),
+before), `backgroundTokenizeConcurrency` (8: background `/tokenize` calls in flight at most, 8 times as many queued),
 `kvEventsPortOffset` (1000), `kvReplayPortOffset` (2000; null: no replay, gaps clear the endpoint), `kvTopic` ("").
 """
 
