@@ -77,6 +77,11 @@ class PreciseCollector(Collector):
             "(answered: the answer came within tokenizeTimeoutSeconds; timed_out: decided without it).",
             labels=["plugin", "outcome"],
         )
+        background = GaugeMetricFamily(
+            "autonomic_picker_tokenize_background",
+            "Background /tokenize calls in flight or queued for a slot (backgroundTokenizeConcurrency).",
+            labels=["plugin"],
+        )
         sources = CounterMetricFamily(
             "autonomic_picker_precise_tokens",
             "Prefix matches by where the request's tokens came from: exact (cached /tokenize answer or token ids), "
@@ -95,10 +100,11 @@ class PreciseCollector(Collector):
             tokenize.add_metric([w.plugin.name, "skipped"], float(t.skipped))
             waits.add_metric([w.plugin.name, "answered"], float(t.waited - t.wait_timeouts))
             waits.add_metric([w.plugin.name, "timed_out"], float(t.wait_timeouts))
+            background.add_metric([w.plugin.name], float(t.in_background()))
             for source, count in w.plugin.by_source.items():
                 sources.add_metric([w.plugin.name, source], float(count))
         yield from per_endpoint.values()
-        yield from (blocks, matched, tokenize, waits, sources)
+        yield from (blocks, matched, tokenize, waits, background, sources)
 
 
 _L = ["plugin", "endpoint"]

@@ -430,6 +430,7 @@ async def test_picker_process_counts_how_requests_were_tokenized(fleet2: Fleet) 
         ]
         assert sum(w in text for w in waits) == 1, text  # turn 1 only (answered in time, or after the wait)
         assert f'autonomic_picker_precise_tokens_total{{{plugin},source="derived"}} 1.0' in text
+        assert f"autonomic_picker_tokenize_background{{{plugin}}}" in text
     finally:
         await picker.stop()
 
