@@ -4,8 +4,9 @@ Why it exists: the plugin is pure (it reads a `PreciseState`: an index and a tok
 Scheduler's `PluginRuntime`); something in the picker process must feed them. For each state in the runtime this
 creates a `KVEventsSource` over the pool (ports from the plugin's parameters) that fills the index and follows
 membership changes through the plugin's `endpoints_changed` hook, and a `Tokenizer` that fills the token cache in a
-`prepare` step the ext_proc shell and the Picker API await before each decision. A config without the plugin gets
-nothing (no sockets, no extra step).
+`prepare` step the ext_proc shell and the Picker API await before each decision (it awaits a round trip only when
+the request's tokens are neither cached nor derivable from an earlier prompt it extends). A config without the
+plugin gets nothing (no sockets, no extra step).
 """
 
 from __future__ import annotations
@@ -67,8 +68,25 @@ class PreciseCollector(Collector):
         )
         tokenize = CounterMetricFamily(
             "autonomic_picker_tokenize_requests",
-            "Calls to a server's /tokenize, by outcome.",
+            "Calls to a server's /tokenize, by outcome (skipped: a background call not made, its queue full).",
             labels=["plugin", "outcome"],
+        )
+        waits = CounterMetricFamily(
+            "autonomic_picker_tokenize_waits",
+            "Requests whose decision waited for a /tokenize round trip (nothing cached or derivable), by outcome "
+            "(answered: the answer came within tokenizeTimeoutSeconds; timed_out: decided without it).",
+            labels=["plugin", "outcome"],
+        )
+        background = GaugeMetricFamily(
+            "autonomic_picker_tokenize_background",
+            "Background /tokenize calls in flight or queued for a slot (backgroundTokenizeConcurrency).",
+            labels=["plugin"],
+        )
+        sources = CounterMetricFamily(
+            "autonomic_picker_precise_tokens",
+            "Prefix matches by where the request's tokens came from: exact (cached /tokenize answer or token ids), "
+            "derived (a cached earlier prompt it extends, minus a margin), none (approximate).",
+            labels=["plugin", "source"],
         )
         for w in self.wired:
             for address, status in w.source.status.items():
@@ -79,8 +97,14 @@ class PreciseCollector(Collector):
             t = w.tokenizer
             tokenize.add_metric([w.plugin.name, "ok"], float(t.requests - t.failures))
             tokenize.add_metric([w.plugin.name, "failed"], float(t.failures))
+            tokenize.add_metric([w.plugin.name, "skipped"], float(t.skipped))
+            waits.add_metric([w.plugin.name, "answered"], float(t.waited - t.wait_timeouts))
+            waits.add_metric([w.plugin.name, "timed_out"], float(t.wait_timeouts))
+            background.add_metric([w.plugin.name], float(t.in_background()))
+            for source, count in w.plugin.by_source.items():
+                sources.add_metric([w.plugin.name, source], float(count))
         yield from per_endpoint.values()
-        yield from (blocks, matched, tokenize)
+        yield from (blocks, matched, tokenize, waits, background, sources)
 
 
 _L = ["plugin", "endpoint"]
@@ -94,7 +118,7 @@ async def precise_inputs(
     inside.
 
     With a `registry`, their counters are exported there (`autonomic_picker_kv_events_*`, `..._precise_*`,
-    `autonomic_picker_tokenize_requests_total`).
+    `autonomic_picker_tokenize_requests_total`, `autonomic_picker_tokenize_waits_total`).
     """
     wired: list[PreciseInputs] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -109,7 +133,13 @@ async def precise_inputs(
             )
             source = KVEventsSource(state.index, [s.address for s in director.endpoints()], opts)
             state.membership_listeners.append(source.set_endpoints)
-            tokenizer = Tokenizer(state.tokens, lambda: _ready_servers(director), params.tokenize_timeout_seconds)
+            tokenizer = Tokenizer(
+                state.tokens,
+                lambda: _ready_servers(director),
+                params.tokenize_timeout_seconds,
+                margin=params.derived_prefix_margin_tokens,
+                max_background=params.background_tokenize_concurrency,
+            )
             await stack.enter_async_context(tokenizer)
             backend.preparers.append(tokenizer.prepare)
             wired.append(PreciseInputs(plugin, source, tokenizer))

@@ -17,23 +17,33 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from waiting import until
 
 from common.kv_event_types import BlockStored, EventBatch
 from harness.netutil import find_base_port, free_port
 from harness.picker import PickerProcess
 from proto.autonomic.picker.v1 import picker_pb2 as pb
 from proto.autonomic.picker.v1 import picker_pb2_grpc as pb_grpc
-from scorer.plugins.scorers.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams, PreciseState
+from scorer.config import load_config
+from scorer.director import Director
+from scorer.plugins.scorers.precise_prefix import (
+    PreciseMatch,
+    PrecisePrefixCacheScorer,
+    PrecisePrefixParams,
+    PreciseState,
+)
 from scorer.precise_index import PreciseIndex, request_keys
 from scorer.request_parser import parse_request
+from scorer.scheduler import Scheduler
 from scorer.sources.kv_events import KVEventsOptions, KVEventsSource
-from scorer.sources.tokenize import Tokenizer
-from scorer.token_cache import known_tokens
-from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState
+from scorer.sources.tokenize import QUEUED_PER_SLOT, Tokenizer
+from scorer.token_cache import TokenCache, known_tokens, tokenize_input
+from scorer.types import CycleState, Endpoint, EndpointMetrics, EndpointState, LLMRequest
 from sim.fleet.fleet import Fleet
 from sim.fleet.kv_publisher import KVEventPublisher
 from sim.fleet.profile import load_profile
 from sim.fleet.synth import prompt_text
+from sim.fleet.tokenizer import get_tokenizer
 
 WAIT = 20.0
 BLOCKS = 96
@@ -337,3 +347,144 @@ async def test_a_chat_is_tokenized_as_the_server_does_and_its_cached_prefix_pred
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_second_turn_is_decided_on_derived_tokens_without_waiting_for_tokenize(fleet2: Fleet) -> None:
+    """Turn 1 is tokenized (waited for) and served by server 1; turn 2 extends it. Its decision reads the precise
+    index through the derived prefix before any /tokenize call is made, picks server 1, and the exact tokens that the
+    background call brings pick the same server."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    director = Director(Scheduler(load_config(PRECISE_CONFIG)))
+    director.set_endpoints([Endpoint(a) for a in pool])
+    for address in pool:
+        director.update_metrics(address, EndpointMetrics())
+    (plugin,) = [p for p in director.scheduler.plugins.values() if isinstance(p, PrecisePrefixCacheScorer)]
+    source = KVEventsSource(plugin.precise, pool)
+    task = asyncio.create_task(source.run())
+    margin = plugin.precise_params.derived_prefix_margin_tokens
+    try:
+        async with aiohttp.ClientSession() as session, Tokenizer(plugin.tokens, lambda: pool, 5.0, margin=margin) as t:
+            turn1 = prompt_text([81, 82, 83, 84], 4 * 100, 100)
+            await t.prepare(completion(model, turn1, "turn-1"))  # nothing to derive from: waits for /tokenize
+            assert t.waited == 1 and t.requests == 1
+            await complete(session, fleet2.urls[1], turn1, model)
+            for i, address in enumerate(pool):
+                seq = (await truth(session, fleet2, i))["last_published_seq"]
+                await caught_up(source, address, seq if seq >= 0 else None)
+
+            turn2 = completion(model, turn1 + " the answer" + prompt_text([85], 60, 60), "turn-2")
+            await t.prepare(turn2)
+            assert t.waited == 1 and t.derived == 1 and t.requests == 1  # no round trip before the decision
+            assert t.in_background() == 1
+            c = CycleState(now=0.0, rng=random.Random(0))
+            derived = plugin.match(c, turn2)
+            assert isinstance(derived, PreciseMatch) and derived.token_source == "derived"
+            derived_scores = plugin.score(c, turn2, [state(a) for a in pool])
+            assert derived_scores[pool[1]] > 0.5 and derived_scores[pool[0]] == 0.0
+            assert director.pick(turn2).targets[0].address == pool[1]
+
+            async with asyncio.timeout(WAIT):  # the background answer fills the cache
+                await t.settled()
+            assert t.requests == 2 and t.failures == 0
+            c = CycleState(now=0.0, rng=random.Random(0))
+            exact = plugin.match(c, turn2)
+            assert isinstance(exact, PreciseMatch) and exact.token_source == "exact"
+            exact_scores = plugin.score(c, turn2, [state(a) for a in pool])
+            assert max(exact_scores, key=exact_scores.__getitem__) == pool[1] and exact_scores[pool[0]] == 0.0
+            assert exact_scores[pool[1]] >= derived_scores[pool[1]]  # the margin's blocks are known now
+            assert plugin.by_source["derived"] >= 1 and plugin.by_source["exact"] >= 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def completion(model: str, prompt: str, request_id: str) -> LLMRequest:
+    return parse_request("/v1/completions", {}, json.dumps({"model": model, "prompt": prompt}).encode(), request_id)
+
+
+async def test_picker_process_counts_how_requests_were_tokenized(fleet2: Fleet) -> None:
+    """Through the process and its Pick API: turn 1 waits for /tokenize, turn 2 is derived; the metrics say so."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    turn1 = prompt_text([91, 92, 93], 3 * 100, 100)
+    turn2 = turn1 + " an answer" + prompt_text([94], 50, 50)
+    picker = PickerProcess(pool, config=PRECISE_CONFIG, scrape_interval_s=0.2)
+    await picker.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{picker.port}") as channel:
+            stub = pb_grpc.PickerStub(channel)
+            plugin = 'plugin="precise-prefix-cache-scorer"'
+            for i, prompt in enumerate((turn1, turn2)):
+                body = json.dumps({"model": model, "prompt": prompt}).encode()
+                await stub.Pick(pb.PickRequest(body=body, request_id=f"turn-{i + 1}"))
+                answered = f'tokenize_requests_total{{outcome="ok",{plugin}}} {i + 1}.0'  # this turn's answer
+
+                async def cached(line: str = answered) -> bool:
+                    return line in await picker.metrics_text()
+
+                await until(cached, f"turn {i + 1}'s tokens cached (within the wait, after it, or in the background)")
+        text = await picker.metrics_text()
+        waits = [
+            f'autonomic_picker_tokenize_waits_total{{outcome="{o}",{plugin}}} 1.0' for o in ("answered", "timed_out")
+        ]
+        assert sum(w in text for w in waits) == 1, text  # turn 1 only (answered in time, or after the wait)
+        assert f'autonomic_picker_precise_tokens_total{{{plugin},source="derived"}} 1.0' in text
+        assert f"autonomic_picker_tokenize_background{{{plugin}}}" in text
+    finally:
+        await picker.stop()
+
+
+async def test_background_tokenize_is_bounded_shared_and_reads_token_ends(fleet2: Fleet) -> None:
+    """`tokenizeTimeoutSeconds: 0`: nothing is ever awaited; one call in flight and `QUEUED_PER_SLOT` waiting at most,
+    a repeated question joins the call it made, and the answers' token strings let a request that shares only a
+    prefix derive."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    cache = TokenCache()
+    async with Tokenizer(cache, lambda: pool, 0.0, margin=64, max_background=1) as t:
+        turns = [completion(model, prompt_text([100 + i], 300, 300), f"b{i}") for i in range(QUEUED_PER_SLOT + 2)]
+        for request in [*turns, turns[0]]:
+            await t.prepare(request)
+        assert t.waited == 0 and t.skipped == 1 and t.in_background() == QUEUED_PER_SLOT + 1 and t.requests == 0
+        async with asyncio.timeout(WAIT):
+            await t.settled()
+        assert t.requests == QUEUED_PER_SLOT + 1 and t.failures == 0
+        assert known_tokens(turns[0], cache) is not None and known_tokens(turns[-1], cache) is None
+        edited = completion(model, turns[0].prompt[:-40] + " something else", "b-edited")
+        question = tokenize_input(edited)
+        assert question is not None
+        found = cache.derive(model, question, 64)
+        real = get_tokenizer().encode(edited.prompt)
+        assert found is not None and list(found.tokens) == real[: len(found.tokens)] and len(found.tokens) > 200
+
+
+async def test_a_chats_next_turn_is_derived_from_the_twins_chat_tokens(fleet2: Fleet) -> None:
+    """The chat rule against the twin's own chat form of /tokenize: turn 2 (turn 1's messages, the answer, a new
+    question) is derived without a round trip, and the derived tokens are a prefix of what the server answers."""
+    pool = addresses(fleet2)
+    model = fleet2.servers[0].model_name
+    cache = TokenCache()
+    async with aiohttp.ClientSession() as session, Tokenizer(cache, lambda: pool, 5.0, margin=64) as t:
+        turn1 = [
+            {"role": "system", "content": prompt_text([61, 62], 2 * 120, 120)},
+            {"role": "user", "content": [{"type": "text", "text": prompt_text([63], 50, 50)}]},
+        ]
+        first_body = {"model": model, "messages": turn1, "max_tokens": 8}
+        await t.prepare(parse_request("/v1/chat/completions", {}, json.dumps(first_body).encode(), "c1"))
+        assert t.waited == 1 and t.requests == 1
+        first = await chat(session, fleet2.urls[1], first_body)
+        turn2 = [*turn1, first["choices"][0]["message"], {"role": "user", "content": "and then?"}]
+        body = json.dumps({"model": model, "messages": turn2, "max_tokens": 8}).encode()
+        request = parse_request("/v1/chat/completions", {}, body, "c2")
+        await t.prepare(request)
+        assert t.waited == 1 and t.derived == 1 and t.requests == 1  # decided with no round trip
+        question = tokenize_input(request)
+        assert question is not None
+        found = cache.derive(model, question, 64)
+        assert found is not None
+        async with asyncio.timeout(WAIT):
+            await t.settled()
+        exact = known_tokens(request, cache)
+        assert exact is not None and list(found.tokens) == list(exact[: len(found.tokens)])
+        assert len(exact) - len(found.tokens) >= 64 and abs(found.estimated_total - len(exact)) <= 0.1 * len(exact)

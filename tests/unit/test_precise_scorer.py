@@ -11,7 +11,7 @@ import pytest
 from common.kv_event_types import BlockStored
 from scorer.config import ConfigError, load_config
 from scorer.plugins.scorers import PrecisePrefixCacheScorer, TTFTEstimateScorer
-from scorer.plugins.scorers.precise_prefix import PrecisePrefixParams, PreciseState
+from scorer.plugins.scorers.precise_prefix import PreciseMatch, PrecisePrefixParams, PreciseState
 from scorer.registry import PluginRuntime
 from scorer.scheduler import Scheduler
 from scorer.token_cache import tokenize_input
@@ -191,3 +191,54 @@ async def test_a_failing_preparation_step_never_fails_the_request() -> None:
     backend.preparers += [broken, recording]
     await backend.prepare(request())
     assert seen == ["r1"]
+
+
+# ---- derived tokens: the request extends a cached prompt ---------------------------------------------------------
+EARLIER = "w" * 2048  # over one ladder rung of scorer.token_prefix
+EARLIER_TOKENS = list(range(1, 101))  # 100 tokens: 25 blocks of 4, 36 left (9 blocks) after the 64-token margin
+
+
+def derived_plugin(margin: int | None = 64) -> PrecisePrefixCacheScorer:
+    params = PrecisePrefixParams.model_validate({"derivedPrefixMarginTokens": margin})
+    p = PrecisePrefixCacheScorer("precise", params, PreciseState.empty(params))
+    for address in (A, B):
+        p.precise.add_endpoint(address)
+        p.precise.set_synced(address, True)
+    p.precise.apply(A, BlockStored(list(range(1, 26)), None, EARLIER_TOKENS, BS))  # A served the earlier prompt
+    p.precise.apply(B, BlockStored([99], None, EARLIER_TOKENS[:4], BS))  # B holds its first block
+    p.tokens.put("m", EARLIER, EARLIER_TOKENS)
+    return p
+
+
+def test_a_request_extending_a_cached_prompt_is_matched_on_its_derived_prefix() -> None:
+    p = derived_plugin()
+    req = LLMRequest("r2", "m", prompt=EARLIER + "w" * 2048)  # twice as long: ~200 tokens, 50 blocks estimated
+    c = cycle()
+    match = p.match(c, req)
+    assert isinstance(match, PreciseMatch) and match.token_source == "derived" and match.prompt_tokens == 200
+    assert p.score(c, req, [state(A), state(B)]) == {A: 9 / 50, B: 1 / 50}  # 9 known blocks held by A
+    assert match.cached_fraction(A) == pytest.approx(36 / 200)
+    assert p.by_source == {"exact": 0, "derived": 1, "none": 0}
+    p.tokens.put("m", req.prompt, EARLIER_TOKENS + [7] * 100)  # its own answer arrives: exact from now on
+    exact = p.match(cycle(), req)
+    assert isinstance(exact, PreciseMatch) and exact.token_source == "exact" and exact.block_fraction(A) == 25 / 50
+
+
+def test_without_derivation_such_a_request_is_scored_approximately() -> None:
+    p = derived_plugin(margin=None)
+    match = p.match(cycle(), LLMRequest("r2", "m", prompt=EARLIER + "w" * 2048))
+    assert isinstance(match, PreciseMatch) and match.token_source is None and p.by_source["none"] == 1
+
+
+@pytest.mark.parametrize(
+    ("parameters", "error"),
+    [
+        ({"tokenizeTimeoutSeconds": -1}, "tokenizeTimeoutSeconds"),
+        ({"derivedPrefixMarginTokens": 0}, "derivedPrefixMarginTokens"),
+        ({"backgroundTokenizeConcurrency": 0}, "backgroundTokenizeConcurrency"),
+    ],
+)
+def test_derivation_parameters_are_validated(parameters: dict[str, object], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        PrecisePrefixParams.model_validate(parameters)
+    assert PrecisePrefixParams.model_validate({"tokenizeTimeoutSeconds": 0}).tokenize_timeout_seconds == 0
