@@ -97,14 +97,18 @@ class TokenOffsets:
         if len(memo) + len(undecodable) > MEMO_LIMIT:
             memo.clear()
             undecodable.clear()
-        parts: list[bytes | None] = list(map(memo.get, strs))
-        if None in parts:
-            for i, b in enumerate(parts):
-                if b is None:
-                    s = strs[i]
-                    found = None if s in undecodable else decode(s)
-                    if found is None:
-                        undecodable.add(s)
-                        return None
-                    parts[i] = memo[s] = found
-        return parts  # type: ignore[return-value]  # no None left
+        try:  # the common case, every string seen before: one C-level pass, no per-token check in Python
+            return list(map(memo.__getitem__, strs))
+        except KeyError:
+            pass
+        parts: list[bytes] = []
+        for s in strs:
+            found = memo.get(s)
+            if found is None:
+                found = None if s in undecodable else decode(s)
+                if found is None:
+                    undecodable.add(s)
+                    return None
+                memo[s] = found
+            parts.append(found)
+        return parts

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,20 @@ from scorer.token_offsets import TokenOffsets
 from scorer.types import LLMRequest
 
 log = logging.getLogger("autonomic.picker.tokenize")
+
+
+def _uint32_list(values: list[Any]) -> bool:
+    """Every item a plain int in [0, 2**32) (not a bool): C-level passes, a 30k-token answer in ~1 ms less than a
+    Python loop over it."""
+    if not set(map(type, values)) <= {int}:
+        return False
+    try:
+        array("I", values)
+    except OverflowError:
+        return False
+    return True
+
+
 BACKGROUND_TIMEOUT_S = 10.0
 QUEUED_PER_SLOT = 8
 
@@ -177,10 +192,10 @@ class Tokenizer:
                     raise ValueError(f"HTTP {resp.status}")
                 doc = await resp.json(content_type=None)
             tokens = doc.get("tokens") if isinstance(doc, dict) else None
-            if not isinstance(tokens, list) or not all(type(t) is int and 0 <= t < 2**32 for t in tokens):
+            if not isinstance(tokens, list) or not _uint32_list(tokens):
                 raise ValueError("answer has no 'tokens' list of non-negative 32-bit integers")
             strs = doc.get("token_strs")
-            valid = isinstance(strs, list) and len(strs) == len(tokens) and all(type(s) is str for s in strs)
+            valid = isinstance(strs, list) and len(strs) == len(tokens) and set(map(type, strs)) <= {str}
             return tokens, strs if valid else None, False
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self.failures += 1
