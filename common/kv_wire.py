@@ -97,6 +97,7 @@ _MIN_FIELDS: Final[dict[str, int]] = {"BlockStored": 4, "BlockRemoved": 1, "AllB
 # An extra_keys entry is a tuple of LoRA names, cache salts and multimodal ids (a few levels at most); anything deeper
 # than this is refused before turning it into tuples recursively could exhaust the interpreter's stack.
 _MAX_EXTRA_KEY_DEPTH: Final = 32
+_INT_ONLY: Final = frozenset({int})
 
 
 class KVWireError(ValueError):
@@ -205,15 +206,25 @@ def _hash(value: Any, where: str) -> int:
     return out
 
 
+def _all_ints(value: list[Any]) -> bool:
+    """Every item a plain int (bools are not): one C-level pass, so a batch's thousands of token ids and hashes cost
+    no Python loop; anything else takes the per-item path below, which names the first bad item."""
+    return set(map(type, value)) <= _INT_ONLY
+
+
 def _hash_list(value: Any, where: str) -> list[int]:
     if not isinstance(value, list):
         raise KVWireError(f"{where}: expected array, got {type(value).__name__}")
+    if _all_ints(value):
+        return value
     return [_hash(h, f"{where}[{i}]") for i, h in enumerate(value)]
 
 
 def _int_list(value: Any, where: str) -> list[int]:
     if not isinstance(value, list):
         raise KVWireError(f"{where}: expected array, got {type(value).__name__}")
+    if _all_ints(value):
+        return value
     out: list[int] = []
     for i, v in enumerate(value):
         n = _int(v, f"{where}[{i}]")
