@@ -91,7 +91,10 @@ def describe_answer(status: int, body: bytes) -> str:
 class OpenLoopLoad:
     """Small completions through `url`, one every 1/`rate` s whatever the answers (open loop), until stopped.
 
-    Prompts share one of `groups` prefixes of `prefix_tokens` tokens, so the prefix scorers have something to do."""
+    Prompts share one of `groups` prefixes of `prefix_tokens` tokens, so the prefix scorers have something to do;
+    a `fresh_share` of them starts a prefix of its own (a new conversation), which only load decides, so every
+    replica gets traffic even when each group's prefix is held by another one (a prefix-affine picker keeps a group
+    where its prefix is)."""
 
     def __init__(
         self,
@@ -103,11 +106,13 @@ class OpenLoopLoad:
         max_tokens: int = 8,
         groups: int = 8,
         prefix_tokens: int = 128,
+        fresh_share: float = 0.25,
         seed: int = 1,
     ) -> None:
         self.url, self.model, self.rate = url, model, rate
         self.timeout_s, self.max_tokens = timeout_s, max_tokens
         self._prefixes = [prompt_text([7000 + g], prefix_tokens) for g in range(groups)]
+        self._prefix_tokens, self._fresh_share = prefix_tokens, fresh_share
         self._rng = random.Random(seed)
         self.outcomes: list[Outcome] = []
         self.in_flight = 0
@@ -137,7 +142,9 @@ class OpenLoopLoad:
                 await asyncio.wait(tasks)
 
     async def _one(self, http: aiohttp.ClientSession, i: int, start: float) -> None:
-        prompt = self._rng.choice(self._prefixes) + f" question {i}: {self._rng.random():.6f}?"
+        fresh = self._rng.random() < self._fresh_share
+        prefix = prompt_text([100_000 + i], self._prefix_tokens) if fresh else self._rng.choice(self._prefixes)
+        prompt = prefix + f" question {i}: {self._rng.random():.6f}?"
         body = {"model": self.model, "prompt": prompt, "max_tokens": self.max_tokens}
         self.in_flight += 1
         try:

@@ -191,7 +191,7 @@ async def test_pick_complete_and_explain_over_grpc_and_the_explain_cli(fleet2: F
             first = await stub.Explain(pb.PickRequest(body=body))
             assert sorted(e.endpoint for e in first.endpoints) == sorted(addresses)
             assert [s.name for s in first.scorers] == DEFAULT_SCORERS
-            assert [s.weight for s in first.scorers] == [1, 4, 1, 1]
+            assert [s.weight for s in first.scorers] == [4, 4, 1, 1]
             assert all(sorted(e.scores) == sorted(DEFAULT_SCORERS) for e in first.endpoints)
             assert all(e.scores["prefix-cache-scorer"] == 0 for e in first.endpoints)
             assert first.targets[0] in addresses and first.reason and first.profile == "default"
