@@ -135,7 +135,8 @@ class TokenCache:
         self.units = 0  # what the bound counts: tokens plus prefix text in 4-byte units
         self.hits = 0
         self.misses = 0
-        self.derived = 0  # `derive` calls that found an earlier prompt
+        self._generation = 0  # bumped by every change of the entries: a remembered `derive` is valid within one
+        self._last_derive: tuple[tuple[str, bool, str, int, int], DerivedTokens | None] | None = None
 
     def get(self, model: str, prompt: str, *, chat: bool = False) -> Sequence[int] | None:
         key = _digest(model, prompt, chat)
@@ -181,6 +182,7 @@ class TokenCache:
         self._entries[key] = entry
         self.tokens += len(entry.tokens)
         self.units += entry.cost
+        self._generation += 1
         if entry.anchor is not None:
             self._anchors.setdefault(entry.anchor, []).append(key)
         for rung in entry.rungs or ():
@@ -191,7 +193,18 @@ class TokenCache:
     def derive(self, model: str, question: TokenizeInput, margin: int) -> DerivedTokens | None:
         """A known prefix of the tokens of `question`, or None: from the longest cached prompt of the same model and
         kind that it extends (`scorer.token_prefix`), or from the cached prompt with token ends that shares the
-        longest prefix with it, whichever knows more. Refreshes that prompt in the LRU."""
+        longest prefix with it, whichever knows more. Refreshes that prompt in the LRU.
+
+        The answer for the last question is remembered until the entries change: the shell's `prepare` and the
+        scorer's match ask it for the same request one after the other, and the second ask costs no hashing."""
+        asked = (model, question.chat, question.text, margin, self._generation)
+        if self._last_derive is not None and self._last_derive[0] == asked:
+            return self._last_derive[1]
+        found = self._derive(model, question, margin)
+        self._last_derive = (asked, found)
+        return found
+
+    def _derive(self, model: str, question: TokenizeInput, margin: int) -> DerivedTokens | None:
         data = question.prefix_text
         rungs = ladder(model, question.chat, data)
         extended = self._extended(model, question.chat, data, rungs, margin)
@@ -200,7 +213,6 @@ class TokenCache:
         if best is None:
             return None
         self._entries.move_to_end(best[0])
-        self.derived += 1
         return best[1]
 
     def _shared(
@@ -243,6 +255,7 @@ class TokenCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        self._generation += 1
         self.tokens -= len(entry.tokens)
         self.units -= entry.cost
         if entry.anchor is not None:
