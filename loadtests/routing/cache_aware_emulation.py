@@ -9,8 +9,9 @@ of the prompt tokens against the real router's 0.140-0.158 through Envoy.
 
 The rules (sglang-router `--policy cache_aware`, flags at their defaults):
 
-- the router keeps, per worker, an approximate tree of the text it sent there (here: chained 64-character blocks,
-  the tree's granularity is a character; the difference is under one block per request);
+- the router keeps, per worker, an approximate tree of the text it sent there (here: the picker's own chained hashes
+  of 64-byte blocks, `scorer.hashing`; the tree's granularity is a character, the difference is under one block per
+  request);
 - if the router's own in-flight counts are imbalanced (`max - min > balance_abs_threshold` (64) and
   `max > min * balance_rel_threshold` (1.5)), the least loaded worker gets the request;
 - otherwise the worker with the longest matched prefix gets it when the match covers more than `cache_threshold`
@@ -25,9 +26,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from hashlib import blake2b
 
 from scorer.framework import Usage
+from scorer.hashing import prompt_block_hashes
 from scorer.types import Endpoint, EndpointMetrics, EndpointState, LLMRequest, NoEndpointError, SchedulingResult
 
 BLOCK_CHARS = 64
@@ -44,15 +45,9 @@ class CacheAwareSettings:
     eviction_interval_s: float = 60.0
 
 
-def block_chain(text: str) -> list[bytes]:
-    """Chained digests of the text's full 64-character blocks: block i stands for the prefix text[: 64 * (i + 1)]."""
-    chain: list[bytes] = []
-    parent = b""
-    for start in range(0, len(text) - BLOCK_CHARS + 1, BLOCK_CHARS):
-        block = text[start : start + BLOCK_CHARS].encode(errors="surrogatepass")
-        parent = blake2b(parent + block, digest_size=8).digest()
-        chain.append(parent)
-    return chain
+def block_chain(text: str) -> list[int]:
+    """Chained hashes of the text's full 64-byte blocks: block i stands for its first 64 * (i + 1) bytes."""
+    return prompt_block_hashes("", text, BLOCK_CHARS, len(text))
 
 
 class CacheAwareRouter:
@@ -62,7 +57,7 @@ class CacheAwareRouter:
         self.clock = clock
         self.settings = settings or CacheAwareSettings()
         self.endpoints: list[Endpoint] = []
-        self.trees: dict[str, OrderedDict[bytes, None]] = {}  # address -> its blocks, least recently used first
+        self.trees: dict[str, OrderedDict[int, None]] = {}  # address -> its blocks, least recently used first
         self.load: dict[str, int] = {}
         self.sent: dict[str, str] = {}  # request id -> address, until its response ends
         self.next_eviction = self.settings.eviction_interval_s
@@ -96,7 +91,7 @@ class CacheAwareRouter:
         if address is not None:
             self.load[address] -= 1
 
-    def _choose(self, candidates: list[Endpoint], chain: list[bytes], prompt_chars: int) -> tuple[Endpoint, str]:
+    def _choose(self, candidates: list[Endpoint], chain: list[int], prompt_chars: int) -> tuple[Endpoint, str]:
         s = self.settings
         loads = [self.load[e.address] for e in candidates]
         low, high = min(loads), max(loads)
@@ -109,7 +104,7 @@ class CacheAwareRouter:
         sizes = [len(self.trees[e.address]) for e in candidates]
         return candidates[sizes.index(min(sizes))], "smallest tree"
 
-    def _matched_blocks(self, address: str, chain: list[bytes]) -> int:
+    def _matched_blocks(self, address: str, chain: list[int]) -> int:
         tree = self.trees[address]
         for n, key in enumerate(chain):
             if key not in tree:
