@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 from fuzz_support import counted
 from hypothesis import given
@@ -19,7 +20,15 @@ from hypothesis import strategies as st
 from scorer.config import load_config
 from scorer.director import Director
 from scorer.scheduler import Scheduler
-from scorer.sources.model_metrics import SERIES, MetricsError, parse_vllm_metrics
+from scorer.sources.model_metrics import (
+    _RELEVANT_PREFIXES,
+    SERIES,
+    MetricsError,
+    Sample,
+    _reference_samples,
+    _written_samples,
+    parse_vllm_metrics,
+)
 from scorer.types import Endpoint, EndpointMetrics, LLMRequest, NoEndpointError
 
 # every plugin that reads scraped metrics, in one profile
@@ -157,3 +166,24 @@ def test_parse_vllm_metrics_returns_trustworthy_metrics_or_a_metrics_error(text:
     for model in ("m", "sql"):
         with contextlib.suppress(NoEndpointError):
             director.pick(LLMRequest("r", model, prompt="hello " * 20))
+
+
+def _outcome(read: Callable[[list[str]], dict[str, list[Sample]] | None], lines: list[str]) -> object:
+    """What a sample reader makes of `lines`: its samples with values as reprs (NaN equals NaN), or its error type."""
+    try:
+        samples = read(lines)
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        return type(exc).__name__ if isinstance(exc, OverflowError) else "ValueError"
+    if samples is None:
+        return None
+    return {name: [(labels, repr(value)) for labels, value in found] for name, found in samples.items()}
+
+
+@given(text=exposition())
+@counted
+def test_the_written_form_reads_as_the_reference_parser_reads_it(text: str):
+    """The regular-expression reader either declines or gives exactly prometheus_client's samples and errors."""
+    lines = [line for line in text.splitlines() if line.startswith(_RELEVANT_PREFIXES)]
+    fast = _outcome(_written_samples, lines)
+    if fast is not None:
+        assert fast == _outcome(_reference_samples, lines)

@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from scorer.sources.model_metrics import MetricsError, parse_vllm_metrics
+from scorer.sources.model_metrics import (
+    _RELEVANT_PREFIXES,
+    CACHE_CONFIG,
+    LORA_INFO,
+    MetricsError,
+    _reference_samples,
+    _written_samples,
+    parse_vllm_metrics,
+)
 from sim.fleet.metrics import ServerMetrics
 
 # The scheduler-relevant part of a vLLM V1 (v0.13) exposition, as the server prints it (HELP/TYPE lines,
@@ -183,3 +191,16 @@ def test_the_fleet_twin_exposition_round_trips():
     assert (m.waiting, m.running, m.kv_usage) == (9, 4, 0.75)
     assert (m.active_loras, m.max_loras, m.block_size, m.num_gpu_blocks) == (frozenset({"sql-adapter"}), 2, 16, 512)
     assert not math.isnan(m.kv_usage)
+
+
+def test_the_fleet_twin_exposition_is_read_without_the_reference_parser():
+    """vLLM's form (what the twin writes: its TYPE lines, ~23 labels on cache_config_info) takes the fast reader."""
+    twin = ServerMetrics("meta-llama/Llama-3.1-8B-Instruct", cache_config={"num_gpu_blocks": "512"}, max_lora=2)
+    twin.set_queue(running=4, waiting=9)
+    twin.set_lora(["sql-adapter"], ["a\\b"], now=100.0)
+    lines = [line for line in twin.render().decode().splitlines() if line.startswith(_RELEVANT_PREFIXES)]
+    assert any(line.startswith(CACHE_CONFIG) for line in lines) and any(line.startswith("# TYPE") for line in lines)
+    written = _written_samples(lines)
+    assert written is not None
+    assert written == _reference_samples(lines)
+    assert written[LORA_INFO][0][0]["waiting_lora_adapters"] == "a\\b"
