@@ -1,7 +1,8 @@
 """Fault modes of one twin server, set through the fleet's control API, so tests can break servers on purpose.
 
 A faithful twin fails like the real one:
-- `stop`: the listening socket is closed (connections refused), in-flight requests are aborted;
+- `stop`: as a crash: the listening socket is closed (connections refused), in-flight requests are aborted and
+  every open connection is closed (idle keep-alive ones too);
 - `hang`: requests are accepted and never answered (until the mode changes);
 - `error`: API, health and tokenizer endpoints answer `status` (default 500) with an OpenAI error object;
   `/metrics` still answers, as a wedged vLLM's does;

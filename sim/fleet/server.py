@@ -176,6 +176,9 @@ class ModelServer:
             self._site = None
             for rid in list(self._streams):
                 self._abort(rid)
+            assert self._runner is not None and self._runner.server is not None
+            for connection in self._runner.server.connections:  # idle keep-alive ones too, as a crash closes them
+                connection.force_close()
         elif fault.mode != "stop" and self._site is None:
             await self._listen()
         log.info("fault set", extra={"server": self.index, "fault": fault.to_dict()})

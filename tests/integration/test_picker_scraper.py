@@ -201,3 +201,83 @@ async def test_set_addresses_scrapes_newcomers_at_once_and_forgets_leavers(fleet
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+class KeepAliveServer:
+    """A minimal HTTP/1.1 /metrics server that can stop accepting while its open connections go on answering (what a
+    draining server may do); it counts the connections it accepted and honours `Connection: close`."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._connections.add(writer)
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                close = b"connection: close" in head.lower()
+                body = GOOD.encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n"
+                    % (len(body), b"Connection: close\r\n" if close else b"")
+                )
+                writer.write(body)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def __aenter__(self) -> KeepAliveServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def stop_accepting(self) -> None:
+        assert self.server is not None
+        self.server.close()  # the listening socket only: open connections keep being served
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop_accepting()
+        for writer in list(self._connections):
+            writer.close()
+
+
+async def test_connections_are_reused_and_a_server_that_stops_accepting_looks_down_after_reconnect_s():
+    clock = [0.0]
+    async with KeepAliveServer() as server:
+        director = _director(server.address)
+        async with MetricsScraper(director, [server.address], reconnect_s=1.0, clock=lambda: clock[0]) as scraper:
+            for t in (0.0, 0.2, 0.4, 0.6, 0.8):
+                clock[0] = t
+                assert (await scraper.scrape(server.address)).ok
+            assert server.accepted == 1  # one connection for five scrapes
+            server.stop_accepting()
+            clock[0] = 0.9
+            assert (await scraper.scrape(server.address)).ok  # the open connection still answers...
+            clock[0] = 1.0
+            assert (await scraper.scrape(server.address)).ok  # ...and is told to close after this answer
+            clock[0] = 1.1
+            result = await scraper.scrape(server.address)  # a new connection: refused
+    assert (result.ok, result.kind) == (False, "connect")
+    assert not director.ready()
+    assert server.accepted == 1
+
+
+async def test_reconnect_zero_opens_a_connection_per_scrape():
+    async with KeepAliveServer() as server:
+        director = _director(server.address)
+        async with MetricsScraper(director, [server.address], reconnect_s=0.0) as scraper:
+            for _ in range(3):
+                assert (await scraper.scrape(server.address)).ok
+    assert server.accepted == 3
