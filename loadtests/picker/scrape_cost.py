@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,38 @@ async def scrape_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     for row in rows:
         row["cpu_per_scrape_ratio"] = row["cpu_ms_per_scrape"] / rows[0]["cpu_ms_per_scrape"]
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m loadtests.picker.scrape_cost --endpoints 8 --seconds 10 --repeat 3`: this part alone."""
+    p = argparse.ArgumentParser(prog="python -m loadtests.picker.scrape_cost", description=__doc__)
+    p.add_argument("--endpoints", type=int, default=8, help="metrics endpoints to scrape (default 8)")
+    p.add_argument(
+        "--interval", type=float, default=0.05, help="seconds between scrapes of one endpoint (default 0.05)"
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window per run (default 10)")
+    p.add_argument("--repeat", type=int, default=1, help="runs, one after another (default 1)")
+    args = p.parse_args(argv)
+    if not (1 <= args.endpoints <= 2000 and args.interval > 0 and args.seconds > 0 and args.repeat >= 1):
+        p.error("--endpoints must be in [1, 2000]; --interval and --seconds positive; --repeat at least 1")
+
+    async def runs() -> None:
+        with tempfile.TemporaryDirectory(prefix="scrape-cost-") as tmp:
+            text_file = Path(tmp) / "twin-metrics.txt"
+            text_file.write_text(await twin_exposition())
+            head = ("run", "scrapes/s", "CPU ms/scrape", "cores", "p50 ms", "p99 ms", "failed")
+            print(" ".join(f"{h:>{w}}" for h, w in zip(head, (3, 9, 13, 6, 7, 7, 6), strict=True)))
+            for i in range(args.repeat):
+                r = await scrape_cost(args.endpoints, args.interval, args.seconds, text_file)
+                print(
+                    f"{i + 1:>3} {r['scrapes_per_s']:9.0f} {r['cpu_ms_per_scrape']:13.3f} {r['cpu_cores']:6.3f} "
+                    f"{r['scrape_p50_ms']:7.2f} {r['scrape_p99_ms']:7.2f} {r['failed']:6d}",
+                    flush=True,
+                )
+
+    asyncio.run(runs())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
