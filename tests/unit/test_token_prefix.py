@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from array import array
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from loadtests.routing.token_derivation import replay_derivation
 from scorer.token_cache import ENDS_STRIDE, TokenCache, TokenizeInput, known_prefix, tokenize_input
-from scorer.token_offsets import TokenOffsets
+from scorer.token_offsets import _BYTE_LEVEL, TokenOffsets
 from scorer.token_prefix import LADDER_BYTES, chat_prefix_text, derive, ladder
 from scorer.types import LLMRequest
 from sim.fleet.tokenizer import get_tokenizer
@@ -340,3 +341,34 @@ def test_the_trace_replay_classifies_and_checks_every_request() -> None:
     assert stats.shared_blocks == 1500 // 16 + 512 // 16 and 0 < stats.covered_blocks <= stats.shared_blocks
     without_ends = replay_derivation(trace, TokenCache(), M, offsets=False)
     assert (without_ends.derived, without_ends.none) == (1, 3)  # only the extension
+
+
+_BYTE_TO_LEVEL = {b: c for c, b in _BYTE_LEVEL.items()}
+_spans = st.lists(st.text(min_size=1, max_size=6), max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(spans=_spans, reading=st.sampled_from(["literal", "byte-pieces", "byte-level"]), bos=st.booleans())
+def test_token_ends_are_where_each_string_ends_whichever_path_reads_them(
+    spans: list[str], reading: str, bos: bool
+) -> None:
+    """Strings made from a known split of a text, in each reading, with or without a BOS: the ends are the split's,
+    and the one-byte-per-character path agrees with the memoized one wherever it answers."""
+    pieces = [s.encode(errors="surrogatepass") for s in spans]
+    if reading == "literal":
+        strs = list(spans)
+    elif reading == "byte-pieces":  # every non-ASCII byte as its own <0xNN> piece, as SentencePiece's fallback does
+        pieces = [bytes([b]) for p in pieces for b in p]
+        strs = [chr(p[0]) if p[0] <= 127 else f"<0x{p[0]:02X}>" for p in pieces]
+    else:
+        strs = ["".join(_BYTE_TO_LEVEL[b] for b in p) for p in pieces]
+    truth = list(accumulate(map(len, pieces)))
+    if bos:
+        strs, truth = ["<|begin_of_text|>", *strs], [0, *truth]
+    text = b"".join(pieces)
+    ends = TokenOffsets().ends(text, strs)
+    memoized = TokenOffsets().memoized_ends(text, strs)
+    if reading == "literal" and any("<0x" in s for s in strs):
+        return  # a literal "<0x41>" in the text reads as a byte piece: no claim
+    assert ends is not None and list(ends) == truth
+    assert memoized is None or list(memoized) == truth
