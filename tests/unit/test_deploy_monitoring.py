@@ -19,6 +19,7 @@ from deploy_helpers import DEPLOY, render
 
 from controller.metrics import ControllerMetrics
 from scorer.metrics import PickerMetrics
+from scorer.sources.precise_inputs import PreciseCollector
 
 PROMTOOL = shutil.which("promtool")
 RULES_FILE = DEPLOY / "prometheus/descheduler-rules.yaml"
@@ -28,14 +29,15 @@ SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", 
 
 
 def exported() -> set[str]:
-    """Every series name the picker and the controller expose (families with their sample suffixes)."""
+    """Every series name the picker (the precise profile's too) and the controller expose (families with their
+    sample suffixes)."""
     picker = PickerMetrics()
     picker.watch_pool(lambda: [], lambda _address: 0.0)
     names: set[str] = set()
-    for registry in (picker.registry, ControllerMetrics().registry):
-        for family in registry.collect():
-            names.add(family.name)
-            names |= {family.name + s for s in SUFFIXES.get(family.type, ())}
+    families = [*picker.registry.collect(), *ControllerMetrics().registry.collect(), *PreciseCollector([]).collect()]
+    for family in families:
+        names.add(family.name)
+        names |= {family.name + s for s in SUFFIXES.get(family.type, ())}
     return names
 
 
