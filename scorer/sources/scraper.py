@@ -17,9 +17,10 @@ server to close (`Connection: close`), so the next one connects anew. A server t
 while still answering on open ones (draining before its pod is removed) therefore looks down within ~1 s plus one
 interval; one that crashed, or closes its idle connections as uvicorn does on shutdown, looks down at the next
 scrape, as with a new connection every time. Why not a new connection every time: at 0.1 s that was a TCP connect and
-close per scrape, a quarter of a scrape's CPU (~0.7 -> ~0.45 ms per scrape in `loadtests.picker.scrape_cost`), and
-scraping is most of an idle picker's CPU; the servers pay the accepts too. `keepalive_timeout` (2 s) stays under
-the servers' own idle timeouts (uvicorn's, vLLM's: 5 s), so a connection the server is about to close is not reused.
+close per scrape, about a third of a scrape's CPU (1.48-1.62 -> 0.99-1.11 ms per scrape, alternating in one process
+of `loadtests.picker.scrape_cost`), and scraping is most of an idle picker's CPU; the servers pay the accepts too.
+`keepalive_timeout` (2 s) stays under the servers' own idle timeouts (uvicorn's, vLLM's: 5 s), so a connection the
+server is about to close is not reused.
 """
 
 from __future__ import annotations
