@@ -106,6 +106,7 @@ class PickerApi(pb_grpc.PickerServicer):
             entry.scores.update(scored.by_scorer)
         _add_filters(answer, result.filtered_out)
         answer.plugin_seconds.update(result.plugin_seconds)
+        answer.notes.update(result.notes)
         return answer
 
     async def _parse(

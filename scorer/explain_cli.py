@@ -125,6 +125,7 @@ def render(answer: pb.ExplainResponse, target: str = "") -> str:
         fallbacks = ", ".join(answer.targets[1:]) or "none"
         lines.append(f"choice: {answer.targets[0]} (fallbacks: {fallbacks})")
         lines.append(f"reason: {answer.reason}")
+    lines += [f"{key}: {value}" for key, value in sorted(answer.notes.items())]
     if answer.endpoints:
         lines += ["", *_score_table(answer)]
     if answer.filters:

@@ -132,6 +132,7 @@ class Scheduler:
             filtered_out=filtered_out,
             plugin_seconds=seconds,
             profile=profile.name,
+            notes=dict(cycle.notes),
         )
 
     def commit(self, request: LLMRequest, result: SchedulingResult, cycle: CycleState) -> dict[str, float]:

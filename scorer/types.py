@@ -123,6 +123,7 @@ class CycleState:
     now: float
     rng: random.Random
     data: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # what a plugin says of this cycle, "plugin.what" -> value
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class SchedulingResult:
     filtered_out: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # filter name -> addresses removed
     plugin_seconds: Mapping[str, float] = field(default_factory=dict)  # plugin name -> time spent this cycle
     profile: str = "default"
+    notes: Mapping[str, str] = field(default_factory=dict)  # the plugins' notes of the cycle (CycleState.notes)
 
     @property
     def addresses(self) -> list[str]:

@@ -259,6 +259,7 @@ async def test_picker_process_with_the_precise_profile_routes_to_what_a_server_r
                     answer = await stub.Explain(pb.PickRequest(body=body))
                     scores = {e.endpoint: e.scores["precise-prefix-cache-scorer"] for e in answer.endpoints}
             assert scores[pool[0]] == 0.0 and scores[pool[1]] == pytest.approx(96 / 97)  # 96 of 97 full blocks
+            assert dict(answer.notes) == {"precise-prefix-cache-scorer.tokens": "exact"}  # its /tokenize answer
             picked = await stub.Pick(pb.PickRequest(body=body, request_id="precise-1"))
             assert picked.endpoint == pool[1]
 

@@ -218,7 +218,7 @@ def test_a_request_extending_a_cached_prompt_is_matched_on_its_derived_prefix() 
     assert isinstance(match, PreciseMatch) and match.token_source == "derived" and match.prompt_tokens == 200
     assert p.score(c, req, [state(A), state(B)]) == {A: 9 / 50, B: 1 / 50}  # 9 known blocks held by A
     assert match.cached_fraction(A) == pytest.approx(36 / 200)
-    assert p.by_source == {"exact": 0, "derived": 1, "none": 0}
+    assert p.by_source == {"exact": 0, "derived": 1, "none": 0} and c.notes == {"precise.tokens": "derived"}
     p.tokens.put("m", req.prompt, EARLIER_TOKENS + [7] * 100)  # its own answer arrives: exact from now on
     exact = p.match(cycle(), req)
     assert isinstance(exact, PreciseMatch) and exact.token_source == "exact" and exact.block_fraction(A) == 25 / 50
@@ -226,8 +226,10 @@ def test_a_request_extending_a_cached_prompt_is_matched_on_its_derived_prefix() 
 
 def test_without_derivation_such_a_request_is_scored_approximately() -> None:
     p = derived_plugin(margin=None)
-    match = p.match(cycle(), LLMRequest("r2", "m", prompt=EARLIER + "w" * 2048))
+    c = cycle()
+    match = p.match(c, LLMRequest("r2", "m", prompt=EARLIER + "w" * 2048))
     assert isinstance(match, PreciseMatch) and match.token_source is None and p.by_source["none"] == 1
+    assert c.notes == {"precise.tokens": "none"}
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,9 @@ class PrecisePrefixCacheScorer(PrefixCacheScorer):
         known = known_prefix(request, self.tokens, self.precise_params.derived_prefix_margin_tokens)
         if known is not None:
             result = self._precise(request, *known, approx)
-        self.by_source[known[0] if known is not None else "none"] += 1
+        source = known[0] if known is not None else "none"
+        self.by_source[source] += 1
+        cycle.notes[f"{self.name}.tokens"] = source  # Explain says where this request's tokens came from
         cycle.data[self._key] = result
         return result
 

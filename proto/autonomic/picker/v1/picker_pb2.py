@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&proto/autonomic/picker/v1/picker.proto\x12\x13\x61utonomic.picker.v1\"\xda\x01\n\x0bPickRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12>\n\x07headers\x18\x02 \x03(\x0b\x32-.autonomic.picker.v1.PickRequest.HeadersEntry\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12+\n\x06subset\x18\x04 \x01(\x0b\x32\x1b.autonomic.picker.v1.Subset\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x06Subset\x12\x11\n\tendpoints\x18\x01 \x03(\t\"h\n\x0cPickResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x11\n\tfallbacks\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\"y\n\x0f\x43ompleteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fserved_endpoint\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.autonomic.picker.v1.Usage\"\x99\x01\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rcached_tokens\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x10\n\x0e_cached_tokens\"!\n\x10\x43ompleteResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\xee\x03\n\x0f\x45xplainResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0f\n\x07targets\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04shed\x18\x06 \x01(\x08\x12\x32\n\x07scorers\x18\x07 \x03(\x0b\x32!.autonomic.picker.v1.ScorerWeight\x12;\n\tendpoints\x18\x08 \x03(\x0b\x32(.autonomic.picker.v1.EndpointExplanation\x12\x32\n\x07\x66ilters\x18\t \x03(\x0b\x32!.autonomic.picker.v1.FilterResult\x12\x35\n\x0bunavailable\x18\n \x03(\x0b\x32 .autonomic.picker.v1.Unavailable\x12O\n\x0eplugin_seconds\x18\x0b \x03(\x0b\x32\x37.autonomic.picker.v1.ExplainResponse.PluginSecondsEntry\x12\x15\n\rprompt_tokens\x18\x0c \x01(\x03\x1a\x34\n\x12PluginSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\",\n\x0cScorerWeight\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\xdc\x01\n\x13\x45ndpointExplanation\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x01\x12\x44\n\x06scores\x18\x03 \x03(\x0b\x32\x34.autonomic.picker.v1.EndpointExplanation.ScoresEntry\x12/\n\x04load\x18\x04 \x01(\x0b\x32!.autonomic.picker.v1.EndpointLoad\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x93\x01\n\x0c\x45ndpointLoad\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12\x10\n\x08kv_usage\x18\x03 \x01(\x01\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12\x1f\n\x17\x64ispatched_since_scrape\x18\x05 \x01(\x03\x12\x1b\n\x13metrics_age_seconds\x18\x06 \x01(\x01\"/\n\x0c\x46ilterResult\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\",\n\x0bUnavailable\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03why\x18\x02 \x01(\t2\x81\x02\n\x06Picker\x12K\n\x04Pick\x12 .autonomic.picker.v1.PickRequest\x1a!.autonomic.picker.v1.PickResponse\x12W\n\x08\x43omplete\x12$.autonomic.picker.v1.CompleteRequest\x1a%.autonomic.picker.v1.CompleteResponse\x12Q\n\x07\x45xplain\x12 .autonomic.picker.v1.PickRequest\x1a$.autonomic.picker.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&proto/autonomic/picker/v1/picker.proto\x12\x13\x61utonomic.picker.v1\"\xda\x01\n\x0bPickRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12>\n\x07headers\x18\x02 \x03(\x0b\x32-.autonomic.picker.v1.PickRequest.HeadersEntry\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12+\n\x06subset\x18\x04 \x01(\x0b\x32\x1b.autonomic.picker.v1.Subset\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x06Subset\x12\x11\n\tendpoints\x18\x01 \x03(\t\"h\n\x0cPickResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x11\n\tfallbacks\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\"y\n\x0f\x43ompleteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fserved_endpoint\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.autonomic.picker.v1.Usage\"\x99\x01\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rcached_tokens\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x10\n\x0e_cached_tokens\"!\n\x10\x43ompleteResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\xdc\x04\n\x0f\x45xplainResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0f\n\x07targets\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04shed\x18\x06 \x01(\x08\x12\x32\n\x07scorers\x18\x07 \x03(\x0b\x32!.autonomic.picker.v1.ScorerWeight\x12;\n\tendpoints\x18\x08 \x03(\x0b\x32(.autonomic.picker.v1.EndpointExplanation\x12\x32\n\x07\x66ilters\x18\t \x03(\x0b\x32!.autonomic.picker.v1.FilterResult\x12\x35\n\x0bunavailable\x18\n \x03(\x0b\x32 .autonomic.picker.v1.Unavailable\x12O\n\x0eplugin_seconds\x18\x0b \x03(\x0b\x32\x37.autonomic.picker.v1.ExplainResponse.PluginSecondsEntry\x12\x15\n\rprompt_tokens\x18\x0c \x01(\x03\x12>\n\x05notes\x18\r \x03(\x0b\x32/.autonomic.picker.v1.ExplainResponse.NotesEntry\x1a\x34\n\x12PluginSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a,\n\nNotesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x0cScorerWeight\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\xdc\x01\n\x13\x45ndpointExplanation\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x01\x12\x44\n\x06scores\x18\x03 \x03(\x0b\x32\x34.autonomic.picker.v1.EndpointExplanation.ScoresEntry\x12/\n\x04load\x18\x04 \x01(\x0b\x32!.autonomic.picker.v1.EndpointLoad\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x93\x01\n\x0c\x45ndpointLoad\x12\x0f\n\x07waiting\x18\x01 \x01(\x03\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12\x10\n\x08kv_usage\x18\x03 \x01(\x01\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12\x1f\n\x17\x64ispatched_since_scrape\x18\x05 \x01(\x03\x12\x1b\n\x13metrics_age_seconds\x18\x06 \x01(\x01\"/\n\x0c\x46ilterResult\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\",\n\x0bUnavailable\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03why\x18\x02 \x01(\t2\x81\x02\n\x06Picker\x12K\n\x04Pick\x12 .autonomic.picker.v1.PickRequest\x1a!.autonomic.picker.v1.PickResponse\x12W\n\x08\x43omplete\x12$.autonomic.picker.v1.CompleteRequest\x1a%.autonomic.picker.v1.CompleteResponse\x12Q\n\x07\x45xplain\x12 .autonomic.picker.v1.PickRequest\x1a$.autonomic.picker.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PICKREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_EXPLAINRESPONSE_PLUGINSECONDSENTRY']._loaded_options = None
   _globals['_EXPLAINRESPONSE_PLUGINSECONDSENTRY']._serialized_options = b'8\001'
+  _globals['_EXPLAINRESPONSE_NOTESENTRY']._loaded_options = None
+  _globals['_EXPLAINRESPONSE_NOTESENTRY']._serialized_options = b'8\001'
   _globals['_ENDPOINTEXPLANATION_SCORESENTRY']._loaded_options = None
   _globals['_ENDPOINTEXPLANATION_SCORESENTRY']._serialized_options = b'8\001'
   _globals['_PICKREQUEST']._serialized_start=64
@@ -52,21 +54,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETERESPONSE']._serialized_start=698
   _globals['_COMPLETERESPONSE']._serialized_end=731
   _globals['_EXPLAINRESPONSE']._serialized_start=734
-  _globals['_EXPLAINRESPONSE']._serialized_end=1228
-  _globals['_EXPLAINRESPONSE_PLUGINSECONDSENTRY']._serialized_start=1176
-  _globals['_EXPLAINRESPONSE_PLUGINSECONDSENTRY']._serialized_end=1228
-  _globals['_SCORERWEIGHT']._serialized_start=1230
-  _globals['_SCORERWEIGHT']._serialized_end=1274
-  _globals['_ENDPOINTEXPLANATION']._serialized_start=1277
-  _globals['_ENDPOINTEXPLANATION']._serialized_end=1497
-  _globals['_ENDPOINTEXPLANATION_SCORESENTRY']._serialized_start=1452
-  _globals['_ENDPOINTEXPLANATION_SCORESENTRY']._serialized_end=1497
-  _globals['_ENDPOINTLOAD']._serialized_start=1500
-  _globals['_ENDPOINTLOAD']._serialized_end=1647
-  _globals['_FILTERRESULT']._serialized_start=1649
-  _globals['_FILTERRESULT']._serialized_end=1696
-  _globals['_UNAVAILABLE']._serialized_start=1698
-  _globals['_UNAVAILABLE']._serialized_end=1742
-  _globals['_PICKER']._serialized_start=1745
-  _globals['_PICKER']._serialized_end=2002
+  _globals['_EXPLAINRESPONSE']._serialized_end=1338
+  _globals['_EXPLAINRESPONSE_PLUGINSECONDSENTRY']._serialized_start=1240
+  _globals['_EXPLAINRESPONSE_PLUGINSECONDSENTRY']._serialized_end=1292
+  _globals['_EXPLAINRESPONSE_NOTESENTRY']._serialized_start=1294
+  _globals['_EXPLAINRESPONSE_NOTESENTRY']._serialized_end=1338
+  _globals['_SCORERWEIGHT']._serialized_start=1340
+  _globals['_SCORERWEIGHT']._serialized_end=1384
+  _globals['_ENDPOINTEXPLANATION']._serialized_start=1387
+  _globals['_ENDPOINTEXPLANATION']._serialized_end=1607
+  _globals['_ENDPOINTEXPLANATION_SCORESENTRY']._serialized_start=1562
+  _globals['_ENDPOINTEXPLANATION_SCORESENTRY']._serialized_end=1607
+  _globals['_ENDPOINTLOAD']._serialized_start=1610
+  _globals['_ENDPOINTLOAD']._serialized_end=1757
+  _globals['_FILTERRESULT']._serialized_start=1759
+  _globals['_FILTERRESULT']._serialized_end=1806
+  _globals['_UNAVAILABLE']._serialized_start=1808
+  _globals['_UNAVAILABLE']._serialized_end=1852
+  _globals['_PICKER']._serialized_start=1855
+  _globals['_PICKER']._serialized_end=2112
 # @@protoc_insertion_point(module_scope)

@@ -76,7 +76,7 @@ class CompleteResponse(_message.Message):
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("request_id", "profile", "targets", "reason", "error", "shed", "scorers", "endpoints", "filters", "unavailable", "plugin_seconds", "prompt_tokens")
+    __slots__ = ("request_id", "profile", "targets", "reason", "error", "shed", "scorers", "endpoints", "filters", "unavailable", "plugin_seconds", "prompt_tokens", "notes")
     class PluginSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,13 @@ class ExplainResponse(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class NotesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +103,7 @@ class ExplainResponse(_message.Message):
     UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     profile: str
     targets: _containers.RepeatedScalarFieldContainer[str]
@@ -108,7 +116,8 @@ class ExplainResponse(_message.Message):
     unavailable: _containers.RepeatedCompositeFieldContainer[Unavailable]
     plugin_seconds: _containers.ScalarMap[str, float]
     prompt_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., profile: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ..., shed: _Optional[bool] = ..., scorers: _Optional[_Iterable[_Union[ScorerWeight, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[EndpointExplanation, _Mapping]]] = ..., filters: _Optional[_Iterable[_Union[FilterResult, _Mapping]]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., plugin_seconds: _Optional[_Mapping[str, float]] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
+    notes: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., profile: _Optional[str] = ..., targets: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ..., shed: _Optional[bool] = ..., scorers: _Optional[_Iterable[_Union[ScorerWeight, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[EndpointExplanation, _Mapping]]] = ..., filters: _Optional[_Iterable[_Union[FilterResult, _Mapping]]] = ..., unavailable: _Optional[_Iterable[_Union[Unavailable, _Mapping]]] = ..., plugin_seconds: _Optional[_Mapping[str, float]] = ..., prompt_tokens: _Optional[int] = ..., notes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ScorerWeight(_message.Message):
     __slots__ = ("name", "weight")
