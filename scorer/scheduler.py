@@ -132,7 +132,7 @@ class Scheduler:
             filtered_out=filtered_out,
             plugin_seconds=seconds,
             profile=profile.name,
-            notes=dict(cycle.notes),
+            notes=cycle.notes,  # a cycle is one decision's: no copy on the pick path
         )
 
     def commit(self, request: LLMRequest, result: SchedulingResult, cycle: CycleState) -> dict[str, float]:

@@ -66,7 +66,7 @@ _SAMPLE = re.compile(
     r" (?P<value>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?Inf|NaN)"
     r"(?: -?[0-9]{1,15})?"
 )
-_LABEL = re.compile(rf'({_LABEL_NAME})=("(?:[^"\\]|\\[\\n"])*")')
+_LABEL = re.compile(rf"({_LABEL_NAME})=({_LABEL_VALUE})")
 _ESCAPE = re.compile(r'\\([\\n"])')
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 MAX_TOKENS = 2.0**53  # a counter beyond this has lost integer precision in a float: no real server counts that far
