@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.child import Child, ChildWrapper
-from harness.netutil import free_port
+from harness.netutil import free_ports
 from harness.probes import NotReady, grpc_health_ready
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,9 +84,7 @@ class EppProcess(ChildWrapper):
         self.log_path = log_path
         self.pod_name = deployment_pod_name(f"{pool_name}-epp")  # the chart's Deployment name
         self.extra_args = list(extra_args)
-        self.port = free_port()
-        self.health_port = free_port()
-        self.metrics_port = free_port()
+        self.port, self.health_port, self.metrics_port = free_ports(3)
         self._child: Child | None = None
 
     def command(self) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.child import Child, ChildWrapper
-from harness.netutil import free_port
+from harness.netutil import free_ports
 
 
 class PickerProcess(ChildWrapper):
@@ -31,10 +31,7 @@ class PickerProcess(ChildWrapper):
         self.extra_args = list(extra_args)
         self.config = config
         self.scrape_interval_s = scrape_interval_s
-        self.port = free_port()
-        self.health_port = free_port()
-        self.metrics_port = free_port()
-        self.peer_port = free_port()
+        self.port, self.health_port, self.metrics_port, self.peer_port = free_ports(4)
         self.peers: list[str] = []  # set before start(): the other replicas' peer_address
         self._child: Child | None = None
 

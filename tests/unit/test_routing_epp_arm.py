@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
 from harness.epp import EXT_PROC_SERVICE, EppProcess, deployment_pod_name, epp_binary
-from harness.netutil import find_loopback_hosts, port_free
+from harness.netutil import find_loopback_hosts, free_ports, port_free
 from loadtests.routing.cli import all_routers
 from loadtests.routing.epp import EPP_ARMS, NAMESPACE, POOL, missing_reason, scenario
 from sim.cluster.scenario import parse_scenario
@@ -60,6 +61,15 @@ def test_the_pod_name_looks_like_a_deployments():
     name = deployment_pod_name("vllm-bench-epp")
     m = re.fullmatch(r"(.+)-[a-z0-9]+-[a-z0-9]+", name)
     assert m is not None and m.group(1) == "vllm-bench-epp"
+
+
+def test_free_ports_are_distinct_and_free():
+    """Three `free_port()` calls in a row can return one port twice (this file's command-line test failed so)."""
+    ports = free_ports(50)
+    assert len(set(ports)) == 50
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))  # still free once chosen
 
 
 def test_loopback_hosts_share_one_free_port():
