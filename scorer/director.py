@@ -302,7 +302,7 @@ class Director:
         primary.in_flight += 1
         primary.in_flight_tokens += tokens
         primary.dispatched_since_scrape += 1
-        replaced = self.inflight.add(InFlight(request, primary, tokens, now))
+        replaced = self.inflight.add(InFlight(request.without_prompt(), primary, tokens, now))
         if replaced is not None:  # the same request id picked twice: the first charge is void
             self._release(replaced)
 

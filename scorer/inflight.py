@@ -4,6 +4,12 @@ Why it exists: in-flight counts are the freshest load signal a picker has (scrap
 as their bookkeeping: every pick must be released exactly once, whatever happens to the response. A response can be
 lost (the proxy dies, a stream is reset without a trailer), so entries older than the TTL are expired and their
 charge released; a second completion of the same request finds nothing and does nothing.
+
+What an entry keeps is small and fixed: the request without its prompt, chat messages or token ids (the response
+hooks read none of them; the prefix-cache scorer keeps a copy of the block hashes it needs, within a budget).
+Otherwise memory grows with responses in flight times prompt length, which no budget bounds: an outstanding
+100k-token request held 393 KB (completions), 785 KB (chat) and 4.5 MB (token ids) when entries kept the whole
+request, 50-64 KB since (`python -m loadtests.picker.inflight_memory`, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from scorer.types import EndpointState, LLMRequest
 class InFlight:
     """One request in flight: what was sent, to which endpoint's counters it is charged, and since when."""
 
-    request: LLMRequest
+    request: LLMRequest  # without its prompt (`LLMRequest.without_prompt`): entries live as long as responses do
     target: EndpointState  # the endpoint whose counters carry the charge (the primary at pick time)
     tokens: int
     started_at: float

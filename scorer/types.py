@@ -6,6 +6,7 @@ tables. The I/O shell (ext_proc, scrapers, discovery) builds these objects; plug
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -110,6 +111,15 @@ class LLMRequest:
         if self.chat_fields is None:
             return None
         return json.dumps(self.chat_fields, sort_keys=True, separators=(",", ":"))
+
+    def without_prompt(self) -> LLMRequest:
+        """The request as kept while its response is outstanding: all but the prompt and what stands for it (chat
+        fields, token ids). No response hook reads them, and they are the request's weight: a 100k-token prompt kept
+        ~390 KB as text, ~790 KB as parsed chat messages, ~4.5 MB as token ids in memory
+        (`loadtests.picker.inflight_memory`), times every response in flight."""
+        if not self.prompt and self.chat_fields is None and self.prompt_token_ids is None:
+            return self
+        return dataclasses.replace(self, prompt="", chat_fields=None, prompt_token_ids=None)
 
     def estimated_prompt_tokens(self) -> int:
         """Tokens without a tokenizer: ~4 bytes per token, the estimate llm-d's token producer uses."""

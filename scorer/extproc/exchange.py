@@ -206,10 +206,12 @@ class Exchange:
 
     def _decide(self, *, body_follows: bool, trailers_follow: bool = False) -> Out:
         assert self.head is not None
-        head, body = self.head, bytes(self.body)
+        head, body, parsed = self.head, bytes(self.body), self._parsed
+        # the stream may outlive the decision (a response reported on it): it keeps no copy of the request
+        self.body, self._parsed = bytearray(), None
         try:
-            if body_follows and self._parsed is not None and self._parsed[0] == len(body):
-                request = self._parsed[1]
+            if body_follows and parsed is not None and parsed[0] == len(body):
+                request = parsed[1]
             elif body_follows:
                 request = parse_request(head.path, head.headers, body, self.request_id)
             else:

@@ -166,6 +166,25 @@ def test_served_endpoint_differs_from_primary(clock: Clock):
     assert by[fallback.address] == 1.0  # the prefix was learnt where it was served
 
 
+def test_a_request_in_flight_is_kept_without_its_prompt(clock: Clock):
+    """Entries live as long as responses: a prompt (or its chat fields, or token ids) held there would grow memory
+    with responses in flight times prompt length. What the hooks learn at the end does not need it."""
+    director = make(clock)
+    chat = {"messages": [{"role": "user", "content": "qqqqrrrrssss"}]}
+    request = req("r1", prompt="qqqqrrrrssss", chat_fields=chat, prompt_token_ids=(1, 2, 3), headers={"x": "y"})
+    primary, fallback = director.pick(request).targets
+    entry = director.inflight.get("r1")
+    assert entry is not None and entry.address == primary.address
+    kept = entry.request
+    assert (kept.prompt, kept.chat_fields, kept.prompt_token_ids) == ("", None, None)
+    assert (kept.request_id, kept.model, kept.headers) == ("r1", "m", {"x": "y"})
+    assert request.prompt == "qqqqrrrrssss"  # the caller's request is not changed
+    director.response_complete("r1", fallback.address, 200, None)  # served elsewhere: learnt without the prompt
+    again = director.explain(req("r2", prompt="qqqqrrrrssss"))
+    by = {s.state.address: s.by_scorer["prefix-cache-scorer"] for s in again.scored}
+    assert by[fallback.address] == 1.0
+
+
 def test_lost_responses_expire_after_the_ttl(clock: Clock):
     director = make(clock, inflight_ttl_s=600.0, staleness_s=1e6)
     primary = director.pick(req("lost")).targets[0]

@@ -173,7 +173,7 @@ def test_duplicate_end_of_stream_is_ignored():
     ex.handle(req_headers())
     assert len(ex.handle(req_body(BODY, True))) == 2
     assert ex.handle(req_body(b"duplicate", True)) == []  # GIE #2988: not appended, not re-parsed
-    assert bytes(ex.body) == BODY
+    assert bytes(ex.body) == b""  # released at the decision, and the duplicate not appended
 
 
 def test_body_before_headers_does_not_crash():
@@ -394,3 +394,16 @@ def test_an_unmarked_routing_stream_still_reports_itself():
     ex.handle(req_body(BODY, True))
     ex.finish()
     assert [c.request_id for c in rr.completions] == ["r1"]
+
+
+def test_after_the_decision_the_exchange_keeps_no_body_or_request():
+    """A stream that reports its response lives as long as the response: it must not hold the prompt that long."""
+    ex = Exchange(RoundRobinBackend([A]))
+    ex.handle(req_headers())
+    half = len(BODY) // 2
+    assert ex.handle(req_body(BODY[:half], False)) == []
+    assert ex.pending_request(req_body(BODY[half:], True)) is not None  # parsed ahead, as the servicer does
+    out = ex.handle(req_body(BODY[half:], True))
+    assert [m.WhichOneof("response") for m in out] == ["request_headers", "request_body"]
+    assert out[1].request_body.response.body_mutation.streamed_response.body == BODY  # the whole body went back
+    assert bytes(ex.body) == b"" and ex._parsed is None

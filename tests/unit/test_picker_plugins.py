@@ -184,7 +184,7 @@ def test_prefix_scorer_learns_where_the_request_was_really_served():
     scorer = _prefix()
     req = LLMRequest("r1", "m", prompt="aaaabbbb")
     scorer.pre_request(cycle(), req, result(state(A)))
-    scorer.response_complete(req, B, 200, Usage(prompt_tokens=2), now=1.0)
+    scorer.response_complete(req.without_prompt(), B, 200, Usage(prompt_tokens=2), now=1.0)  # as the Director has it
     assert scorer.score(cycle(), req, [state(A), state(B)]) == {A: 1.0, B: 1.0}
     failed = LLMRequest("r2", "m", prompt="zzzzyyyy")
     scorer.pre_request(cycle(), failed, result(state(A)))
@@ -192,6 +192,24 @@ def test_prefix_scorer_learns_where_the_request_was_really_served():
     assert scorer.score(cycle(), failed, [state(C)]) == {C: 0.0}
     scorer.endpoints_changed(frozenset({B}))
     assert scorer.score(cycle(), req, [state(A), state(B)]) == {A: 0.0, B: 1.0}
+
+
+def test_prefix_scorer_keeps_the_blocks_of_pending_responses_within_its_budget():
+    scorer = _prefix()
+    scorer.sent_budget = (10, 3 * 8)  # 3 blocks of 8 bytes
+    first, second = LLMRequest("r1", "m", prompt="aaaabbbb"), LLMRequest("r2", "m", prompt="ccccdddd")
+    scorer.pre_request(cycle(), first, result(state(A)))
+    scorer.pre_request(cycle(), second, result(state(A)))  # 4 blocks pending: the oldest request is forgotten
+    assert list(scorer._sent) == ["r2"] and scorer._sent_bytes == 16
+    scorer.response_complete(first.without_prompt(), B, 200, None, now=1.0)  # forgotten: B learns nothing
+    scorer.response_complete(second.without_prompt(), B, 200, None, now=1.0)
+    assert scorer.score(cycle(), first, [state(B)]) == {B: 0.0}
+    assert scorer.score(cycle(), second, [state(B)]) == {B: 1.0}
+    assert not scorer._sent and scorer._sent_bytes == 0
+    scorer.sent_budget = (1, 2**20)
+    for i in range(3):
+        scorer.pre_request(cycle(), LLMRequest(f"q{i}", "m", prompt="eeeeffff"), result(state(A)))
+    assert list(scorer._sent) == ["q2"] and scorer._sent_bytes == 16
 
 
 # ---- filters ----------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ index believes `e` holds (`scorer.prefix_index`). A prompt shorter than one bloc
 
 Learning: `pre_request` records the request's block hashes against the primary target (what the picker sent where).
 When the response says a different endpoint served it (Envoy retried down the fallback list), the response hook
-records them against the served endpoint too. An endpoint that leaves the pool is forgotten. With several picker
+records them against the served endpoint too, from a copy of the hashes kept until the response ends (8 bytes a
+block, an eighth of the prompt; at most 64 MiB of them, oldest forgotten first), since the in-flight table keeps
+requests without their prompts. An endpoint that leaves the pool is forgotten. With several picker
 replicas (active-active), each replica also records the blocks its peers routed (`learn_peer_routing`, fed by
 scorer/replica_sync.py), so every replica's index holds what the whole pool of pickers sent where.
 
@@ -35,6 +37,7 @@ measured, the index then adds ~280 MB to the process, and at most 512Mi, under t
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +53,7 @@ from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
 from scorer.types import CycleState, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult
 
 _PENDING_LIMIT = 65_536  # requests remembered between pick and response (oldest forgotten first)
+_PENDING_BYTES = 64 * 2**20  # ...and their block hashes, 8 bytes a block: 8 M blocks, ~512 MB of prompts in flight
 _INITIAL_BYTES_PER_TOKEN = 4.0  # GIE's guess for English text, until the counters say otherwise
 _RESIZE_AT = 0.02  # re-size every endpoint when the bytes-per-token estimate moved by more than this fraction
 BytesPerTokenParam = Annotated[float, Field(ge=MIN_BYTES_PER_TOKEN, le=MAX_BYTES_PER_TOKEN, allow_inf_nan=False)]
@@ -95,7 +99,11 @@ class PrefixCacheScorer:
         budget = params.max_index_bytes
         self.index = PrefixIndex(params.lru_capacity_per_server, None if budget is None else budget // ENTRY_BYTES)
         self.memo = BlockHashMemo(params.block_size, params.max_prefix_blocks)
-        self._sent: OrderedDict[str, str] = OrderedDict()  # request id -> address its hashes were recorded for
+        # request id -> the address its blocks were recorded for, and the blocks (8 bytes each): the in-flight
+        # table keeps requests without their prompts, so a response served elsewhere is learnt from these
+        self._sent: OrderedDict[str, tuple[str, array[int]]] = OrderedDict()
+        self._sent_bytes = 0
+        self.sent_budget = (_PENDING_LIMIT, _PENDING_BYTES)  # (requests, bytes of blocks) kept at most
         self._key = f"{name}/match"
         fixed = params.bytes_per_token
         self.bytes_per_token = BytesPerToken(_INITIAL_BYTES_PER_TOKEN if fixed == "auto" else fixed)
@@ -131,9 +139,7 @@ class PrefixCacheScorer:
         if self._learn_bytes_per_token:
             self.bytes_per_token.routed(primary, match.prompt_bytes)
         if self.params.learn_from_responses and match.hashes:
-            self._sent[request.request_id] = primary
-            if len(self._sent) > _PENDING_LIMIT:
-                self._sent.popitem(last=False)
+            self._remember(request.request_id, primary, match.hashes)
 
     def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> list[int] | None:
         """The block hashes this cycle's decision recorded (for peer replicas); None for a prompt under one block."""
@@ -168,10 +174,27 @@ class PrefixCacheScorer:
     def response_complete(
         self, request: LLMRequest, address: str, status: int, usage: Usage | None, now: float
     ) -> None:
-        recorded = self._sent.pop(request.request_id, None)
-        if recorded is None or recorded == address or status >= 400:
+        sent = self._sent.pop(request.request_id, None)
+        if sent is None:
             return
-        self.index.record(address, self.memo.hashes(request.model, request.prompt.encode()))
+        recorded, blocks = sent
+        self._sent_bytes -= blocks.itemsize * len(blocks)
+        if recorded != address and status < 400:
+            self.index.record(address, blocks)
+
+    def _remember(self, request_id: str, address: str, hashes: Sequence[int]) -> None:
+        """Keep where a request's blocks went until its response ends, within `sent_budget` (the oldest forgotten
+        first: if its response is served elsewhere, that teaches nothing)."""
+        blocks = array("Q", hashes)
+        previous = self._sent.pop(request_id, None)
+        if previous is not None:
+            self._sent_bytes -= previous[1].itemsize * len(previous[1])
+        self._sent[request_id] = (address, blocks)
+        self._sent_bytes += blocks.itemsize * len(blocks)
+        requests, size = self.sent_budget
+        while self._sent and (len(self._sent) > requests or self._sent_bytes > size):
+            _, (_, old) = self._sent.popitem(last=False)
+            self._sent_bytes -= old.itemsize * len(old)
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         self.index.retain(present)
