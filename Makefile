@@ -74,6 +74,7 @@ bench-schedule: $(STAMP)
 
 bench-index-memory: $(STAMP)
 	$(BIN)/python -m loadtests.picker.index_memory
+	$(BIN)/python -m loadtests.picker.inflight_memory
 
 bench-extproc: $(STAMP)
 	$(BIN)/python -m loadtests.picker.envoy_hop --requests 2000 --rate 100
