@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scorer import explain_cli
+from scorer.byte_size import format_byte_size, parse_byte_size
+from scorer.extproc.body_budget import MAX_BODY_BYTES, MAX_BUFFERED_BODY_BYTES
 
 if TYPE_CHECKING:
     from scorer.extproc.tls import CertSource
@@ -65,6 +67,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _body_budget(text: str) -> int:
+    try:
+        value = parse_byte_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < MAX_BODY_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"must hold at least one body at the picker's limit ({format_byte_size(MAX_BODY_BYTES)}), got {text}"
+        )
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "picker",
@@ -104,6 +118,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="on SIGTERM, report not ready this long before refusing new streams, so the gateway's health check "
         "moves traffic to the other replicas first (default 0; the deploy uses 3 with 2 replicas)",
+    )
+    p.add_argument(
+        "--max-buffered-body-bytes",
+        type=_body_budget,
+        default=MAX_BUFFERED_BODY_BYTES,
+        metavar="SIZE",
+        help="request-body bytes all ext_proc streams may hold at once; a body past it is shed with 429 "
+        "(Kubernetes notation: 256Mi, 1Gi; default 256Mi, per worker process)",
     )
     p.add_argument(
         "--workers",
@@ -213,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         drain_s=args.drain_seconds,
         eject_after_errors=args.eject_after_errors,
         ejection_s=args.ejection_seconds,
+        max_buffered_body_bytes=args.max_buffered_body_bytes,
     )
     try:
         asyncio.run(_serve(opts))

@@ -121,6 +121,11 @@ class PickerMetrics:
             registry=reg,
         )
         self.active_streams = Gauge("autonomic_picker_extproc_active_streams", "ext_proc streams open.", registry=reg)
+        self.buffered_body_bytes = Gauge(
+            "autonomic_picker_extproc_buffered_body_bytes",
+            "Request-body bytes the ext_proc streams hold now (past --max-buffered-body-bytes a body is shed, 429).",
+            registry=reg,
+        )
         self.immediate = Counter(
             "autonomic_picker_extproc_immediate_responses",
             "Requests answered by the picker itself (400, 429, 500, 503), by status.",

@@ -23,6 +23,7 @@ from scorer.allocator import return_large_frees_to_os
 from scorer.api import PickerApi
 from scorer.config import PickerConfig
 from scorer.director import Director
+from scorer.extproc.body_budget import MAX_BUFFERED_BODY_BYTES
 from scorer.extproc.server import ExtProcHandle, serve_extproc
 from scorer.extproc.tls import CertSource
 from scorer.metrics import PickerMetrics, serve_metrics
@@ -74,6 +75,8 @@ class PickerOptions:
     # (loopback) instead of `host`: only the supervisor and the siblings talk to them
     reuse_port: bool = False
     private_host: str | None = None
+    # request-body bytes all ext_proc streams may hold at once; past it a body is shed with 429 (extproc/body_budget.py)
+    max_buffered_body_bytes: int = MAX_BUFFERED_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -153,9 +156,12 @@ async def run_picker(
                 stream_hooks=ExtProcStreamMetrics(metrics),
                 tls=opts.tls,
                 reuse_port=opts.reuse_port,
+                max_buffered_body_bytes=opts.max_buffered_body_bytes,
             )
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
             raise StartupError(f"gRPC on {opts.host}:{opts.port} / health {opts.health_port}: {exc}") from None
+        budget = handle.budget
+        metrics.buffered_body_bytes.set_function(lambda: budget.held)
         try:
             # /readyz goes 503 once stopping, as gRPC health goes NOT_SERVING: Envoy (which may check /readyz)
             # and the kubelet stop sending new streams while open ones drain

@@ -8,7 +8,9 @@ duplicate end_of_stream — GIE #2988 / envoy #46237, a request that ends at its
 request the backend picked for is reported back to `response_complete` exactly once, whatever happens.
 
 The body the picker holds is bounded: a request body over `max_body_bytes` (announced by its content-length or
-found while buffering) is answered 413 at once and nothing more of it is kept.
+found while buffering) is answered 413 at once and nothing more of it is kept; and the bodies all streams hold
+together stay within a `BodyBudget` (scorer/extproc/body_budget.py): a chunk that would exceed it sheds its request
+with 429. The exchange gives its bytes back when the body leaves its buffer (decision, rejection, stream end).
 
 Split streams (EnvoyOptions.observe_response_body off): the routing filter sends only the request, and a second
 ext_proc filter in observability mode sends the request headers (for x-request-id) and the response headers, and
@@ -28,14 +30,13 @@ from typing import Protocol
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from scorer.extproc import protocol as p
+from scorer.extproc.body_budget import MAX_BODY_BYTES, BodyBudget
 from scorer.extproc.usage import UsageReader
 from scorer.framework import Usage
 from scorer.request_parser import BadRequestError, parse_request, request_kind
 from scorer.types import LLMRequest, NoEndpointError, SchedulingResult
 
 log = logging.getLogger("autonomic.extproc")
-
-MAX_BODY_BYTES = 32 * 1024 * 1024  # ~8M tokens of text, or a few large images in base64: beyond any model's context
 
 
 class PickBackend(Protocol):
@@ -59,8 +60,11 @@ class Exchange:
         request_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
         response_mode: p.BodyMode = "FULL_DUPLEX_STREAMED",
         max_body_bytes: int = MAX_BODY_BYTES,
+        budget: BodyBudget | None = None,
     ):
         self.backend = backend
+        self.budget = budget
+        self._held = 0  # bytes of `body` taken from the budget
         self.request_mode: p.BodyMode = request_mode
         self.response_mode: p.BodyMode = response_mode
         self.max_body_bytes = max_body_bytes
@@ -189,6 +193,10 @@ class Exchange:
             return [p.continue_response("request_body")]
         if len(self.body) + len(msg.body) > self.max_body_bytes:
             return self._too_large(len(self.body) + len(msg.body))
+        if self.budget is not None and msg.body:
+            if not self.budget.take(len(msg.body)):
+                return self._over_budget()
+            self._held += len(msg.body)
         self.body += msg.body
         if self.request_mode == "FULL_DUPLEX_STREAMED" and not msg.end_of_stream:
             return []
@@ -208,7 +216,8 @@ class Exchange:
         assert self.head is not None
         head, body, parsed = self.head, bytes(self.body), self._parsed
         # the stream may outlive the decision (a response reported on it): it keeps no copy of the request
-        self.body, self._parsed = bytearray(), None
+        self._release_body()
+        self._parsed = None
         try:
             if body_follows and parsed is not None and parsed[0] == len(body):
                 request = parsed[1]
@@ -241,9 +250,25 @@ class Exchange:
         ]
 
     def _too_large(self, size: int | None) -> Out:
-        self.body = bytearray()
+        self._release_body()
         message = f"request body of {size} bytes or more exceeds the picker's limit of {self.max_body_bytes} bytes"
         return self._reject(413, message, "body_too_large")
+
+    def _over_budget(self) -> Out:
+        self._release_body()
+        assert self.budget is not None
+        message = (
+            f"the endpoint picker holds {self.budget.held} bytes of request bodies, its limit is {self.budget.limit}: "
+            "retry later"
+        )
+        return self._reject(429, message, "body_budget")
+
+    def _release_body(self) -> None:
+        """Drop the buffered body and give its bytes back to the budget (idempotent)."""
+        self.body = bytearray()
+        if self._held and self.budget is not None:
+            self.budget.give_back(self._held)
+        self._held = 0
 
     def _reject(self, status: int, message: str, reason: str, param: str | None = None) -> Out:
         self.closed = True
@@ -282,7 +307,9 @@ class Exchange:
 
     def finish(self) -> None:
         """Report the outcome once, if the backend picked for this request (also on cancel or error), or, on an
-        observer stream, if it saw the request's id (the backend ignores an id it did not pick for)."""
+        observer stream, if it saw the request's id (the backend ignores an id it did not pick for). A body still
+        buffered (the stream ended before it was complete) goes back to the budget."""
+        self._release_body()
         if self.reported or not (self.request_id if self.observer else self.targets and self.reports):
             return
         self.reported = True

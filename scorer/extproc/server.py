@@ -24,7 +24,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from scorer.extproc.exchange import MAX_BODY_BYTES, Exchange, PickBackend
+from scorer.extproc.body_budget import MAX_BODY_BYTES, MAX_BUFFERED_BODY_BYTES, BodyBudget
+from scorer.extproc.exchange import Exchange, PickBackend
 from scorer.extproc.protocol import BodyMode, immediate_response
 from scorer.extproc.response_log import ResponseLogServicer
 from scorer.extproc.tls import CertSource, server_credentials
@@ -70,8 +71,10 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         max_body_bytes: int = MAX_BODY_BYTES,
         drain_s: float = DRAIN_S,
         hooks: StreamHooks | None = None,
+        budget: BodyBudget | None = None,
     ):
         self.backend = backend
+        self.budget = budget if budget is not None else BodyBudget()
         self.hooks = hooks
         self.request_mode: BodyMode = request_mode
         self.response_mode: BodyMode = response_mode
@@ -86,6 +89,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             request_mode=self.request_mode,
             response_mode=self.response_mode,
             max_body_bytes=self.max_body_bytes,
+            budget=self.budget,
         )
         prepare = getattr(self.backend, "prepare", None)  # optional async step before a decision (tokenize)
         if not getattr(self.backend, "preparers", True):  # nothing to prepare: no parse ahead, no body copy
@@ -178,6 +182,7 @@ class ExtProcHandle:
     health_port: int | None
     health: HealthState
     task: asyncio.Task[None]
+    budget: BodyBudget  # the request-body bytes all streams hold
 
     async def not_serving(self) -> None:
         """Every health service NOT_SERVING for good (shutting down), while streams are still served."""
@@ -207,15 +212,18 @@ async def serve_extproc(
     max_body_bytes: int = MAX_BODY_BYTES,
     stream_hooks: StreamHooks | None = None,
     reuse_port: bool = False,
+    max_buffered_body_bytes: int = MAX_BUFFERED_BODY_BYTES,
 ) -> ExtProcHandle:
     """Start the picker on `host:port` (0 picks a free port) with health on it and, if given, on `health_port`.
 
     `services` add more gRPC services to the same server (each is called with it, e.g. a generated
     `add_XServicer_to_server` bound to its servicer); `interceptors` wrap every call on that server. `tls`: serve
     the main port over TLS with that certificate source (the health-only port stays plaintext). A request body over
-    `max_body_bytes` is answered 413. `stream_hooks` are told of every ext_proc stream. `reuse_port`: bind both ports
-    with SO_REUSEPORT, for the sibling workers of one `autonomic picker --workers N` (scorer/workers.py); off, a
-    port another process holds is an error rather than shared traffic.
+    `max_body_bytes` is answered 413, and one that would take the bodies all streams hold past
+    `max_buffered_body_bytes` is shed with 429 (scorer/extproc/body_budget.py). `stream_hooks` are told of every
+    ext_proc stream. `reuse_port`: bind both ports with SO_REUSEPORT, for the sibling workers of one `autonomic
+    picker --workers N` (scorer/workers.py); off, a port another process holds is an error rather than shared
+    traffic.
     """
     state = HealthState(backend, interval=health_interval)
     await state.update()
@@ -224,12 +232,14 @@ async def serve_extproc(
     max_message = ("grpc.max_receive_message_length", max_body_bytes + _MESSAGE_SLACK)
     sharing = (("grpc.so_reuseport", 1),) if reuse_port else _NO_PORT_SHARING
     server = grpc.aio.server(interceptors=list(interceptors) or None, options=[*sharing, max_message])
+    budget = BodyBudget(max_buffered_body_bytes)
     servicer = ExtProcServicer(
         backend,
         request_mode=request_mode,
         response_mode=response_mode,
         max_body_bytes=max_body_bytes,
         hooks=stream_hooks,
+        budget=budget,
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     ResponseLogServicer(backend).add_to_server(server)  # response ends from Envoy's gRPC access log, if configured
@@ -259,4 +269,4 @@ async def serve_extproc(
             "tls": tls.current.origin if tls else "off",
         },
     )
-    return ExtProcHandle(server, bound, health_server, health_bound, state, task)
+    return ExtProcHandle(server, bound, health_server, health_bound, state, task, budget)

@@ -15,6 +15,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waiting import until
 
 from harness.netutil import free_port
 from scorer.extproc import protocol as p
@@ -207,6 +208,38 @@ async def test_a_body_up_to_the_limit_may_come_in_one_message():
             assert out[0].immediate_response.status.code == status
             if not status:
                 assert destination(out[0]) == A
+    finally:
+        await handle.stop(0)
+
+
+async def test_bodies_buffered_at_once_are_bounded_and_the_one_past_the_budget_is_shed_429():
+    """Two streams each hold an unfinished body; a third whose chunk would take the sum past the budget is answered
+    429 at once, the first two are still routed, and their bytes are given back for the next request."""
+    backend = RoundRobinBackend([A])
+    handle = await serve_extproc(backend, port=0, max_body_bytes=64 << 10, max_buffered_body_bytes=100 << 10)
+    chunk = json.dumps({"model": "m", "prompt": "x" * (40 << 10)}).encode()
+    head, tail = chunk[: 40 << 10], chunk[40 << 10 :]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb_grpc.ExternalProcessorStub(channel)
+            held = [stub.Process(), stub.Process()]
+            for i, call in enumerate(held):
+                await call.write(headers(f"held-{i}"))
+                await call.write(body(head, eos=False))
+
+            async def both_held() -> bool:
+                return handle.budget.held >= 80 << 10
+
+            await until(both_held, "the picker holds both first chunks")
+            out, code = await whole_stream(handle.port, [headers("shed"), body(head, eos=False), body(tail)])
+            assert code == grpc.StatusCode.OK and out[0].immediate_response.status.code == 429
+            for call in held:
+                await call.write(body(tail))
+                assert destination(await call.read()) == A  # routed: the budget only sheds, never fails a body
+                await call.done_writing()
+        out, code = await whole_stream(handle.port, [headers("after"), body(head, eos=False), body(tail)])
+        assert code == grpc.StatusCode.OK and destination(out[0]) == A  # their bytes were given back
+        assert handle.budget.held == 0 and handle.budget.refused == 1
     finally:
         await handle.stop(0)
 

@@ -12,6 +12,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
 from scorer.extproc import protocol as p
+from scorer.extproc.body_budget import BodyBudget
 from scorer.extproc.exchange import Exchange
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.framework import Usage
@@ -136,6 +137,35 @@ def test_a_body_over_the_limit_is_413_and_not_kept(caplog):
     assert json.loads(out.immediate_response.body)["error"]["type"] == "RequestTooLargeError"
     assert ex.closed and not ex.body and not rr.picks
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", "request rejected")]
+
+
+def test_bodies_held_together_stay_within_the_budget_and_past_it_are_shed_with_429(caplog):
+    """Many large bodies at once must not grow the process without bound: what all streams buffer is counted, a
+    chunk past the budget sheds its request, and every way a body leaves the buffer gives its bytes back."""
+    caplog.set_level(logging.INFO, logger="autonomic.extproc")
+    budget = BodyBudget(100)
+    rr = RoundRobinBackend([A])
+    first, second, third = (Exchange(rr, budget=budget) for _ in range(3))
+    for i, ex in enumerate((first, second, third)):
+        ex.handle(req_headers(rid=f"r{i}"))
+    half = len(BODY) // 2
+    assert first.handle(req_body(BODY[:half], False)) == []  # held: counted
+    assert budget.held == half
+    (shed,) = second.handle(req_body(b"x" * (101 - half), False))  # would take the sum past 100
+    assert shed.immediate_response.status.code == 429
+    assert json.loads(shed.immediate_response.body)["error"]["message"].endswith("retry later")
+    assert second.closed and not second.body and budget.held == half and budget.refused == 1
+    assert "request_headers" in kinds(first.handle(req_body(BODY[half:], True)))  # decided: its bytes go back
+    assert budget.held == 0 and [rid for rid, _ in rr.picks] == ["r0"]
+    assert third.handle(req_body(b"x" * 90, False)) == []
+    third.finish()  # the stream ended mid-body (client gone): given back as well
+    assert budget.held == 0 and not third.body
+    too_large = Exchange(rr, budget=budget, max_body_bytes=50)
+    too_large.handle(req_headers(rid="r9"))
+    assert too_large.handle(req_body(b"x" * 40, False)) == [] and budget.held == 40
+    (out,) = too_large.handle(req_body(b"x" * 40, False))
+    assert out.immediate_response.status.code == 413 and budget.held == 0
+    assert [r.getMessage() for r in caplog.records] == ["request rejected"] * 2
 
 
 @pytest.mark.parametrize("mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])

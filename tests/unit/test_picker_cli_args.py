@@ -25,6 +25,8 @@ def test_serving_flags_without_a_sub_action():
     )
     assert (args.scrape_interval, args.scrape_timeout, args.staleness, args.drain_seconds) == (0.05, 1.0, 2.0, 5.0)
     assert args.config is None and args.host == "127.0.0.1"
+    assert args.max_buffered_body_bytes == 256 * 2**20
+    assert _args("--max-buffered-body-bytes", "1Gi").max_buffered_body_bytes == 2**30
 
 
 def test_explain_sub_action():
@@ -43,6 +45,8 @@ def test_explain_sub_action():
         ["--drain-seconds", "-1"],
         ["--workers", "0"],
         ["--workers", "two"],
+        ["--max-buffered-body-bytes", "1Mi"],  # less than one body at the 32Mi limit
+        ["--max-buffered-body-bytes", "lots"],
         ["explain"],  # --prompt-file is required
     ],
 )
