@@ -51,7 +51,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from scorer.framework import Usage
@@ -63,6 +63,7 @@ from scorer.types import (
     Endpoint,
     EndpointMetrics,
     EndpointState,
+    IndexSnapshot,
     LLMRequest,
     NoEndpointError,
     SchedulingResult,
@@ -210,6 +211,18 @@ class Director:
                 return
             stub = LLMRequest(request_id=event.request_id, model="")
             self._charge_tokens(stub, tracked.state, event.tokens, now)
+
+    def snapshot(self) -> dict[str, IndexSnapshot]:
+        """What the plugins keep per endpoint, for a peer replica that starts (Scheduler.snapshot)."""
+        with self._lock:
+            self._learn()
+            return self.scheduler.snapshot()
+
+    def restore(self, plugins: Mapping[str, IndexSnapshot]) -> int:
+        """Take a peer's snapshot for the endpoints this Director tracks; returns the blocks taken."""
+        with self._lock:
+            self._learn()
+            return self.scheduler.restore(plugins, frozenset(self._tracked))
 
     def peer_ended(self, event: Ended) -> None:
         """A response a peer replica heard the end of: release it here (not told to `on_ended` again)."""

@@ -28,7 +28,15 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from scorer.types import CycleState, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult, ScoredEndpoint
+from scorer.types import (
+    CycleState,
+    EndpointMetrics,
+    EndpointState,
+    IndexSnapshot,
+    LLMRequest,
+    SchedulingResult,
+    ScoredEndpoint,
+)
 
 
 class NoParams(BaseModel):
@@ -125,6 +133,19 @@ class SharedRoutingHook(Protocol):
     def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> Sequence[int] | None: ...
 
     def learn_peer_routing(self, address: str, blocks: Sequence[int], now: float) -> None: ...
+
+
+@runtime_checkable
+class SnapshotHook(Protocol):
+    """State a replica that starts can copy from a running peer instead of learning it again from traffic.
+
+    `snapshot()` returns, per endpoint, the block hashes the plugin holds for it, least recently used first, and
+    what sizes them; `restore(snapshot, present)` takes the lists of the endpoints in `present` (the plugin's own
+    bounds still apply) and returns how many blocks it took."""
+
+    def snapshot(self) -> IndexSnapshot: ...
+
+    def restore(self, snapshot: IndexSnapshot, present: frozenset[str]) -> int: ...
 
 
 @runtime_checkable

@@ -184,6 +184,15 @@ class PrefixIndex:
         if self.max_entries is not None and self._entries > self.max_entries:
             self._enforce_budget()
 
+    def lru(self, address: str) -> list[int]:
+        """The endpoint's block hashes, least recently used first (a copy)."""
+        return list(self._lrus.get(address, ()))
+
+    def restore(self, address: str, hashes: Sequence[int]) -> None:
+        """Take an endpoint's blocks as another index held them (`lru`, least recently used first): they become
+        its most recently used, in that order; its capacity and the budget still apply (the oldest go first)."""
+        self.record(address, hashes[::-1])  # `record` takes a prompt's head first and inserts its tail first
+
     def set_capacity(self, address: str, blocks: int) -> None:
         """Size one endpoint's LRU (the size of its real cache); a smaller size evicts its oldest blocks at once."""
         if blocks < 1:

@@ -13,6 +13,13 @@ a batch that fails (the peer is down or restarting) is dropped and the peer skip
 costs hit ratio (an index that missed a decision) or a charge that waits for the in-flight TTL, never a request.
 Peers are `host:port` entries; a DNS name (a headless Service) is resolved every `resolve_every_s` to every address
 behind it, and this replica's own address (`self_address`) is left out.
+
+Warm start: a replica that starts while its peers run (a rollout restarts replicas one by one; a crashed worker of
+`--workers N` is restarted) would otherwise decide with an empty prefix index until the traffic has taught it again,
+sending conversations away from the servers that hold their prefixes. So it first asks its peers, in turn, for
+`GET /v1/replica/snapshot` (every prefix plugin's per-endpoint blocks, least recently used first;
+scorer/replica_wire.py) and restores the first answer (`warm_start`); the events its peers send from then on keep
+it current. No peer answering (the first replica of a pool) is not an error: it starts empty, as before.
 """
 
 from __future__ import annotations
@@ -30,11 +37,20 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from scorer.director import Director
-from scorer.replica_wire import Event, ReplicaWireError, Routed, decode_batch, encode_batch
+from scorer.replica_wire import (
+    Event,
+    ReplicaWireError,
+    Routed,
+    decode_batch,
+    decode_snapshot,
+    encode_batch,
+    encode_snapshot,
+)
 
 log = logging.getLogger("autonomic.picker")
 
 EVENTS_PATH = "/v1/replica/events"
+SNAPSHOT_PATH = "/v1/replica/snapshot"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -77,6 +93,11 @@ class ReplicaSync:
             "autonomic_picker_replica_batches",
             "Batches sent to peer replicas by outcome (ok, failed), and received ones refused (rejected).",
             ["outcome"],
+            registry=registry,
+        )
+        self.restored = Counter(
+            "autonomic_picker_replica_snapshot_blocks",
+            "Prefix-index blocks restored from a peer replica's snapshot at start.",
             registry=registry,
         )
         self.peer_count = Gauge(
@@ -157,7 +178,39 @@ class ReplicaSync:
             log.info("replica peer added", extra={"peer": new})
         self.peer_count.set(len(self._peers))
 
+    async def warm_start(self, timeout_s: float = 10.0) -> str | None:
+        """Restore the first answering peer's snapshot (at start, after `resolve`); returns that peer, or None.
+        `timeout_s` bounds the whole attempt, however many peers hang."""
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as http:
+            for peer in list(self._peers):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    async with http.get(
+                        f"http://{peer}{SNAPSHOT_PATH}", timeout=aiohttp.ClientTimeout(total=left)
+                    ) as resp:
+                        if resp.status != 200:
+                            raise ReplicaWireError(f"HTTP {resp.status}")
+                        snapshot = decode_snapshot(await _read_bounded(resp, MAX_BODY_BYTES))
+                except (aiohttp.ClientError, TimeoutError, OSError, ReplicaWireError) as exc:
+                    log.info(
+                        "replica snapshot unavailable", extra={"peer": peer, "error": str(exc) or type(exc).__name__}
+                    )
+                    continue
+                blocks = self.director.restore(snapshot.plugins)
+                self.restored.inc(blocks)
+                log.info("replica warm start", extra={"peer": peer, "blocks": blocks})
+                return peer
+        return None
+
     # ---- in ----------------------------------------------------------------------------------------------
+    async def snapshot(self, request: web.Request) -> web.Response:
+        """This replica's prefix indexes, for a peer that starts (`warm_start`)."""
+        body = encode_snapshot(self.self_address, self.director.snapshot())
+        return web.Response(body=body, content_type="application/json")
+
     async def receive(self, request: web.Request) -> web.Response:
         try:
             batch = decode_batch(await request.read())
@@ -176,9 +229,11 @@ class ReplicaSync:
         return web.Response(status=204)
 
     async def serve(self, host: str, port: int) -> tuple[web.AppRunner, int]:
-        """The peers' endpoint (`POST /v1/replica/events`) on host:port (0: any free port); returns the bound port."""
+        """The peers' endpoints (`POST /v1/replica/events`, `GET /v1/replica/snapshot`) on host:port (0: any free
+        port); returns the bound port."""
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(EVENTS_PATH, self.receive)
+        app.router.add_get(SNAPSHOT_PATH, self.snapshot)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -187,3 +242,15 @@ class ReplicaSync:
             await runner.cleanup()
             raise
         return runner, int(runner.addresses[0][1]) if runner.addresses else port
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refused past `limit` bytes (a peer is trusted with the index, not with the process's memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise ReplicaWireError(f"snapshot over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

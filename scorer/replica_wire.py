@@ -12,6 +12,16 @@ one JSON object sent over HTTP (scorer/replica_sync.py):
 
 Block hashes travel as base64 of little-endian unsigned 64-bit integers (8 bytes each, a third of their decimal
 JSON). `decode_batch` refuses anything else with `ReplicaWireError`, whose message names the offending path.
+
+A replica that starts (or restarts) asks a peer for its prefix indexes once, so as not to decide blind until the
+traffic has taught it again (a `Snapshot`, one JSON object, each endpoint's blocks least recently used first):
+
+    {"replica": "10.0.0.7:9004",
+     "plugins": {"prefix-cache-scorer": {"bytes_per_token": 6.85, "endpoints": {"10.0.1.5:8000": "<base64>", ...}}}}
+
+(`bytes_per_token`: what sized the peer's index, null when it has not learned it yet.)
+
+`decode_snapshot` checks it as `decode_batch` checks a batch.
 """
 
 from __future__ import annotations
@@ -24,10 +34,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scorer.types import IndexSnapshot
+
 MAX_EVENTS = 4096  # per batch
 MAX_BLOCKS = 65_536  # per plugin per event (a 4 MiB prompt at 64-byte blocks)
 MAX_TEXT = 256  # request ids, addresses, plugin and replica names
 MAX_PLUGINS = 16
+MAX_SNAPSHOT_ENDPOINTS = 4096  # per plugin
+MAX_BYTES_PER_TOKEN = 1000  # far past any tokenizer: a sanity bound, the plugin clamps to its own range
+MAX_SNAPSHOT_BLOCKS = 1 << 21  # per endpoint: 128 MiB of prompt at 64-byte blocks, beyond any LRU's capacity
 
 
 class ReplicaWireError(ValueError):
@@ -56,6 +71,12 @@ Event = Routed | Ended
 class Batch:
     replica: str
     events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    replica: str
+    plugins: Mapping[str, IndexSnapshot]  # prefix plugin name -> its endpoints' blocks, oldest first
 
 
 def pack_blocks(blocks: Sequence[int]) -> str:
@@ -97,6 +118,53 @@ def decode_batch(body: bytes) -> Batch:
     return Batch(replica, tuple(_event(e, f"events[{i}]") for i, e in enumerate(events)))
 
 
+def encode_snapshot(replica: str, plugins: Mapping[str, IndexSnapshot]) -> bytes:
+    wire = {
+        name: {
+            "bytes_per_token": snap.bytes_per_token,
+            "endpoints": {address: pack_blocks(b) for address, b in snap.endpoints.items()},
+        }
+        for name, snap in plugins.items()
+    }
+    return json.dumps({"replica": replica, "plugins": wire}, separators=(",", ":")).encode()
+
+
+def decode_snapshot(body: bytes) -> Snapshot:
+    """Parse a peer's snapshot; raises ReplicaWireError naming the path of the first problem."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ReplicaWireError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ReplicaWireError("the snapshot must be a JSON object")
+    replica = _text(doc.get("replica"), "replica")
+    plugins = doc.get("plugins")
+    if not isinstance(plugins, dict) or len(plugins) > MAX_PLUGINS:
+        raise ReplicaWireError(f"plugins: must be an object of at most {MAX_PLUGINS} plugins")
+    out: dict[str, IndexSnapshot] = {}
+    for name, plugin in plugins.items():
+        where = f"plugins.{name}"
+        _text(name, where)
+        if not isinstance(plugin, dict):
+            raise ReplicaWireError(f"{where}: must be an object")
+        rate = plugin.get("bytes_per_token")
+        if rate is not None and (
+            not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate <= MAX_BYTES_PER_TOKEN
+        ):
+            raise ReplicaWireError(f"{where}.bytes_per_token: must be null or a number in (0, {MAX_BYTES_PER_TOKEN}]")
+        lrus = plugin.get("endpoints")
+        if not isinstance(lrus, dict) or len(lrus) > MAX_SNAPSHOT_ENDPOINTS:
+            raise ReplicaWireError(
+                f"{where}.endpoints: must be an object of at most {MAX_SNAPSHOT_ENDPOINTS} endpoints"
+            )
+        endpoints = {
+            _text(a, f"{where}.endpoints.{a}"): _packed(v, f"{where}.endpoints.{a}", MAX_SNAPSHOT_BLOCKS)
+            for a, v in lrus.items()
+        }
+        out[name] = IndexSnapshot(endpoints, None if rate is None else float(rate))
+    return Snapshot(replica, out)
+
+
 def _event(item: Any, path: str) -> Event:
     if not isinstance(item, list) or not item or item[0] not in ("r", "e"):
         raise ReplicaWireError(f'{path}: must be a list starting with "r" or "e"')
@@ -123,13 +191,17 @@ def _blocks(value: Any, path: str) -> dict[str, tuple[int, ...]]:
     for name, packed in value.items():
         where = f"{path}[4].{name}"
         _text(name, where)
-        if not isinstance(packed, str) or len(packed) > (MAX_BLOCKS * 8 * 4) // 3 + 4:
-            raise ReplicaWireError(f"{where}: must be base64 of at most {MAX_BLOCKS} hashes")
-        try:
-            out[name] = unpack_blocks(packed)
-        except (ValueError, binascii.Error) as exc:
-            raise ReplicaWireError(f"{where}: {exc}") from None
+        out[name] = _packed(packed, where, MAX_BLOCKS)
     return out
+
+
+def _packed(value: Any, where: str, limit: int) -> tuple[int, ...]:
+    if not isinstance(value, str) or len(value) > (limit * 8 * 4) // 3 + 4:
+        raise ReplicaWireError(f"{where}: must be base64 of at most {limit} hashes")
+    try:
+        return unpack_blocks(value)
+    except (ValueError, binascii.Error) as exc:
+        raise ReplicaWireError(f"{where}: {exc}") from None
 
 
 def _text(value: Any, path: str) -> str:

@@ -35,6 +35,7 @@ from scorer.framework import (
     ResponseHook,
     Scorer,
     SharedRoutingHook,
+    SnapshotHook,
     Usage,
     is_soft_filter,
     plugin_roles,
@@ -44,6 +45,7 @@ from scorer.types import (
     CycleState,
     EndpointMetrics,
     EndpointState,
+    IndexSnapshot,
     LLMRequest,
     NoEndpointError,
     SchedulingResult,
@@ -84,6 +86,7 @@ class Scheduler:
         self._membership = [p for p in hooks if isinstance(p, MembershipHook)]
         self._metrics = [p for p in hooks if isinstance(p, MetricsHook)]
         self._shared = {n: p for n, p in self.plugins.items() if isinstance(p, SharedRoutingHook)}
+        self._snapshots = {n: p for n, p in self.plugins.items() if isinstance(p, SnapshotHook)}
 
     def schedule(self, request: LLMRequest, candidates: Sequence[EndpointState], cycle: CycleState) -> SchedulingResult:
         """Choose the targets for one request among `candidates`. Changes no state; raises `NoEndpointError`."""
@@ -162,6 +165,15 @@ class Scheduler:
             hook = self._shared.get(name)
             if hook is not None:
                 hook.learn_peer_routing(address, hashes, now)
+
+    def snapshot(self) -> dict[str, IndexSnapshot]:
+        """Per plugin that keeps one (by name), its per-endpoint block lists, least recently used first."""
+        return {name: hook.snapshot() for name, hook in self._snapshots.items()}
+
+    def restore(self, plugins: Mapping[str, IndexSnapshot], present: frozenset[str]) -> int:
+        """Give each named plugin its snapshot, for the endpoints in `present` (unknown names are skipped); returns
+        the blocks the plugins took."""
+        return sum(hook.restore(plugins[name], present) for name, hook in self._snapshots.items() if name in plugins)
 
     def metrics_updated(self, address: str, metrics: EndpointMetrics) -> None:
         """Tell the metrics hooks what a successful scrape of `address` read."""

@@ -184,6 +184,7 @@ async def run_picker(
             sync.self_address = f"{opts.replica_address or opts.host}:{peer_port}"
             await sync.resolve()
             log.info("replica sync on", extra={"self": sync.self_address, "peers": list(opts.peers)})
+            await sync.warm_start()
         try:
             async with asyncio.TaskGroup() as tg:
                 scraping = tg.create_task(scraper.run(), name="scrapes")

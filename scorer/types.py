@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -158,6 +158,14 @@ class SchedulingResult:
     @property
     def addresses(self) -> list[str]:
         return [t.address for t in self.targets]
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """A prefix plugin's state as a replica that starts copies it from a running peer (scorer/replica_sync.py)."""
+
+    endpoints: Mapping[str, Sequence[int]]  # address -> block hashes, least recently used first
+    bytes_per_token: float | None = None  # the peer's learned estimate (None: not learned yet)
 
 
 class NoEndpointError(Exception):

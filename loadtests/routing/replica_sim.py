@@ -9,7 +9,10 @@ replica publishes (`Director.on_routed` / `on_ended`) reaches its peers `sync_de
 (`Director.peer_routed` / `peer_ended`: what scorer/replica_sync.py does over HTTP). Every replica scrapes every
 engine. Modes: `single` (one Director, the baseline), `x2` (2 replicas, shared), `x2-instant` (the same with no
 delivery delay), `x2-unshared` (2, nothing shared), `single-jitter` (one picker, each arrival later by a random
-0 to one sync delay of model time: how much a perturbation of that size alone moves the hit ratio of this trace).
+0 to one sync delay of model time: how much a perturbation of that size alone moves the hit ratio of this trace),
+`x2-rollout-cold` and `x2-rollout-warm` (2 shared replicas restarted one after the other, at a third and at two thirds
+of the run, as a rollout does: the new replica starts empty, or restores its peer's snapshot first, as
+scorer/replica_sync.py's warm start does; its in-flight charges are lost either way).
 
     python -m loadtests.routing.replica_sim --minutes 5 --compress 4 --seeds 1,2,3
 """
@@ -40,7 +43,10 @@ MODES: dict[str, tuple[int, bool, float | None]] = {
     "x2-instant": (2, True, 0.0),
     "x2-unshared": (2, False, None),
     "single-jitter": (1, False, None),  # one picker, each arrival later by up to one sync delay: the control
+    "x2-rollout-cold": (2, True, None),
+    "x2-rollout-warm": (2, True, None),
 }
+ROLLOUTS = {"x2-rollout-cold": False, "x2-rollout-warm": True}  # mode -> the new replica restores a snapshot
 
 
 class ReplicaFront:
@@ -54,17 +60,41 @@ class ReplicaFront:
         seed: int,
         shared: bool = True,
         sync_delay_s: float = 0.02,
+        restarts: Sequence[float] = (),
+        warm: bool = False,
     ):
         self.clock = clock
         self.rng = random.Random(seed)
         self.sync_delay_s = sync_delay_s
-        self.directors = [
-            Director(Scheduler(config), clock=clock, rng=random.Random(seed * 100 + i)) for i in range(replicas)
-        ]
+        self.config, self.seed, self.shared, self.warm = config, seed, shared, warm
+        self.directors = [self._director(i, i) for i in range(replicas)]
         self._mail: deque[tuple[float, int, Routed | Ended]] = deque()  # in time order: the delay is constant
-        if shared:
-            for i, director in enumerate(self.directors):
-                director.on_routed = director.on_ended = self._sender(i)
+        self._restarts = deque(sorted(restarts))  # model times: replica k % n is replaced at the k-th
+        self._restarted = 0
+        self._endpoints: list[Endpoint] = []
+        self._metrics: dict[str, tuple[EndpointMetrics | None, str | None]] = {}
+        self.restored_blocks = 0
+
+    def _director(self, slot: int, generation: int) -> Director:
+        director = Director(Scheduler(self.config), clock=self.clock, rng=random.Random(self.seed * 100 + generation))
+        if self.shared:
+            director.on_routed = director.on_ended = self._sender(slot)
+        return director
+
+    def _roll(self) -> None:
+        """Replace the next replica when its restart is due: empty, or (warm) with its peer's snapshot."""
+        while self._restarts and self._restarts[0] <= self.clock():
+            self._restarts.popleft()
+            slot = self._restarted % len(self.directors)
+            self._restarted += 1
+            new = self._director(slot, len(self.directors) + self._restarted)
+            new.set_endpoints(self._endpoints)
+            for address, (metrics, error) in self._metrics.items():
+                new.update_metrics(address, metrics, error)
+            if self.warm and len(self.directors) > 1:
+                peer = self.directors[(slot + 1) % len(self.directors)]
+                self.restored_blocks += new.restore(peer.snapshot())
+            self.directors[slot] = new
 
     def _sender(self, source: int) -> Callable[[Routed | Ended], None]:
         def post(event: Routed | Ended) -> None:
@@ -74,6 +104,7 @@ class ReplicaFront:
         return post
 
     def _deliver(self) -> None:
+        self._roll()
         now = self.clock()
         while self._mail and self._mail[0][0] <= now:
             _, target, event = self._mail.popleft()
@@ -83,11 +114,13 @@ class ReplicaFront:
                 self.directors[target].peer_ended(event)
 
     def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        self._endpoints = list(endpoints)
         for director in self.directors:
             director.set_endpoints(endpoints)
 
     def update_metrics(self, address: str, metrics: EndpointMetrics | None, error: str | None = None) -> None:
         self._deliver()
+        self._metrics[address] = (metrics, error)
         for director in self.directors:
             director.update_metrics(address, metrics, error)
 
@@ -126,10 +159,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             replicas, shared, delay = MODES[mode]
             delay_s = args.sync_delay if delay is None else delay
 
+            span = args.minutes * 60 / args.compress  # model seconds of arrivals
+            restarts = (span / 3, 2 * span / 3) if mode in ROLLOUTS else ()
+
             def front(
-                clock: Callable[[], float], n: int = replicas, s: bool = shared, sd: int = seed, d: float = delay_s
+                clock: Callable[[], float],
+                n: int = replicas,
+                s: bool = shared,
+                sd: int = seed,
+                d: float = delay_s,
+                r: tuple[float, ...] = restarts,
+                w: bool = ROLLOUTS.get(mode, False),
             ) -> ReplicaFront:
-                return ReplicaFront(config, n, clock, sd, shared=s, sync_delay_s=d)
+                return ReplicaFront(config, n, clock, sd, shared=s, sync_delay_s=d, restarts=r, warm=w)
 
             t0 = time.monotonic()
             run_trace = trace

@@ -84,6 +84,29 @@ async def test_each_replica_learns_what_the_other_routed_and_hears_its_end(fleet
         assert await _metric(a, "autonomic_picker_replica_events_total") > 0
 
 
+async def test_a_replica_that_starts_later_copies_its_peers_prefix_index(fleet2: Fleet):
+    """A rollout restarts replicas one at a time: the new one must not decide blind until the traffic teaches it.
+    B starts after A has routed (and so missed A's events); it restores A's snapshot before it serves."""
+    pool = fleet_addresses(fleet2)
+    body = json.dumps({"model": fleet2.servers[0].model_name, "prompt": prompt_text([81, 82, 83], 768)}).encode()
+    a = PickerProcess(pool, scrape_interval_s=0.2)
+    b = PickerProcess(pool, scrape_interval_s=0.2)
+    a.peers, b.peers = [b.peer_address], [a.peer_address]
+    try:
+        await a.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as to_a:
+            picked = await pb_grpc.PickerStub(to_a).Pick(pb.PickRequest(body=body, request_id="before-b"))
+        await b.start()  # its warm start runs before its ready line
+        assert await _metric(b, "autonomic_picker_replica_snapshot_blocks_total") > 0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as to_b:
+            explained = await pb_grpc.PickerStub(to_b).Explain(pb.PickRequest(body=body))
+        assert {e.endpoint: e.scores["prefix-cache-scorer"] for e in explained.endpoints} == {
+            x: (1.0 if x == picked.endpoint else 0.0) for x in pool
+        }
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
 @pytest.mark.parametrize(
     ("how", "body_mode", "fail_open"),
     [

@@ -11,7 +11,7 @@ from scorer.config import default_config, load_config
 from scorer.director import TOMBSTONE_S, Director
 from scorer.replica_wire import Ended, Routed
 from scorer.scheduler import Scheduler
-from scorer.types import Endpoint, EndpointMetrics, LLMRequest
+from scorer.types import Endpoint, EndpointMetrics, IndexSnapshot, LLMRequest
 
 A, B = "10.0.0.1:8000", "10.0.0.2:8000"
 CONFIG = """
@@ -176,3 +176,21 @@ def test_a_deferred_decision_is_published_once_learnt_with_what_was_learnt():
     deferred.pick(LLMRequest("r2", "m", prompt=PROMPT), defer_learning=True)
     deferred.response_complete("r1", target, 200, None)  # learns r2 first, then tells r1's end
     assert [type(e).__name__ for e in published] == ["Routed", "Routed", "Ended"]
+
+
+def test_a_replica_that_starts_restores_a_peers_snapshot_for_the_endpoints_it_tracks():
+    clock = Clock()
+    running, _ = replica(clock)
+    picked = running.pick(LLMRequest("r1", "m", prompt=PROMPT)).addresses[0]
+    snapshot = running.snapshot()
+    assert list(snapshot) == ["prefix-cache-scorer"] and len(snapshot["prefix-cache-scorer"].endpoints[picked]) == 4
+    starting, _ = replica(clock)
+    assert prefix_score(starting, picked) == 0.0
+    foreign = {
+        "prefix-cache-scorer": IndexSnapshot({"10.9.9.9:8000": [1, 2, 3]}),
+        "no-such-plugin": IndexSnapshot({A: [7]}),
+    }
+    assert starting.restore(foreign) == 0  # untracked endpoints and unknown plugins: skipped
+    assert starting.restore(snapshot) == 4
+    assert prefix_score(starting, picked) == prefix_score(running, picked) == 1.0
+    assert in_flight(starting) == {A: 0, B: 0}  # what is copied is the index, not the peer's charges

@@ -153,6 +153,31 @@ def test_the_learned_rate_resizes_every_endpoint():
     assert scorer.index.bytes_per_token == 8.0
 
 
+def test_a_replica_that_starts_takes_its_peers_learned_rate_before_its_blocks():
+    """Sized at the initial 4 bytes per token, a new replica's LRUs would cut what its peer's held at 8."""
+    peer = PrefixCacheScorer("p", PrefixCacheParams.model_validate({"lruCapacityPerServer": 10}))
+    peer.bytes_per_token.min_tokens = 100
+    peer.metrics_updated(A, metrics(prompt_tokens=0))
+    for i in range(3):
+        route(peer, A, f"{i}" * 800, rid=f"r{i}")
+    peer.metrics_updated(A, metrics(prompt_tokens=300))  # 2,400 bytes over 300 tokens
+    assert peer.index.capacity_of(A) == 2000 and peer.index.blocks(A) == 36
+    snapshot = peer.snapshot()
+    assert snapshot.bytes_per_token == 8.0 and len(snapshot.endpoints[A]) == 36
+    new = PrefixCacheScorer("p", PrefixCacheParams.model_validate({"lruCapacityPerServer": 10}))
+    new.metrics_updated(A, metrics(prompt_tokens=0))
+    assert new.index.capacity_of(A) == 1000
+    assert new.restore(snapshot, frozenset({A, B})) == 36
+    assert new.index.capacity_of(A) == 2000 and new.index.lru(A) == peer.index.lru(A)
+    assert new.bytes_per_token.value() == 8.0 and not new.bytes_per_token.learned  # its own counting goes on
+    fresh = PrefixCacheScorer("p", PrefixCacheParams.model_validate({}))
+    assert fresh.snapshot().bytes_per_token is None  # nothing learned: nothing to hand on
+    fixed = PrefixCacheScorer("p", PrefixCacheParams.model_validate({"bytesPerToken": 2.0}))
+    fixed.metrics_updated(A, metrics())
+    fixed.restore(snapshot, frozenset({A}))
+    assert fixed.index.capacity_of(A) == 500  # a configured rate is kept
+
+
 def test_a_fixed_rate_is_not_learned():
     scorer = PrefixCacheScorer("p", PrefixCacheParams.model_validate({"bytesPerToken": 2.0}))
     scorer.bytes_per_token.min_tokens = 1

@@ -280,3 +280,36 @@ def test_bisection_matches_the_block_by_block_walk_on_anything_recorded(
         hashes = prompt_block_hashes("m", prompt, 4, 100)
         assert index.match(hashes) == index.match_exact(hashes)
     assert index.entries == sum(index.blocks(a) for a in index.addresses()) <= (budget or 10**9)
+
+
+# ---- a copy for a replica that starts ------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(st.tuples(st.sampled_from([A, B, C]), _prompts), max_size=40),
+    queries=st.lists(_prompts, min_size=1, max_size=8),
+    capacity=st.integers(1, 20),
+)
+def test_an_index_restored_from_another_holds_and_matches_the_same(
+    records: list[tuple[str, str]], queries: list[str], capacity: int
+):
+    source = PrefixIndex(capacity)
+    for address, prompt in records:
+        source.record(address, prompt_block_hashes("m", prompt, 4, 100))
+    copy = PrefixIndex(capacity)
+    for address in source.addresses():
+        copy.restore(address, source.lru(address))
+    for address in source.addresses():
+        assert copy.lru(address) == source.lru(address)  # same blocks, same recency order
+    for prompt in queries:
+        hashes = prompt_block_hashes("m", prompt, 4, 100)
+        assert copy.match(hashes) == source.match(hashes)
+
+
+def test_a_restored_list_longer_than_the_capacity_keeps_its_most_recent_blocks():
+    source = PrefixIndex(10)
+    source.record(A, [1, 2, 3, 4, 5, 6])  # head most recent: lru order 6, 5, 4, 3, 2, 1
+    small = PrefixIndex(3)
+    small.record(A, [9])  # something older of its own, evicted first
+    small.restore(A, source.lru(A))
+    assert source.lru(A) == [6, 5, 4, 3, 2, 1] and small.lru(A) == [3, 2, 1]
+    assert small.match([1, 2, 3]) == {A: 3} and small.match([9]) == {}

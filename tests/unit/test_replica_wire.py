@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -16,10 +17,13 @@ from scorer.replica_wire import (
     ReplicaWireError,
     Routed,
     decode_batch,
+    decode_snapshot,
     encode_batch,
+    encode_snapshot,
     pack_blocks,
     unpack_blocks,
 )
+from scorer.types import IndexSnapshot
 
 
 def test_a_batch_round_trips_in_order():
@@ -117,3 +121,86 @@ def test_whatever_is_encoded_decodes_to_the_same_events(events: list[Routed | En
         for e in events
     ]
     assert list(decoded) == normalized
+
+
+# ---- snapshots (a starting replica's copy of a peer's prefix indexes) ----------------------------------------
+def _snap(plugins: object, replica: object = "me:1") -> bytes:
+    return json.dumps({"replica": replica, "plugins": plugins}).encode()
+
+
+def _plugin(endpoints: object, rate: object = None) -> dict[str, object]:
+    return {"bytes_per_token": rate, "endpoints": endpoints}
+
+
+def test_a_snapshot_round_trips_with_its_order():
+    plugins = {
+        "prefix-cache-scorer": IndexSnapshot({"10.0.0.1:8000": [3, 1, 2**64 - 1], "10.0.0.2:8000": []}, 6.85),
+        "other": IndexSnapshot({}),
+    }
+    snapshot = decode_snapshot(encode_snapshot("10.0.0.9:9004", plugins))
+    assert snapshot.replica == "10.0.0.9:9004"
+    assert snapshot.plugins == {
+        "prefix-cache-scorer": IndexSnapshot({"10.0.0.1:8000": (3, 1, 2**64 - 1), "10.0.0.2:8000": ()}, 6.85),
+        "other": IndexSnapshot({}, None),
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (b"{", "not JSON"),
+        (b"[]", "the snapshot must be a JSON object"),
+        (_snap({}, replica=7), "replica"),
+        (_snap([]), "plugins"),
+        (_snap({f"p{i}": _plugin({}) for i in range(17)}), "plugins"),
+        (_snap({"": _plugin({})}), "plugins."),
+        (_snap({"p": []}), "plugins.p: must be an object"),
+        (_snap({"p": _plugin([])}), "plugins.p.endpoints"),
+        (_snap({"p": _plugin({}, rate=0)}), "plugins.p.bytes_per_token"),
+        (_snap({"p": _plugin({}, rate=True)}), "plugins.p.bytes_per_token"),
+        (_snap({"p": _plugin({}, rate="4")}), "plugins.p.bytes_per_token"),
+        (_snap({"p": _plugin({"a:1": 5})}), "plugins.p.endpoints.a:1"),
+        (_snap({"p": _plugin({"a:1": "AAAA"})}), "plugins.p.endpoints.a:1: 3 bytes is not a whole number"),
+        (_snap({"p": _plugin({"a:1": "!!"})}), "plugins.p.endpoints.a:1"),
+        (_snap({"p": _plugin({"x" * 300: ""})}), "plugins.p.endpoints."),
+    ],
+)
+def test_bad_snapshots_are_refused_with_their_path(body: bytes, path: str):
+    with pytest.raises(ReplicaWireError, match=re.escape(path)):
+        decode_snapshot(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        _json.map(lambda v: json.dumps({"replica": "me:1", "plugins": v}).encode()),
+        _json.map(lambda v: json.dumps({"replica": "me:1", "plugins": {"p": v}}).encode()),
+        _json.map(lambda v: json.dumps({"replica": "me:1", "plugins": {"p": {"endpoints": v}}}).encode()),
+    )
+)
+def test_no_snapshot_input_raises_anything_but_the_wire_error(body: bytes):
+    with contextlib.suppress(ReplicaWireError):
+        decode_snapshot(body)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=10),
+        st.builds(
+            IndexSnapshot,
+            st.dictionaries(
+                st.text(min_size=1, max_size=20), st.lists(st.integers(0, 2**64 - 1), max_size=8), max_size=4
+            ),
+            st.none() | st.floats(0.5, 32),
+        ),
+        max_size=4,
+    )
+)
+def test_whatever_snapshot_is_encoded_decodes_to_the_same_lists(plugins: dict[str, IndexSnapshot]):
+    decoded = decode_snapshot(encode_snapshot("me:1", plugins)).plugins
+    assert decoded == {
+        name: IndexSnapshot({a: tuple(b) for a, b in snap.endpoints.items()}, snap.bytes_per_token)
+        for name, snap in plugins.items()
+    }

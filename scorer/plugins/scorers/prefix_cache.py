@@ -50,7 +50,7 @@ from scorer.byte_size import ByteSize
 from scorer.framework import PluginParams, Usage
 from scorer.index_sizing import MAX_BYTES_PER_TOKEN, MIN_BYTES_PER_TOKEN, BytesPerToken, capacity_blocks
 from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
-from scorer.types import CycleState, EndpointMetrics, EndpointState, LLMRequest, SchedulingResult
+from scorer.types import CycleState, EndpointMetrics, EndpointState, IndexSnapshot, LLMRequest, SchedulingResult
 
 _PENDING_LIMIT = 65_536  # requests remembered between pick and response (oldest forgotten first)
 _PENDING_BYTES = 64 * 2**20  # ...and their block hashes, 8 bytes a block: 8 M blocks, ~512 MB of prompts in flight
@@ -151,6 +151,29 @@ class PrefixCacheScorer:
         if self._learn_bytes_per_token:  # the peer shared whole blocks: the prompt had half a block more on average
             self.bytes_per_token.routed(address, (len(blocks) + 0.5) * self.params.block_size)
 
+    def snapshot(self) -> IndexSnapshot:
+        """Per endpoint, the blocks the index holds, least recently used first, and the bytes per token that sized
+        it (when learned): for a replica that starts."""
+        learned = self._learn_bytes_per_token and self.bytes_per_token.learned
+        return IndexSnapshot(
+            {address: self.index.lru(address) for address in self.index.addresses()},
+            self.bytes_per_token.value() if learned else None,
+        )
+
+    def restore(self, snapshot: IndexSnapshot, present: frozenset[str]) -> int:
+        """Take a peer's index for the endpoints in `present`. Its bytes per token first, while this replica has
+        not learned its own: sized at the initial guess, the LRUs would cut what the peer's held."""
+        peer = snapshot.bytes_per_token
+        if peer is not None and self._learn_bytes_per_token and not self.bytes_per_token.learned:
+            self.bytes_per_token.initial = min(MAX_BYTES_PER_TOKEN, max(MIN_BYTES_PER_TOKEN, peer))
+            self._resize_if_moved()
+        taken = 0
+        for address, blocks in snapshot.endpoints.items():
+            if address in present:
+                self.index.restore(address, blocks)
+                taken += len(blocks)
+        return taken
+
     def metrics_updated(self, address: str, metrics: EndpointMetrics) -> None:
         """Size the endpoint's index to its KV cache (scorer/index_sizing.py) and learn the bytes per token."""
         if self._learn_bytes_per_token and metrics.prompt_tokens_total is not None:
@@ -162,6 +185,10 @@ class PrefixCacheScorer:
             if self._kv_tokens.get(address) != kv_tokens:
                 self._kv_tokens[address] = kv_tokens
                 self._size(address, kv_tokens, self._sized_with)
+        self._resize_if_moved()
+
+    def _resize_if_moved(self) -> None:
+        """Re-size every endpoint when the bytes-per-token estimate moved by more than `_RESIZE_AT`."""
         estimate = self.bytes_per_token.value()
         if abs(estimate - self._sized_with) > _RESIZE_AT * self._sized_with:
             self._sized_with = self.index.bytes_per_token = estimate
