@@ -1,6 +1,6 @@
 """`autonomic picker --workers 2` behind the real Envoy, in front of the fleet twin: both workers serve decisions (the
-per-worker counters of the pod's one /metrics), a worker killed with SIGKILL is started again while the other one
-carries every request, and SIGTERM to the supervisor stops every process with exit code 0. Conditions are waited
+per-worker counters of the pod's one /metrics), a worker killed with SIGKILL is started again (with a copy of its
+sibling's prefix index) while the other one carries every request, and SIGTERM to the supervisor stops every process with exit code 0. Conditions are waited
 for, never slept on; the timeouts only stop a hung test."""
 
 from __future__ import annotations
@@ -92,10 +92,13 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_on_sigterm(
                     restarts = await _by_worker(picker, "autonomic_picker_worker_restarts_total")
                     running = await _by_worker(picker, "autonomic_picker_workers_running")
                     decided = await _by_worker(picker, "autonomic_picker_decisions_total")
+                    warm = await _by_worker(picker, "autonomic_picker_replica_snapshot_blocks_total")
                     seen.update(restarts=restarts, running=running, decided=decided, outcomes=dict(load.outcomes))
                     # the restarted worker starts its counters at 0: the total after the kill counts anew
                     restarted = sum(restarts.values()) == 1  # labelled by the index of the worker started again
-                    return restarted and running == {"": 2.0} and sum(decided.values()) >= before + 50
+                    again = next((w for w, n in restarts.items() if n), None)
+                    copied = again is not None and warm.get(again, 0) > 0  # it copied its sibling's index first
+                    return restarted and copied and running == {"": 2.0} and sum(decided.values()) >= before + 50
 
                 await until(restarted_and_serving, "the killed worker is started again, 50 more decisions", seen)
             finally:
