@@ -1,7 +1,7 @@
 """`autonomic picker --workers 2` behind the real Envoy, in front of the fleet twin: both workers serve decisions (the
 per-worker counters of the pod's one /metrics), a worker killed with SIGKILL is started again (with a copy of its
-sibling's prefix index) while the other one carries every request, and SIGTERM to the supervisor stops every process with exit code 0. Conditions are waited
-for, never slept on; the timeouts only stop a hung test."""
+sibling's prefix index) while the other one carries every request, and SIGTERM to the supervisor stops every process
+with exit code 0. Conditions are waited for, never slept on; the timeouts only stop a hung test."""
 
 from __future__ import annotations
 
