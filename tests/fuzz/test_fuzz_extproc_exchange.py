@@ -66,7 +66,9 @@ def director() -> Director:
     return d
 
 
-def check_answer(answer: pb.ProcessingResponse, ex: Exchange) -> None:
+def check_answer(answer: pb.ProcessingResponse, ex: Exchange, body_bytes: int) -> None:
+    """One answer is valid; `body_bytes`: the request body the exchange took in so far (it keeps none after the
+    decision)."""
     kind = answer.WhichOneof("response")
     assert kind is not None, "an answer without a response part"
     if kind == "immediate_response":
@@ -83,7 +85,7 @@ def check_answer(answer: pb.ProcessingResponse, ex: Exchange) -> None:
             assert targets and set(targets) <= set(ADDRESSES), targets
             assert targets == ex.targets
         if h.header.key == "content-length":
-            assert int(h.header.raw_value) == len(ex.body)
+            assert int(h.header.raw_value) == body_bytes
     streamed = common.body_mutation.streamed_response
     assert len(streamed.body) <= p.BODY_CHUNK_LIMIT
 
@@ -103,8 +105,9 @@ def drive(ex: Exchange, backend: Recording, msgs: list[pb.ProcessingRequest], pa
         if parse_ahead:
             ex.pending_request(msg)
         out = ex.handle(msg)
+        taken = len(accepted) + (len(msg.request_body.body) if took_body else 0)
         for answer in out:
-            check_answer(answer, ex)
+            check_answer(answer, ex, taken)
         answers += out
         if took_body and not ex.closed:
             accepted += msg.request_body.body
