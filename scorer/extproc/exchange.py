@@ -10,7 +10,8 @@ request the backend picked for is reported back to `response_complete` exactly o
 The body the picker holds is bounded: a request body over `max_body_bytes` (announced by its content-length or
 found while buffering) is answered 413 at once and nothing more of it is kept; and the bodies all streams hold
 together stay within a `BodyBudget` (scorer/extproc/body_budget.py): a chunk that would exceed it sheds its request
-with 429. The exchange gives its bytes back when the body leaves its buffer (decision, rejection, stream end).
+with 429. The exchange gives its bytes back when the body leaves its buffer (decision, rejection), and the shell
+calls `release_body` when the stream ends.
 
 Split streams (EnvoyOptions.observe_response_body off): the routing filter sends only the request, and a second
 ext_proc filter in observability mode sends the request headers (for x-request-id) and the response headers, and
@@ -216,7 +217,7 @@ class Exchange:
         assert self.head is not None
         head, body, parsed = self.head, bytes(self.body), self._parsed
         # the stream may outlive the decision (a response reported on it): it keeps no copy of the request
-        self._release_body()
+        self.release_body()
         self._parsed = None
         try:
             if body_follows and parsed is not None and parsed[0] == len(body):
@@ -250,12 +251,12 @@ class Exchange:
         ]
 
     def _too_large(self, size: int | None) -> Out:
-        self._release_body()
+        self.release_body()
         message = f"request body of {size} bytes or more exceeds the picker's limit of {self.max_body_bytes} bytes"
         return self._reject(413, message, "body_too_large")
 
     def _over_budget(self) -> Out:
-        self._release_body()
+        self.release_body()
         assert self.budget is not None
         message = (
             f"the endpoint picker holds {self.budget.held} bytes of request bodies, its limit is {self.budget.limit}: "
@@ -263,8 +264,9 @@ class Exchange:
         )
         return self._reject(429, message, "body_budget")
 
-    def _release_body(self) -> None:
-        """Drop the buffered body and give its bytes back to the budget (idempotent)."""
+    def release_body(self) -> None:
+        """Drop the buffered body and give its bytes back to the budget (idempotent; the shell calls it when the
+        stream ends, whatever state it ended in)."""
         self.body = bytearray()
         if self._held and self.budget is not None:
             self.budget.give_back(self._held)
@@ -307,9 +309,7 @@ class Exchange:
 
     def finish(self) -> None:
         """Report the outcome once, if the backend picked for this request (also on cancel or error), or, on an
-        observer stream, if it saw the request's id (the backend ignores an id it did not pick for). A body still
-        buffered (the stream ended before it was complete) goes back to the budget."""
-        self._release_body()
+        observer stream, if it saw the request's id (the backend ignores an id it did not pick for)."""
         if self.reported or not (self.request_id if self.observer else self.targets and self.reports):
             return
         self.reported = True

@@ -121,6 +121,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
                 answered = True
         finally:
             exchange.finish()  # stream end, client cancel or error: the backend hears about the request once
+            exchange.release_body()  # a body cut off mid-way gives its bytes back to the budget
             if hooks is not None:
                 if exchange.rejected:
                     hooks.immediate(exchange.rejected)

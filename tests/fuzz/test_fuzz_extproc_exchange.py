@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from scorer.config import default_config
 from scorer.director import Director
 from scorer.extproc import protocol as p
+from scorer.extproc.body_budget import BodyBudget
 from scorer.extproc.exchange import Exchange
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.framework import Usage
@@ -100,7 +101,9 @@ def drive(ex: Exchange, backend: Recording, msgs: list[pb.ProcessingRequest], pa
     answers: list[pb.ProcessingResponse] = []
     accepted = bytearray()  # request body chunks the exchange took in (not ignored)
     responses = bytearray()
+    marked = False  # marked as observed elsewhere before the exchange reported (a later mark cannot undo a report)
     for msg in msgs:
+        marked = marked or (p.response_observed_elsewhere(msg) and not backend.completed)
         took_body = msg.WhichOneof("request") == "request_body" and not ex.body_done
         if parse_ahead:
             ex.pending_request(msg)
@@ -118,11 +121,11 @@ def drive(ex: Exchange, backend: Recording, msgs: list[pb.ProcessingRequest], pa
             break
     ex.finish()
     ex.finish()
+    ex.release_body()  # as the shell does at the stream's end
     if ex.observer:  # a response observer: answers nothing, decides nothing, reports the id it saw, once
         assert not answers and not backend.picked and not ex.targets
         assert backend.completed == ([ex.request_id] if ex.request_id else []), backend.completed
         return
-    marked = any(p.response_observed_elsewhere(m) for m in msgs)  # its observer reports instead
     expected = [ex.request_id] if ex.targets and not marked else []
     assert backend.completed == expected, (backend.picked, backend.completed)
     if ex.targets and ex.request_mode == "FULL_DUPLEX_STREAMED":
@@ -137,11 +140,14 @@ def drive(ex: Exchange, backend: Recording, msgs: list[pb.ProcessingRequest], pa
     parse_ahead=st.booleans(),
     fallbacks=st.integers(0, 2),
     limit=st.sampled_from([64, 4096, 1 << 20]),
+    budget_bytes=st.sampled_from([None, 32, 4096]),
 )
 @counted
-def test_exchange_answers_every_stream_validly(msgs, use_director, parse_ahead, fallbacks, limit):
+def test_exchange_answers_every_stream_validly(msgs, use_director, parse_ahead, fallbacks, limit, budget_bytes):
     backend = Recording(director() if use_director else RoundRobinBackend(ADDRESSES, fallbacks=fallbacks))
-    ex = Exchange(backend, max_body_bytes=limit)
+    budget = BodyBudget(budget_bytes) if budget_bytes else None
+    ex = Exchange(backend, max_body_bytes=limit, budget=budget)
     with error_logs() as errors:
         drive(ex, backend, msgs, parse_ahead, limit)
     assert not errors, describe(errors)
+    assert budget is None or budget.held == 0  # whatever the stream did, its bytes went back at its end
