@@ -103,13 +103,7 @@ def encode_batch(replica: str, events: Sequence[Event]) -> bytes:
 
 def decode_batch(body: bytes) -> Batch:
     """Parse one batch; raises ReplicaWireError naming the path of the first problem."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ReplicaWireError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ReplicaWireError("the batch must be a JSON object")
-    replica = _text(doc.get("replica"), "replica")
+    replica, doc = _document(body, "batch")
     events = doc.get("events")
     if not isinstance(events, list):
         raise ReplicaWireError("events: must be a list")
@@ -131,13 +125,7 @@ def encode_snapshot(replica: str, plugins: Mapping[str, IndexSnapshot]) -> bytes
 
 def decode_snapshot(body: bytes) -> Snapshot:
     """Parse a peer's snapshot; raises ReplicaWireError naming the path of the first problem."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ReplicaWireError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ReplicaWireError("the snapshot must be a JSON object")
-    replica = _text(doc.get("replica"), "replica")
+    replica, doc = _document(body, "snapshot")
     plugins = doc.get("plugins")
     if not isinstance(plugins, dict) or len(plugins) > MAX_PLUGINS:
         raise ReplicaWireError(f"plugins: must be an object of at most {MAX_PLUGINS} plugins")
@@ -163,6 +151,17 @@ def decode_snapshot(body: bytes) -> Snapshot:
         }
         out[name] = IndexSnapshot(endpoints, None if rate is None else float(rate))
     return Snapshot(replica, out)
+
+
+def _document(body: bytes, what: str) -> tuple[str, dict[str, Any]]:
+    """A JSON object naming the replica that sent it: (that replica, the object)."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ReplicaWireError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ReplicaWireError(f"the {what} must be a JSON object")
+    return _text(doc.get("replica"), "replica"), doc
 
 
 def _event(item: Any, path: str) -> Event:
