@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+from collections import deque
 from collections.abc import Iterable
 
 
@@ -18,21 +19,32 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+_HANDED_OUT: deque[int] = deque(maxlen=4096)  # ports this process was given lately, not to be given again
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port that this process has not been given lately: the kernel may return a port it just
+    returned once its socket is closed, and two calls in a row (an Envoy's listener and admin ports) then collide
+    (`Address already in use` at the child's start)."""
+    return free_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: each socket stays bound until all are chosen, so the kernel cannot hand one out twice
-    (n calls of `free_port` can, and a child given the same port twice fails to start)."""
+    """`n` distinct free ports: each socket stays bound until all are chosen, so the kernel cannot hand one out
+    twice, and none this process was given lately."""
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(n):
+        ports: list[int] = []
+        for _ in range(n + 64):  # a recent port comes back about once in 7 binds: 64 more is plenty
+            if len(ports) == n:
+                break
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             s.bind(("127.0.0.1", 0))
-            ports.append(int(s.getsockname()[1]))
+            port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:  # a recent one stays bound here, so the next bind gets another
+                ports.append(port)
+        if len(ports) < n:
+            raise RuntimeError(f"no {n} free loopback ports found")
+        _HANDED_OUT.extend(ports)
         return ports
 
 
