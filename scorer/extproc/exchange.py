@@ -64,8 +64,7 @@ class Exchange:
         budget: BodyBudget | None = None,
     ):
         self.backend = backend
-        self.budget = budget
-        self._held = 0  # bytes of `body` taken from the budget
+        self.budget = budget  # every byte appended to `body` was taken from it
         self.request_mode: p.BodyMode = request_mode
         self.response_mode: p.BodyMode = response_mode
         self.max_body_bytes = max_body_bytes
@@ -194,10 +193,8 @@ class Exchange:
             return [p.continue_response("request_body")]
         if len(self.body) + len(msg.body) > self.max_body_bytes:
             return self._too_large(len(self.body) + len(msg.body))
-        if self.budget is not None and msg.body:
-            if not self.budget.take(len(msg.body)):
-                return self._over_budget()
-            self._held += len(msg.body)
+        if self.budget is not None and msg.body and not self.budget.take(len(msg.body)):
+            return self._over_budget()
         self.body += msg.body
         if self.request_mode == "FULL_DUPLEX_STREAMED" and not msg.end_of_stream:
             return []
@@ -267,10 +264,9 @@ class Exchange:
     def release_body(self) -> None:
         """Drop the buffered body and give its bytes back to the budget (idempotent; the shell calls it when the
         stream ends, whatever state it ended in)."""
+        if self.body and self.budget is not None:
+            self.budget.give_back(len(self.body))
         self.body = bytearray()
-        if self._held and self.budget is not None:
-            self.budget.give_back(self._held)
-        self._held = 0
 
     def _reject(self, status: int, message: str, reason: str, param: str | None = None) -> Out:
         self.closed = True
