@@ -53,6 +53,7 @@ from scorer.prefix_index import ENTRY_BYTES, PrefixIndex
 from scorer.types import CycleState, EndpointMetrics, EndpointState, IndexSnapshot, LLMRequest, SchedulingResult
 
 _PENDING_LIMIT = 65_536  # requests remembered between pick and response (oldest forgotten first)
+_BLOCK_BYTES = 8  # a block hash kept in an array("Q")
 _PENDING_BYTES = 64 * 2**20  # ...and their block hashes, 8 bytes a block: 8 M blocks, ~512 MB of prompts in flight
 _INITIAL_BYTES_PER_TOKEN = 4.0  # GIE's guess for English text, until the counters say otherwise
 _RESIZE_AT = 0.02  # re-size every endpoint when the bytes-per-token estimate moved by more than this fraction
@@ -201,11 +202,10 @@ class PrefixCacheScorer:
     def response_complete(
         self, request: LLMRequest, address: str, status: int, usage: Usage | None, now: float
     ) -> None:
-        sent = self._sent.pop(request.request_id, None)
+        sent = self._forget(request.request_id)
         if sent is None:
             return
         recorded, blocks = sent
-        self._sent_bytes -= blocks.itemsize * len(blocks)
         if recorded != address and status < 400:
             self.index.record(address, blocks)
 
@@ -213,15 +213,19 @@ class PrefixCacheScorer:
         """Keep where a request's blocks went until its response ends, within `sent_budget` (the oldest forgotten
         first: if its response is served elsewhere, that teaches nothing)."""
         blocks = array("Q", hashes)
-        previous = self._sent.pop(request_id, None)
-        if previous is not None:
-            self._sent_bytes -= previous[1].itemsize * len(previous[1])
+        self._forget(request_id)
         self._sent[request_id] = (address, blocks)
-        self._sent_bytes += blocks.itemsize * len(blocks)
+        self._sent_bytes += _BLOCK_BYTES * len(blocks)
         requests, size = self.sent_budget
         while self._sent and (len(self._sent) > requests or self._sent_bytes > size):
-            _, (_, old) = self._sent.popitem(last=False)
-            self._sent_bytes -= old.itemsize * len(old)
+            self._forget(next(iter(self._sent)))
+
+    def _forget(self, request_id: str) -> tuple[str, array[int]] | None:
+        """Stop remembering one request's blocks; what was remembered, if anything."""
+        sent = self._sent.pop(request_id, None)
+        if sent is not None:
+            self._sent_bytes -= _BLOCK_BYTES * len(sent[1])
+        return sent
 
     def endpoints_changed(self, present: frozenset[str]) -> None:
         self.index.retain(present)
