@@ -3,7 +3,8 @@
 Why it exists: the picker scrapes every model server's `/metrics` every interval, so its CPU grows with the pool.
 This measures the scraper in this process (nothing else runs in it meanwhile) against `loadtests.picker.metrics_stub`
 serving a real twin's exposition on N loopback ports: CPU per scrape and cores used, with a small pool measured
-alongside as the baseline. Part 3 of `autonomic bench picker`.
+alongside as the baseline. Part 3 of `autonomic bench picker`. `--server-side` measures the other half: the CPU a
+real fleet twin spends answering each scrape (its Prometheus exposition, as vLLM's API server renders its own).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import aiohttp
 from harness.child import Child
 from harness.netutil import find_base_port
 from loadtests.report.writer import pct
+from loadtests.soak.sampler import cpu_seconds
 from scorer.config import default_config
 from scorer.director import Director
 from scorer.scheduler import Scheduler
@@ -100,6 +102,27 @@ async def scrape_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+async def server_cost(scrapes: int) -> dict[str, float]:
+    """CPU ms a fresh fleet twin (one server, idle) spends per `/metrics` answer, over `scrapes` scrapes on one
+    kept-alive connection, as the picker scrapes; the client's own CPU per scrape beside it."""
+    async with FleetProcess(servers=1, base_port=find_base_port(1)) as fleet, aiohttp.ClientSession() as http:
+        url = fleet.urls[0] + "/metrics"
+        for _ in range(20):  # warm: imports, first connection
+            async with http.get(url) as response:
+                await response.read()
+        twin0, own0 = cpu_seconds(fleet.pid), time.process_time()
+        for _ in range(scrapes):
+            async with http.get(url) as response:
+                await response.read()
+        twin1, own1 = cpu_seconds(fleet.pid), time.process_time()
+    if twin0 is None or twin1 is None:
+        raise RuntimeError("the twin's CPU could not be read")
+    return {
+        "server_cpu_ms_per_scrape": (twin1 - twin0) * 1e3 / scrapes,
+        "client_cpu_ms_per_scrape": (own1 - own0) * 1e3 / scrapes,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m loadtests.picker.scrape_cost --endpoints 8 --seconds 10 --repeat 3`: this part alone."""
     p = argparse.ArgumentParser(prog="python -m loadtests.picker.scrape_cost", description=__doc__)
@@ -109,9 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seconds", type=float, default=10.0, help="measured window per run (default 10)")
     p.add_argument("--repeat", type=int, default=1, help="runs, one after another (default 1)")
+    p.add_argument(
+        "--server-side",
+        action="store_true",
+        help="measure instead the CPU a fleet twin spends answering each scrape (2,000 scrapes a run)",
+    )
     args = p.parse_args(argv)
     if not (1 <= args.endpoints <= 2000 and args.interval > 0 and args.seconds > 0 and args.repeat >= 1):
         p.error("--endpoints must be in [1, 2000]; --interval and --seconds positive; --repeat at least 1")
+
+    async def server_runs() -> None:
+        print("run  twin CPU ms/scrape  client CPU ms/scrape")
+        for i in range(args.repeat):
+            r = await server_cost(2000)
+            print(f"{i + 1:>3} {r['server_cpu_ms_per_scrape']:19.3f} {r['client_cpu_ms_per_scrape']:20.3f}", flush=True)
 
     async def runs() -> None:
         with tempfile.TemporaryDirectory(prefix="scrape-cost-") as tmp:
@@ -127,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
 
-    asyncio.run(runs())
+    asyncio.run(server_runs() if args.server_side else runs())
     return 0
 
 

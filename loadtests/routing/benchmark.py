@@ -33,7 +33,7 @@ from loadtests.routing.fleet_group import FleetGroup
 from loadtests.routing.peers import PeerError, PeerRouter, is_peer, missing_reason, peer_command
 from loadtests.routing.replay import ReplayRecord, replay
 from loadtests.routing.replicas import kill_halfway, profile_name, replica_arm, replica_events, routed_decisions
-from loadtests.soak.sampler import cpu_seconds
+from loadtests.soak.sampler import cpu_seconds, group_cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.profile import load_profile
 from sim.fleet.trace import TraceRequest, load_trace
@@ -192,6 +192,7 @@ async def run_router(
         cpu = [cpu_seconds(t.pid if isinstance(t, PickerProcess) else t.epp.pid) for t in pickers]
         if pickers and None not in cpu:  # the picker's CPU over its whole life (start-up and idle scrapes too)
             summary["picker_cpu_s"] = sum(c for c in cpu if c is not None)
+        summary.update(node_cpu(fleet, stack))
         if pickers and summary["failed"]:
             summary["picker_output_tail"] = [ln for t in pickers for ln in t.output][-20:]
     finally:
@@ -201,6 +202,22 @@ async def run_router(
     if extproc_log(args.out, name).exists():  # an Envoy-fronted arm; Envoy has flushed its access log on stop
         summary["extproc_phases"] = phase_summary(extproc_log(args.out, name))
     return summary
+
+
+def node_cpu(fleet: FleetGroup, stack: list[Any]) -> dict[str, float]:
+    """CPU seconds, so far, of what a router puts on the node: the servers (their `/metrics` answers to a router's
+    scrapes included), Envoy when it fronts the arm, and a peer router's process group (the picker's and the EPP's
+    own figure is `picker_cpu_s`). A figure whose process is gone is left out."""
+    out: dict[str, float] = {}
+    servers = [cpu_seconds(m.pid) for m in fleet.members]
+    if servers and None not in servers:
+        out["servers_cpu_s"] = sum(c for c in servers if c is not None)
+    for thing in stack:
+        if isinstance(thing, LocalEnvoy) and (envoy := cpu_seconds(thing.pid)) is not None:
+            out["envoy_cpu_s"] = envoy
+        elif isinstance(thing, PeerRouter) and (peer := group_cpu_seconds(thing.pid)) is not None:
+            out["peer_cpu_s"] = peer
+    return out
 
 
 def results_entry(s: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +262,24 @@ def report_table(oracle: float, pooled: float, summaries: dict[str, dict[str, An
         "(model s; large values mean the machine, not the router, set the pace). Oracle bound: one infinite cache",
         "shared by all servers. Pooled-capacity bound: one LRU prefix cache of the whole fleet's capacity; LRU is not",
         "optimal, so a router that keeps reused prefixes apart from one-off requests can exceed it slightly.",
+    ]
+    return table
+
+
+def cpu_table(summaries: dict[str, dict[str, Any]]) -> Table:
+    headers = ["router", "router CPU s", "Envoy CPU s", "servers' CPU s", "servers' CPU ms per request"]
+    table = Table("CPU the router puts on the node", headers)
+    for name, s in summaries.items():
+        router = s.get("picker_cpu_s", s.get("peer_cpu_s"))
+        per = s["servers_cpu_s"] * 1e3 / s["ok"] if s.get("servers_cpu_s") is not None and s["ok"] else None
+        row = [name, fmt(router, ".1f"), fmt(s.get("envoy_cpu_s"), ".1f"), fmt(s.get("servers_cpu_s"), ".1f")]
+        table.rows.append([*row, fmt(per, ".1f")])
+    table.notes = [
+        "User + system CPU seconds over each process's life (start-up included), read just before it stops. Router:",
+        "the picker's or the EPP's process, or a peer router's process group; Envoy: the proxy, when it fronts the arm;",
+        "servers: the fleet twins, whose work includes answering a router's `/metrics` scrapes (a twin spends ~2.5 ms",
+        "of CPU on each, as vLLM's API server does on its Prometheus exposition), so a router that scrapes often costs",
+        "the servers CPU that the ones that do not scrape leave to serving.",
     ]
     return table
 
@@ -341,7 +376,7 @@ async def bench(args: argparse.Namespace, routers: list[str]) -> dict[str, Any]:
     ]
     footer = [f"Skipped: {n}: {why}" for n, why in skipped.items()]
     footer += [f"Plot: {plot.name}" if plot else "Plot: not drawn (matplotlib missing or no data)"]
-    tables = [report_table(oracle, pooled, summaries)]
+    tables = [report_table(oracle, pooled, summaries), cpu_table(summaries)]
     phases = {n: {**s.get("extproc_phases", {}), "cpu_s": s.get("picker_cpu_s")} for n, s in summaries.items()}
     phases = {n: p for n, p in phases.items() if p.get("requests") is not None}
     if phases:

@@ -145,6 +145,11 @@ class PeerRouter:
         except ChildError as exc:
             raise PeerError(str(exc)) from exc
 
+    @property
+    def pid(self) -> int | None:
+        """The peer's pid, also its process group's id (None before start)."""
+        return self._child.pid if self._child is not None else None
+
     async def _proxies(self) -> bool:
         """A completion through the peer reaches a worker (it may answer `/health` before its workers register)."""
         return await completion_answered(self.url, self.model)

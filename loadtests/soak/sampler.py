@@ -86,6 +86,26 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def group_cpu_seconds(pgid: int | None) -> float | None:
+    """User + system CPU seconds used so far by the live processes of process group `pgid` (a router that spawns
+    workers); None if no process of the group is left."""
+    if pgid is None:
+        return None
+    total, found = 0.0, False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else None
+
+
 def children(pid: int) -> dict[int, str]:
     """The direct children of `pid`: their pids and command names."""
     found = {}

@@ -281,3 +281,12 @@ async def test_reconnect_zero_opens_a_connection_per_scrape():
             for _ in range(3):
                 assert (await scraper.scrape(server.address)).ok
     assert server.accepted == 3
+
+
+async def test_scrape_cost_server_side_reads_the_twin_s_cpu_per_answer():
+    """`scrape_cost --server-side`: a real twin answering /metrics spends CPU on each answer (read from /proc)."""
+    from loadtests.picker.scrape_cost import server_cost
+
+    cost = await server_cost(50)
+    assert cost["server_cpu_ms_per_scrape"] > 0
+    assert cost["client_cpu_ms_per_scrape"] > 0

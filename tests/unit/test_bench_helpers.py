@@ -85,3 +85,17 @@ def test_envoy_baselines_render_their_lb_policy(policy: str) -> None:
     picked = render(EnvoyOptions(picker_port=9002, pool=("127.0.0.1:1",), pool_lb_policy=policy))  # type: ignore[arg-type]
     (pool,) = [c for c in picked["static_resources"]["clusters"] if c["name"] == "pool"]
     assert "lb_policy" not in pool  # with the picker, OverrideHost decides; the option only shapes the baselines
+
+
+def test_cpu_table_reads_each_router_s_own_figure_and_servers_per_request() -> None:
+    from loadtests.routing.benchmark import cpu_table
+
+    summaries = {
+        "picker-default": {"picker_cpu_s": 12.0, "envoy_cpu_s": 10.0, "servers_cpu_s": 80.0, "ok": 800},
+        "sglang-cache-aware": {"peer_cpu_s": 4.0, "servers_cpu_s": 40.0, "ok": 800},
+        "gone": {"ok": 0},
+    }
+    rows = cpu_table(summaries).rows
+    assert rows[0] == ["picker-default", "12.0", "10.0", "80.0", "100.0"]
+    assert rows[1] == ["sglang-cache-aware", "4.0", "-", "40.0", "50.0"]
+    assert rows[2] == ["gone", "-", "-", "-", "-"]

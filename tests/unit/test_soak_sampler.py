@@ -91,3 +91,33 @@ def _samples(held: list[int], warmup_s: float = 0.0) -> list[dict]:
 def test_growth_is_judged_on_medians_of_the_first_and_last_samples(held: list[int], met: bool):
     grown = growth(_samples(held), warmup_s=0.0)
     assert goals_met(grown) is met, grown["p"]["held_fds"]
+
+
+def test_a_process_group_s_cpu_is_the_sum_of_its_live_members():
+    """Two busy processes in one new process group (a parent and the child it spawned): the group's CPU counts both,
+    more than the parent's own; a group with no live process reads as None."""
+    import subprocess
+    import sys
+    import time
+
+    from loadtests.soak.sampler import cpu_seconds, group_cpu_seconds
+
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(60)"
+    parent = f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {spin!r}])\nexec({spin!r})"
+    proc = subprocess.Popen([sys.executable, "-c", parent], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        total = None
+        while time.monotonic() < deadline:  # both have spun their 0.3 s
+            total, own = group_cpu_seconds(proc.pid), cpu_seconds(proc.pid)
+            if total is not None and own is not None and own >= 0.3 and total >= own + 0.3:
+                break
+            time.sleep(0.05)
+        assert total is not None and own is not None and total >= own + 0.3
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while group_cpu_seconds(proc.pid) is not None and time.monotonic() < deadline:  # the child is reaped by init
+        time.sleep(0.05)
+    assert group_cpu_seconds(proc.pid) is None
