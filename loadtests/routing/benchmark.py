@@ -275,11 +275,11 @@ def cpu_table(summaries: dict[str, dict[str, Any]]) -> Table:
         row = [name, fmt(router, ".1f"), fmt(s.get("envoy_cpu_s"), ".1f"), fmt(s.get("servers_cpu_s"), ".1f")]
         table.rows.append([*row, fmt(per, ".1f")])
     table.notes = [
-        "User + system CPU seconds over each process's life (start-up included), read just before it stops. Router:",
-        "the picker's or the EPP's process, or a peer router's process group; Envoy: the proxy, when it fronts the arm;",
-        "servers: the fleet twins, whose work includes answering a router's `/metrics` scrapes (a twin spends ~2.5 ms",
-        "of CPU on each, as vLLM's API server does on its Prometheus exposition), so a router that scrapes often costs",
-        "the servers CPU that the ones that do not scrape leave to serving.",
+        "User + system CPU seconds over each process's life (start-up included), read just before it stops.",
+        "Router: the picker's or the EPP's process, or a peer router's process group; Envoy: the proxy, when it",
+        "fronts the arm; servers: the fleet twins, whose work includes answering a router's `/metrics` scrapes",
+        "(`python -m loadtests.picker.scrape_cost --server-side`: ~2.4 ms of a twin's CPU each, for a vLLM-shaped",
+        "exposition of ~40 KB), so a router that scrapes often takes CPU from the servers.",
     ]
     return table
 
