@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from scorer.director import Director
 from scorer.framework import Usage
 from scorer.hashing import prompt_block_hashes
 from scorer.types import Endpoint, EndpointMetrics, EndpointState, LLMRequest, NoEndpointError, SchedulingResult
@@ -119,3 +120,56 @@ class CacheAwareRouter:
         for tree in self.trees.values():
             while len(tree) > limit:
                 tree.popitem(last=False)
+
+
+class HalfCacheAware:
+    """Our Director with one half of the policy's rule in its place, to learn which half keeps the hits.
+
+    The rule has two halves: a prompt whose longest match in the trees covers more than `cache_threshold` goes to
+    that worker ("sticky"), any other to the smallest tree ("cold"). `halves` names the ones taken from the policy
+    (its trees remember what was sent, as the real router's do); the Director decides the rest, and it is told every
+    decision (a forced one through `pick(subset=[worker])`), so its own index, in-flight counts and estimates follow.
+    With both halves it places every request as `CacheAwareRouter` does; with none it is the Director alone.
+    """
+
+    def __init__(self, director: Director, halves: frozenset[str], settings: CacheAwareSettings | None = None):
+        if not halves <= {"sticky", "cold"}:
+            raise ValueError(f"halves must be among sticky, cold: {sorted(halves)}")
+        self.director = director
+        self.halves = halves
+        self.trees = CacheAwareRouter(director.clock, settings)  # its trees and in-flight counts only
+
+    def set_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        self.trees.set_endpoints(endpoints)
+        self.director.set_endpoints(endpoints)
+
+    def update_metrics(self, address: str, metrics: EndpointMetrics | None, error: str | None = None) -> None:
+        self.director.update_metrics(address, metrics, error)
+
+    def pick(self, request: LLMRequest, subset: Sequence[str] | None = None) -> SchedulingResult:
+        t = self.trees
+        t._evict(t.clock())
+        candidates = [e for e in t.endpoints if subset is None or e.address in subset]
+        chain = block_chain(request.prompt)
+        matched = [t._matched_blocks(e.address, chain) for e in candidates]
+        best = max(matched, default=0)
+        hot = best > 0 and best * BLOCK_CHARS / max(1, len(request.prompt)) > t.settings.cache_threshold
+        forced: str | None = None
+        if hot and "sticky" in self.halves:
+            forced = candidates[matched.index(best)].address
+        elif not hot and "cold" in self.halves and candidates:
+            sizes = [len(t.trees[e.address]) for e in candidates]
+            forced = candidates[sizes.index(min(sizes))].address
+        result = self.director.pick(request, [forced] if forced else subset)
+        chosen = result.addresses[0]
+        tree = t.trees[chosen]
+        for key in reversed(chain):
+            tree[key] = None
+            tree.move_to_end(key)
+        t.load[chosen] += 1
+        t.sent[request.request_id] = chosen
+        return result
+
+    def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:
+        self.trees.response_complete(request_id, served, status, usage)
+        self.director.response_complete(request_id, served, status, usage)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from loadtests.routing.cache_aware_emulation import CacheAwareRouter, CacheAwareSettings, HalfCacheAware
 from scorer.config import PickerConfig, default_config, load_config
 from scorer.director import Director
 from scorer.framework import Usage
@@ -214,11 +215,46 @@ def replay(
 
 GRID: tuple[tuple[float, float], ...] = ((5, 2.0), (5, 2.5), (5, 3.0), (10, 2.0), (10, 2.5), (15, 2.5))
 EMULATED = "sglang-cache-aware (emulated)"
+# its trees as large as one server's cache: 450k tokens at the twin's ~6.85 bytes per token, trimmed every second
+_CACHE_CHARS = 3_000_000
+
+
+def _emulated(settings: CacheAwareSettings | None = None) -> Callable[[Callable[[], float]], Front]:
+    return lambda clock: CacheAwareRouter(clock, settings)
+
+
+def _half(*halves: str) -> Callable[[Callable[[], float]], Front]:
+    def front(clock: Callable[[], float]) -> Front:
+        director = Director(Scheduler(default_config()), clock=clock, rng=random.Random(1))
+        return HalfCacheAware(director, frozenset(halves))
+
+    return front
+
+
+def _parts() -> dict[str, Callable[[Callable[[], float]], Front]]:
+    """`--emulate-sglang-parts`: what in sglang-router's rule keeps its hits (docs/picker-plugins.md)."""
+    return {
+        "sglang, trees of one cache's size": _emulated(
+            CacheAwareSettings(max_tree_size=_CACHE_CHARS, eviction_interval_s=1.0)
+        ),
+        "sglang, trees of two caches' size": _emulated(
+            CacheAwareSettings(max_tree_size=2 * _CACHE_CHARS, eviction_interval_s=1.0)
+        ),
+        "default + sglang's sticky half": _half("sticky"),
+        "default + sglang's cold half": _half("cold"),
+        "default + both halves": _half("sticky", "cold"),
+    }
+
+
+def emulation(label: str) -> Callable[[Callable[[], float]], Front]:
+    """The front an emulated arm replays through, by its label."""
+    return _emulated() if label == EMULATED else _parts()[label]
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One thing to replay: a picker config (YAML text, or a file), or (None) sglang-router's policy, emulated.
+    """One thing to replay: a picker config (YAML text, or a file), or (None) sglang-router's policy, emulated
+    (`emulation(label)`).
     Kept as its source so that `--grid` can hand it to worker processes."""
 
     label: str
@@ -229,9 +265,7 @@ def run_arm(arm: Arm, minutes: float, compress: float, servers: int) -> RunStats
     """One arm over the trace's first `minutes`, compressed `compress` times."""
     trace = load_trace(TRACE, max_seconds=minutes * 60)
     if arm.source is None:
-        from loadtests.routing.cache_aware_emulation import CacheAwareRouter
-
-        return simulate_with(arm.label, default_config(), trace, servers, compress, 1, CacheAwareRouter)
+        return simulate_with(arm.label, default_config(), trace, servers, compress, 1, emulation(arm.label))
     return simulate(arm.label, load_config(arm.source), trace, servers, compress)
 
 
@@ -273,6 +307,11 @@ def main(argv: list[str] | None = None) -> None:
         "--emulate-sglang", action="store_true", help="include sglang-router's cache_aware policy, emulated"
     )
     parser.add_argument(
+        "--emulate-sglang-parts",
+        action="store_true",
+        help="include variants of sglang-router's policy (smaller trees; each half of its rule beside our Director)",
+    )
+    parser.add_argument(
         "--grid", action="store_true", help="run every arm over 6 (minutes, compression) settings; print the means"
     )
     parser.add_argument("--jobs", type=int, default=2, help="processes for --grid")
@@ -288,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
             load_config(arm.source)
     if args.emulate_sglang:
         arms.append(Arm(EMULATED, None))
+    if args.emulate_sglang_parts:
+        arms += [Arm(label, None) for label in _parts()]
     if args.grid:
         print(f"grid: {len(GRID)} settings of (trace minutes, compression); {args.servers} servers")
         print("\n".join(grid_table(arms, args.servers, args.jobs)))

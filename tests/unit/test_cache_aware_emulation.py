@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from loadtests.routing.cache_aware_emulation import (
     BLOCK_CHARS,
     CacheAwareRouter,
     CacheAwareSettings,
+    HalfCacheAware,
     block_chain,
 )
-from scorer.types import Endpoint, LLMRequest
+from scorer.config import load_config
+from scorer.director import Director
+from scorer.scheduler import Scheduler
+from scorer.types import Endpoint, EndpointMetrics, LLMRequest
 
 A, B, C = "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
 
@@ -77,3 +83,53 @@ def test_trees_are_trimmed_least_recently_used_each_interval():
     _send(router, "new", _text("z", 1))  # goes to the smallest tree (B); A is trimmed to 4 blocks first
     assert len(router.trees[A]) == 4
     assert router._matched_blocks(A, block_chain(_text("a", 6))) == 4  # the tail went first, the beginning stays
+
+
+QUEUE_ONLY = """
+apiVersion: autonomic.dev/v1alpha1
+kind: EndpointPickerConfig
+plugins: [{type: queue-scorer}, {type: max-score-picker}]
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]
+"""
+
+
+def _half(halves: set[str]) -> HalfCacheAware:
+    """A Director that always picks C (the only idle queue), trees as set below: A holds 10 blocks of "a", B none, C
+    20 blocks of "c"."""
+    director = Director(Scheduler(load_config(QUEUE_ONLY)), clock=lambda: 0.0, rng=random.Random(1))
+    front = HalfCacheAware(director, frozenset(halves))
+    front.set_endpoints([Endpoint(A), Endpoint(B), Endpoint(C)])
+    for address, waiting in ((A, 5), (B, 5), (C, 0)):
+        front.update_metrics(address, EndpointMetrics(waiting=waiting))
+    for address, seed, blocks in ((A, "a", 10), (C, "c", 20)):
+        front.trees.trees[address].update(dict.fromkeys(block_chain(_text(seed, blocks))))
+    return front
+
+
+@pytest.mark.parametrize(
+    ("halves", "prompt", "expected"),
+    [
+        (set(), _text("a", 8) + _text("n", 2), C),  # the Director alone
+        ({"sticky"}, _text("a", 8) + _text("n", 2), A),  # 0.8 of it in A's tree: A
+        ({"cold"}, _text("a", 8) + _text("n", 2), C),  # a hot prompt: the Director
+        ({"cold"}, _text("z", 4), B),  # nothing matches: the smallest tree
+        ({"sticky"}, _text("z", 4), C),  # a cold prompt: the Director
+        ({"sticky", "cold"}, _text("a", 8) + _text("n", 2), A),
+        ({"sticky", "cold"}, _text("z", 4), B),
+    ],
+)
+def test_each_half_of_the_rule_replaces_the_director_only_where_it_applies(halves, prompt, expected):
+    front = _half(halves)
+    assert front.pick(LLMRequest("r", "m", prompt=prompt)).addresses[0] == expected
+    # both sides were told: the trees hold the prompt where it went, the Director counts it in flight until its end
+    assert block_chain(prompt)[0] in front.trees.trees[expected]
+    assert front.trees.load[expected] == 1 and front.director.in_flight_requests() == 1
+    front.response_complete("r", expected, 200, None)
+    assert front.trees.load[expected] == 0 and front.director.in_flight_requests() == 0
+
+
+def test_an_unknown_half_is_refused():
+    with pytest.raises(ValueError, match="halves"):
+        HalfCacheAware(Director(Scheduler(load_config(QUEUE_ONLY))), frozenset({"sticky", "warm"}))

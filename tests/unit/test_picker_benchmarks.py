@@ -32,6 +32,15 @@ def test_in_process_routing_replays_a_few_requests(capsys: pytest.CaptureFixture
         assert int(row[1]) > 0 and row[-1] == "0"  # requests completed, none rejected
 
 
+@pytest.mark.skipif(not in_process.TRACE.exists(), reason="trace not available")
+def test_in_process_routing_replays_the_parts_of_sglang_s_rule(capsys: pytest.CaptureFixture[str]):
+    in_process.main(["--minutes", "0.05", "--servers", "2", "--only", "none", "--emulate-sglang-parts"])
+    header, *rows = _rows(capsys.readouterr().out)
+    assert header[0] == "profile" and [r[0] for r in rows] == list(in_process._parts())
+    for row in rows:
+        assert int(row[1]) > 0 and row[-1] == "0"
+
+
 def test_index_memory_reports_every_arm_against_its_budget(capsys: pytest.CaptureFixture[str]):
     index_memory.main(
         ["--endpoints", "4", "--tokens", "512", "--prompts", "12", "--every", "6", "--budgets", "40k,none"]
