@@ -95,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=DEFAULTS["port"], help="ext_proc + Picker API (default 9002)")
     p.add_argument("--health-port", type=_port, default=DEFAULTS["health_port"], help="gRPC health (default 9003)")
     p.add_argument("--metrics-port", type=_port, default=DEFAULTS["metrics_port"], help="Prometheus (default 9090)")
-    p.add_argument("--scrape-interval", type=_positive, default=0.25, help="seconds between scrapes (default 0.25)")
+    p.add_argument("--scrape-interval", type=_positive, default=0.1, help="seconds between scrapes (default 0.1)")
     p.add_argument("--scrape-timeout", type=_positive, default=1.0, help="per-scrape timeout in seconds (default 1)")
     p.add_argument(
         "--staleness", type=_positive, default=2.0, help="metrics older than this take an endpoint out (default 2)"

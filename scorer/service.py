@@ -52,7 +52,7 @@ class PickerOptions:
     port: int = 9002  # ext_proc + Picker API + gRPC health (0: any free port)
     health_port: int = 9003  # gRPC health only, as GIE's EPP serves it
     metrics_port: int = 9090  # /metrics, /healthz, /readyz
-    scrape_interval_s: float = 0.25  # docs/picker.md, "What is read": what a scrape costs the server
+    scrape_interval_s: float = 0.1
     scrape_timeout_s: float = 1.0
     staleness_s: float = 2.0  # GIE's MetricsStalenessThreshold
     drain_s: float = 5.0
