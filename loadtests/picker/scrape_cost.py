@@ -4,7 +4,8 @@ Why it exists: the picker scrapes every model server's `/metrics` every interval
 This measures the scraper in this process (nothing else runs in it meanwhile) against `loadtests.picker.metrics_stub`
 serving a real twin's exposition on N loopback ports: CPU per scrape and cores used, with a small pool measured
 alongside as the baseline. Part 3 of `autonomic bench picker`. `--server-side` measures the other half: the CPU a
-real fleet twin spends answering each scrape (its Prometheus exposition, as vLLM's API server renders its own).
+real fleet twin spends answering each scrape (its Prometheus exposition, as vLLM's API server renders its own), in
+each form a scraper can ask for it (everything, gzip-compressed or not; only the series the picker reads).
 """
 
 from __future__ import annotations
@@ -27,16 +28,25 @@ from loadtests.soak.sampler import cpu_seconds
 from scorer.config import default_config
 from scorer.director import Director
 from scorer.scheduler import Scheduler
-from scorer.sources.scraper import MetricsScraper, ScrapeResult
+from scorer.sources.scraper import SERIES_QUERY, MetricsScraper, ScrapeResult
 from scorer.types import Endpoint
 from sim.fleet.process import FleetProcess
 
 
-async def twin_exposition() -> str:
-    """A real twin's /metrics text (one fresh server)."""
+async def twin_exposition(query: str = "") -> str:
+    """A real twin's /metrics text (one fresh server), whole or for `query` (e.g. the picker's `?name[]=...`)."""
     async with FleetProcess(servers=1, base_port=find_base_port(1)) as fleet, aiohttp.ClientSession() as http:
-        response = await http.get(fleet.urls[0] + "/metrics")
+        response = await http.get(fleet.urls[0] + "/metrics" + query)
         return await response.text()
+
+
+async def write_expositions(directory: Path) -> Path:
+    """The twin's whole exposition in `directory`/twin-metrics.txt and its answer to the picker's filtered request
+    beside it (twin-metrics-filtered.txt), for `MetricsStub`; returns the first."""
+    (directory / "twin-metrics-filtered.txt").write_text(await twin_exposition("?" + SERIES_QUERY))
+    text_file = directory / "twin-metrics.txt"
+    text_file.write_text(await twin_exposition())
+    return text_file
 
 
 class MetricsStub:
@@ -44,6 +54,9 @@ class MetricsStub:
 
     def __init__(self, ports: int, text_file: Path):
         cmd = [sys.executable, "-m", "loadtests.picker.metrics_stub", "--ports", str(ports), "--text", str(text_file)]
+        filtered = text_file.with_name(text_file.stem + "-filtered.txt")
+        if filtered.exists():  # what a request naming the series gets
+            cmd += ["--filtered-text", str(filtered)]
         self._child = Child(cmd, name="metrics stub", ready=r"^ready: (\S+)$", ready_timeout_s=60.0)
         self.addresses: list[str] = []
 
@@ -91,8 +104,7 @@ async def scrape_cost(endpoints: int, interval_s: float, seconds: float, text_fi
 
 
 async def scrape_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    text_file = args.out / "twin-metrics.txt"
-    text_file.write_text(await twin_exposition())
+    text_file = await write_expositions(args.out)
     rows = []
     for n in dict.fromkeys([min(8, args.scrape_endpoints), args.scrape_endpoints]):
         rows.append(await scrape_cost(n, args.scrape_interval, args.scrape_seconds, text_file))
@@ -102,24 +114,36 @@ async def scrape_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-async def server_cost(scrapes: int) -> dict[str, float]:
+# the forms of a scrape, by what the picker asks: everything with aiohttp's default Accept-Encoding (gzip, deflate:
+# the picker until 2026-12-08), everything uncompressed, and only the series it reads, uncompressed (the picker now)
+SCRAPE_FORMS = {
+    "whole, gzip accepted": ("", "gzip, deflate"),
+    "whole, identity": ("", "identity"),
+    "series read, identity": ("?" + SERIES_QUERY, "identity"),
+}
+
+
+async def server_cost(scrapes: int, query: str = "", encoding: str = "identity") -> dict[str, float]:
     """CPU ms a fresh fleet twin (one server, idle) spends per `/metrics` answer, over `scrapes` scrapes on one
-    kept-alive connection, as the picker scrapes; the client's own CPU per scrape beside it."""
+    kept-alive connection, as the picker scrapes; the client's own CPU per scrape (a bare aiohttp GET, the body
+    decompressed when it came compressed) and the bytes on the wire beside it."""
     async with FleetProcess(servers=1, base_port=find_base_port(1)) as fleet, aiohttp.ClientSession() as http:
-        url = fleet.urls[0] + "/metrics"
+        url, headers = fleet.urls[0] + "/metrics" + query, {"Accept-Encoding": encoding}
         for _ in range(20):  # warm: imports, first connection
-            async with http.get(url) as response:
+            async with http.get(url, headers=headers) as response:
                 await response.read()
-        twin0, own0 = cpu_seconds(fleet.pid), time.process_time()
+        twin0, own0, wire = cpu_seconds(fleet.pid), time.process_time(), 0
         for _ in range(scrapes):
-            async with http.get(url) as response:
+            async with http.get(url, headers=headers) as response:
                 await response.read()
+                wire += int(response.headers.get("Content-Length", "0"))
         twin1, own1 = cpu_seconds(fleet.pid), time.process_time()
     if twin0 is None or twin1 is None:
         raise RuntimeError("the twin's CPU could not be read")
     return {
         "server_cpu_ms_per_scrape": (twin1 - twin0) * 1e3 / scrapes,
         "client_cpu_ms_per_scrape": (own1 - own0) * 1e3 / scrapes,
+        "bytes_per_scrape": wire / scrapes,
     }
 
 
@@ -135,22 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--server-side",
         action="store_true",
-        help="measure instead the CPU a fleet twin spends answering each scrape (2,000 scrapes a run)",
+        help="measure instead the CPU a fleet twin spends answering each scrape, per form (2,000 scrapes each)",
     )
     args = p.parse_args(argv)
     if not (1 <= args.endpoints <= 2000 and args.interval > 0 and args.seconds > 0 and args.repeat >= 1):
         p.error("--endpoints must be in [1, 2000]; --interval and --seconds positive; --repeat at least 1")
 
     async def server_runs() -> None:
-        print("run  twin CPU ms/scrape  client CPU ms/scrape")
+        print(f"{'run':>3} {'form':<22} {'twin CPU ms/scrape':>18} {'client CPU ms/scrape':>20} {'bytes':>7}")
         for i in range(args.repeat):
-            r = await server_cost(2000)
-            print(f"{i + 1:>3} {r['server_cpu_ms_per_scrape']:19.3f} {r['client_cpu_ms_per_scrape']:20.3f}", flush=True)
+            for form, (query, encoding) in SCRAPE_FORMS.items():
+                r = await server_cost(2000, query, encoding)
+                print(
+                    f"{i + 1:>3} {form:<22} {r['server_cpu_ms_per_scrape']:18.3f} "
+                    f"{r['client_cpu_ms_per_scrape']:20.3f} {r['bytes_per_scrape']:7.0f}",
+                    flush=True,
+                )
 
     async def runs() -> None:
         with tempfile.TemporaryDirectory(prefix="scrape-cost-") as tmp:
-            text_file = Path(tmp) / "twin-metrics.txt"
-            text_file.write_text(await twin_exposition())
+            text_file = await write_expositions(Path(tmp))
             head = ("run", "scrapes/s", "CPU ms/scrape", "cores", "p50 ms", "p99 ms", "failed")
             print(" ".join(f"{h:>{w}}" for h, w in zip(head, (3, 9, 13, 6, 7, 7, 6), strict=True)))
             for i in range(args.repeat):

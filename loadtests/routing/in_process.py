@@ -261,23 +261,23 @@ class Arm:
     source: str | Path | None
 
 
-def run_arm(arm: Arm, minutes: float, compress: float, servers: int) -> RunStats:
+def run_arm(arm: Arm, minutes: float, compress: float, servers: int, scrape_interval_s: float = 0.05) -> RunStats:
     """One arm over the trace's first `minutes`, compressed `compress` times."""
     trace = load_trace(TRACE, max_seconds=minutes * 60)
     if arm.source is None:
         return simulate_with(arm.label, default_config(), trace, servers, compress, 1, emulation(arm.label))
-    return simulate(arm.label, load_config(arm.source), trace, servers, compress)
+    return simulate(arm.label, load_config(arm.source), trace, servers, compress, scrape_interval_s)
 
 
-def _grid_cell(job: tuple[Arm, float, float, int]) -> RunStats:
+def _grid_cell(job: tuple[Arm, float, float, int, float]) -> RunStats:
     return run_arm(*job)
 
 
-def grid_table(arms: Sequence[Arm], servers: int, jobs: int) -> list[str]:
+def grid_table(arms: Sequence[Arm], servers: int, jobs: int, scrape_interval_s: float = 0.05) -> list[str]:
     """Every arm over `GRID`: per cell hit ratio and TTFT p90 / p99, then the means (the docs' tuning table)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    cells = [(arm, m, c, servers) for arm in arms for m, c in GRID]
+    cells = [(arm, m, c, servers, scrape_interval_s) for arm in arms for m, c in GRID]
     with ProcessPoolExecutor(max(1, jobs)) as pool:
         stats = list(pool.map(_grid_cell, cells))
     head = " | ".join(f"{m:g} min, {c:g}x" for m, c in GRID)
@@ -315,7 +315,12 @@ def main(argv: list[str] | None = None) -> None:
         "--grid", action="store_true", help="run every arm over 6 (minutes, compression) settings; print the means"
     )
     parser.add_argument("--jobs", type=int, default=2, help="processes for --grid")
+    parser.add_argument(
+        "--scrape-interval", type=float, default=0.05, help="model seconds between two scrapes of every engine"
+    )
     args = parser.parse_args(argv)
+    if not args.scrape_interval > 0:
+        parser.error(f"--scrape-interval must be > 0, got {args.scrape_interval}")
     arms = [Arm(n, text) for n, text in PROFILES.items() if not args.only or n in args.only]
     if args.default:
         arms.append(Arm("default-config.yaml", Path(__file__).parents[2] / "scorer" / "default-config.yaml"))
@@ -331,14 +336,14 @@ def main(argv: list[str] | None = None) -> None:
         arms += [Arm(label, None) for label in _parts()]
     if args.grid:
         print(f"grid: {len(GRID)} settings of (trace minutes, compression); {args.servers} servers")
-        print("\n".join(grid_table(arms, args.servers, args.jobs)))
+        print("\n".join(grid_table(arms, args.servers, args.jobs, args.scrape_interval)))
         return
     trace_len = len(load_trace(TRACE, max_seconds=args.minutes * 60))
     print(f"trace: {trace_len} requests, {args.minutes} min compressed {args.compress}x; {args.servers} servers")
     print("| profile | done | hit ratio | TTFT p50 s | p90 s | p99 s | mean e2e s | max/min load | rejected |")
     print("|---|---|---|---|---|---|---|---|---|")
     for arm in arms:
-        print(run_arm(arm, args.minutes, args.compress, args.servers).row(), flush=True)
+        print(run_arm(arm, args.minutes, args.compress, args.servers, args.scrape_interval).row(), flush=True)
 
 
 if __name__ == "__main__":

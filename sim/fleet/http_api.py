@@ -45,8 +45,9 @@ class _Api:
     async def health(self, _: web.Request) -> web.Response:
         return web.Response(status=200)
 
-    async def metrics(self, _: web.Request) -> web.Response:
-        return self.srv.metrics_response()
+    async def metrics(self, request: web.Request) -> web.Response:
+        names = request.query.getall("name[]", [])
+        return self.srv.metrics_response(names, request.headers.get("Accept-Encoding", ""))
 
     async def models(self, _: web.Request) -> web.Response:
         s = self.srv

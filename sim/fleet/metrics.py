@@ -387,6 +387,8 @@ class ServerMetrics:
         self.client_aborts += 1
 
     # ---- exposition ---------------------------------------------------------------------------------------
-    def render(self) -> bytes:
-        """The `/metrics` body, in the text format named by `CONTENT_TYPE`."""
-        return generate_latest(self.registry)
+    def render(self, names: Sequence[str] = ()) -> bytes:
+        """The `/metrics` body, in the text format named by `CONTENT_TYPE`: every series, or only the named ones
+        (`?name[]=...`, as prometheus_client's exposition app serves vLLM's `/metrics`: a name picks the sample
+        names it spells, e.g. `vllm:prompt_tokens_total`, not the rest of that family)."""
+        return generate_latest(self.registry.restricted_registry(names) if names else self.registry)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import itertools
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
@@ -354,8 +355,15 @@ class ModelServer:
         except oa.ApiError as err:
             return web.json_response(err.body(), status=err.status)
 
-    def metrics_response(self) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    def metrics_response(self, names: Sequence[str] = (), accept_encoding: str = "") -> web.Response:
+        """`/metrics` as vLLM serves it (prometheus_client's exposition app): the series named by `?name[]=` only,
+        when some are, and gzip-compressed (at gzip's default level) when the client accepts gzip."""
+        body = self.metrics.render(names)
+        headers = {"Content-Type": CONTENT_TYPE}
+        if any(coding.split(";")[0].strip().lower() == "gzip" for coding in accept_encoding.split(",")):
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
 
 def _seed(prompt_ids: list[int], n: int) -> int:

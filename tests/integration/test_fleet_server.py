@@ -185,6 +185,41 @@ async def test_metrics_parse_and_count(fleet2: Fleet) -> None:
     assert labels["block_size"] == "16" and labels["num_gpu_blocks"] == "512"
 
 
+@pytest.mark.parametrize(
+    ("query", "encoding", "families", "gzipped"),
+    [
+        ("", "", None, False),  # everything, as it is
+        ("?name[]=vllm:num_requests_waiting", "", {"vllm:num_requests_waiting"}, False),
+        (
+            "?name[]=vllm:prompt_tokens_total&name[]=vllm:cache_config_info",
+            "identity",
+            {"vllm:prompt_tokens", "vllm:cache_config_info"},  # a counter's family is named without _total
+            False,
+        ),
+        ("?name[]=vllm:no_such_series", "", set(), False),
+        ("", "deflate, gzip;q=0.5", None, True),  # gzip when the client takes it, as prometheus_client's app does
+        ("?name[]=vllm:num_requests_running", "GZIP", {"vllm:num_requests_running"}, True),
+    ],
+)
+async def test_metrics_names_and_encoding_as_vllm_s_exposition_app(
+    fleet2: Fleet, query: str, encoding: str, families: set[str] | None, gzipped: bool
+) -> None:
+    import gzip
+
+    headers = {"Accept-Encoding": encoding}
+    url = fleet2.urls[0] + "/metrics" + query
+    async with aiohttp.ClientSession(auto_decompress=False) as s, s.get(url, headers=headers) as r:
+        assert r.status == 200
+        raw = await r.read()
+        assert (r.headers.get("Content-Encoding") == "gzip") == gzipped
+    text = (gzip.decompress(raw) if gzipped else raw).decode()
+    found = {f.name for f in text_string_to_metric_families(text)}
+    if families is None:
+        assert len(found) > 20 and "vllm:num_requests_waiting" in found
+    else:
+        assert found == families
+
+
 async def test_lora_adapter_served_and_reported(fleet2: Fleet) -> None:
     c = client(fleet2)
     resp = await c.completions.create(model="sql-adapter", prompt="select", max_tokens=2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -32,6 +33,9 @@ class MetricsServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.status, self.body, self.delay = 200, GOOD, 0.0
+        # what a request naming series (`?name[]=...`) gets instead, when set: (status, body)
+        self.filtered: tuple[int, str] | None = None
+        self.seen: list[tuple[list[str], str]] = []  # per request: the names asked for, its Accept-Encoding
         self.runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
 
@@ -39,10 +43,14 @@ class MetricsServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def _metrics(self, _: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
+        names = request.query.getall("name[]", [])
+        self.seen.append((names, request.headers.get("Accept-Encoding", "")))
         if self.delay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.delay)
+        if names and self.filtered is not None:
+            return web.Response(status=self.filtered[0], text=self.filtered[1])
         return web.Response(status=self.status, text=self.body)
 
     async def __aenter__(self) -> MetricsServer:
@@ -290,3 +298,53 @@ async def test_scrape_cost_server_side_reads_the_twin_s_cpu_per_answer():
     cost = await server_cost(50)
     assert cost["server_cpu_ms_per_scrape"] > 0
     assert cost["client_cpu_ms_per_scrape"] > 0
+
+
+@pytest.mark.parametrize(
+    ("filtered", "full", "kind", "requests", "falls_back"),
+    [
+        (None, (200, GOOD), "ok", [True], False),  # a server that ignores the filter: it is read as it is
+        ((200, GOOD), (200, "unused"), "ok", [True], False),  # the filter honoured
+        ((200, ""), (200, GOOD), "ok", [True, False], True),  # an empty filtered answer: asked again for everything
+        ((404, "no"), (200, GOOD), "ok", [True, False], True),  # the query refused
+        ((500, "down"), (200, GOOD), "http", [True], False),  # a server error is not about the filter
+        ((200, "junk"), (200, "junk"), "parse", [True, False], True),  # broken either way: one request from now on
+    ],
+)
+async def test_only_the_series_read_are_asked_for_and_a_server_that_cannot_filter_is_asked_for_all(
+    server: MetricsServer,
+    filtered: tuple[int, str] | None,
+    full: tuple[int, str],
+    kind: str,
+    requests: list[bool],
+    falls_back: bool,
+):
+    from scorer.sources.model_metrics import SERIES
+
+    server.filtered, (server.status, server.body) = filtered, full
+    director = _director(server.address)
+    async with MetricsScraper(director, [server.address]) as scraper:
+        first = await scraper.scrape(server.address)
+        assert first.kind == kind
+        assert [bool(names) for names, _ in server.seen] == requests
+        assert all(names in ([], list(SERIES)) for names, _ in server.seen)
+        assert all(encoding == "identity" for _, encoding in server.seen)  # never compressed
+        assert (server.address in scraper.unfiltered) == falls_back
+        server.seen.clear()
+        await scraper.scrape(server.address)  # the next scrape asks in the form that worked, once
+        assert [bool(names) for names, _ in server.seen] == [not falls_back]
+
+
+async def test_a_twin_s_filtered_answer_reads_as_its_whole_exposition(fleet2: Fleet):
+    """The real twin honours `name[]` as vLLM's prometheus_client app does: the scraper's filtered read gives the
+    metrics the whole exposition gives."""
+    from scorer.sources.model_metrics import parse_vllm_metrics
+
+    address = fleet_addresses(fleet2)[0]
+    director = _director(address)
+    async with MetricsScraper(director, [address]) as scraper, aiohttp.ClientSession() as http:
+        assert (await scraper.scrape(address)).ok and address not in scraper.unfiltered
+        async with http.get(f"http://{address}/metrics") as response:
+            whole = parse_vllm_metrics(await response.text()).metrics
+        seen = director.endpoints()[0].metrics
+        assert seen is not None and whole == dataclasses.replace(seen, scraped_at=whole.scraped_at)
