@@ -30,13 +30,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from loadtests.picker.long_prompts import PromptBodies, parse_sizes, size_label
-from scorer.config import default_config
+from scorer.config import ConfigError, default_config, load_config
 from scorer.director import Director
 from scorer.extproc.exchange import Exchange, PickBackend
 from scorer.extproc.roundrobin import RoundRobinBackend
@@ -97,8 +98,9 @@ def exchange_once(backend: PickBackend, messages: Sequence[bytes], hooks: Stream
     return sent
 
 
-def director_backend(seed: int = 7) -> Director:
-    director = Director(Scheduler(default_config()), rng=random.Random(seed), staleness_s=1e9)
+def director_backend(seed: int = 7, config: Path | None = None) -> Director:
+    profile = load_config(config) if config is not None else default_config()
+    director = Director(Scheduler(profile), rng=random.Random(seed), staleness_s=1e9)
     director.set_endpoints([Endpoint(a) for a in ENDPOINTS])
     for a in ENDPOINTS:
         director.update_metrics(a, EndpointMetrics(waiting=0, running=4, kv_usage=0.3))
@@ -126,14 +128,22 @@ class Cell:
 BACKENDS = ("round-robin", "director", "observed")
 
 
-def measure(size: int, backend_name: str, decisions: int, chunk: int, shared: float, warmup: int = 20) -> Cell:
+def measure(
+    size: int,
+    backend_name: str,
+    decisions: int,
+    chunk: int,
+    shared: float,
+    warmup: int = 20,
+    config: Path | None = None,
+) -> Cell:
     backend: PickBackend = RoundRobinBackend(list(ENDPOINTS))
     hooks: StreamHooks | None = None
     if backend_name == "director":
-        backend = director_backend()
+        backend = director_backend(config=config)
     elif backend_name == "observed":
         metrics = PickerMetrics()
-        backend, hooks = ObservedDirector(director_backend(), metrics), ExtProcStreamMetrics(metrics)
+        backend, hooks = ObservedDirector(director_backend(config=config), metrics), ExtProcStreamMetrics(metrics)
     bodies = PromptBodies(size, MODEL, shared=shared)
     streams = [request_messages(bodies.body(i), f"r{i}", chunk) for i in range(decisions + warmup)]
     for messages in streams[:warmup]:
@@ -152,6 +162,7 @@ def run(
     repeats: int,
     shared: float,
     backends: Sequence[str] = ("round-robin", "director"),
+    config: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Median CPU of `repeats` alternating measurements per (size, backend); progress on stdout."""
     rows: list[dict[str, Any]] = []
@@ -160,7 +171,7 @@ def run(
         per: dict[str, list[Cell]] = {name: [] for name in names}
         for r in range(repeats):
             for name in per:
-                per[name].append(measure(size, name, decisions, chunk, shared))
+                per[name].append(measure(size, name, decisions, chunk, shared, config=config))
                 cpu = per[name][-1].cpu_s / decisions * 1000
                 print(f"[body cost] {size_label(size)} {name} {r + 1}/{repeats}: {cpu:.2f} CPU s / 1000", flush=True)
         medians = []
@@ -190,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--shared", type=float, default=7 / 8, help="share of each prompt that is a shared document")
     ap.add_argument("--backends", default="round-robin,director", help=f"comma-separated from {','.join(BACKENDS)}")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--config", type=Path, default=None, help="the Director's profile (default: the shipped default)")
     args = ap.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     if set(backends) - set(BACKENDS):
@@ -200,7 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--sizes: {exc}")
     if args.decisions < 10 or args.chunk < 0 or args.repeats < 1 or not sizes or not 0 <= args.shared < 1:
         ap.error("--decisions >= 10, --chunk >= 0, --repeats >= 1, 0 <= --shared < 1 and at least one size")
-    rows = run(sizes, args.decisions, args.chunk, args.repeats, args.shared, backends)
+    if args.config is not None:
+        try:
+            load_config(args.config)
+        except (ConfigError, OSError) as exc:
+            ap.error(f"--config: {exc}")
+    rows = run(sizes, args.decisions, args.chunk, args.repeats, args.shared, backends, args.config)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

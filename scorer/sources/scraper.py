@@ -26,9 +26,9 @@ Only the series the picker reads are asked for (`?name[]=vllm:num_requests_waiti
 (`Accept-Encoding: identity`). vLLM serves `/metrics` with prometheus_client's exposition app, which renders just the
 named series when asked so, and gzips its answer for a client that accepts gzip (aiohttp's default header does):
 rendering and compressing the whole ~40 KB exposition cost a twin ~12x the CPU of the ~1.8 KB that is read
-(docs/picker.md, "What is read"). A server that answers the filtered form without a required series (one whose exposition does not
-honour `name[]`, or a proxy in front of it that drops the query) is asked again at once for everything, and from
-then on always for everything.
+(docs/picker.md, "What is read"). A server that answers the filtered form without a required series, or refuses it
+with a 4xx (a proxy in front of it that drops or rejects the query), is asked again at once for everything, and
+from then on always for everything.
 """
 
 from __future__ import annotations
