@@ -32,7 +32,14 @@ from loadtests.routing.figures import summarize
 from loadtests.routing.fleet_group import FleetGroup
 from loadtests.routing.peers import PeerError, PeerRouter, is_peer, missing_reason, peer_command
 from loadtests.routing.replay import ReplayRecord, replay
-from loadtests.routing.replicas import kill_halfway, profile_name, replica_arm, replica_events, routed_decisions
+from loadtests.routing.replicas import (
+    kill_halfway,
+    profile_name,
+    replica_arm,
+    replica_events,
+    roll_restart,
+    routed_decisions,
+)
 from loadtests.soak.sampler import cpu_seconds, group_cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.profile import load_profile
@@ -165,8 +172,11 @@ async def run_router(
         replica_procs = [t for t in stack if isinstance(t, PickerProcess)]
         killed: dict[str, Any] = {}
         half = (trace[-1].timestamp_s - trace[0].timestamp_s) / args.time_scale / 2
-        killing = replicas is not None and replicas.kill
-        killer = asyncio.create_task(kill_halfway(replica_procs, half, killed)) if killing else None
+        killer: asyncio.Task[None] | None = None
+        if replicas is not None and replicas.kill:
+            killer = asyncio.create_task(kill_halfway(replica_procs, half, killed))
+        elif replicas is not None and replicas.rollout:  # one replica restarted at a third, the other at two thirds
+            killer = asyncio.create_task(roll_restart(replica_procs, half * 2 / 3, killed))
         try:
             records = await replay(
                 trace, lambda _i: url, model=model, time_scale=args.time_scale, id_prefix=name, progress=tick,

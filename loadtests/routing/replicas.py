@@ -8,7 +8,10 @@ loses no request. Arms, by name suffix on a shipped profile (`picker-default-x2`
 - `-x2-kill`: `-x2`, and replica 0 is SIGKILLed halfway through the trace's wall time; the survivor carries on;
 - `-x2-kill-buffered`: the same with Envoy in BUFFERED mode and fail-open: a decision the killed replica was making
   is not failed (FULL_DUPLEX_STREAMED can fail open only before the first body chunk, envoy #41276) but routed by
-  Envoy's fallback (round robin).
+  Envoy's fallback (round robin);
+- `-x2-rollout`: `-x2`, and a rolling restart: replica 0 is stopped (SIGTERM: it drains) and started again at a third
+  of the trace's wall time, replica 1 at two thirds; each starts warm from the other's prefix index
+  (scorer/replica_sync.py `warm_start`), as a Deployment's rollout does.
 
 Light to import (the command's parser reads the names); the pickers are started by loadtests.routing.benchmark.
 """
@@ -21,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-REPLICA_SUFFIXES = ("-x2-unshared", "-x2-kill-buffered", "-x2-kill", "-x2")
+REPLICA_SUFFIXES = ("-x2-unshared", "-x2-kill-buffered", "-x2-kill", "-x2-rollout", "-x2")
 REPLICA_ARMS = tuple(f"picker-default{s}" for s in REPLICA_SUFFIXES)
 _DECISIONS = re.compile(r'^autonomic_picker_decisions_total\{outcome="routed"[^}]*\} (\S+)$', re.M)
 
@@ -33,6 +36,7 @@ class ReplicaArm:
     shared: bool
     kill: bool
     buffered: bool = False  # Envoy BUFFERED + fail-open instead of FULL_DUPLEX_STREAMED fail-closed
+    rollout: bool = False  # each replica restarted in turn during the run
 
 
 def replica_arm(name: str) -> ReplicaArm | None:
@@ -41,7 +45,7 @@ def replica_arm(name: str) -> ReplicaArm | None:
         if name.startswith("picker-") and name.endswith(suffix):
             profile = name.removeprefix("picker-").removesuffix(suffix)
             shared, kill, buffered = suffix != "-x2-unshared", "kill" in suffix, "buffered" in suffix
-            return ReplicaArm(profile, 2, shared=shared, kill=kill, buffered=buffered)
+            return ReplicaArm(profile, 2, shared=shared, kill=kill, buffered=buffered, rollout="rollout" in suffix)
     return None
 
 
@@ -73,3 +77,29 @@ async def kill_halfway(pickers: list[Any], after_s: float, out: dict[str, Any]) 
     out["killed_at_s"] = round(time.monotonic() - t0, 2)
     out["survivor_decisions_at_kill"] = await routed_decisions(pickers[1])
     print(f"  killed picker replica 0 (pid gone) at {out['killed_at_s']} s", flush=True)
+
+
+_WARM = re.compile(r"^autonomic_picker_replica_snapshot_blocks_total(?:\{[^}]*\})? (\S+)$", re.M)
+
+
+async def roll_restart(pickers: list[Any], period_s: float, out: dict[str, Any]) -> None:
+    """Restart pickers[0], then pickers[1]..., one every `period_s` wall seconds from now: stop (SIGTERM, the
+    picker drains) and start again on its own ports; note when each was down and the blocks its warm start took."""
+    t0 = time.monotonic()
+    restarts: list[dict[str, Any]] = []
+    out["restarts"] = restarts
+    for i, picker in enumerate(pickers):
+        await asyncio.sleep(max(0.0, t0 + period_s * (i + 1) - time.monotonic()))
+        stopped = time.monotonic()
+        await picker.stop()
+        await picker.start()
+        warm = sum(float(v) for v in _WARM.findall(await picker.metrics_text()))
+        restarts.append(
+            {
+                "replica": i,
+                "stopped_at_s": round(stopped - t0, 2),
+                "down_s": round(time.monotonic() - stopped, 2),
+                "warm_start_blocks": warm,
+            }
+        )
+        print(f"  restarted picker replica {i}: {restarts[-1]}", flush=True)

@@ -99,3 +99,23 @@ def test_cpu_table_reads_each_router_s_own_figure_and_servers_per_request() -> N
     assert rows[0] == ["picker-default", "12.0", "10.0", "80.0", "100.0"]
     assert rows[1] == ["sglang-cache-aware", "4.0", "-", "40.0", "50.0"]
     assert rows[2] == ["gone", "-", "-", "-", "-"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("picker-default", None),
+        ("picker-default-x2", ("default", True, False, False, False)),
+        ("picker-default-x2-unshared", ("default", False, False, False, False)),
+        ("picker-default-x2-kill", ("default", True, True, False, False)),
+        ("picker-default-x2-kill-buffered", ("default", True, True, True, False)),
+        ("picker-default-x2-rollout", ("default", True, False, False, True)),
+        ("picker-precise-x2-rollout", ("precise", True, False, False, True)),
+    ],
+)
+def test_replica_arms_by_name(name: str, expected: tuple[str, bool, bool, bool, bool] | None) -> None:
+    from loadtests.routing.replicas import replica_arm
+
+    arm = replica_arm(name)
+    got = None if arm is None else (arm.profile, arm.shared, arm.kill, arm.buffered, arm.rollout)
+    assert got == expected
