@@ -121,6 +121,16 @@ class MetricsHook(Protocol):
     def metrics_updated(self, address: str, metrics: EndpointMetrics) -> None: ...
 
 
+def share_key(name: str, plugin: object) -> str:
+    """The key under which a plugin's state goes to peer replicas (`SharedRoutingHook`, `SnapshotHook`): its name, or
+    its `share_key` attribute when its state only means something to a peer configured alike (the prefix index's
+    hashes depend on its block size). A peer's state under a key this replica does not have is ignored, so replicas
+    configured differently (mid-way through a rollout that changes the block size) do not fill each other's indexes
+    with hashes that never match."""
+    key = getattr(plugin, "share_key", None)
+    return key if isinstance(key, str) and key else name
+
+
 @runtime_checkable
 class SharedRoutingHook(Protocol):
     """What a plugin learns from a decision, in a form another picker replica can learn it from (active-active).

@@ -7,7 +7,7 @@ two things: `Routed` (this request went to that endpoint, charged so many tokens
 sharing plugin) and `Ended` (this request's response ended, served by that endpoint, with that status). A batch is
 one JSON object sent over HTTP (scorer/replica_sync.py):
 
-    {"replica": "10.0.0.7:9004", "events": [["r", id, address, tokens, {"prefix-cache-scorer": "<base64>"}],
+    {"replica": "10.0.0.7:9004", "events": [["r", id, address, tokens, {"prefix-cache-scorer@128B": "<base64>"}],
                                             ["e", id, served_or_null, status], ...]}
 
 Block hashes travel as base64 of little-endian unsigned 64-bit integers (8 bytes each, a third of their decimal
@@ -17,9 +17,12 @@ A replica that starts (or restarts) asks a peer for its prefix indexes once, so 
 traffic has taught it again (a `Snapshot`, one JSON object, each endpoint's blocks least recently used first):
 
     {"replica": "10.0.0.7:9004",
-     "plugins": {"prefix-cache-scorer": {"bytes_per_token": 6.85, "endpoints": {"10.0.1.5:8000": "<base64>", ...}}}}
+     "plugins": {"prefix-cache-scorer@128B": {"bytes_per_token": 6.85,
+                                              "endpoints": {"10.0.1.5:8000": "<base64>", ...}}}}
 
-(`bytes_per_token`: what sized the peer's index, null when it has not learned it yet.)
+(`bytes_per_token`: what sized the peer's index, null when it has not learned it yet. A plugin's state travels under
+its share key, `scorer.framework.share_key`: the prefix index's names its block size, so a peer hashing other
+blocks is ignored.)
 
 `decode_snapshot` checks it as `decode_batch` checks a batch.
 """

@@ -39,6 +39,7 @@ from scorer.framework import (
     Usage,
     is_soft_filter,
     plugin_roles,
+    share_key,
 )
 from scorer.registry import PluginRuntime
 from scorer.types import (
@@ -85,8 +86,9 @@ class Scheduler:
         self._response = [p for p in hooks if isinstance(p, ResponseHook)]
         self._membership = [p for p in hooks if isinstance(p, MembershipHook)]
         self._metrics = [p for p in hooks if isinstance(p, MetricsHook)]
-        self._shared = {n: p for n, p in self.plugins.items() if isinstance(p, SharedRoutingHook)}
-        self._snapshots = {n: p for n, p in self.plugins.items() if isinstance(p, SnapshotHook)}
+        # keyed as peers exchange them (framework.share_key): a plugin's name, or its configuration-bound key
+        self._shared = {share_key(n, p): p for n, p in self.plugins.items() if isinstance(p, SharedRoutingHook)}
+        self._snapshots = {share_key(n, p): p for n, p in self.plugins.items() if isinstance(p, SnapshotHook)}
 
     def schedule(self, request: LLMRequest, candidates: Sequence[EndpointState], cycle: CycleState) -> SchedulingResult:
         """Choose the targets for one request among `candidates`. Changes no state; raises `NoEndpointError`."""

@@ -27,6 +27,7 @@ schedulingProfiles:
   - {pluginRef: max-score-picker}
 """
 PROMPT = "aaaabbbbccccdddd"
+KEY = "prefix-cache-scorer@4B"  # what peers exchange the index under: its name and block size
 
 
 class Clock:
@@ -63,7 +64,7 @@ def test_a_decision_and_its_end_are_published_with_the_prompt_blocks():
     routed, ended = published
     assert isinstance(routed, Routed) and routed.address == result.targets[0].address
     assert routed.tokens == len(PROMPT) // 4
-    assert len(routed.blocks["prefix-cache-scorer"]) == 4  # 16 bytes in blocks of 4
+    assert len(routed.blocks[KEY]) == 4  # 16 bytes in blocks of 4
     assert ended == Ended("r1", None, 200)
 
 
@@ -93,11 +94,11 @@ def test_a_peer_decision_teaches_the_prefix_and_charges_until_any_replica_hears_
 @pytest.mark.parametrize(
     ("events", "charged", "learned"),
     [
-        ([Routed("p1", A, 10, {"prefix-cache-scorer": [1, 2]})], 1, True),
+        ([Routed("p1", A, 10, {KEY: [1, 2]})], 1, True),
         ([Routed("p1", A, 10, {}), Ended("p1", A, 200)], 0, False),
-        ([Ended("p1", A, 200), Routed("p1", A, 10, {"prefix-cache-scorer": [1]})], 0, True),  # end overtook it
+        ([Ended("p1", A, 200), Routed("p1", A, 10, {KEY: [1]})], 0, True),  # end overtook it
         ([Routed("p1", A, 10, {}), Routed("p1", A, 10, {})], 1, False),  # the same decision twice counts once
-        ([Routed("p1", "10.9.9.9:1", 10, {"prefix-cache-scorer": [1]})], 0, False),  # not a member here
+        ([Routed("p1", "10.9.9.9:1", 10, {KEY: [1]})], 0, False),  # not a member here
         ([Routed("p1", A, 10, {"unknown-plugin": [1]})], 1, False),
     ],
 )
@@ -183,14 +184,35 @@ def test_a_replica_that_starts_restores_a_peers_snapshot_for_the_endpoints_it_tr
     running, _ = replica(clock)
     picked = running.pick(LLMRequest("r1", "m", prompt=PROMPT)).addresses[0]
     snapshot = running.snapshot()
-    assert list(snapshot) == ["prefix-cache-scorer"] and len(snapshot["prefix-cache-scorer"].endpoints[picked]) == 4
+    assert list(snapshot) == [KEY] and len(snapshot[KEY].endpoints[picked]) == 4
     starting, _ = replica(clock)
     assert prefix_score(starting, picked) == 0.0
     foreign = {
-        "prefix-cache-scorer": IndexSnapshot({"10.9.9.9:8000": [1, 2, 3]}),
+        KEY: IndexSnapshot({"10.9.9.9:8000": [1, 2, 3]}),
         "no-such-plugin": IndexSnapshot({A: [7]}),
+        "prefix-cache-scorer@64B": IndexSnapshot({A: [7, 8]}),  # a peer hashing 64-byte blocks: not this index's
     }
-    assert starting.restore(foreign) == 0  # untracked endpoints and unknown plugins: skipped
+    assert starting.restore(foreign) == 0  # untracked endpoints, unknown plugins, other block sizes: skipped
     assert starting.restore(snapshot) == 4
     assert prefix_score(starting, picked) == prefix_score(running, picked) == 1.0
     assert in_flight(starting) == {A: 0, B: 0}  # what is copied is the index, not the peer's charges
+
+
+def test_a_peer_with_another_block_size_is_ignored_mid_rollout():
+    """Replicas whose prefix indexes hash blocks of different sizes (a rollout changing `blockSize`) exchange them
+    under different keys: neither learns the other's hashes, which would never match its own."""
+    clock = Clock()
+    old = Director(Scheduler(load_config(CONFIG.replace("blockSize: 4", "blockSize: 8"))), clock=clock)
+    old.set_endpoints([Endpoint(A), Endpoint(B)])
+    for address in (A, B):
+        old.update_metrics(address, EndpointMetrics())
+    sent: list[Routed | Ended] = []
+    old.on_routed = sent.append
+    old.pick(LLMRequest("r1", "m", prompt=PROMPT))
+    routed = next(e for e in sent if isinstance(e, Routed))
+    assert list(routed.blocks) == ["prefix-cache-scorer@8B"]
+    new, _ = replica(clock)
+    new.peer_routed(routed)
+    scorer = new.scheduler.plugins["prefix-cache-scorer"]
+    assert scorer.index.blocks(routed.address) == 0  # type: ignore[attr-defined]
+    assert new.restore(old.snapshot()) == 0

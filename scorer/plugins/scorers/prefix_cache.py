@@ -106,6 +106,8 @@ class PrefixCacheScorer:
         self._sent_bytes = 0
         self.sent_budget = (_PENDING_LIMIT, _PENDING_BYTES)  # (requests, bytes of blocks) kept at most
         self._key = f"{name}/match"
+        # peers exchange this index under a key naming its block size: hashes of other blocks never match
+        self.share_key = f"{name}@{params.block_size}B"
         fixed = params.bytes_per_token
         self.bytes_per_token = BytesPerToken(_INITIAL_BYTES_PER_TOKEN if fixed == "auto" else fixed)
         self._learn_bytes_per_token = fixed == "auto"
