@@ -27,8 +27,8 @@ Only the series the picker reads are asked for (`?name[]=vllm:num_requests_waiti
 named series when asked so, and gzips its answer for a client that accepts gzip (aiohttp's default header does):
 rendering and compressing the whole ~40 KB exposition cost a twin ~12x the CPU of the ~1.8 KB that is read
 (docs/picker.md, "What is read"). A server that answers the filtered form without a required series, or refuses it
-with a 4xx (a proxy in front of it that drops or rejects the query), is asked again at once for everything, and
-from then on always for everything.
+with a 4xx (a proxy in front of it that drops or rejects the query), is asked again at once for everything; when
+that answer is good, it is asked for everything from then on (a server broken either way keeps being asked both).
 """
 
 from __future__ import annotations
@@ -176,12 +176,14 @@ class MetricsScraper:
         filtered = address not in self.unfiltered
         kind, error, metrics = await self._fetch(address, filtered)
         if filtered and (kind == "parse" or (kind == "http" and error is not None and error.startswith("HTTP 4"))):
-            self.unfiltered.add(address)
-            log.info(
-                "endpoint did not answer the filtered scrape; scraping its whole exposition from now on",
-                extra={"endpoint": address, "error": error},
-            )
-            kind, error, metrics = await self._fetch(address, filtered=False)
+            whole = await self._fetch(address, filtered=False)
+            if whole[0] == "ok":  # the whole exposition has what the filtered one lacked: this server cannot filter
+                self.unfiltered.add(address)
+                log.info(
+                    "endpoint did not answer the filtered scrape; scraping its whole exposition from now on",
+                    extra={"endpoint": address, "error": error},
+                )
+            kind, error, metrics = whole
         result = ScrapeResult(address, metrics is not None, time.perf_counter() - started, kind, error)
         self._record(result, metrics)
         return result
