@@ -40,6 +40,7 @@ from loadtests.routing.replicas import (
     roll_restart,
     routed_decisions,
 )
+from loadtests.routing.run import picker_health
 from loadtests.soak.sampler import cpu_seconds, group_cpu_seconds
 from scorer.extproc.envoy_config import EnvoyOptions
 from sim.fleet.profile import load_profile
@@ -203,6 +204,8 @@ async def run_router(
         if pickers and None not in cpu:  # the picker's CPU over its whole life (start-up and idle scrapes too)
             summary["picker_cpu_s"] = sum(c for c in cpu if c is not None)
         summary.update(node_cpu(fleet, stack))
+        for picker in (t for t in stack if isinstance(t, PickerProcess) and t.running):  # scrape outcomes and more
+            summary.setdefault("picker_health", []).append(picker_health(await picker.metrics_text()))
         if pickers and summary["failed"]:
             summary["picker_output_tail"] = [ln for t in pickers for ln in t.output][-20:]
     finally:

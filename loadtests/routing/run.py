@@ -33,10 +33,21 @@ ProgressFn = Callable[[str], None]
 _DECISION = re.compile(r"^autonomic_picker_decisions_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
 # the picker's health during the run: scrape outcomes, and the precise profile's KV-event and tokenize counters
 _HEALTH = re.compile(
-    r"^(?P<name>autonomic_picker_(?:scrapes_total|kv_events_\w+|precise_\w+|tokenize_\w+))"
-    r"\{(?P<labels>[^}]*)\} (?P<value>\S+)$",
+    r"^(?P<name>autonomic_picker_(?:scrapes_total|stale_fallback_decisions_total|kv_events_\w+|precise_\w+|tokenize_\w+))"
+    r"(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$",
     re.M,
 )
+
+
+def picker_health(metrics_text: str) -> dict[str, float]:
+    """The picker's health counters from its /metrics (scrape outcomes, the precise profile's KV-event and tokenize
+    counters), summed over endpoints, by name and outcome."""
+    health: dict[str, float] = {}
+    for m in _HEALTH.finditer(metrics_text):
+        outcome = re.search(r'(?:result|outcome)="([^"]*)"', m.group("labels") or "")
+        key = m.group("name") + (f"{{{outcome.group(1)}}}" if outcome else "")
+        health[key] = health.get(key, 0.0) + float(m.group("value"))
+    return health
 
 
 async def run_routing(
@@ -96,12 +107,7 @@ async def run_routing(
         if picker is not None:
             text = await picker.metrics_text()
             summary["picker_decisions"] = {m.group("labels"): float(m.group("value")) for m in _DECISION.finditer(text)}
-            health: dict[str, float] = {}
-            for m in _HEALTH.finditer(text):  # summed over endpoints, by name and outcome/result
-                outcome = re.search(r'(?:result|outcome)="([^"]*)"', m.group("labels"))
-                key = m.group("name") + (f"{{{outcome.group(1)}}}" if outcome else "")
-                health[key] = health.get(key, 0.0) + float(m.group("value"))
-            summary["picker_health"] = health
+            summary["picker_health"] = picker_health(text)
         return summary
     finally:
         if envoy is not None:

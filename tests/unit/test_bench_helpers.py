@@ -119,3 +119,22 @@ def test_replica_arms_by_name(name: str, expected: tuple[str, bool, bool, bool, 
     arm = replica_arm(name)
     got = None if arm is None else (arm.profile, arm.shared, arm.kill, arm.buffered, arm.rollout)
     assert got == expected
+
+
+def test_picker_health_sums_counters_over_endpoints_by_outcome() -> None:
+    from loadtests.routing.run import picker_health
+
+    text = "\n".join(
+        [
+            'autonomic_picker_scrapes_total{endpoint="a",outcome="ok"} 10.0',
+            'autonomic_picker_scrapes_total{endpoint="b",outcome="ok"} 5.0',
+            'autonomic_picker_scrapes_total{endpoint="b",outcome="timeout"} 2.0',
+            "autonomic_picker_stale_fallback_decisions_total 3.0",
+            'autonomic_picker_decisions_total{outcome="routed"} 9.0',  # not a health counter
+        ]
+    )
+    assert picker_health(text) == {
+        "autonomic_picker_scrapes_total{ok}": 15.0,
+        "autonomic_picker_scrapes_total{timeout}": 2.0,
+        "autonomic_picker_stale_fallback_decisions_total": 3.0,
+    }
