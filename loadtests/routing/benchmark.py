@@ -109,7 +109,11 @@ async def _start_router(
         if name.startswith("picker-"):
             replicas = replica_arm(name)
             config = shipped_profiles()[profile_name(name, RESPONSE_BODY_SUFFIX)]
-            pickers = [PickerProcess(pool, config=config) for _ in range(replicas.replicas if replicas else 1)]
+            # replicas stop as deploy/ runs them: NOT_SERVING first, new streams refused 3 s later (--shutdown-delay),
+            # once Envoy's health check has moved them to the other replica
+            extra = ["--shutdown-delay", "3"] if replicas else []
+            count = replicas.replicas if replicas else 1
+            pickers = [PickerProcess(pool, config=config, extra_args=extra) for _ in range(count)]
             for picker in pickers:
                 if replicas and replicas.shared:
                     picker.peers = [p.peer_address for p in pickers if p is not picker]
