@@ -75,11 +75,17 @@ def check_routing_report(results: dict[str, Any], report: str, out: Path, router
         assert figures["requests_ok"] == 24 and figures["requests_failed"] == 0, (name, figures)
         assert 0 <= figures["hit_ratio"] <= 1
         assert 0 < figures["ttft_p50_s"] <= figures["ttft_p90_s"] <= figures["ttft_p99_s"]
-    rows = table_rows(report.split("Where the router's time goes")[0])  # the routers table
+    routers_table, rest = report.split("## CPU the router puts on the node")
+    rows = table_rows(routers_table)
     assert {"oracle bound", "pooled-capacity bound", *routers} <= set(rows)
     width = len(rows["oracle bound"])
     for name in routers:
         assert len(rows[name]) == width and "-" not in rows[name], rows[name]  # every figure filled in
+    cpu = table_rows(rest.split("Where the router's time goes")[0])  # router, Envoy, servers, servers per request
+    for name in routers:
+        assert float(cpu[name][2]) > 0 and float(cpu[name][3]) > 0, cpu[name]  # the servers worked
+        if name.startswith("picker-"):  # the picker's process and the Envoy in front of it
+            assert float(cpu[name][0]) > 0 and float(cpu[name][1]) > 0, cpu[name]
     assert re.search(
         r"^Command: `autonomic bench routing --trace \S+ --servers 2 --time-scale 20 .*--routers ", report, re.M
     )

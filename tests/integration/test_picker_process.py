@@ -34,6 +34,7 @@ from scorer.extproc.envoy_config import EnvoyOptions
 from scorer.extproc.roundrobin import RoundRobinBackend
 from scorer.extproc.server import serve_extproc
 from scorer.index_sizing import capacity_blocks
+from scorer.plugins.scorers.prefix_cache import PrefixCacheParams
 from scorer.service import PickerOptions, StartupError, run_picker
 from scorer.sources.model_metrics import parse_vllm_metrics
 from scorer.types import Endpoint
@@ -135,8 +136,11 @@ async def test_requests_land_on_the_picked_endpoint_and_a_shared_prefix_sticks(
     # each decision was learnt after its answer went out, into the budgeted prefix index, all on the sticky replica
     assert _value(final, "autonomic_picker_learn_duration_seconds_count") == 4
     plugin = "prefix-cache-scorer"
+    params = default_config().plugin(plugin).params
+    assert isinstance(params, PrefixCacheParams)
+    block_bytes = params.block_size  # the shipped profile's
     entries = _value(final, "autonomic_picker_prefix_index_entries", plugin=plugin)
-    assert entries >= 1024 // 64  # at least the shared prompt's blocks (a token is a byte or more)
+    assert entries >= 1024 // block_bytes  # at least the shared prompt's blocks (a token is a byte or more)
     held = _value(final, "autonomic_picker_prefix_index_endpoint_blocks", plugin=plugin, endpoint=addresses[landed[0]])
     assert held == entries
     assert _value(final, "autonomic_picker_prefix_index_budget_bytes", plugin=plugin) == 512 * 2**20 // 400 * 400
@@ -145,7 +149,7 @@ async def test_requests_land_on_the_picked_endpoint_and_a_shared_prefix_sticks(
         twin = parse_vllm_metrics(await answer.text()).metrics
     assert twin.num_gpu_blocks is not None and twin.block_size is not None
     rate = _value(final, "autonomic_picker_prefix_index_bytes_per_token", plugin=plugin)
-    expected = capacity_blocks(twin.num_gpu_blocks * twin.block_size, rate, 64)
+    expected = capacity_blocks(twin.num_gpu_blocks * twin.block_size, rate, block_bytes)
     capacity = _value(
         final, "autonomic_picker_prefix_index_endpoint_capacity_blocks", plugin=plugin, endpoint=addresses[landed[0]]
     )
