@@ -79,13 +79,17 @@ class CacheAwareRouter:
         self._evict(self.clock())
         chain = block_chain(request.prompt)
         chosen, reason = self._choose(candidates, chain, len(request.prompt))
-        tree = self.trees[chosen.address]
+        self.record(chosen.address, request.request_id, chain)
+        return SchedulingResult((EndpointState(chosen),), reason)
+
+    def record(self, address: str, request_id: str, chain: list[int]) -> None:
+        """The prompt `chain` was sent to `address`: into its tree, and counted in flight until its end."""
+        tree = self.trees[address]
         for key in reversed(chain):  # the prompt's first block ends most recent: trimming takes tails first
             tree[key] = None
             tree.move_to_end(key)
-        self.load[chosen.address] += 1
-        self.sent[request.request_id] = chosen.address
-        return SchedulingResult((EndpointState(chosen),), reason)
+        self.load[address] += 1
+        self.sent[request_id] = address
 
     def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:
         address = self.sent.pop(request_id, None)
@@ -98,12 +102,22 @@ class CacheAwareRouter:
         low, high = min(loads), max(loads)
         if high - low > s.balance_abs_threshold and high > low * s.balance_rel_threshold:
             return candidates[loads.index(low)], "imbalanced: least loaded"
+        holder = self.holder(candidates, chain, prompt_chars)
+        if holder is not None:
+            return holder, "longest prefix"
+        return self.smallest_tree(candidates), "smallest tree"
+
+    def holder(self, candidates: Sequence[Endpoint], chain: list[int], prompt_chars: int) -> Endpoint | None:
+        """The worker with the longest matched prefix when it covers more than `cache_threshold` of the prompt."""
         matched = [self._matched_blocks(e.address, chain) for e in candidates]
-        best = max(matched)
-        if best and best * BLOCK_CHARS / max(1, prompt_chars) > s.cache_threshold:
-            return candidates[matched.index(best)], "longest prefix"
+        best = max(matched, default=0)
+        if best and best * BLOCK_CHARS / max(1, prompt_chars) > self.settings.cache_threshold:
+            return candidates[matched.index(best)]
+        return None
+
+    def smallest_tree(self, candidates: Sequence[Endpoint]) -> Endpoint:
         sizes = [len(self.trees[e.address]) for e in candidates]
-        return candidates[sizes.index(min(sizes))], "smallest tree"
+        return candidates[sizes.index(min(sizes))]
 
     def _matched_blocks(self, address: str, chain: list[int]) -> int:
         tree = self.trees[address]
@@ -151,23 +165,14 @@ class HalfCacheAware:
         t._evict(t.clock())
         candidates = [e for e in t.endpoints if subset is None or e.address in subset]
         chain = block_chain(request.prompt)
-        matched = [t._matched_blocks(e.address, chain) for e in candidates]
-        best = max(matched, default=0)
-        hot = best > 0 and best * BLOCK_CHARS / max(1, len(request.prompt)) > t.settings.cache_threshold
-        forced: str | None = None
-        if hot and "sticky" in self.halves:
-            forced = candidates[matched.index(best)].address
-        elif not hot and "cold" in self.halves and candidates:
-            sizes = [len(t.trees[e.address]) for e in candidates]
-            forced = candidates[sizes.index(min(sizes))].address
-        result = self.director.pick(request, [forced] if forced else subset)
-        chosen = result.addresses[0]
-        tree = t.trees[chosen]
-        for key in reversed(chain):
-            tree[key] = None
-            tree.move_to_end(key)
-        t.load[chosen] += 1
-        t.sent[request.request_id] = chosen
+        holder = t.holder(candidates, chain, len(request.prompt))
+        forced: Endpoint | None = None
+        if holder is not None and "sticky" in self.halves:
+            forced = holder
+        elif holder is None and "cold" in self.halves and candidates:
+            forced = t.smallest_tree(candidates)
+        result = self.director.pick(request, [forced.address] if forced else subset)
+        t.record(result.addresses[0], request.request_id, chain)
         return result
 
     def response_complete(self, request_id: str, served: str | None, status: int, usage: Usage | None) -> None:

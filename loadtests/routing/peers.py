@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.child import Child, ChildError
+from harness.child import Child, ChildError, ChildWrapper
 from harness.netutil import free_port
 from harness.probes import NotReady
 
@@ -124,15 +124,14 @@ def peer_command(
     return cmd
 
 
-class PeerRouter:
-    """One peer process in its own process group (it spawns workers); `start()` returns once a completion has gone
-    through it. Its output goes to `log` (truncated at start)."""
+class PeerRouter(ChildWrapper):
+    """One peer process in its own process group (it spawns workers; its pid is the group's id); `start()` returns
+    once a completion has gone through it. Its output goes to `log` (truncated at start)."""
 
     def __init__(self, cmd: list[str], log: Path, model: str):
         self.cmd, self.log, self.model = cmd, log, model
         self.port = int(cmd[cmd.index("--port") + 1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self._child: Child | None = None
 
     async def start(self, timeout_s: float = 60.0) -> None:
         self.log.write_bytes(b"")
@@ -145,18 +144,9 @@ class PeerRouter:
         except ChildError as exc:
             raise PeerError(str(exc)) from exc
 
-    @property
-    def pid(self) -> int | None:
-        """The peer's pid, also its process group's id (None before start)."""
-        return self._child.pid if self._child is not None else None
-
     async def _proxies(self) -> bool:
         """A completion through the peer reaches a worker (it may answer `/health` before its workers register)."""
         return await completion_answered(self.url, self.model)
-
-    async def stop(self) -> None:
-        if self._child is not None:
-            await self._child.stop()
 
 
 async def completion_answered(url: str, model: str) -> bool:

@@ -74,51 +74,43 @@ def read_proc(pid: int, established: set[int] | None = None) -> ProcStat | None:
     return ProcStat(rss_mb=rss_kb / 1024, fds=len(entries), threads=threads, connections=connections)
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds the process has used so far; None if it is gone or unknown."""
-    if pid is None:
-        return None
+def _stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """A process's /proc stat: its command name and the fields after it (state, ppid, pgrp, ...); None if gone.
+    The name may hold spaces and parentheses, so the fields start after the last ')'."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # comm may hold spaces and parentheses
+            stat = f.read()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _processes() -> list[tuple[int, str, list[str]]]:
+    """Every live process: (pid, command name, stat fields)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(entry)) is not None:
+            found.append((int(entry), *stat))
+    return found
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds the process has used so far; None if it is gone or unknown."""
+    stat = _stat(pid) if pid is not None else None
+    return _cpu(stat[1]) if stat is not None else None
 
 
 def group_cpu_seconds(pgid: int | None) -> float | None:
     """User + system CPU seconds used so far by the live processes of process group `pgid` (a router that spawns
     workers); None if no process of the group is left."""
-    if pgid is None:
-        return None
-    total, found = 0.0, False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            found = True
-    return total if found else None
+    members = [_cpu(fields) for _, _, fields in _processes() if int(fields[2]) == pgid] if pgid is not None else []
+    return sum(members) if members else None
 
 
 def children(pid: int) -> dict[int, str]:
     """The direct children of `pid`: their pids and command names."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found[int(entry)] = comm
-    return found
+    return {child: comm for child, comm, fields in _processes() if int(fields[1]) == pid}
