@@ -157,23 +157,23 @@ class Scheduler:
             hook.response_complete(request, address, status, usage, now)
 
     def routing_blocks(self, cycle: CycleState, request: LLMRequest) -> dict[str, Sequence[int]]:
-        """Per sharing plugin (by name), the block hashes it learned from this cycle's decision (for peer replicas)."""
+        """Per sharing plugin (by share key), the block hashes it learned from this cycle's decision (for peers)."""
         shared = {name: hook.routing_blocks(cycle, request) for name, hook in self._shared.items()}
         return {name: blocks for name, blocks in shared.items() if blocks}
 
     def learn_peer_routing(self, address: str, blocks: Mapping[str, Sequence[int]], now: float) -> None:
-        """A peer replica sent a request to `address`: each named plugin learns its state (unknown names ignored)."""
+        """A peer replica sent a request to `address`: each plugin learns its state (unknown share keys ignored)."""
         for name, hashes in blocks.items():
             hook = self._shared.get(name)
             if hook is not None:
                 hook.learn_peer_routing(address, hashes, now)
 
     def snapshot(self) -> dict[str, IndexSnapshot]:
-        """Per plugin that keeps one (by name), its per-endpoint block lists, least recently used first."""
+        """Per plugin that keeps one (by share key), its per-endpoint block lists, least recently used first."""
         return {name: hook.snapshot() for name, hook in self._snapshots.items()}
 
     def restore(self, plugins: Mapping[str, IndexSnapshot], present: frozenset[str]) -> int:
-        """Give each named plugin its snapshot, for the endpoints in `present` (unknown names are skipped); returns
+        """Give each plugin its snapshot, for the endpoints in `present` (unknown share keys are skipped); returns
         the blocks the plugins took."""
         return sum(hook.restore(plugins[name], present) for name, hook in self._snapshots.items() if name in plugins)
 

@@ -37,7 +37,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from loadtests.picker.long_prompts import PromptBodies, parse_sizes, size_label
-from scorer.config import ConfigError, default_config, load_config
+from scorer.config import ConfigError, PickerConfig, default_config, load_config
 from scorer.director import Director
 from scorer.extproc.exchange import Exchange, PickBackend
 from scorer.extproc.roundrobin import RoundRobinBackend
@@ -98,9 +98,8 @@ def exchange_once(backend: PickBackend, messages: Sequence[bytes], hooks: Stream
     return sent
 
 
-def director_backend(seed: int = 7, config: Path | None = None) -> Director:
-    profile = load_config(config) if config is not None else default_config()
-    director = Director(Scheduler(profile), rng=random.Random(seed), staleness_s=1e9)
+def director_backend(seed: int = 7, config: PickerConfig | None = None) -> Director:
+    director = Director(Scheduler(config or default_config()), rng=random.Random(seed), staleness_s=1e9)
     director.set_endpoints([Endpoint(a) for a in ENDPOINTS])
     for a in ENDPOINTS:
         director.update_metrics(a, EndpointMetrics(waiting=0, running=4, kv_usage=0.3))
@@ -135,7 +134,7 @@ def measure(
     chunk: int,
     shared: float,
     warmup: int = 20,
-    config: Path | None = None,
+    config: PickerConfig | None = None,
 ) -> Cell:
     backend: PickBackend = RoundRobinBackend(list(ENDPOINTS))
     hooks: StreamHooks | None = None
@@ -162,7 +161,7 @@ def run(
     repeats: int,
     shared: float,
     backends: Sequence[str] = ("round-robin", "director"),
-    config: Path | None = None,
+    config: PickerConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Median CPU of `repeats` alternating measurements per (size, backend); progress on stdout."""
     rows: list[dict[str, Any]] = []
@@ -212,12 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--sizes: {exc}")
     if args.decisions < 10 or args.chunk < 0 or args.repeats < 1 or not sizes or not 0 <= args.shared < 1:
         ap.error("--decisions >= 10, --chunk >= 0, --repeats >= 1, 0 <= --shared < 1 and at least one size")
+    profile = None
     if args.config is not None:
         try:
-            load_config(args.config)
+            profile = load_config(args.config)
         except (ConfigError, OSError) as exc:
             ap.error(f"--config: {exc}")
-    rows = run(sizes, args.decisions, args.chunk, args.repeats, args.shared, backends, args.config)
+    rows = run(sizes, args.decisions, args.chunk, args.repeats, args.shared, backends, profile)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

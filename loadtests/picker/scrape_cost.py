@@ -33,19 +33,24 @@ from scorer.types import Endpoint
 from sim.fleet.process import FleetProcess
 
 
-async def twin_exposition(query: str = "") -> str:
-    """A real twin's /metrics text (one fresh server), whole or for `query` (e.g. the picker's `?name[]=...`)."""
+async def twin_expositions(*queries: str) -> list[str]:
+    """A real twin's /metrics texts (one fresh server), one per query ("": the whole exposition; the picker's
+    `?name[]=...`: the series it reads)."""
     async with FleetProcess(servers=1, base_port=find_base_port(1)) as fleet, aiohttp.ClientSession() as http:
-        response = await http.get(fleet.urls[0] + "/metrics" + query)
-        return await response.text()
+        texts = []
+        for query in queries:
+            async with http.get(fleet.urls[0] + "/metrics" + query) as response:
+                texts.append(await response.text())
+        return texts
 
 
 async def write_expositions(directory: Path) -> Path:
     """The twin's whole exposition in `directory`/twin-metrics.txt and its answer to the picker's filtered request
     beside it (twin-metrics-filtered.txt), for `MetricsStub`; returns the first."""
-    (directory / "twin-metrics-filtered.txt").write_text(await twin_exposition("?" + SERIES_QUERY))
+    whole, filtered = await twin_expositions("", "?" + SERIES_QUERY)
+    (directory / "twin-metrics-filtered.txt").write_text(filtered)
     text_file = directory / "twin-metrics.txt"
-    text_file.write_text(await twin_exposition())
+    text_file.write_text(whole)
     return text_file
 
 

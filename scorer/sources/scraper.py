@@ -101,7 +101,7 @@ class MetricsScraper:
         self._session: aiohttp.ClientSession | None = None
         self._group: asyncio.TaskGroup | None = None  # set while `run` runs
         self._loops: dict[str, asyncio.Task[None]] = {}
-        self._urls: dict[tuple[str, bool], str] = {}  # (address, filtered) -> the scrape's URL, built once
+        self._filter = ("&" if "?" in path else "?") + SERIES_QUERY  # appended to `path` to ask for the series read
         self.unfiltered: set[str] = set()  # addresses that did not answer the filtered form completely
 
     async def __aenter__(self) -> MetricsScraper:
@@ -147,8 +147,6 @@ class MetricsScraper:
             self.failing.pop(address, None)
             self._reconnect_at.pop(address, None)
             self.unfiltered.discard(address)
-            self._urls.pop((address, True), None)
-            self._urls.pop((address, False), None)
         known = set(self.addresses)
         self.addresses = wanted
         if self._group is not None:
@@ -188,19 +186,13 @@ class MetricsScraper:
         self._record(result, metrics)
         return result
 
-    def _url(self, address: str, filtered: bool) -> str:
-        url = self._urls.get((address, filtered))
-        if url is None:
-            query = ("&" if "?" in self.path else "?") + SERIES_QUERY if filtered else ""
-            url = self._urls[(address, filtered)] = f"http://{address}{self.path}{query}"
-        return url
-
     async def _fetch(self, address: str, filtered: bool) -> tuple[str, str | None, EndpointMetrics | None]:
         """One GET of the endpoint's metrics: (kind, error, metrics), kind "ok" with metrics, else why not."""
         assert self._session is not None, "use the scraper as an async context manager"
         kind, error, metrics = "ok", None, None
         try:
-            async with self._session.get(self._url(address, filtered), headers=self._headers(address)) as resp:
+            url = f"http://{address}{self.path}{self._filter if filtered else ''}"
+            async with self._session.get(url, headers=self._headers(address)) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     kind, error = "http", f"HTTP {resp.status}"
